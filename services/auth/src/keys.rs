@@ -1,0 +1,125 @@
+//! Ed25519 signing keys and access tokens. Keys are persisted, so a restart
+//! does not log anyone out; the JWKS lists every key that is not retired.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::store::{SigningKeyRow, Store};
+
+/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The claims of an access token (see docs/protocol.md).
+#[derive(Debug, Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    did: &'a str,
+    iss: &'a str,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    jti: String,
+}
+
+pub struct Signer {
+    kid: String,
+    key: EncodingKey,
+    jwks_json: String,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+}
+
+impl Signer {
+    /// Uses the newest non-retired key, creating one on first start.
+    pub async fn load_or_create(store: &Store, config: &Config) -> Result<Self, Error> {
+        let mut keys = store.active_signing_keys().await?;
+        if keys.is_empty() {
+            let row = generate_key()?;
+            store.insert_signing_key(&row).await?;
+            tracing::info!(kid = %row.kid, "created a new signing key");
+            keys = store.active_signing_keys().await?;
+        }
+        let newest = keys
+            .first()
+            .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key after creating one")))?;
+        let seed = STANDARD
+            .decode(&newest.private_key_pkcs8)
+            .map_err(|e| Error::Unexpected(anyhow::anyhow!("stored key unreadable: {e}")))?;
+        let key = EncodingKey::from_ed_der(&seed);
+        Ok(Self {
+            kid: newest.kid.clone(),
+            key,
+            jwks_json: jwks_json(&keys),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl_secs: config.access_token_ttl_secs,
+        })
+    }
+
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
+    }
+
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    /// A signed access token for one device of one user.
+    pub fn access_token(&self, user_id: &str, device_id: &str) -> Result<String, Error> {
+        let now = chat_common::time::now_ms() / 1000;
+        let claims = Claims {
+            sub: user_id,
+            did: device_id,
+            iss: &self.issuer,
+            aud: &self.audience,
+            exp: now + self.ttl_secs,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| Error::Unexpected(anyhow::anyhow!("signing failed: {e}")))
+    }
+}
+
+fn generate_key() -> Result<SigningKeyRow, Error> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Unexpected(anyhow::anyhow!("no randomness: {e}")))?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = signing.verifying_key().to_bytes();
+    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&seed);
+    Ok(SigningKeyRow {
+        kid: uuid::Uuid::now_v7().simple().to_string(),
+        private_key_pkcs8: STANDARD.encode(pkcs8),
+        public_key_x: URL_SAFE_NO_PAD.encode(public),
+        created_at_ms: chat_common::time::now_ms(),
+    })
+}
+
+fn jwks_json(keys: &[SigningKeyRow]) -> String {
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "alg": "EdDSA",
+                "use": "sig",
+                "kid": k.kid,
+                "x": k.public_key_x,
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}

@@ -1,0 +1,234 @@
+//! Persistence of users, devices, refresh tokens and signing keys. Every query
+//! binds its values; none is built by formatting.
+
+use sqlx::{AnyPool, Row};
+
+use crate::error::Error;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+}
+
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub private_key_pkcs8: String,
+    pub public_key_x: String,
+    pub created_at_ms: i64,
+}
+
+pub struct RefreshTokenRow {
+    pub device_id: String,
+    pub user_id: String,
+    pub expires_at_ms: i64,
+    pub used_at_ms: Option<i64>,
+    pub device_revoked: bool,
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+impl Store {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Inserts a user; `Err(UsernameTaken)` when the lower-cased name exists.
+    pub async fn insert_user(&self, user: &UserRow, now_ms: i64) -> Result<(), Error> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, username, username_lower, display_name, password_hash, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(user.username.to_lowercase())
+        .bind(&user.display_name)
+        .bind(&user.password_hash)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if chat_common::db::is_unique_violation(&e) => Err(Error::UsernameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, Error> {
+        let row = sqlx::query(
+            "SELECT id, username, display_name, password_hash FROM users WHERE username_lower = $1",
+        )
+        .bind(username.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, Error> {
+        let row = sqlx::query(
+            "SELECT id, username, display_name, password_hash FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// Creates a device with its first refresh token, atomically.
+    pub async fn insert_device(
+        &self,
+        device_id: &str,
+        user_id: &str,
+        name: &str,
+        refresh_hash: &str,
+        now_ms: i64,
+        refresh_expires_ms: i64,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, name, created_at_ms, last_seen_at_ms) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(device_id)
+        .bind(user_id)
+        .bind(name)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        insert_refresh(&mut tx, refresh_hash, device_id, now_ms, refresh_expires_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRow>, Error> {
+        let row = sqlx::query(
+            "SELECT r.device_id, d.user_id, r.expires_at_ms, r.used_at_ms, d.revoked_at_ms
+             FROM refresh_tokens r JOIN devices d ON d.id = r.device_id
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RefreshTokenRow {
+            device_id: row.try_get("device_id")?,
+            user_id: row.try_get("user_id")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            used_at_ms: row.try_get("used_at_ms")?,
+            device_revoked: row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some(),
+        }))
+    }
+
+    /// Spends `old_hash` and stores `new_hash` in one transaction. Returns false
+    /// when `old_hash` was spent concurrently (the caller treats that as re-use).
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        device_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(old_hash)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if spent != 1 {
+            return Ok(false);
+        }
+        insert_refresh(&mut tx, new_hash, device_id, now_ms, expires_ms).await?;
+        sqlx::query("UPDATE devices SET last_seen_at_ms = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks the device revoked; its refresh tokens stop working. Returns false
+    /// when the device does not belong to `user_id`.
+    pub async fn revoke_device(&self, user_id: &str, device_id: &str, now_ms: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE devices SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE id = $2 AND user_id = $3",
+        )
+        .bind(now_ms)
+        .bind(device_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Non-retired keys, newest first.
+    pub async fn active_signing_keys(&self) -> Result<Vec<SigningKeyRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT kid, private_key_pkcs8, public_key_x, created_at_ms FROM signing_keys
+             WHERE retired_at_ms IS NULL ORDER BY created_at_ms DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKeyRow {
+                    kid: row.try_get("kid")?,
+                    private_key_pkcs8: row.try_get("private_key_pkcs8")?,
+                    public_key_x: row.try_get("public_key_x")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_key_pkcs8, public_key_x, created_at_ms)
+             VALUES ($1, 'EdDSA', $2, $3, $4)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_key_pkcs8)
+        .bind(&key.public_key_x)
+        .bind(key.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_refresh(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    token_hash: &str,
+    device_id: &str,
+    now_ms: i64,
+    expires_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, device_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(token_hash)
+    .bind(device_id)
+    .bind(now_ms)
+    .bind(expires_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

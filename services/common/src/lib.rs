@@ -1,0 +1,16 @@
+//! Plumbing shared by every service, and nothing else: environment configuration,
+//! telemetry start-up, shutdown signals, gRPC health/reflection, database pools,
+//! NATS subject names and trace propagation across gRPC and NATS.
+//!
+//! Domain logic never lives here: services share wire contracts through
+//! `chat-proto` and talk over gRPC and NATS.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod nats;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;

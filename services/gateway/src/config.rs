@@ -1,0 +1,77 @@
+//! Gateway configuration from the environment.
+
+use std::time::Duration;
+
+use chat_common::config::{self, ConfigError};
+use chat_common::nats::StreamSettings;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `GATEWAY_HTTP_ADDR`, default `127.0.0.1:8080`: HTTP API and WebSocket.
+    pub http_addr: String,
+    /// `AUTH_GRPC_URL`, default `127.0.0.1:50051`.
+    pub auth_url: String,
+    /// `HISTORY_GRPC_URL`, default `127.0.0.1:50052`.
+    pub history_url: String,
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    pub stream: StreamSettings,
+    /// `JWT_ISSUER` and `JWT_AUDIENCE`: what access tokens must carry.
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// `GATEWAY_ALLOWED_ORIGINS`: comma-separated origins allowed to open a
+    /// WebSocket when the browser sends `Origin`.
+    pub allowed_origins: Vec<String>,
+    /// `GATEWAY_MAX_FRAME_BYTES`: larger client frames close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// `GATEWAY_SOCKET_QUEUE`: frames queued for one socket before it is closed as too slow (4408).
+    pub socket_queue: usize,
+    /// How long a socket may stay open without authenticating.
+    pub auth_timeout: Duration,
+    /// `GATEWAY_ID`: names this instance in presence events; random by default.
+    pub gateway_id: String,
+}
+
+impl Config {
+    /// # Errors
+    /// When a variable is set to something unusable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let http_addr = config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
+        let port = http_addr.rsplit(':').next().unwrap_or("8080").to_owned();
+        Ok(Self {
+            auth_url: config::string("AUTH_GRPC_URL", "127.0.0.1:50051"),
+            history_url: config::string("HISTORY_GRPC_URL", "127.0.0.1:50052"),
+            nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
+            stream: StreamSettings::from_env()?,
+            jwt_issuer: config::string("JWT_ISSUER", "chat-auth"),
+            jwt_audience: config::string("JWT_AUDIENCE", "chat"),
+            allowed_origins: config::list(
+                "GATEWAY_ALLOWED_ORIGINS",
+                &format!("http://localhost:{port},http://127.0.0.1:{port}"),
+            ),
+            max_frame_bytes: config::parse("GATEWAY_MAX_FRAME_BYTES", 128 * 1024)?,
+            socket_queue: config::parse("GATEWAY_SOCKET_QUEUE", 1024)?,
+            auth_timeout: Duration::from_secs(config::parse("GATEWAY_AUTH_TIMEOUT_SECS", 10)?),
+            gateway_id: config::string("GATEWAY_ID", &uuid::Uuid::new_v4().to_string()),
+            http_addr,
+        })
+    }
+
+    /// Defaults for one machine with explicit dependencies (tests use this).
+    pub fn local(auth_url: &str, history_url: &str, nats_url: &str) -> Self {
+        Self {
+            http_addr: "127.0.0.1:0".to_owned(),
+            auth_url: auth_url.to_owned(),
+            history_url: history_url.to_owned(),
+            nats_url: nats_url.to_owned(),
+            stream: StreamSettings::default(),
+            jwt_issuer: "chat-auth".to_owned(),
+            jwt_audience: "chat".to_owned(),
+            allowed_origins: vec!["http://localhost:8080".to_owned()],
+            max_frame_bytes: 128 * 1024,
+            socket_queue: 1024,
+            auth_timeout: Duration::from_secs(10),
+            gateway_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Live delivery. Each gateway reads the CHAT stream with an ordered consumer
+//! (gap-free, in stream order) and hands every event to the local sockets of
+//! the conversation's members. No publisher-side fan-out and no database on
+//! this path; per-conversation order and "no gap" come from the stream itself.
+//!
+//! The registry knows, for each local user, which conversations they are in
+//! (loaded from history when their first socket connects, then kept current by
+//! the membership snapshots in the same stream), and each socket's queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::stream::Stream;
+use chat_common::nats::{ChatSubject, parse_chat_subject};
+use chat_common::shutdown::CancellationToken;
+use chat_proto::events::v1::{MembershipChanged, Message};
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use crate::membership::MembershipCache;
+use crate::wire::{MessageJson, encode_cursor};
+
+/// A frame for one socket.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A stream event, pre-serialised once for every socket that gets it.
+    Live { stream_seq: u64, frame: Arc<str> },
+}
+
+/// The sending half of a socket, as the dispatcher sees it.
+pub struct SocketHandle {
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the socket's queue overflows: it is closed with 4408.
+    pub too_slow: CancellationToken,
+}
+
+#[derive(Default)]
+struct LocalUser {
+    conversations: HashSet<String>,
+    sockets: HashMap<u64, SocketHandle>,
+    /// Sockets being set up or open; the entry lives while this is non-zero.
+    leases: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Stream position of the last event handed out.
+    last_dispatched: u64,
+    users: HashMap<String, LocalUser>,
+    /// Local users of each conversation.
+    by_conversation: HashMap<String, HashSet<String>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+/// Keeps a user registered while one of their sockets is being set up or open.
+pub struct Lease {
+    registry: Arc<Registry>,
+    user_id: String,
+    socket_id: Option<u64>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers `user_id` so membership snapshots for them are applied from now
+    /// on. Load their conversations after this, then `Lease::attach`.
+    pub fn lease(self: &Arc<Self>, user_id: &str) -> Lease {
+        self.lock().users.entry(user_id.to_owned()).or_default().leases += 1;
+        Lease { registry: self.clone(), user_id: user_id.to_owned(), socket_id: None }
+    }
+
+    pub fn last_dispatched(&self) -> u64 {
+        self.lock().last_dispatched
+    }
+
+    pub fn conversations_of(&self, user_id: &str) -> HashSet<String> {
+        self.lock().users.get(user_id).map(|u| u.conversations.clone()).unwrap_or_default()
+    }
+
+    fn dispatch_message(&self, stream_seq: u64, conversation_id: &str, frame: Arc<str>) {
+        let mut inner = self.lock();
+        inner.last_dispatched = stream_seq;
+        let Inner { users, by_conversation, .. } = &mut *inner;
+        let Some(local) = by_conversation.get(conversation_id) else { return };
+        for user_id in local {
+            let Some(user) = users.get(user_id) else { continue };
+            for socket in user.sockets.values() {
+                let event = Outbound::Live { stream_seq, frame: frame.clone() };
+                if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(event) {
+                    socket.too_slow.cancel();
+                }
+            }
+        }
+    }
+
+    fn apply_membership(&self, stream_seq: u64, event: &MembershipChanged) {
+        let mut inner = self.lock();
+        inner.last_dispatched = stream_seq;
+        let Inner { users, by_conversation, .. } = &mut *inner;
+        let now: HashSet<&String> = event.member_ids.iter().collect();
+        let local = by_conversation.entry(event.conversation_id.clone()).or_default();
+        local.retain(|user_id| {
+            let stays = now.contains(user_id);
+            if !stays {
+                if let Some(user) = users.get_mut(user_id) {
+                    user.conversations.remove(&event.conversation_id);
+                }
+            }
+            stays
+        });
+        for member in &event.member_ids {
+            if let Some(user) = users.get_mut(member) {
+                user.conversations.insert(event.conversation_id.clone());
+                local.insert(member.clone());
+            }
+        }
+        if local.is_empty() {
+            by_conversation.remove(&event.conversation_id);
+        }
+    }
+
+    fn advance(&self, stream_seq: u64) {
+        self.lock().last_dispatched = stream_seq;
+    }
+}
+
+impl Lease {
+    /// Adds conversations the user belongs to (from history).
+    pub fn add_conversations(&self, conversation_ids: impl IntoIterator<Item = String>) {
+        let mut inner = self.registry.lock();
+        let Inner { users, by_conversation, .. } = &mut *inner;
+        let Some(user) = users.get_mut(&self.user_id) else { return };
+        for id in conversation_ids {
+            by_conversation.entry(id.clone()).or_default().insert(self.user_id.clone());
+            user.conversations.insert(id);
+        }
+    }
+
+    /// Starts live delivery to a socket. Returns the stream position after
+    /// which this socket receives every event of the user's conversations.
+    pub fn attach(&mut self, socket_id: u64, handle: SocketHandle) -> u64 {
+        let mut inner = self.registry.lock();
+        if let Some(user) = inner.users.get_mut(&self.user_id) {
+            user.sockets.insert(socket_id, handle);
+            self.socket_id = Some(socket_id);
+        }
+        inner.last_dispatched
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        let Inner { users, by_conversation, .. } = &mut *inner;
+        let Some(user) = users.get_mut(&self.user_id) else { return };
+        if let Some(socket_id) = self.socket_id {
+            user.sockets.remove(&socket_id);
+        }
+        user.leases = user.leases.saturating_sub(1);
+        if user.leases == 0 {
+            let user = users.remove(&self.user_id).unwrap_or_default();
+            for conversation_id in user.conversations {
+                if let Some(local) = by_conversation.get_mut(&conversation_id) {
+                    local.remove(&self.user_id);
+                    if local.is_empty() {
+                        by_conversation.remove(&conversation_id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `message` frame of a stored message, with its cursor.
+pub fn message_frame(message: &Message, stream_seq: u64) -> String {
+    serde_json::json!({
+        "type": "message",
+        "message": MessageJson::from(message),
+        "cursor": encode_cursor(stream_seq),
+    })
+    .to_string()
+}
+
+/// Reads the CHAT stream from `start_after + 1` and dispatches every event
+/// until `shutdown`. The ordered consumer recreates itself on gaps; if its
+/// stream ends, it is started again from the last dispatched position.
+pub async fn run_dispatcher(
+    stream: Stream,
+    start_after: u64,
+    registry: Arc<Registry>,
+    membership: Arc<MembershipCache>,
+    shutdown: CancellationToken,
+) {
+    registry.advance(start_after);
+    while !shutdown.is_cancelled() {
+        let from = registry.last_dispatched() + 1;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await;
+        let mut messages = match consumer {
+            Ok(consumer) => match consumer.messages().await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the chat stream; retrying");
+                    backoff(&shutdown).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the live consumer; retrying");
+                backoff(&shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(m)) => dispatch(&registry, &membership, &m),
+                Some(Err(e)) => tracing::warn!(error = %e, "live consumer hiccup"),
+                None => break,
+            }
+        }
+    }
+}
+
+async fn backoff(shutdown: &CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {},
+        () = tokio::time::sleep(Duration::from_millis(500)) => {},
+    }
+}
+
+fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::jetstream::Message) {
+    let Ok(info) = m.info() else { return };
+    let stream_seq = info.stream_sequence;
+    match parse_chat_subject(&m.subject) {
+        Some(ChatSubject::Message { conversation_id }) => match Message::decode(m.payload.as_ref()) {
+            Ok(message) => {
+                let frame: Arc<str> = message_frame(&message, stream_seq).into();
+                registry.dispatch_message(stream_seq, conversation_id, frame);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, stream_seq, "undecodable message skipped");
+                registry.advance(stream_seq);
+            }
+        },
+        Some(ChatSubject::Membership { .. }) => match MembershipChanged::decode(m.payload.as_ref()) {
+            Ok(event) => {
+                registry.apply_membership(stream_seq, &event);
+                membership.update(&event.conversation_id, event.member_ids);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, stream_seq, "undecodable membership event skipped");
+                registry.advance(stream_seq);
+            }
+        },
+        None => registry.advance(stream_seq),
+    }
+}

@@ -1,0 +1,65 @@
+//! Request extractors that fail with the protocol's error body rather than
+//! axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tokens::{Identity, TokenError, Verifier};
+
+/// A JSON body, parsed into `T`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("request body is too large")
+            } else {
+                ApiError::invalid_argument("cannot read the request body")
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid_argument(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The caller, from `Authorization: Bearer <access token>`.
+pub struct AuthUser(pub Identity);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        verify(&state.verifier, token).await.map(AuthUser)
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, if there is one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// # Errors
+/// `unauthorized` for a token that does not verify, `unavailable` when the
+/// signing keys cannot be fetched.
+pub async fn verify(verifier: &Verifier, token: &str) -> Result<Identity, ApiError> {
+    verifier.verify(token).await.map_err(|e| match e {
+        TokenError::Invalid => ApiError::unauthorized("invalid or expired access token"),
+        TokenError::KeysUnavailable(reason) => {
+            tracing::warn!(%reason, "cannot fetch token signing keys");
+            ApiError::unavailable("cannot verify tokens right now; retry")
+        }
+    })
+}

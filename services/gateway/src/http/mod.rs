@@ -1,0 +1,48 @@
+//! The HTTP API of protocol v1 (prefix `/v1`), health endpoints and the JWKS.
+
+mod auth;
+mod conversations;
+mod extract;
+mod health;
+mod users;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub use extract::verify as verify_token;
+
+/// The bearer token of a request: `None` without an `Authorization` header,
+/// `Err` when the header is there but is not a bearer token.
+pub fn extract_bearer(headers: &axum::http::HeaderMap) -> Option<Result<&str, ()>> {
+    headers.get(axum::http::header::AUTHORIZATION)?;
+    Some(extract::bearer_token(headers).filter(|t| !t.is_empty()).ok_or(()))
+}
+
+/// Request bodies larger than this are refused with 413 before parsing.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/users/me", get(users::me))
+        .route("/v1/users/by-username/{username}", get(users::by_username))
+        .route("/v1/conversations", post(conversations::create).get(conversations::list))
+        .route(
+            "/v1/conversations/{conversation_id}/messages",
+            get(conversations::messages).post(conversations::send),
+        )
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,33 @@
+//! `/v1/users/*`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chat_proto::auth::v1::{GetUserByUsernameRequest, GetUserRequest, User};
+use serde_json::{Value, json};
+
+use super::extract::AuthUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn user_json(user: User) -> Json<Value> {
+    Json(json!({ "user_id": user.user_id, "username": user.username, "display_name": user.display_name }))
+}
+
+pub async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
+    let user = state.auth.clone().get_user(GetUserRequest { user_id: me.user_id }).await?.into_inner();
+    Ok(user_json(user))
+}
+
+pub async fn by_username(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    Path(username): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = state
+        .auth
+        .clone()
+        .get_user_by_username(GetUserByUsernameRequest { username })
+        .await?
+        .into_inner();
+    Ok(user_json(user))
+}

@@ -1,0 +1,102 @@
+//! The gateway: terminates client WebSockets and the HTTP API of protocol v1.
+//! It is stateless apart from its live sockets: messages are sequenced and
+//! stored through JetStream (`sequencer`), delivered live by reading the
+//! stream (`delivery`), and everything else is asked of auth and history.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod delivery;
+pub mod error;
+mod http;
+mod membership;
+mod messaging;
+mod sequencer;
+mod state;
+mod tokens;
+mod wire;
+mod ws;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_common::shutdown::CancellationToken;
+use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// How long shutdown waits for sockets to say goodbye.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The gateway, built and bound, ready to run.
+pub struct App {
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    state: state::AppState,
+    stream_start: u64,
+}
+
+impl App {
+    /// Connects NATS, ensures the CHAT stream, prepares gRPC clients (they
+    /// connect lazily, so start order does not matter) and binds the listener.
+    ///
+    /// # Errors
+    /// When NATS cannot be reached or the listener cannot be bound.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, Error> {
+        let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
+        let nats = chat_common::nats::connect(&config.nats_url, "gateway").await.map_err(|e| unexpected(&e))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let stream = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
+        let stream_start = stream.cached_info().state.last_sequence;
+        let auth = AuthServiceClient::new(chat_common::grpc::channel(&config.auth_url).map_err(|e| unexpected(&e))?);
+        let history =
+            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?);
+        let sequencer = sequencer::Sequencer::new(js, stream.clone());
+        let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
+        let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
+        let state = state::AppState::new(config, auth, history, nats, stream, sequencer, shutdown);
+        tracing::info!(%http_addr, "gateway listening");
+        Ok(Self { listener, http_addr, state, stream_start })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until the shutdown token given to `build` is cancelled, then
+    /// closes every socket with 1001 and waits for them (bounded).
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run(self) -> Result<(), Error> {
+        let state = self.state;
+        let shutdown = state.shutdown.clone();
+        let dispatcher = tokio::spawn(delivery::run_dispatcher(
+            state.stream.clone(),
+            self.stream_start,
+            state.registry.clone(),
+            state.membership.clone(),
+            shutdown.clone(),
+        ));
+        let sockets = state.sockets.clone();
+        let router = http::router(state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        sockets.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {
+            tracing::warn!("sockets did not close in time");
+        }
+        let _ = dispatcher.await;
+        served.map_err(|e| Error::Unexpected(e.into()))
+    }
+}

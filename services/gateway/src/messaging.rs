@@ -1,0 +1,80 @@
+//! Sending a message, the same way from a WebSocket `send` frame and from
+//! `POST /v1/conversations/{id}/messages`: validate, check membership (cached),
+//! then sequence and store through JetStream.
+
+use crate::error::ApiError;
+use crate::sequencer::{Outgoing, Published, Sequencer};
+use crate::membership::MembershipCache;
+use crate::tokens::Identity;
+
+pub const BODY_MAX_BYTES: usize = 16_384;
+pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct SendInput {
+    pub conversation_id: String,
+    pub client_msg_id: String,
+    pub body: String,
+}
+
+/// A conversation id in canonical form.
+///
+/// # Errors
+/// `invalid_argument` when it is not a UUID.
+pub fn conversation_id(value: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(value)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::invalid_argument("conversation_id must be a UUID"))
+}
+
+/// Checks the protocol's bounds on a message.
+///
+/// # Errors
+/// `invalid_argument` or `too_large`, with a message saying which rule failed.
+pub fn validate(input: &SendInput) -> Result<(), ApiError> {
+    conversation_id(&input.conversation_id)?;
+    let id_len = input.client_msg_id.chars().count();
+    if !(1..=CLIENT_MSG_ID_MAX_CHARS).contains(&id_len) {
+        return Err(ApiError::invalid_argument(format!(
+            "client_msg_id must be 1 to {CLIENT_MSG_ID_MAX_CHARS} characters"
+        )));
+    }
+    if input.client_msg_id.chars().any(char::is_control) {
+        return Err(ApiError::invalid_argument("client_msg_id must not contain control characters"));
+    }
+    if input.body.is_empty() {
+        return Err(ApiError::invalid_argument("body must not be empty"));
+    }
+    if input.body.len() > BODY_MAX_BYTES {
+        return Err(ApiError::too_large(format!("body must be at most {BODY_MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// Validates, authorises and publishes one message.
+///
+/// # Errors
+/// As `validate`, `forbidden`/`not_found` for the conversation, `unavailable`
+/// when the message could not be made durable.
+pub async fn send(
+    membership: &MembershipCache,
+    sequencer: &Sequencer,
+    sender: &Identity,
+    input: &SendInput,
+) -> Result<Published, ApiError> {
+    validate(input)?;
+    let conversation_id = conversation_id(&input.conversation_id)?;
+    let members = membership.for_member(&conversation_id, &sender.user_id).await?;
+    sequencer
+        .publish(
+            &Outgoing {
+                conversation_id: &conversation_id,
+                sender_id: &sender.user_id,
+                sender_device_id: &sender.device_id,
+                client_msg_id: &input.client_msg_id,
+                body: &input.body,
+            },
+            members.persisted_last_seq,
+        )
+        .await
+}

@@ -1,0 +1,183 @@
+//! Assigns each message its per-conversation `seq` and makes it durable.
+//!
+//! Every conversation has its own subject in the CHAT stream. A publish carries
+//! `Nats-Expected-Last-Subject-Sequence` = the stream position of the
+//! conversation's newest message as this gateway last saw it, so JetStream
+//! accepts it only if nobody else wrote in between (compare-and-set). The
+//! gateway caches that position and the newest `seq` per conversation, so the
+//! hot path is one publish and no database round trip; on a conflict it
+//! re-reads the conversation's newest message and tries again.
+//!
+//! `Nats-Msg-Id` is derived from (sender, `client_msg_id`): JetStream's
+//! de-duplication runs before the compare-and-set, so a re-send inside the
+//! duplicate window returns the original's position and burns no `seq`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::{self};
+use chat_proto::events::v1::Message;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+const MAX_ATTEMPTS: usize = 8;
+/// Beyond this many cached conversations the cache starts over; a miss costs
+/// one direct get, never correctness.
+const MAX_CACHED_HEADS: usize = 100_000;
+
+/// The newest message of a conversation: its stream position and its `seq`.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    stream_seq: u64,
+    seq: u64,
+}
+
+/// What the caller wants to send, already validated.
+pub struct Outgoing<'a> {
+    pub conversation_id: &'a str,
+    pub sender_id: &'a str,
+    pub sender_device_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub body: &'a str,
+}
+
+pub struct Published {
+    pub message: Message,
+    /// True when this was a re-send of a known `client_msg_id`.
+    pub duplicate: bool,
+}
+
+pub struct Sequencer {
+    js: jetstream::Context,
+    stream: Stream,
+    heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
+}
+
+impl Sequencer {
+    pub fn new(js: jetstream::Context, stream: Stream) -> Self {
+        Self { js, stream, heads: Mutex::new(HashMap::new()) }
+    }
+
+    fn head_slot(&self, conversation_id: &str) -> Arc<tokio::sync::Mutex<Option<Head>>> {
+        let mut heads = self.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if heads.len() >= MAX_CACHED_HEADS && !heads.contains_key(conversation_id) {
+            heads.clear();
+        }
+        heads.entry(conversation_id.to_owned()).or_default().clone()
+    }
+
+    /// Publishes `out` and waits until JetStream has stored it.
+    /// `persisted_last_seq` is the conversation's newest `seq` known to history,
+    /// used only when the stream holds no message of the conversation any more.
+    ///
+    /// # Errors
+    /// `unavailable` when JetStream does not confirm the write.
+    pub async fn publish(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, ApiError> {
+        let slot = self.head_slot(out.conversation_id);
+        // One publish per conversation at a time from this gateway: they would
+        // only conflict with each other.
+        let mut head = slot.lock().await;
+        let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
+        let subject = chat_common::nats::message_subject(out.conversation_id);
+        for _ in 0..MAX_ATTEMPTS {
+            let current = match *head {
+                Some(h) => h,
+                None => self.read_head(&subject, persisted_last_seq).await?,
+            };
+            let message = Message {
+                conversation_id: out.conversation_id.to_owned(),
+                message_id: uuid::Uuid::now_v7().to_string(),
+                seq: current.seq + 1,
+                sender_id: out.sender_id.to_owned(),
+                sender_device_id: out.sender_device_id.to_owned(),
+                client_msg_id: out.client_msg_id.to_owned(),
+                body: out.body.to_owned(),
+                sent_at_ms: chat_common::time::now_ms(),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id.as_str());
+            headers.insert("Nats-Expected-Last-Subject-Sequence", current.stream_seq.to_string().as_str());
+            headers.insert(chat_common::nats::SEQ_HEADER, message.seq.to_string().as_str());
+            chat_common::nats::inject_trace_context(&mut headers);
+            let ack = match self
+                .js
+                .publish_with_headers(subject.clone(), headers, message.encode_to_vec().into())
+                .await
+            {
+                Ok(future) => future.await,
+                Err(e) => {
+                    *head = None;
+                    return Err(unavailable(&e));
+                }
+            };
+            match ack {
+                Ok(ack) if ack.duplicate => {
+                    *head = Some(current);
+                    let message = self.message_at(ack.sequence).await?;
+                    return Ok(Published { message, duplicate: true });
+                }
+                Ok(ack) => {
+                    *head = Some(Head { stream_seq: ack.sequence, seq: message.seq });
+                    return Ok(Published { message, duplicate: false });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another gateway wrote first: learn the new head and retry.
+                    *head = None;
+                }
+                Err(e) => {
+                    *head = None;
+                    return Err(unavailable(&e));
+                }
+            }
+        }
+        Err(ApiError::unavailable("the conversation is too busy; retry"))
+    }
+
+    async fn read_head(&self, subject: &str, persisted_last_seq: u64) -> Result<Head, ApiError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(last) => {
+                let seq = match last.headers.get(chat_common::nats::SEQ_HEADER) {
+                    Some(value) => value.as_str().parse().ok(),
+                    None => Message::decode(last.payload.as_ref()).ok().map(|m| m.seq),
+                };
+                let seq = seq.ok_or_else(|| {
+                    tracing::error!(stream_seq = last.sequence, "stream message without a readable seq");
+                    ApiError::internal()
+                })?;
+                Ok(Head { stream_seq: last.sequence, seq })
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                Ok(Head { stream_seq: 0, seq: persisted_last_seq })
+            }
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// The message stored at `stream_seq` (the original of a duplicate).
+    async fn message_at(&self, stream_seq: u64) -> Result<Message, ApiError> {
+        let stored = self.stream.direct_get(stream_seq).await.map_err(|e| unavailable(&e))?;
+        Message::decode(stored.payload.as_ref()).map_err(|e| {
+            tracing::error!(error = %e, stream_seq, "undecodable message in the stream");
+            ApiError::internal()
+        })
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "JetStream did not confirm a write");
+    ApiError::unavailable("message store unavailable; retry")
+}
+
+/// Stable per (sender, `client_msg_id`); hashed so any client string is a valid header.
+pub fn idempotency_key(sender_id: &str, client_msg_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(sender_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(client_msg_id.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}

@@ -1,0 +1,67 @@
+//! What every request handler and socket of the gateway shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chat_common::shutdown::CancellationToken;
+use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::delivery::Registry;
+use crate::membership::MembershipCache;
+use crate::sequencer::Sequencer;
+use crate::tokens::Verifier;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: AuthServiceClient<Channel>,
+    pub history: HistoryServiceClient<Channel>,
+    pub nats: async_nats::Client,
+    /// The CHAT stream, for catch-up reads.
+    pub stream: async_nats::jetstream::stream::Stream,
+    pub verifier: Arc<Verifier>,
+    pub sequencer: Arc<Sequencer>,
+    pub membership: Arc<MembershipCache>,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+    /// Open sockets, so shutdown can wait for their 1001 closes.
+    pub sockets: TaskTracker,
+    next_socket_id: Arc<AtomicU64>,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        auth: AuthServiceClient<Channel>,
+        history: HistoryServiceClient<Channel>,
+        nats: async_nats::Client,
+        stream: async_nats::jetstream::stream::Stream,
+        sequencer: Sequencer,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience);
+        Self {
+            membership: Arc::new(MembershipCache::new(history.clone())),
+            verifier: Arc::new(verifier),
+            config: Arc::new(config),
+            auth,
+            history,
+            nats,
+            stream,
+            sequencer: Arc::new(sequencer),
+            registry: Arc::new(Registry::default()),
+            shutdown,
+            sockets: TaskTracker::new(),
+            next_socket_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub fn next_socket_id(&self) -> u64 {
+        self.next_socket_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

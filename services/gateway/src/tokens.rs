@@ -1,0 +1,115 @@
+//! Access-token verification, locally, with the public keys auth publishes
+//! (JWKS). The algorithm is pinned to EdDSA; `iss`, `aud`, `exp` and `nbf` are
+//! checked. An unknown `kid` refetches the key set, at most once per interval.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chat_proto::auth::v1::GetJwksRequest;
+use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tonic::transport::Channel;
+
+const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Who a valid access token speaks for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    did: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid access token")]
+    Invalid,
+    #[error("cannot fetch signing keys: {0}")]
+    KeysUnavailable(String),
+}
+
+pub struct Verifier {
+    auth: AuthServiceClient<Channel>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(auth: AuthServiceClient<Channel>, issuer: &str, audience: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self { auth, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None), validation }
+    }
+
+    /// # Errors
+    /// `Invalid` for any token that does not verify; `KeysUnavailable` when the
+    /// keys cannot be fetched at all.
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        if token.is_empty() || token.len() > 4096 {
+            return Err(TokenError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        if !self.has_key(&kid) {
+            self.refetch_keys().await?;
+        }
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = keys.get(&kid).ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?;
+        let valid_id = |s: &str| uuid::Uuid::parse_str(s).is_ok();
+        if !valid_id(&data.claims.sub) || !valid_id(&data.claims.did) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(Identity { user_id: data.claims.sub, device_id: data.claims.did })
+    }
+
+    fn has_key(&self, kid: &str) -> bool {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(kid)
+    }
+
+    async fn refetch_keys(&self) -> Result<(), TokenError> {
+        {
+            let mut last = self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let reply = self.auth.clone().get_jwks(GetJwksRequest {}).await;
+        let json = match reply {
+            Ok(r) => r.into_inner().jwks_json,
+            Err(status) => {
+                // Let the next request try again rather than wait out the interval.
+                *self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                return Err(TokenError::KeysUnavailable(status.message().to_owned()));
+            }
+        };
+        let set: JwkSet = serde_json::from_str(&json).map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+        let mut fresh = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
+                fresh.insert(kid, key);
+            }
+        }
+        tracing::info!(keys = fresh.len(), "refreshed token signing keys");
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}

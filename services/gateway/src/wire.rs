@@ -1,0 +1,87 @@
+//! The JSON shapes of protocol v1 that are shared by HTTP and WebSocket:
+//! `Message`, timestamps and cursors.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chat_proto::events::v1::Message;
+use serde::Serialize;
+
+/// `Message` of the protocol.
+#[derive(Debug, Serialize)]
+pub struct MessageJson<'a> {
+    pub conversation_id: &'a str,
+    pub message_id: &'a str,
+    pub seq: u64,
+    pub sender_id: &'a str,
+    pub sender_device_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub body: &'a str,
+    pub sent_at: String,
+}
+
+impl<'a> From<&'a Message> for MessageJson<'a> {
+    fn from(m: &'a Message) -> Self {
+        Self {
+            conversation_id: &m.conversation_id,
+            message_id: &m.message_id,
+            seq: m.seq,
+            sender_id: &m.sender_id,
+            sender_device_id: &m.sender_device_id,
+            client_msg_id: &m.client_msg_id,
+            body: &m.body,
+            sent_at: rfc3339_ms(m.sent_at_ms),
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T15:04:05.123Z`.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let nanos = i128::from(unix_ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            let f = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            t.format(&f).ok()
+        })
+        .unwrap_or_default()
+}
+
+const CURSOR_PREFIX: &str = "s1:";
+
+/// A cursor names a position in the CHAT stream: everything at or before it
+/// has been delivered. Clients treat it as opaque.
+pub fn encode_cursor(stream_seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{stream_seq}"))
+}
+
+/// `None` for anything this gateway did not issue.
+pub fn decode_cursor(cursor: &str) -> Option<u64> {
+    if cursor.is_empty() || cursor.len() > 64 {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    text.strip_prefix(CURSOR_PREFIX)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_strings() {
+        assert_eq!(decode_cursor(&encode_cursor(0)), Some(0));
+        assert_eq!(decode_cursor(&encode_cursor(u64::MAX)), Some(u64::MAX));
+        assert_eq!(decode_cursor("garbage!"), None);
+        assert_eq!(decode_cursor(""), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("s1:-4")), None);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_millis() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

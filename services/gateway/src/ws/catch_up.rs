@@ -1,0 +1,136 @@
+//! Catch-up: everything a socket missed after a cursor, across all of the
+//! user's conversations, in stream order, with no gap and no duplicate.
+//!
+//! The socket is already registered for live delivery, so nothing newer than
+//! `snapshot` (the stream's last position, read now) can be missed. The range
+//! up to `snapshot` is read from history up to its persisted floor, and from
+//! the stream itself for the tail history has not stored yet. Live frames that
+//! arrive meanwhile are held back and sent afterwards; the writer drops any
+//! event at or below what it already delivered.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use chat_common::nats::{CHAT_SUBJECTS, ChatSubject, parse_chat_subject};
+use chat_proto::events::v1::Message;
+use chat_proto::history::v1::CatchUpRequest;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use super::session::Writer;
+use crate::delivery::{Outbound, message_frame};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tokens::Identity;
+
+const PAGE: u32 = 500;
+/// Longest wait for the next stream entry of the tail before giving up.
+const TAIL_STALL: Duration = Duration::from_secs(5);
+
+/// Replays `(from, now]` to `out`, then flushes the live frames held back meanwhile.
+///
+/// # Errors
+/// `unavailable` when history or the stream cannot be read.
+pub async fn run(
+    state: &AppState,
+    identity: &Identity,
+    out: &mut Writer,
+    live: &mut mpsc::Receiver<Outbound>,
+    from: u64,
+) -> Result<(), ApiError> {
+    let mut held = Vec::new();
+    let result = {
+        let replay = replay(state, identity, out, from);
+        tokio::pin!(replay);
+        loop {
+            tokio::select! {
+                result = &mut replay => break result,
+                Some(event) = live.recv() => held.push(event),
+            }
+        }
+    };
+    for event in held {
+        out.live(event).await.map_err(|_| ApiError::unavailable("socket closed"))?;
+    }
+    result
+}
+
+async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u64) -> Result<(), ApiError> {
+    let closed = |_| ApiError::unavailable("socket closed");
+    let mut stream = state.stream.clone();
+    let snapshot = stream
+        .info()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot read the chat stream state");
+            ApiError::unavailable("message stream unavailable")
+        })?
+        .state
+        .last_sequence;
+
+    // 1. What history has stored, up to its persisted floor.
+    let mut after = from;
+    let persisted_through = loop {
+        let page = state
+            .history
+            .clone()
+            .catch_up(CatchUpRequest { user_id: identity.user_id.clone(), after_stream_seq: after, limit: PAGE })
+            .await?
+            .into_inner();
+        for entry in &page.messages {
+            if let Some(message) = &entry.message {
+                out.event(entry.stream_seq, &message_frame(message, entry.stream_seq)).await.map_err(closed)?;
+            }
+            after = after.max(entry.stream_seq);
+        }
+        if !page.has_more {
+            break page.persisted_through;
+        }
+    };
+
+    // 2. The tail history has not stored yet, straight from the stream.
+    let tail_from = from.max(persisted_through) + 1;
+    if tail_from <= snapshot {
+        let conversations = state.registry.conversations_of(&identity.user_id);
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "cannot read the stream tail");
+            ApiError::unavailable("message stream unavailable")
+        };
+        let consumer = state
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: CHAT_SUBJECTS.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: tail_from },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut entries = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        loop {
+            let entry = match tokio::time::timeout(TAIL_STALL, entries.next()).await {
+                Ok(Some(Ok(entry))) => entry,
+                Ok(Some(Err(e))) => return Err(unavailable(&e)),
+                Ok(None) | Err(_) => return Err(ApiError::unavailable("message stream stalled")),
+            };
+            let Ok(info) = entry.info() else { continue };
+            let (stream_seq, pending) = (info.stream_sequence, info.pending);
+            if stream_seq > snapshot {
+                break;
+            }
+            if let Some(ChatSubject::Message { conversation_id }) = parse_chat_subject(&entry.subject) {
+                if conversations.contains(conversation_id) {
+                    if let Ok(message) = Message::decode(entry.payload.as_ref()) {
+                        out.event(stream_seq, &message_frame(&message, stream_seq)).await.map_err(closed)?;
+                    }
+                }
+            }
+            if stream_seq >= snapshot || pending == 0 {
+                break;
+            }
+        }
+    }
+    // Everything up to the snapshot has been considered; live delivery covers the rest.
+    out.delivered = out.delivered.max(snapshot);
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `GET /v1/ws`: origin check and header authentication before the upgrade;
+//! everything after it lives in `session`.
+
+mod catch_up;
+pub mod frames;
+mod session;
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::http::extract_bearer;
+use crate::state::AppState;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            return ApiError::forbidden("origin not allowed").into_response();
+        }
+    }
+    let pre_authenticated = match extract_bearer(&headers) {
+        Some(Ok(token)) => match crate::http::verify_token(&state.verifier, token).await {
+            Ok(identity) => Some(identity),
+            Err(e) => return e.into_response(),
+        },
+        Some(Err(())) => return ApiError::unauthorized("malformed Authorization header").into_response(),
+        None => None,
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(_) => return ApiError::invalid_argument("expected a WebSocket upgrade request").into_response(),
+    };
+    let cursor = query.get("cursor").cloned();
+    // The hard limit is a backstop; the session answers frames above the
+    // configured size with close 1009 itself.
+    let hard_limit = state.config.max_frame_bytes * 4;
+    let tracker = state.sockets.clone();
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
+}

@@ -1,0 +1,309 @@
+//! One authenticated socket: registration for live delivery, catch-up, the
+//! frame loop, and a clean close (1001 on shutdown, 4408 when too slow).
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use chat_common::nats::PRESENCE_DEVICE_SUBJECT;
+use chat_common::shutdown::CancellationToken;
+use chat_proto::history::v1::ListConversationsRequest;
+use chat_proto::presence::v1::{DeviceEvent, device_event::Kind};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::catch_up;
+use super::frames::{self, ClientFrame, FrameError};
+use crate::delivery::{Outbound, SocketHandle};
+use crate::messaging::{self, SendInput};
+use crate::state::AppState;
+use crate::tokens::Identity;
+use crate::wire::{decode_cursor, encode_cursor};
+
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_TOO_LARGE: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+pub const CLOSE_TOO_SLOW: u16 = 4408;
+
+/// Sends waiting to be stored, per socket; beyond this the client is told to slow down.
+const SEND_QUEUE: usize = 64;
+
+/// The writing half of a socket and how far it has been delivered.
+pub struct Writer {
+    sink: SplitSink<WebSocket, WsMessage>,
+    /// Highest stream position delivered to this socket; anything at or below
+    /// it is never sent again.
+    pub delivered: u64,
+}
+
+impl Writer {
+    pub async fn text(&mut self, text: String) -> Result<(), axum::Error> {
+        self.sink.send(WsMessage::Text(text.into())).await
+    }
+
+    /// Sends a stream event unless this socket already has it.
+    pub async fn event(&mut self, stream_seq: u64, frame: &str) -> Result<(), axum::Error> {
+        if stream_seq <= self.delivered {
+            return Ok(());
+        }
+        self.delivered = stream_seq;
+        self.sink.send(WsMessage::Text(frame.into())).await
+    }
+
+    pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
+        match outbound {
+            Outbound::Live { stream_seq, frame } => self.event(stream_seq, &frame).await,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
+        let _ = self.sink.close().await;
+    }
+}
+
+pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
+    let (sink, mut incoming) = socket.split();
+    let mut out = Writer { sink, delivered: 0 };
+    let (identity, auth_cursor) = match pre_authenticated {
+        Some(identity) => (identity, None),
+        None => match authenticate(&state, &mut incoming).await {
+            Ok(found) => found,
+            Err(reason) => {
+                out.close(CLOSE_UNAUTHORIZED, reason).await;
+                return;
+            }
+        },
+    };
+    // The auth frame's cursor wins over the query's.
+    let cursor = auth_cursor.or(query_cursor);
+    let mut lease = state.registry.lease(&identity.user_id);
+    match state
+        .history
+        .clone()
+        .list_conversations(ListConversationsRequest { user_id: identity.user_id.clone() })
+        .await
+    {
+        Ok(reply) => lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| c.conversation_id)),
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
+            out.close(CLOSE_INTERNAL, "conversations unavailable").await;
+            return;
+        }
+    }
+    let (tx, mut live) = mpsc::channel(state.config.socket_queue);
+    let too_slow = CancellationToken::new();
+    let socket_id = state.next_socket_id();
+    let attached_at = lease.attach(socket_id, SocketHandle { tx, too_slow: too_slow.clone() });
+    publish_device_event(&state, &identity, socket_id, Kind::Connected).await;
+
+    let start = cursor.as_deref().map(|c| decode_cursor(c).ok_or(c));
+    let ready_cursor = match start {
+        Some(Ok(position)) => position,
+        _ => attached_at,
+    };
+    let ready = json!({
+        "type": "ready",
+        "user_id": identity.user_id,
+        "device_id": identity.device_id,
+        "cursor": encode_cursor(ready_cursor),
+    });
+    let mut ok = out.text(ready.to_string()).await.is_ok();
+    out.delivered = attached_at;
+    match start {
+        Some(Ok(position)) if ok => {
+            out.delivered = position;
+            ok = match catch_up::run(&state, &identity, &mut out, &mut live, position).await {
+                Ok(()) => out.text(synced_frame(None, out.delivered)).await.is_ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "catch-up failed");
+                    out.close(CLOSE_INTERNAL, "catch-up failed").await;
+                    false
+                }
+            };
+        }
+        Some(Err(_)) if ok => {
+            let err = FrameError { req: None, code: "invalid_argument", message: "unknown or malformed cursor; delivering from now".into() };
+            ok = out.text(err.to_frame()).await.is_ok();
+        }
+        _ => {}
+    }
+    if ok {
+        serve(&state, &identity, &mut out, &mut incoming, &mut live, &too_slow).await;
+    }
+    drop(lease);
+    publish_device_event(&state, &identity, socket_id, Kind::Disconnected).await;
+}
+
+/// Waits for the first frame, which must be `auth` with a valid token.
+async fn authenticate(
+    state: &AppState,
+    incoming: &mut SplitStream<WebSocket>,
+) -> Result<(Identity, Option<String>), &'static str> {
+    let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
+    loop {
+        let next = tokio::select! {
+            () = state.shutdown.cancelled() => return Err("server going away"),
+            next = tokio::time::timeout_at(deadline, incoming.next()) => next,
+        };
+        let text = match next {
+            Err(_) => return Err("authentication timed out"),
+            Ok(None | Some(Err(_))) => return Err("closed before authenticating"),
+            Ok(Some(Ok(WsMessage::Text(text)))) => text,
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+            Ok(Some(Ok(_))) => return Err("the first frame must be an auth frame"),
+        };
+        return match frames::parse(&text) {
+            Ok(ClientFrame::Auth { token, cursor }) => state
+                .verifier
+                .verify(&token)
+                .await
+                .map(|identity| (identity, cursor))
+                .map_err(|_| "invalid or expired access token"),
+            _ => Err("the first frame must be an auth frame"),
+        };
+    }
+}
+
+/// The frame loop of an authenticated, registered socket.
+async fn serve(
+    state: &AppState,
+    identity: &Identity,
+    out: &mut Writer,
+    incoming: &mut SplitStream<WebSocket>,
+    live: &mut mpsc::Receiver<Outbound>,
+    too_slow: &CancellationToken,
+) {
+    let (sends, replies) = spawn_sender(state.clone(), identity.clone());
+    let mut replies = replies;
+    loop {
+        let written = tokio::select! {
+            () = state.shutdown.cancelled() => {
+                out.close(CLOSE_GOING_AWAY, "server going away").await;
+                return;
+            }
+            () = too_slow.cancelled() => {
+                out.close(CLOSE_TOO_SLOW, "too slow: the send queue filled").await;
+                return;
+            }
+            Some(reply) = replies.recv() => out.text(reply).await,
+            Some(event) = live.recv() => out.live(event).await,
+            frame = incoming.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    if text.len() > state.config.max_frame_bytes {
+                        out.close(CLOSE_TOO_LARGE, "frame too large").await;
+                        return;
+                    }
+                    handle_text(state, identity, out, live, &sends, &text).await
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
+                    out.text(err.to_frame()).await
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
+                Some(Ok(WsMessage::Close(_))) | None => return,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "socket read failed");
+                    out.close(CLOSE_TOO_LARGE, "unreadable or oversized frame").await;
+                    return;
+                }
+            },
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle_text(
+    state: &AppState,
+    identity: &Identity,
+    out: &mut Writer,
+    live: &mut mpsc::Receiver<Outbound>,
+    sends: &mpsc::Sender<(i64, SendInput)>,
+    text: &str,
+) -> Result<(), axum::Error> {
+    let frame = match frames::parse(text) {
+        Ok(frame) => frame,
+        Err(err) => return out.text(err.to_frame()).await,
+    };
+    match frame {
+        ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
+        ClientFrame::Send { req, input } => match sends.try_send((req, input)) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let err = FrameError { req: Some(req), code: "rate_limited", message: "too many sends in flight; wait for acks".into() };
+                out.text(err.to_frame()).await
+            }
+        },
+        ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
+            Some(position) => {
+                // A socket only moves forward: what it has is never sent again.
+                let from = position.max(out.delivered);
+                match catch_up::run(state, identity, out, live, from).await {
+                    Ok(()) => out.text(synced_frame(Some(req), out.delivered)).await,
+                    Err(e) => out.text(FrameError::from_api(Some(req), &e).to_frame()).await,
+                }
+            }
+            None => {
+                let err = FrameError { req: Some(req), code: "invalid_argument", message: "unknown or malformed cursor".into() };
+                out.text(err.to_frame()).await
+            }
+        },
+        ClientFrame::Auth { .. } => {
+            let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
+            out.text(err.to_frame()).await
+        }
+        // Accepted and validated; typing and read markers are delivered by the
+        // presence and read-marker features (issues 4 and 5).
+        ClientFrame::Typing { .. } | ClientFrame::Read { .. } => Ok(()),
+    }
+}
+
+/// Stores this socket's sends one at a time, in the order they arrived, and
+/// answers each with an `ack` or an `error`.
+fn spawn_sender(state: AppState, identity: Identity) -> (mpsc::Sender<(i64, SendInput)>, mpsc::Receiver<String>) {
+    let (sends_tx, mut sends_rx) = mpsc::channel::<(i64, SendInput)>(SEND_QUEUE);
+    let (replies_tx, replies_rx) = mpsc::channel::<String>(SEND_QUEUE);
+    tokio::spawn(async move {
+        while let Some((req, input)) = sends_rx.recv().await {
+            let reply = match messaging::send(&state.membership, &state.sequencer, &identity, &input).await {
+                Ok(published) => json!({
+                    "type": "ack",
+                    "req": req,
+                    "message": crate::wire::MessageJson::from(&published.message),
+                })
+                .to_string(),
+                Err(e) => FrameError::from_api(Some(req), &e).to_frame(),
+            };
+            if replies_tx.send(reply).await.is_err() {
+                return;
+            }
+        }
+    });
+    (sends_tx, replies_rx)
+}
+
+fn synced_frame(req: Option<i64>, position: u64) -> String {
+    let mut frame = json!({ "type": "synced", "cursor": encode_cursor(position) });
+    if let Some(req) = req {
+        frame["req"] = req.into();
+    }
+    frame.to_string()
+}
+
+async fn publish_device_event(state: &AppState, identity: &Identity, socket_id: u64, kind: Kind) {
+    let event = DeviceEvent {
+        kind: kind.into(),
+        user_id: identity.user_id.clone(),
+        device_id: identity.device_id.clone(),
+        connection_id: format!("{}/{socket_id}", state.config.gateway_id),
+        gateway_id: state.config.gateway_id.clone(),
+        at_ms: chat_common::time::now_ms(),
+    };
+    if let Err(e) = state.nats.publish(PRESENCE_DEVICE_SUBJECT, event.encode_to_vec().into()).await {
+        tracing::warn!(error = %e, "cannot publish device event");
+    }
+}

@@ -1,0 +1,46 @@
+//! History configuration from the environment.
+
+use chat_common::config::{self, ConfigError};
+use chat_common::nats::StreamSettings;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HISTORY_GRPC_ADDR`, default `127.0.0.1:50052`.
+    pub grpc_addr: String,
+    /// `HISTORY_DATABASE_URL`, default `sqlite://data/history.db`; a
+    /// `postgres://` URL selects PostgreSQL.
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    pub stream: StreamSettings,
+    /// `HISTORY_INGEST_BATCH`: at most this many messages per insert transaction.
+    pub ingest_batch: usize,
+}
+
+impl Config {
+    /// # Errors
+    /// When a variable is set to something unusable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            grpc_addr: config::string("HISTORY_GRPC_ADDR", "127.0.0.1:50052"),
+            database_url: config::string("HISTORY_DATABASE_URL", "sqlite://data/history.db"),
+            database_max_connections: config::parse("HISTORY_DATABASE_MAX_CONNECTIONS", 8)?,
+            nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
+            stream: StreamSettings::from_env()?,
+            ingest_batch: config::parse("HISTORY_INGEST_BATCH", 256)?,
+        })
+    }
+
+    /// Defaults for one machine with explicit dependencies (tests use this).
+    pub fn local(database_url: &str, nats_url: &str) -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:0".to_owned(),
+            database_url: database_url.to_owned(),
+            database_max_connections: 4,
+            nats_url: nats_url.to_owned(),
+            stream: StreamSettings::default(),
+            ingest_batch: 256,
+        }
+    }
+}

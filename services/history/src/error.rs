@@ -1,0 +1,38 @@
+//! Every way a history call can fail, and the gRPC code each one maps to.
+
+use tonic::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("conversation not found")]
+    NotFound,
+    #[error("not a member of this conversation")]
+    NotMember,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Unexpected(err.into())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(msg) => Status::invalid_argument(msg),
+            Error::NotFound => Status::not_found(err.to_string()),
+            Error::NotMember => Status::permission_denied(err.to_string()),
+            Error::Unavailable(msg) => Status::unavailable(msg),
+            Error::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "history call failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

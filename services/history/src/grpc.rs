@@ -1,0 +1,197 @@
+//! The `chat.history.v1.HistoryService` gRPC API.
+
+use async_nats::jetstream;
+use async_nats::jetstream::stream::Stream;
+use chat_proto::events::v1::MembershipChanged;
+use chat_proto::history::v1::{
+    CatchUpRequest, CatchUpResponse, Conversation, CreateConversationRequest,
+    CreateConversationResponse, GetConversationRequest, ListConversationsRequest,
+    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
+    history_service_server::HistoryService,
+};
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::ingest::CONSUMER;
+use crate::store::{NewConversation, Store};
+use crate::validate::{self, CATCH_UP_MAX, MAX_GROUP_MEMBERS, TITLE_MAX};
+
+pub struct HistoryGrpc {
+    store: Store,
+    js: jetstream::Context,
+    stream: Stream,
+}
+
+impl HistoryGrpc {
+    pub fn new(store: Store, js: jetstream::Context, stream: Stream) -> Self {
+        Self { store, js, stream }
+    }
+
+    async fn create_conversation(&self, req: CreateConversationRequest) -> Result<CreateConversationResponse, Error> {
+        let creator_id = validate::uuid("creator_id", &req.creator_id)?;
+        let mut others = Vec::with_capacity(req.member_ids.len());
+        for id in &req.member_ids {
+            let id = validate::uuid("member_ids", id)?;
+            if id != creator_id && !others.contains(&id) {
+                others.push(id);
+            }
+        }
+        let new = match req.kind.as_str() {
+            "direct" => {
+                if others.len() != 1 || req.member_ids.len() != 1 {
+                    return Err(Error::InvalidArgument(
+                        "a direct conversation has exactly one other member".into(),
+                    ));
+                }
+                let (a, b) = if creator_id < others[0] {
+                    (&creator_id, &others[0])
+                } else {
+                    (&others[0], &creator_id)
+                };
+                NewConversation {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    kind: "direct",
+                    title: None,
+                    direct_key: Some(format!("{a}:{b}")),
+                    member_ids: vec![creator_id.clone(), others[0].clone()],
+                    creator_id,
+                }
+            }
+            "group" => {
+                let title = req.title.trim();
+                if title.is_empty() || title.chars().count() > TITLE_MAX || title.chars().any(char::is_control) {
+                    return Err(Error::InvalidArgument(format!(
+                        "a group needs a title of 1 to {TITLE_MAX} characters without control characters"
+                    )));
+                }
+                if others.len() + 1 > MAX_GROUP_MEMBERS {
+                    return Err(Error::InvalidArgument(format!(
+                        "a group has at most {MAX_GROUP_MEMBERS} members"
+                    )));
+                }
+                let mut member_ids = vec![creator_id.clone()];
+                member_ids.extend(others);
+                NewConversation {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    kind: "group",
+                    title: Some(title.to_owned()),
+                    direct_key: None,
+                    member_ids,
+                    creator_id,
+                }
+            }
+            _ => return Err(Error::InvalidArgument("kind must be \"direct\" or \"group\"".into())),
+        };
+        let (id, created) = self.store.create_conversation(&new, chat_common::time::now_ms()).await?;
+        let conversation = self.store.conversation_for(&id, &new.creator_id).await?;
+        // Announced every time, also for an existing direct pair: the snapshot is
+        // idempotent, and a retry after a failed announcement heals the gap.
+        self.announce_membership(&conversation).await?;
+        Ok(CreateConversationResponse { conversation: Some(conversation), created })
+    }
+
+    /// Publishes the member list to the stream, so every gateway's membership
+    /// view changes at this point of the conversation's history.
+    async fn announce_membership(&self, conversation: &Conversation) -> Result<(), Error> {
+        let event = MembershipChanged {
+            conversation_id: conversation.conversation_id.clone(),
+            member_ids: conversation.member_ids.clone(),
+            kind: conversation.kind.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        chat_common::nats::inject_trace_context(&mut headers);
+        let subject = chat_common::nats::membership_subject(&conversation.conversation_id);
+        let unavailable = |e: String| Error::Unavailable(format!("cannot record the membership change: {e}"));
+        self.js
+            .publish_with_headers(subject, headers, event.encode_to_vec().into())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn member_check(&self, conversation_id: &str, user_id: &str) -> Result<(), Error> {
+        if self.store.is_member(conversation_id, user_id).await? {
+            Ok(())
+        } else if self.store.conversation_exists(conversation_id).await? {
+            Err(Error::NotMember)
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    async fn list_messages(&self, req: ListMessagesRequest) -> Result<ListMessagesResponse, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let limit = validate::page_limit(req.limit)?;
+        self.member_check(&conversation_id, &user_id).await?;
+        let (messages, has_more) = self
+            .store
+            .messages_page(&conversation_id, req.before_seq, req.after_seq, limit)
+            .await?;
+        Ok(ListMessagesResponse { messages, has_more })
+    }
+
+    async fn catch_up(&self, req: CatchUpRequest) -> Result<CatchUpResponse, Error> {
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        if !(1..=CATCH_UP_MAX).contains(&req.limit) {
+            return Err(Error::InvalidArgument(format!("limit must be between 1 and {CATCH_UP_MAX}")));
+        }
+        // Only rows up to the consumer's ack floor are returned: below it nothing
+        // is missing, so the caller can read the rest from the stream without a gap.
+        let persisted_through = self
+            .stream
+            .consumer_info(CONSUMER)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot read the history consumer: {e}")))?
+            .ack_floor
+            .stream_sequence;
+        let (messages, has_more) = self
+            .store
+            .catch_up(&user_id, req.after_stream_seq, persisted_through, req.limit)
+            .await?;
+        Ok(CatchUpResponse { messages, persisted_through, has_more })
+    }
+}
+
+#[tonic::async_trait]
+impl HistoryService for HistoryGrpc {
+    async fn create_conversation(
+        &self,
+        request: Request<CreateConversationRequest>,
+    ) -> Result<Response<CreateConversationResponse>, Status> {
+        Ok(Response::new(self.create_conversation(request.into_inner()).await?))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<GetConversationRequest>,
+    ) -> Result<Response<Conversation>, Status> {
+        let req = request.into_inner();
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        Ok(Response::new(self.store.conversation_for(&conversation_id, &user_id).await?))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
+        let user_id = validate::uuid("user_id", &request.into_inner().user_id)?;
+        let conversations = self.store.conversations_of(&user_id).await?;
+        Ok(Response::new(ListConversationsResponse { conversations }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        Ok(Response::new(self.list_messages(request.into_inner()).await?))
+    }
+
+    async fn catch_up(&self, request: Request<CatchUpRequest>) -> Result<Response<CatchUpResponse>, Status> {
+        Ok(Response::new(self.catch_up(request.into_inner()).await?))
+    }
+}

@@ -1,0 +1,119 @@
+//! Writes the message stream into the database. A durable pull consumer is
+//! shared by every history instance, so each message is written once; batches
+//! are inserted in one transaction and acknowledged only after commit, so a
+//! crash redelivers them and the unique keys make the rewrite a no-op.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::Stream;
+use chat_common::shutdown::CancellationToken;
+use chat_proto::events::v1::Message;
+use futures::{FutureExt, StreamExt};
+use prost::Message as _;
+
+use crate::error::Error;
+use crate::store::Store;
+
+/// Name of the durable consumer; its ack floor is how far history has persisted.
+pub const CONSUMER: &str = "history";
+
+pub struct Ingest {
+    consumer: PullConsumer,
+    store: Store,
+    batch: usize,
+}
+
+impl Ingest {
+    pub async fn new(stream: Stream, store: Store, batch: usize) -> Result<Self, Error> {
+        let consumer = stream
+            .get_or_create_consumer(
+                CONSUMER,
+                pull::Config {
+                    durable_name: Some(CONSUMER.to_owned()),
+                    filter_subject: "chat.conv.*.msg".to_owned(),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    deliver_policy: DeliverPolicy::All,
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        Ok(Self { consumer, store, batch: batch.max(1) })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let mut messages = self
+            .consumer
+            .stream()
+            .max_messages_per_batch(self.batch)
+            .messages()
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let mut batch = match first {
+                Some(Ok(message)) => vec![message],
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "history consumer hiccup; continuing");
+                    continue;
+                }
+                None => return Err(Error::Unavailable("the history consumer stream ended".into())),
+            };
+            // Take whatever else has arrived already, without waiting.
+            while batch.len() < self.batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    _ => break,
+                }
+            }
+            let rows = decode(&batch);
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = self.store.insert_messages(&rows).await {
+                tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {},
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            for message in &batch {
+                if let Err(e) = message.ack().await {
+                    tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                }
+            }
+        }
+    }
+}
+
+/// Stream position and message of each entry; entries that do not decode are
+/// logged and dropped (they were acknowledged with the batch, never retried forever).
+fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Message)> {
+    batch
+        .iter()
+        .filter_map(|m| {
+            let span = tracing::info_span!("history.persist", otel.kind = "consumer", subject = %m.subject);
+            chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
+            let _entered = span.enter();
+            let stream_seq = match m.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => {
+                    tracing::error!(error = %e, "stream message without metadata; skipped");
+                    return None;
+                }
+            };
+            match Message::decode(m.payload.as_ref()) {
+                Ok(message) => Some((stream_seq, message)),
+                Err(e) => {
+                    tracing::error!(error = %e, stream_seq, "undecodable message in the stream; skipped");
+                    None
+                }
+            }
+        })
+        .collect()
+}

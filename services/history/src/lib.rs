@@ -1,0 +1,85 @@
+//! The history service: conversations, membership and the durable record of
+//! every message. It consumes the CHAT stream with a durable consumer (shared
+//! by all instances, so nothing is written twice), inserts in batches with
+//! idempotent keys, and answers paging and catch-up over gRPC.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+mod grpc;
+mod ingest;
+mod store;
+mod validate;
+
+use std::net::SocketAddr;
+
+use chat_common::shutdown::CancellationToken;
+use chat_proto::history::v1::history_service_server::HistoryServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::Error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The history service, built and bound, ready to run.
+pub struct App {
+    listener: TcpListener,
+    grpc_addr: SocketAddr,
+    routes: tonic::service::Routes,
+    ingest: ingest::Ingest,
+}
+
+impl App {
+    /// Connects the database and NATS, applies migrations, ensures the CHAT
+    /// stream and the history consumer exist, and binds the gRPC listener.
+    ///
+    /// # Errors
+    /// When a dependency cannot be reached or the listener cannot be bound.
+    pub async fn build(config: Config) -> Result<Self, Error> {
+        let pool = chat_common::db::connect(&config.database_url, config.database_max_connections)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| Error::Unexpected(e.into()))?;
+        let store = store::Store::new(pool);
+
+        let nats = chat_common::nats::connect(&config.nats_url, "history")
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        let js = async_nats::jetstream::new(nats);
+        let stream = chat_common::nats::chat_stream(&js, &config.stream)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch).await?;
+
+        let service = grpc::HistoryGrpc::new(store, js, stream);
+        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        let routes = chat_common::grpc::with_health_and_reflection(
+            tonic::service::Routes::new(HistoryServiceServer::new(service)),
+            &["chat.history.v1.HistoryService"],
+        );
+        tracing::info!(%grpc_addr, "history listening");
+        Ok(Self { listener, grpc_addr, routes, ingest })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Serves gRPC and consumes the stream until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When the gRPC server or the consumer fails for good.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let ingest = tokio::spawn(self.ingest.run(shutdown.clone()));
+        let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
+            .await
+            .map_err(|e| Error::Unexpected(e.into()));
+        shutdown.cancel();
+        ingest.await.map_err(|e| Error::Unexpected(e.into()))??;
+        served
+    }
+}

@@ -1,0 +1,296 @@
+//! Persistence of conversations, members, messages and read markers. Every
+//! query binds its values; none is built by formatting.
+
+use chat_proto::events::v1::Message;
+use chat_proto::history::v1::{Conversation, StreamMessage};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::error::Error;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// A new conversation as the caller asked for it, already validated.
+pub struct NewConversation {
+    pub id: String,
+    pub kind: &'static str,
+    pub title: Option<String>,
+    pub direct_key: Option<String>,
+    pub creator_id: String,
+    /// Every member, the creator included, without duplicates.
+    pub member_ids: Vec<String>,
+}
+
+const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+     FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1";
+const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+     FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
+const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+     FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4";
+
+fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        conversation_id: row.try_get("conversation_id")?,
+        message_id: row.try_get("message_id")?,
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        sender_id: row.try_get("sender_id")?,
+        sender_device_id: row.try_get("sender_device_id")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        body: row.try_get("body")?,
+        sent_at_ms: row.try_get("sent_at_ms")?,
+    })
+}
+
+/// Values never exceed i64 in practice (stream and conversation sequences);
+/// saturating keeps a hostile u64 from wrapping into a negative bound.
+fn db_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates the conversation, or for a direct pair that exists already,
+    /// returns the existing id with `false`.
+    pub async fn create_conversation(&self, new: &NewConversation, now_ms: i64) -> Result<(String, bool), Error> {
+        if let Some(key) = &new.direct_key {
+            if let Some(existing) = self.direct_conversation(key).await? {
+                return Ok((existing, false));
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, title, direct_key, created_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&new.id)
+        .bind(new.kind)
+        .bind(new.title.as_deref())
+        .bind(new.direct_key.as_deref())
+        .bind(&new.creator_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Two requests raced to create the same direct pair: the other won.
+            Err(e) if chat_common::db::is_unique_violation(&e) && new.direct_key.is_some() => {
+                drop(tx);
+                let key = new.direct_key.as_deref().unwrap_or_default();
+                let existing = self.direct_conversation(key).await?.ok_or(Error::NotFound)?;
+                return Ok((existing, false));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for member in &new.member_ids {
+            let role = if *member == new.creator_id { "owner" } else { "member" };
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&new.id)
+            .bind(member)
+            .bind(role)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((new.id.clone(), true))
+    }
+
+    async fn direct_conversation(&self, direct_key: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
+            .bind(direct_key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn members(&self, conversation_id: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM conversation_members WHERE conversation_id = $1 ORDER BY user_id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The conversation as `user_id` sees it.
+    /// `NotFound` when it does not exist, `NotMember` when the user is not in it.
+    pub async fn conversation_for(&self, conversation_id: &str, user_id: &str) -> Result<Conversation, Error> {
+        let row = sqlx::query("SELECT id, kind, title, created_at_ms FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let member_ids = self.members(conversation_id).await?;
+        if !member_ids.iter().any(|m| m == user_id) {
+            return Err(Error::NotMember);
+        }
+        let last_message = self.last_message(conversation_id).await?;
+        Ok(Conversation {
+            conversation_id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
+            member_ids,
+            last_seq: last_message.as_ref().map_or(0, |m| m.seq),
+            unread_count: self.unread_count(conversation_id, user_id).await?,
+            last_message,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    }
+
+    /// Every conversation of the user, the most recently active first.
+    pub async fn conversations_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT conversation_id FROM conversation_members WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conversations = Vec::with_capacity(ids.len());
+        for id in ids {
+            conversations.push(self.conversation_for(&id, user_id).await?);
+        }
+        conversations.sort_by_key(|c| {
+            std::cmp::Reverse(c.last_message.as_ref().map_or(c.created_at_ms, |m| m.sent_at_ms))
+        });
+        Ok(conversations)
+    }
+
+    pub async fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn conversation_exists(&self, conversation_id: &str) -> Result<bool, Error> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn last_message(&self, conversation_id: &str) -> Result<Option<Message>, Error> {
+        let row = sqlx::query(LAST_MESSAGE).bind(conversation_id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(message_from_row).transpose()?)
+    }
+
+    async fn unread_count(&self, conversation_id: &str, user_id: &str) -> Result<u64, Error> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages m
+             WHERE m.conversation_id = $1 AND m.sender_id <> $2
+               AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
+                                     WHERE r.conversation_id = $1 AND r.user_id = $2), 0)",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// One page of a conversation, ascending by seq, with whether more exist in
+    /// the direction of travel (see the paging rules in docs/protocol.md).
+    pub async fn messages_page(
+        &self,
+        conversation_id: &str,
+        before_seq: Option<u64>,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), Error> {
+        let fetch = i64::from(limit) + 1;
+        // Newest-first when only an upper bound (or none) is given; oldest-first otherwise.
+        let descending = after_seq.is_none();
+        let sql = if descending { PAGE_NEWEST_FIRST } else { PAGE_OLDEST_FIRST };
+        let rows = sqlx::query(sql)
+            .bind(conversation_id)
+            .bind(db_int(after_seq.unwrap_or(0)))
+            .bind(before_seq.map_or(i64::MAX, db_int))
+            .bind(fetch)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
+        let has_more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        if descending {
+            messages.reverse();
+        }
+        Ok((messages, has_more))
+    }
+
+    /// Stores a batch from the stream in one transaction. Rows that exist
+    /// already (a redelivery) are skipped by their unique keys.
+    pub async fn insert_messages(&self, batch: &[(u64, Message)]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for (stream_seq, m) in batch {
+            sqlx::query(
+                "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
+                                       client_msg_id, body, sent_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&m.conversation_id)
+            .bind(db_int(m.seq))
+            .bind(&m.message_id)
+            .bind(db_int(*stream_seq))
+            .bind(&m.sender_id)
+            .bind(&m.sender_device_id)
+            .bind(&m.client_msg_id)
+            .bind(&m.body)
+            .bind(m.sent_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Messages of the user's conversations with `after < stream_seq <= through`,
+    /// in stream order, and whether more exist in that range.
+    pub async fn catch_up(
+        &self,
+        user_id: &str,
+        after: u64,
+        through: u64,
+        limit: u32,
+    ) -> Result<(Vec<StreamMessage>, bool), Error> {
+        let rows = sqlx::query(
+            "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+                    m.body, m.sent_at_ms, m.stream_seq
+             FROM messages m
+             JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+             WHERE m.stream_seq > $2 AND m.stream_seq <= $3
+             ORDER BY m.stream_seq
+             LIMIT $4",
+        )
+        .bind(user_id)
+        .bind(db_int(after))
+        .bind(db_int(through))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|row| {
+                Ok(StreamMessage {
+                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
+                    message: Some(message_from_row(row)?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let has_more = out.len() > limit as usize;
+        out.truncate(limit as usize);
+        Ok((out, has_more))
+    }
+}

@@ -1,0 +1,22 @@
+//! Checks of gRPC input before it reaches storage.
+
+use crate::error::Error;
+
+pub const MAX_GROUP_MEMBERS: usize = 256;
+pub const TITLE_MAX: usize = 128;
+pub const PAGE_MAX: u32 = 200;
+pub const CATCH_UP_MAX: u32 = 1000;
+
+pub fn uuid(field: &str, value: &str) -> Result<String, Error> {
+    uuid::Uuid::parse_str(value)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
+}
+
+pub fn page_limit(limit: u32) -> Result<u32, Error> {
+    if (1..=PAGE_MAX).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Error::InvalidArgument(format!("limit must be between 1 and {PAGE_MAX}")))
+    }
+}
