@@ -1,1 +1,60 @@
-//! placeholder
+//! The whole-system test harness: a real `nats-server` per test, a fresh
+//! database per test (SQLite file or a new PostgreSQL database), and all five
+//! services started in-process through their libraries on port 0.
+//!
+//! Logs are off unless `TEST_LOG=1`.
+
+pub mod client;
+pub mod database;
+pub mod nats;
+pub mod system;
+
+pub use client::{Device, Ws};
+pub use database::Db;
+pub use nats::NatsServer;
+pub use system::System;
+
+/// Generates one `#[tokio::test]` per database for an `async fn(Db)` scenario.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::Db::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario($crate::Db::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Installs a log subscriber once when `TEST_LOG` is set.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The workspace root (for `.tools/`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(ToOwned::to_owned).unwrap_or_default()
+}
+
+/// True when running under CI, where a missing dependency must fail a test.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}

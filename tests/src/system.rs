@@ -1,0 +1,212 @@
+//! All five services in one process, wired to one real nats-server and fresh
+//! databases, each on port 0. Services can be stopped and started again, and
+//! several gateways can run side by side (as behind a load balancer).
+
+use std::time::Duration;
+
+use base64::Engine;
+use chat_common::shutdown::CancellationToken;
+use sqlx::Row;
+use tokio::task::JoinHandle;
+
+use crate::database::{self, Db};
+use crate::nats::NatsServer;
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
+
+pub struct Gateway {
+    pub addr: std::net::SocketAddr,
+    running: Running,
+}
+
+pub struct System {
+    pub nats: NatsServer,
+    pub db: Db,
+    pub auth_addr: String,
+    pub history_addr: String,
+    pub presence_addr: String,
+    pub notification_addr: String,
+    pub auth_db_url: String,
+    pub history_db_url: String,
+    postgres_names: Vec<String>,
+    services: Vec<Running>,
+    gateways: Vec<Option<Gateway>>,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn<F, E>(run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let shutdown = CancellationToken::new();
+    let future = run(shutdown.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = future.await {
+            eprintln!("service stopped with an error: {e}");
+        }
+    });
+    Running { shutdown, task }
+}
+
+impl System {
+    /// Everything with one gateway. `None` only for PostgreSQL outside CI when
+    /// no server is reachable.
+    pub async fn start(db: Db) -> Option<Self> {
+        Self::start_with_gateways(db, 1).await
+    }
+
+    pub async fn start_with_gateways(db: Db, gateways: usize) -> Option<Self> {
+        crate::init_test_logs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut postgres_names = Vec::new();
+        let (auth_db_url, history_db_url) = match db {
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.path().join("auth.db").display()),
+                format!("sqlite://{}", dir.path().join("history.db").display()),
+            ),
+            Db::Postgres => {
+                let base = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
+                let auth = database::create_postgres(&format!("{base}_auth")).await?;
+                let history = database::create_postgres(&format!("{base}_history")).await?;
+                postgres_names.push(format!("{base}_auth"));
+                postgres_names.push(format!("{base}_history"));
+                (auth, history)
+            }
+        };
+        let nats = NatsServer::start().await;
+
+        let auth = chat_auth::App::build(chat_auth::Config::local(&auth_db_url)).await.expect("auth starts");
+        let auth_addr = auth.grpc_addr().to_string();
+        let history = chat_history::App::build(chat_history::Config::local(&history_db_url, &nats.url()))
+            .await
+            .expect("history starts");
+        let history_addr = history.grpc_addr().to_string();
+        let presence = chat_presence::App::build(chat_presence::Config::local(&nats.url()))
+            .await
+            .expect("presence starts");
+        let presence_addr = presence.grpc_addr().to_string();
+        let notification = chat_notification::App::build(chat_notification::Config::local(&nats.url()))
+            .await
+            .expect("notification starts");
+        let notification_addr = notification.grpc_addr().to_string();
+        let services = vec![
+            spawn(|t| auth.run(t)),
+            spawn(|t| history.run(t)),
+            spawn(|t| presence.run(t)),
+            spawn(|t| notification.run(t)),
+        ];
+        let mut system = Self {
+            nats,
+            db,
+            auth_addr,
+            history_addr,
+            presence_addr,
+            notification_addr,
+            auth_db_url,
+            history_db_url,
+            postgres_names,
+            services,
+            gateways: Vec::new(),
+            _dir: dir,
+        };
+        for _ in 0..gateways {
+            system.start_gateway().await;
+        }
+        Some(system)
+    }
+
+    /// Starts one more gateway; returns its index.
+    pub async fn start_gateway(&mut self) -> usize {
+        let config = chat_gateway::Config::local(&self.auth_addr, &self.history_addr, &self.nats.url());
+        let shutdown = CancellationToken::new();
+        let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
+        let addr = app.http_addr();
+        let task = tokio::spawn(async move {
+            if let Err(e) = app.run().await {
+                eprintln!("gateway stopped with an error: {e}");
+            }
+        });
+        self.gateways.push(Some(Gateway { addr, running: Running { shutdown, task } }));
+        self.gateways.len() - 1
+    }
+
+    /// Gracefully stops gateway `index` (its sockets get 1001).
+    pub async fn stop_gateway(&mut self, index: usize) {
+        if let Some(gateway) = self.gateways.get_mut(index).and_then(Option::take) {
+            gateway.running.stop().await;
+        }
+    }
+
+    fn gateway(&self, index: usize) -> &Gateway {
+        self.gateways[index].as_ref().expect("gateway is running")
+    }
+
+    /// `http://127.0.0.1:port` of gateway `index`.
+    pub fn http(&self, index: usize) -> String {
+        format!("http://{}", self.gateway(index).addr)
+    }
+
+    /// `ws://127.0.0.1:port/v1/ws` of gateway `index`.
+    pub fn ws(&self, index: usize) -> String {
+        format!("ws://{}/v1/ws", self.gateway(index).addr)
+    }
+
+    pub fn api(&self) -> crate::client::Api {
+        crate::client::Api::new(&self.http(0))
+    }
+
+    /// Signs arbitrary claims with auth's current private key, read from its
+    /// database: for tokens the API would never issue (expired, odd claims).
+    pub async fn sign_with_auth_key(&self, header_kid: Option<&str>, claims: &serde_json::Value) -> String {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.auth_db_url).await.expect("auth database");
+        let row = sqlx::query(
+            "SELECT kid, private_key_pkcs8 FROM signing_keys WHERE retired_at_ms IS NULL ORDER BY created_at_ms DESC LIMIT 1",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("a signing key");
+        let kid: String = row.get("kid");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(row.get::<String, _>("private_key_pkcs8"))
+            .expect("stored key is base64");
+        pool.close().await;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(header_kid.map_or(kid, str::to_owned));
+        jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(&der)).expect("signs")
+    }
+
+    /// Rows in history's `messages` table (to prove what was, or was not, stored).
+    pub async fn stored_message_count(&self) -> i64 {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.history_db_url).await.expect("history database");
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&pool).await.expect("count");
+        pool.close().await;
+        count
+    }
+
+    /// Stops every service and removes PostgreSQL databases.
+    pub async fn stop(mut self) {
+        for index in 0..self.gateways.len() {
+            self.stop_gateway(index).await;
+        }
+        for service in self.services.drain(..) {
+            service.stop().await;
+        }
+        self.nats.kill().await;
+        for name in &self.postgres_names {
+            database::drop_postgres(name).await;
+        }
+    }
+}
