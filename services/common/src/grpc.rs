@@ -32,12 +32,15 @@ pub fn with_health_and_reflection(mut routes: Routes, service_names: &[&str]) ->
         });
     }
     routes = routes.add_service(health);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled descriptor sets are valid");
-    routes.add_service(reflection)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
+    routes
+        .add_service(reflection().build_v1().expect("the compiled descriptor sets are valid"))
+        .add_service(reflection().build_v1alpha().expect("the compiled descriptor sets are valid"))
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then drains.

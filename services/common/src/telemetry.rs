@@ -57,7 +57,8 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(true).boxed()
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt::layer().with_target(true).with_ansi(colour).boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
