@@ -95,7 +95,14 @@ async fn resending_a_client_msg_id_returns_the_original_and_delivers_once(db: Db
     assert_eq!(next["message"]["seq"], 2, "the duplicate burned no seq");
     let frame = bob_ws.expect("message").await;
     assert_eq!(frame["message"]["seq"], 2, "bob received the duplicate only once");
-    assert_eq!(api.wait_for_history(&bob, &conversation, 2).await.len(), 2);
+
+    // A re-send after newer messages (the conversation's head has moved on).
+    let late = alice_ws.send_message(4, &conversation, "same-id", "once").await;
+    assert_eq!(late["message"], first["message"]);
+    let after = alice_ws.send_message(5, &conversation, "third-id", "third").await;
+    assert_eq!(after["message"]["seq"], 3);
+    assert_eq!(bob_ws.expect("message").await["message"]["seq"], 3);
+    assert_eq!(api.wait_for_history(&bob, &conversation, 3).await.len(), 3);
     system.stop().await;
 }
 

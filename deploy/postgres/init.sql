@@ -1,0 +1,4 @@
+-- Runs once, when the postgres-data volume is empty (docker-entrypoint-initdb.d).
+-- POSTGRES_DB creates the "auth" database; this creates the second one.
+-- Each service runs its own migrations on start.
+CREATE DATABASE history;
