@@ -51,7 +51,7 @@ LISTEN_VAR = {
     "gateway": "GATEWAY_HTTP_ADDR",
 }
 REQUIRED_PEERS = {
-    "auth": [],
+    "auth": ["NATS_URL"],
     "history": ["NATS_URL"],
     "presence": ["NATS_URL"],
     "notification": ["NATS_URL"],

@@ -35,6 +35,18 @@ impl Api {
     }
 
     pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let (status, _, body) = self.request_with_headers(method, path, token, body).await;
+        (status, body)
+    }
+
+    /// Like `request`, with the response headers.
+    pub async fn request_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -44,8 +56,9 @@ impl Api {
         }
         let res = req.send().await.expect("gateway answers");
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let text = res.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -29,6 +29,29 @@ pub struct Gateway {
     running: Running,
 }
 
+/// How to start a system: how many gateways, and any change to auth's configuration.
+pub struct SystemBuilder {
+    gateways: usize,
+    auth: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
+}
+
+impl SystemBuilder {
+    pub fn gateways(mut self, count: usize) -> Self {
+        self.gateways = count;
+        self
+    }
+
+    pub fn auth_config(mut self, change: impl Fn(&mut chat_auth::Config) + Send + Sync + 'static) -> Self {
+        self.auth = Box::new(change);
+        self
+    }
+
+    /// `None` only for PostgreSQL outside CI when no server is reachable.
+    pub async fn start(self, db: Db) -> Option<System> {
+        System::start_from(self, db).await
+    }
+}
+
 pub struct System {
     pub nats: NatsServer,
     pub db: Db,
@@ -39,6 +62,8 @@ pub struct System {
     pub auth_db_url: String,
     pub history_db_url: String,
     postgres_names: Vec<String>,
+    auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
+    auth: Option<Running>,
     services: Vec<Running>,
     gateways: Vec<Option<Gateway>>,
     _dir: tempfile::TempDir,
@@ -60,13 +85,22 @@ where
 }
 
 impl System {
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder { gateways: 1, auth: Box::new(|_| {}) }
+    }
+
     /// Everything with one gateway. `None` only for PostgreSQL outside CI when
     /// no server is reachable.
     pub async fn start(db: Db) -> Option<Self> {
-        Self::start_with_gateways(db, 1).await
+        Self::builder().start(db).await
     }
 
     pub async fn start_with_gateways(db: Db, gateways: usize) -> Option<Self> {
+        Self::builder().gateways(gateways).start(db).await
+    }
+
+    async fn start_from(builder: SystemBuilder, db: Db) -> Option<Self> {
+        let gateways = builder.gateways;
         crate::init_test_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut postgres_names = Vec::new();
@@ -86,7 +120,9 @@ impl System {
         };
         let nats = NatsServer::start().await;
 
-        let auth = chat_auth::App::build(chat_auth::Config::local(&auth_db_url)).await.expect("auth starts");
+        let mut auth_config = chat_auth::Config::local(&auth_db_url, &nats.url());
+        (builder.auth)(&mut auth_config);
+        let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
         let auth_addr = auth.grpc_addr().to_string();
         let history = chat_history::App::build(chat_history::Config::local(&history_db_url, &nats.url()))
             .await
@@ -100,8 +136,8 @@ impl System {
             .await
             .expect("notification starts");
         let notification_addr = notification.grpc_addr().to_string();
+        let auth = Some(spawn(|t| auth.run(t)));
         let services = vec![
-            spawn(|t| auth.run(t)),
             spawn(|t| history.run(t)),
             spawn(|t| presence.run(t)),
             spawn(|t| notification.run(t)),
@@ -116,6 +152,8 @@ impl System {
             auth_db_url,
             history_db_url,
             postgres_names,
+            auth_settings: builder.auth,
+            auth,
             services,
             gateways: Vec::new(),
             _dir: dir,
@@ -124,6 +162,18 @@ impl System {
             system.start_gateway().await;
         }
         Some(system)
+    }
+
+    /// Stops auth and starts a new instance on the same address and database.
+    pub async fn restart_auth(&mut self) {
+        if let Some(auth) = self.auth.take() {
+            auth.stop().await;
+        }
+        let mut config = chat_auth::Config::local(&self.auth_db_url, &self.nats.url());
+        (self.auth_settings)(&mut config);
+        config.grpc_addr = self.auth_addr.clone();
+        let auth = chat_auth::App::build(config).await.expect("auth restarts");
+        self.auth = Some(spawn(|t| auth.run(t)));
     }
 
     /// Starts one more gateway; returns its index.
@@ -201,7 +251,7 @@ impl System {
         for index in 0..self.gateways.len() {
             self.stop_gateway(index).await;
         }
-        for service in self.services.drain(..) {
+        for service in self.services.drain(..).chain(self.auth.take()) {
             service.stop().await;
         }
         self.nats.kill().await;

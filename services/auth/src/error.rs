@@ -1,5 +1,7 @@
 //! Every way an auth call can fail, and the gRPC code each one maps to.
 
+use std::time::Duration;
+
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +17,16 @@ pub enum Error {
     InvalidRefreshToken,
     #[error("user not found")]
     UserNotFound,
+    #[error("no such device for this user")]
+    DeviceNotFound,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("too many attempts; retry later")]
+    RateLimited(Duration),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -25,15 +37,28 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// gRPC metadata carrying the seconds to wait after `RESOURCE_EXHAUSTED`; the
+/// gateway turns it into HTTP `Retry-After`.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(msg) => Status::invalid_argument(msg),
             Error::UsernameTaken => Status::already_exists(err.to_string()),
-            Error::InvalidCredentials | Error::InvalidRefreshToken => {
-                Status::unauthenticated(err.to_string())
+            Error::InvalidCredentials | Error::InvalidRefreshToken => Status::unauthenticated(err.to_string()),
+            Error::UserNotFound | Error::DeviceNotFound => Status::not_found(err.to_string()),
+            Error::NotFound(msg) => Status::not_found(msg),
+            Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
+            Error::RateLimited(wait) => {
+                let mut status = Status::resource_exhausted(err.to_string());
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(value) = secs.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+                }
+                status
             }
-            Error::UserNotFound => Status::not_found(err.to_string()),
+            Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "auth call failed");
                 Status::internal("internal error")

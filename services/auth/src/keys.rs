@@ -1,5 +1,9 @@
 //! Ed25519 signing keys and access tokens. Keys are persisted, so a restart
-//! does not log anyone out; the JWKS lists every key that is not retired.
+//! does not log anyone out. The newest non-retired key signs; every
+//! non-retired key verifies (the JWKS lists them), so a rotation logs nobody
+//! out and a retirement invalidates exactly the tokens of the retired key.
+
+use std::sync::RwLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -28,48 +32,56 @@ struct Claims<'a> {
     jti: String,
 }
 
-pub struct Signer {
+struct Active {
     kid: String,
     key: EncodingKey,
     jwks_json: String,
+}
+
+pub struct Keyring {
+    active: RwLock<Active>,
     issuer: String,
     audience: String,
     ttl_secs: i64,
 }
 
-impl Signer {
-    /// Uses the newest non-retired key, creating one on first start.
-    pub async fn load_or_create(store: &Store, config: &Config) -> Result<Self, Error> {
-        let mut keys = store.active_signing_keys().await?;
-        if keys.is_empty() {
+impl Keyring {
+    /// Loads the keys, creating the first one on a fresh database.
+    pub async fn load(store: &Store, config: &Config) -> Result<Self, Error> {
+        if store.active_signing_keys().await?.is_empty() {
             let row = generate_key()?;
             store.insert_signing_key(&row).await?;
-            tracing::info!(kid = %row.kid, "created a new signing key");
-            keys = store.active_signing_keys().await?;
+            tracing::info!(kid = %row.kid, "created the first signing key");
         }
-        let newest = keys
-            .first()
-            .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key after creating one")))?;
-        let seed = STANDARD
-            .decode(&newest.private_key_pkcs8)
-            .map_err(|e| Error::Unexpected(anyhow::anyhow!("stored key unreadable: {e}")))?;
-        let key = EncodingKey::from_ed_der(&seed);
         Ok(Self {
-            kid: newest.kid.clone(),
-            key,
-            jwks_json: jwks_json(&keys),
+            active: RwLock::new(active(store).await?),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl_secs: config.access_token_ttl_secs,
         })
     }
 
-    pub fn jwks_json(&self) -> &str {
-        &self.jwks_json
+    /// Re-reads the keys from the database (after a rotation anywhere).
+    pub async fn reload(&self, store: &Store) -> Result<(), Error> {
+        let fresh = active(store).await?;
+        *self.active.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    pub fn jwks_json(&self) -> String {
+        self.read().jwks_json.clone()
+    }
+
+    pub fn signing_kid(&self) -> String {
+        self.read().kid.clone()
     }
 
     pub fn ttl_secs(&self) -> i64 {
         self.ttl_secs
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Active> {
+        self.active.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A signed access token for one device of one user.
@@ -85,14 +97,28 @@ impl Signer {
             nbf: now,
             jti: uuid::Uuid::new_v4().to_string(),
         };
+        let active = self.read();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        header.kid = Some(active.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &active.key)
             .map_err(|e| Error::Unexpected(anyhow::anyhow!("signing failed: {e}")))
     }
 }
 
-fn generate_key() -> Result<SigningKeyRow, Error> {
+/// The newest non-retired key, and the JWKS of all non-retired keys.
+async fn active(store: &Store) -> Result<Active, Error> {
+    let keys = store.active_signing_keys().await?;
+    let newest = keys
+        .first()
+        .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key: every key is retired")))?;
+    let der = STANDARD
+        .decode(&newest.private_key_pkcs8)
+        .map_err(|e| Error::Unexpected(anyhow::anyhow!("stored key unreadable: {e}")))?;
+    Ok(Active { kid: newest.kid.clone(), key: EncodingKey::from_ed_der(&der), jwks_json: jwks_json(&keys) })
+}
+
+/// A new random Ed25519 key.
+pub fn generate_key() -> Result<SigningKeyRow, Error> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| Error::Unexpected(anyhow::anyhow!("no randomness: {e}")))?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -104,6 +130,7 @@ fn generate_key() -> Result<SigningKeyRow, Error> {
         private_key_pkcs8: STANDARD.encode(pkcs8),
         public_key_x: URL_SAFE_NO_PAD.encode(public),
         created_at_ms: chat_common::time::now_ms(),
+        retired_at_ms: None,
     })
 }
 

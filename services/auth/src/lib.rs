@@ -8,18 +8,23 @@ pub mod config;
 pub mod error;
 mod grpc;
 mod keys;
+mod limiter;
 mod password;
 mod store;
 mod validate;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chat_common::shutdown::CancellationToken;
+use futures::StreamExt;
 use chat_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use error::Error;
+pub use error::{Error, RETRY_AFTER_METADATA};
+pub use limiter::Rate;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -28,6 +33,32 @@ pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
+    key_changes: KeyChanges,
+}
+
+/// Reloads this instance's keys when any instance rotates or retires one.
+struct KeyChanges {
+    subscriber: async_nats::Subscriber,
+    keys: Arc<keys::Keyring>,
+    store: store::Store,
+}
+
+impl KeyChanges {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = self.subscriber.next() => {
+                    if next.is_none() {
+                        return;
+                    }
+                    if let Err(e) = self.keys.reload(&self.store).await {
+                        tracing::error!(error = %e, "cannot reload signing keys");
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl App {
@@ -42,9 +73,23 @@ impl App {
             .map_err(|e| Error::Unexpected(e.into()))?;
         MIGRATOR.run(&pool).await.map_err(|e| Error::Unexpected(e.into()))?;
         let store = store::Store::new(pool);
-        let signer = keys::Signer::load_or_create(&store, &config).await?;
+        let keys = Arc::new(keys::Keyring::load(&store, &config).await?);
         let passwords = password::Hasher::new()?;
-        let service = grpc::AuthGrpc::new(config.clone(), store, signer, passwords);
+
+        let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("NATS: {e}"));
+        let nats = chat_common::nats::connect(&config.nats_url, "auth").await.map_err(|e| unavailable(&e))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let ttl = Duration::from_secs(config.access_token_ttl_secs.unsigned_abs());
+        let revoked = chat_common::nats::revoked_devices(&js, ttl, config.replicas)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let subscriber = nats
+            .subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let key_changes = KeyChanges { subscriber, keys: keys.clone(), store: store.clone() };
+        let announcer = grpc::Announcer { nats, revoked };
+        let service = grpc::AuthGrpc::new(config.clone(), store, keys, passwords, announcer);
 
         let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
             .await
@@ -54,7 +99,7 @@ impl App {
             &["chat.auth.v1.AuthService"],
         );
         tracing::info!(%grpc_addr, "auth listening");
-        Ok(Self { listener, grpc_addr, routes })
+        Ok(Self { listener, grpc_addr, routes, key_changes })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -66,8 +111,12 @@ impl App {
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        chat_common::grpc::serve(self.routes, self.listener, shutdown)
+        let key_changes = tokio::spawn(self.key_changes.run(shutdown.clone()));
+        let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
             .await
-            .map_err(|e| Error::Unexpected(e.into()))
+            .map_err(|e| Error::Unexpected(e.into()));
+        shutdown.cancel();
+        let _ = key_changes.await;
+        served
     }
 }

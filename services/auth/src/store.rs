@@ -22,6 +22,24 @@ pub struct SigningKeyRow {
     pub private_key_pkcs8: String,
     pub public_key_x: String,
     pub created_at_ms: i64,
+    pub retired_at_ms: Option<i64>,
+}
+
+pub struct DeviceRow {
+    pub id: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub last_seen_at_ms: i64,
+}
+
+fn key_from_row(row: &sqlx::any::AnyRow) -> Result<SigningKeyRow, sqlx::Error> {
+    Ok(SigningKeyRow {
+        kid: row.try_get("kid")?,
+        private_key_pkcs8: row.try_get("private_key_pkcs8")?,
+        public_key_x: row.try_get("public_key_x")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        retired_at_ms: row.try_get("retired_at_ms")?,
+    })
 }
 
 pub struct RefreshTokenRow {
@@ -181,18 +199,52 @@ impl Store {
     /// Non-retired keys, newest first.
     pub async fn active_signing_keys(&self) -> Result<Vec<SigningKeyRow>, Error> {
         let rows = sqlx::query(
-            "SELECT kid, private_key_pkcs8, public_key_x, created_at_ms FROM signing_keys
-             WHERE retired_at_ms IS NULL ORDER BY created_at_ms DESC",
+            "SELECT kid, private_key_pkcs8, public_key_x, created_at_ms, retired_at_ms FROM signing_keys
+             WHERE retired_at_ms IS NULL ORDER BY created_at_ms DESC, kid DESC",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Every key, retired ones included, newest first.
+    pub async fn all_signing_keys(&self) -> Result<Vec<SigningKeyRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT kid, private_key_pkcs8, public_key_x, created_at_ms, retired_at_ms FROM signing_keys
+             ORDER BY created_at_ms DESC, kid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Retires a key; false when there is no such non-retired key.
+    pub async fn retire_signing_key(&self, kid: &str, now_ms: i64) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE signing_keys SET retired_at_ms = $1 WHERE kid = $2 AND retired_at_ms IS NULL")
+            .bind(now_ms)
+            .bind(kid)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// The user's devices that are not revoked, newest first.
+    pub async fn devices_of(&self, user_id: &str) -> Result<Vec<DeviceRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at_ms, last_seen_at_ms FROM devices
+             WHERE user_id = $1 AND revoked_at_ms IS NULL ORDER BY created_at_ms DESC, id DESC",
+        )
+        .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(SigningKeyRow {
-                    kid: row.try_get("kid")?,
-                    private_key_pkcs8: row.try_get("private_key_pkcs8")?,
-                    public_key_x: row.try_get("public_key_x")?,
+                Ok(DeviceRow {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
                     created_at_ms: row.try_get("created_at_ms")?,
+                    last_seen_at_ms: row.try_get("last_seen_at_ms")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

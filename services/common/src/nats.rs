@@ -15,6 +15,12 @@ pub const CHAT_STREAM: &str = "CHAT";
 pub const CHAT_SUBJECTS: &str = "chat.conv.>";
 /// Device connect/disconnect events from gateways (core NATS).
 pub const PRESENCE_DEVICE_SUBJECT: &str = "chat.presence.device";
+/// Published (empty) by auth whenever signing keys are rotated or retired:
+/// verifiers refetch the JWKS, other auth instances reload their keys.
+pub const KEYS_CHANGED_SUBJECT: &str = "chat.auth.keys";
+/// Key-value bucket of revoked devices (key: device id, value: user id). An
+/// entry only needs to outlive the device's last access token.
+pub const REVOKED_DEVICES_BUCKET: &str = "auth_revoked_devices";
 /// The header carrying a message's per-conversation seq, so readers can learn it
 /// without decoding the payload.
 pub const SEQ_HEADER: &str = "Chat-Seq";
@@ -120,6 +126,31 @@ pub async fn chat_stream(
         max_age: settings.max_age,
         num_replicas: settings.replicas,
         allow_direct: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The revoked-devices bucket, created when missing. Entries expire after the
+/// access-token lifetime plus a margin: by then every token of the device has
+/// expired anyway.
+///
+/// # Errors
+/// When JetStream is unavailable.
+pub async fn revoked_devices(
+    js: &jetstream::Context,
+    access_token_ttl: Duration,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(store) = js.get_key_value(REVOKED_DEVICES_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: REVOKED_DEVICES_BUCKET.to_owned(),
+        history: 1,
+        max_age: access_token_ttl + Duration::from_secs(60),
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -30,6 +30,11 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// `GATEWAY_ID`: names this instance in presence events; random by default.
     pub gateway_id: String,
+    /// `ACCESS_TOKEN_TTL_SECS` (as auth): how long a revocation must be remembered.
+    pub access_token_ttl: Duration,
+    /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from the first
+    /// `X-Forwarded-For` entry (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Config {
@@ -53,6 +58,8 @@ impl Config {
             socket_queue: config::parse("GATEWAY_SOCKET_QUEUE", 1024)?,
             auth_timeout: Duration::from_secs(config::parse("GATEWAY_AUTH_TIMEOUT_SECS", 10)?),
             gateway_id: config::string("GATEWAY_ID", &uuid::Uuid::new_v4().to_string()),
+            access_token_ttl: Duration::from_secs(config::parse("ACCESS_TOKEN_TTL_SECS", 900)?),
+            trust_forwarded_for: config::parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             http_addr,
         })
     }
@@ -72,6 +79,8 @@ impl Config {
             socket_queue: 1024,
             auth_timeout: Duration::from_secs(10),
             gateway_id: uuid::Uuid::new_v4().to_string(),
+            access_token_ttl: Duration::from_secs(900),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -30,11 +30,33 @@ pub enum Outbound {
     Live { stream_seq: u64, frame: Arc<str> },
 }
 
+/// Asks a socket to close with a given code (first request wins).
+#[derive(Clone, Default)]
+pub struct CloseSignal {
+    token: CancellationToken,
+    code: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl CloseSignal {
+    pub fn close(&self, code: u16) {
+        let _ = self.code.compare_exchange(0, code, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    pub async fn requested(&self) -> u16 {
+        self.token.cancelled().await;
+        self.code.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Queue overflow: the socket did not read fast enough.
+pub const CLOSE_TOO_SLOW: u16 = 4408;
+
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
+    pub device_id: String,
     pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled when the socket's queue overflows: it is closed with 4408.
-    pub too_slow: CancellationToken,
+    pub close: CloseSignal,
 }
 
 #[derive(Default)]
@@ -96,7 +118,7 @@ impl Registry {
             for socket in user.sockets.values() {
                 let event = Outbound::Live { stream_seq, frame: frame.clone() };
                 if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(event) {
-                    socket.too_slow.cancel();
+                    socket.close.close(CLOSE_TOO_SLOW);
                 }
             }
         }
@@ -125,6 +147,16 @@ impl Registry {
         }
         if local.is_empty() {
             by_conversation.remove(&event.conversation_id);
+        }
+    }
+
+    /// Closes every local socket of one device.
+    pub fn close_device(&self, user_id: &str, device_id: &str, code: u16) {
+        let inner = self.lock();
+        if let Some(user) = inner.users.get(user_id) {
+            for socket in user.sockets.values().filter(|s| s.device_id == device_id) {
+                socket.close.close(code);
+            }
         }
     }
 

@@ -68,7 +68,15 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => Self::forbidden(message),
             Code::NotFound => Self::not_found(message),
             Code::AlreadyExists => Self::conflict(message),
-            Code::ResourceExhausted => Self::rate_limited(1),
+            Code::ResourceExhausted => {
+                let wait = status
+                    .metadata()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                Self::rate_limited(wait)
+            }
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 tracing::warn!(code = ?status.code(), %message, "a backend service is unavailable");
                 Self::unavailable("a backend service is unavailable; retry shortly")

@@ -11,6 +11,7 @@ pub mod error;
 mod http;
 mod membership;
 mod messaging;
+mod revocation;
 mod sequencer;
 mod state;
 mod tokens;
@@ -29,6 +30,8 @@ pub use config::Config;
 
 /// How long shutdown waits for sockets to say goodbye.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Signing keys are refetched this often even without an announcement.
+const KEYS_SAFETY_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +45,8 @@ pub struct App {
     http_addr: SocketAddr,
     state: state::AppState,
     stream_start: u64,
+    revoked_bucket: async_nats::jetstream::kv::Store,
+    key_changes: async_nats::Subscriber,
 }
 
 impl App {
@@ -59,12 +64,19 @@ impl App {
         let auth = AuthServiceClient::new(chat_common::grpc::channel(&config.auth_url).map_err(|e| unexpected(&e))?);
         let history =
             HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?);
+        let revoked_bucket = chat_common::nats::revoked_devices(&js, config.access_token_ttl, config.stream.replicas)
+            .await
+            .map_err(|e| unexpected(&e))?;
+        let key_changes =
+            nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
         let sequencer = sequencer::Sequencer::new(js, stream.clone());
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
         let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
         let state = state::AppState::new(config, auth, history, nats, stream, sequencer, shutdown);
+        // Revocations are known before the first request is served.
+        state.revocations.load(&revoked_bucket).await.map_err(|e| unexpected(&e))?;
         tracing::info!(%http_addr, "gateway listening");
-        Ok(Self { listener, http_addr, state, stream_start })
+        Ok(Self { listener, http_addr, state, stream_start, revoked_bucket, key_changes })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -86,8 +98,20 @@ impl App {
             state.membership.clone(),
             shutdown.clone(),
         ));
+        let revocations = tokio::spawn(revocation::watch(
+            self.revoked_bucket,
+            state.revocations.clone(),
+            state.registry.clone(),
+            shutdown.clone(),
+        ));
+        let key_changes = tokio::spawn(tokens::watch_key_changes(
+            self.key_changes,
+            state.verifier.clone(),
+            KEYS_SAFETY_REFRESH,
+            shutdown.clone(),
+        ));
         let sockets = state.sockets.clone();
-        let router = http::router(state);
+        let router = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
@@ -96,7 +120,7 @@ impl App {
         if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {
             tracing::warn!("sockets did not close in time");
         }
-        let _ = dispatcher.await;
+        let _ = tokio::join!(dispatcher, revocations, key_changes);
         served.map_err(|e| Error::Unexpected(e.into()))
     }
 }

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use crate::config::Config;
 use crate::delivery::Registry;
 use crate::membership::MembershipCache;
+use crate::revocation::Revocations;
 use crate::sequencer::Sequencer;
 use crate::tokens::Verifier;
 
@@ -24,6 +25,7 @@ pub struct AppState {
     /// The CHAT stream, for catch-up reads.
     pub stream: async_nats::jetstream::stream::Stream,
     pub verifier: Arc<Verifier>,
+    pub revocations: Arc<Revocations>,
     pub sequencer: Arc<Sequencer>,
     pub membership: Arc<MembershipCache>,
     pub registry: Arc<Registry>,
@@ -44,8 +46,10 @@ impl AppState {
         sequencer: Sequencer,
         shutdown: CancellationToken,
     ) -> Self {
-        let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience);
+        let revocations = Arc::new(Revocations::new(config.access_token_ttl));
+        let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
         Self {
+            revocations,
             membership: Arc::new(MembershipCache::new(history.clone())),
             verifier: Arc::new(verifier),
             config: Arc::new(config),

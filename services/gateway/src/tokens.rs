@@ -3,7 +3,7 @@
 //! checked. An unknown `kid` refetches the key set, at most once per interval.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chat_proto::auth::v1::GetJwksRequest;
@@ -12,6 +12,8 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tonic::transport::Channel;
+
+use crate::revocation::Revocations;
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -41,17 +43,18 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     validation: Validation,
+    revocations: Arc<Revocations>,
 }
 
 impl Verifier {
-    pub fn new(auth: AuthServiceClient<Channel>, issuer: &str, audience: &str) -> Self {
+    pub fn new(auth: AuthServiceClient<Channel>, issuer: &str, audience: &str, revocations: Arc<Revocations>) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 5;
-        Self { auth, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None), validation }
+        Self { auth, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None), validation, revocations }
     }
 
     /// # Errors
@@ -77,11 +80,21 @@ impl Verifier {
         if !valid_id(&data.claims.sub) || !valid_id(&data.claims.did) {
             return Err(TokenError::Invalid);
         }
+        if self.revocations.is_revoked(&data.claims.did) {
+            return Err(TokenError::Invalid);
+        }
         Ok(Identity { user_id: data.claims.sub, device_id: data.claims.did })
     }
 
     fn has_key(&self, kid: &str) -> bool {
         self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(kid)
+    }
+
+    /// Fetches the key set now, whenever it was last fetched: auth announced
+    /// a rotation or retirement.
+    pub async fn refresh_keys(&self) -> Result<(), TokenError> {
+        *self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.refetch_keys().await
     }
 
     async fn refetch_keys(&self) -> Result<(), TokenError> {
@@ -111,5 +124,28 @@ impl Verifier {
         tracing::info!(keys = fresh.len(), "refreshed token signing keys");
         *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         Ok(())
+    }
+}
+
+/// Keeps the key set current: refetched whenever auth announces a change, and
+/// every `safety_interval` in case an announcement was missed.
+pub async fn watch_key_changes(
+    mut changes: async_nats::Subscriber,
+    verifier: Arc<Verifier>,
+    safety_interval: Duration,
+    shutdown: chat_common::shutdown::CancellationToken,
+) {
+    use futures::StreamExt;
+    let mut tick = tokio::time::interval(safety_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {},
+            next = changes.next() => if next.is_none() { return },
+        }
+        if let Err(e) = verifier.refresh_keys().await {
+            tracing::warn!(error = %e, "cannot refresh token signing keys");
+        }
     }
 }

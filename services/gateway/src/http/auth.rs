@@ -1,8 +1,10 @@
 //! `/v1/auth/*` and the JWKS: thin translations to the auth service.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chat_proto::auth::v1::{GetJwksRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeDeviceRequest};
 use serde::Deserialize;
@@ -20,8 +22,26 @@ pub struct RegisterBody {
     display_name: Option<String>,
 }
 
+/// The end client's address, for auth's rate limits.
+fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    if state.config.trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return ip.to_string();
+        }
+    }
+    peer.ip().to_string()
+}
+
 pub async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reply = state
@@ -31,6 +51,7 @@ pub async fn register(
             username: body.username,
             password: body.password,
             display_name: body.display_name.unwrap_or_default(),
+            client_address: client_address(&state, peer, &headers),
         })
         .await?
         .into_inner();
@@ -47,6 +68,8 @@ pub struct LoginBody {
 
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
     let pair = state
@@ -56,6 +79,7 @@ pub async fn login(
             username: body.username,
             password: body.password,
             device_name: body.device_name.unwrap_or_default(),
+            client_address: client_address(&state, peer, &headers),
         })
         .await?
         .into_inner();

@@ -2,6 +2,7 @@
 
 mod auth;
 mod conversations;
+mod devices;
 mod extract;
 mod health;
 mod users;
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/devices", get(devices::list))
+        .route("/v1/devices/{device_id}", axum::routing::delete(devices::revoke))
         .route("/v1/users/me", get(users::me))
         .route("/v1/users/by-username/{username}", get(users::by_username))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))

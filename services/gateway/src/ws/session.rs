@@ -3,7 +3,6 @@
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::nats::PRESENCE_DEVICE_SUBJECT;
-use chat_common::shutdown::CancellationToken;
 use chat_proto::history::v1::ListConversationsRequest;
 use chat_proto::presence::v1::{DeviceEvent, device_event::Kind};
 use futures::stream::{SplitSink, SplitStream};
@@ -14,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::catch_up;
 use super::frames::{self, ClientFrame, FrameError};
-use crate::delivery::{Outbound, SocketHandle};
+use crate::delivery::{CloseSignal, Outbound, SocketHandle};
 use crate::messaging::{self, SendInput};
 use crate::state::AppState;
 use crate::tokens::Identity;
@@ -24,7 +23,6 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_LARGE: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
-pub const CLOSE_TOO_SLOW: u16 = 4408;
 
 /// Sends waiting to be stored, per socket; beyond this the client is told to slow down.
 const SEND_QUEUE: usize = 64;
@@ -94,9 +92,14 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
         }
     }
     let (tx, mut live) = mpsc::channel(state.config.socket_queue);
-    let too_slow = CancellationToken::new();
+    let close = CloseSignal::default();
     let socket_id = state.next_socket_id();
-    let attached_at = lease.attach(socket_id, SocketHandle { tx, too_slow: too_slow.clone() });
+    let handle = SocketHandle { device_id: identity.device_id.clone(), tx, close: close.clone() };
+    let attached_at = lease.attach(socket_id, handle);
+    // A revocation that landed between token check and registration.
+    if state.revocations.is_revoked(&identity.device_id) {
+        close.close(CLOSE_UNAUTHORIZED);
+    }
     publish_device_event(&state, &identity, socket_id, Kind::Connected).await;
 
     let start = cursor.as_deref().map(|c| decode_cursor(c).ok_or(c));
@@ -131,7 +134,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
         _ => {}
     }
     if ok {
-        serve(&state, &identity, &mut out, &mut incoming, &mut live, &too_slow).await;
+        serve(&state, &identity, &mut out, &mut incoming, &mut live, &close).await;
     }
     drop(lease);
     publish_device_event(&state, &identity, socket_id, Kind::Disconnected).await;
@@ -174,7 +177,7 @@ async fn serve(
     out: &mut Writer,
     incoming: &mut SplitStream<WebSocket>,
     live: &mut mpsc::Receiver<Outbound>,
-    too_slow: &CancellationToken,
+    close: &CloseSignal,
 ) {
     let (sends, replies) = spawn_sender(state.clone(), identity.clone());
     let mut replies = replies;
@@ -184,8 +187,12 @@ async fn serve(
                 out.close(CLOSE_GOING_AWAY, "server going away").await;
                 return;
             }
-            () = too_slow.cancelled() => {
-                out.close(CLOSE_TOO_SLOW, "too slow: the send queue filled").await;
+            code = close.requested() => {
+                let reason = match code {
+                    CLOSE_UNAUTHORIZED => "device revoked",
+                    _ => "too slow: the send queue filled",
+                };
+                out.close(code, reason).await;
                 return;
             }
             Some(reply) = replies.recv() => out.text(reply).await,
