@@ -19,6 +19,7 @@ on_both_databases!(
     logout_and_device_revocation_close_only_that_devices_sockets,
     password_hashes_are_strong_argon2id,
     rate_limits_answer_429_with_retry_after_and_recover,
+    registration_enforces_username_and_password_rules,
 );
 
 fn now() -> i64 {
@@ -309,5 +310,28 @@ async fn rate_limits_answer_429_with_retry_after_and_recover(db: Db) {
     assert_eq!(login("correct horse battery").await.0, 200, "recovers");
     // Another username is not affected by ann's lock.
     assert_eq!(api.post("/v1/auth/login", None, json!({ "username": "ben", "password": "correct horse battery" })).await.0, 200);
+    system.stop().await;
+}
+
+async fn registration_enforces_username_and_password_rules(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let register = |username: &str, password: &str| {
+        let body = json!({ "username": username, "password": password });
+        let api = system.api();
+        async move { api.post("/v1/auth/register", None, body).await }
+    };
+    for (username, password) in [("ab", "long enough"), ("has space", "long enough"), ("émile", "long enough"), ("bob", "short")] {
+        let (status, body) = register(username, password).await;
+        assert_eq!((status, body["error"]["code"].clone()), (400, Value::from("invalid_argument")), "{username}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(register("Alice", chat_system_tests::client::PASSWORD).await.0, 201);
+    let (status, body) = register("alice", "another one").await;
+    assert_eq!((status, body["error"]["code"].clone()), (409, Value::from("conflict")), "unique case-insensitively");
+    let (status, found) = api.get("/v1/users/by-username/ALICE", Some(&api.login("alice").await.access_token)).await;
+    assert_eq!((status, found["username"].clone()), (200, Value::from("Alice")));
+    let (status, body) = api.post("/v1/auth/register", None, json!({ "username": "x" })).await;
+    assert_eq!((status, body["error"]["code"].clone()), (400, Value::from("invalid_argument")), "missing field");
     system.stop().await;
 }
