@@ -64,6 +64,7 @@ pub struct System {
     postgres_names: Vec<String>,
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
     auth: Option<Running>,
+    history: Option<Running>,
     services: Vec<Running>,
     gateways: Vec<Option<Gateway>>,
     _dir: tempfile::TempDir,
@@ -137,8 +138,8 @@ impl System {
             .expect("notification starts");
         let notification_addr = notification.grpc_addr().to_string();
         let auth = Some(spawn(|t| auth.run(t)));
+        let history = Some(spawn(|t| history.run(t)));
         let services = vec![
-            spawn(|t| history.run(t)),
             spawn(|t| presence.run(t)),
             spawn(|t| notification.run(t)),
         ];
@@ -154,6 +155,7 @@ impl System {
             postgres_names,
             auth_settings: builder.auth,
             auth,
+            history,
             services,
             gateways: Vec::new(),
             _dir: dir,
@@ -174,6 +176,25 @@ impl System {
         config.grpc_addr = self.auth_addr.clone();
         let auth = chat_auth::App::build(config).await.expect("auth restarts");
         self.auth = Some(spawn(|t| auth.run(t)));
+    }
+
+    /// Kills history abruptly (its task is dropped mid-work, as in a crash):
+    /// an open insert transaction rolls back and unacknowledged messages are
+    /// redelivered to the next instance.
+    pub async fn kill_history(&mut self) {
+        if let Some(history) = self.history.take() {
+            history.task.abort();
+            let _ = history.task.await;
+        }
+    }
+
+    /// Starts history again on the same address and database.
+    pub async fn start_history(&mut self) {
+        assert!(self.history.is_none(), "history is running");
+        let mut config = chat_history::Config::local(&self.history_db_url, &self.nats.url());
+        config.grpc_addr = self.history_addr.clone();
+        let history = chat_history::App::build(config).await.expect("history restarts");
+        self.history = Some(spawn(|t| history.run(t)));
     }
 
     /// Starts one more gateway; returns its index.
@@ -251,7 +272,7 @@ impl System {
         for index in 0..self.gateways.len() {
             self.stop_gateway(index).await;
         }
-        for service in self.services.drain(..).chain(self.auth.take()) {
+        for service in self.services.drain(..).chain(self.auth.take()).chain(self.history.take()) {
             service.stop().await;
         }
         self.nats.kill().await;
