@@ -33,9 +33,16 @@ pub struct Gateway {
 pub struct SystemBuilder {
     gateways: usize,
     auth: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
+    stream: chat_common::nats::StreamSettings,
 }
 
 impl SystemBuilder {
+    /// JetStream's de-duplication window of the CHAT stream.
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.stream.duplicate_window = window;
+        self
+    }
+
     pub fn gateways(mut self, count: usize) -> Self {
         self.gateways = count;
         self
@@ -62,6 +69,7 @@ pub struct System {
     pub auth_db_url: String,
     pub history_db_url: String,
     postgres_names: Vec<String>,
+    stream: chat_common::nats::StreamSettings,
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
     auth: Option<Running>,
     history: Option<Running>,
@@ -87,7 +95,7 @@ where
 
 impl System {
     pub fn builder() -> SystemBuilder {
-        SystemBuilder { gateways: 1, auth: Box::new(|_| {}) }
+        SystemBuilder { gateways: 1, auth: Box::new(|_| {}), stream: Default::default() }
     }
 
     /// Everything with one gateway. `None` only for PostgreSQL outside CI when
@@ -125,9 +133,9 @@ impl System {
         (builder.auth)(&mut auth_config);
         let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
         let auth_addr = auth.grpc_addr().to_string();
-        let history = chat_history::App::build(chat_history::Config::local(&history_db_url, &nats.url()))
-            .await
-            .expect("history starts");
+        let mut history_config = chat_history::Config::local(&history_db_url, &nats.url());
+        history_config.stream = builder.stream.clone();
+        let history = chat_history::App::build(history_config).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
         let presence = chat_presence::App::build(chat_presence::Config::local(&nats.url()))
             .await
@@ -153,6 +161,7 @@ impl System {
             auth_db_url,
             history_db_url,
             postgres_names,
+            stream: builder.stream,
             auth_settings: builder.auth,
             auth,
             history,
@@ -193,13 +202,15 @@ impl System {
         assert!(self.history.is_none(), "history is running");
         let mut config = chat_history::Config::local(&self.history_db_url, &self.nats.url());
         config.grpc_addr = self.history_addr.clone();
+        config.stream = self.stream.clone();
         let history = chat_history::App::build(config).await.expect("history restarts");
         self.history = Some(spawn(|t| history.run(t)));
     }
 
     /// Starts one more gateway; returns its index.
     pub async fn start_gateway(&mut self) -> usize {
-        let config = chat_gateway::Config::local(&self.auth_addr, &self.history_addr, &self.nats.url());
+        let mut config = chat_gateway::Config::local(&self.auth_addr, &self.history_addr, &self.nats.url());
+        config.stream = self.stream.clone();
         let shutdown = CancellationToken::new();
         let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
         let addr = app.http_addr();

@@ -15,6 +15,7 @@ on_both_databases!(
     missing_bad_and_expired_tokens_are_refused,
     malformed_frames_get_error_frames_and_the_socket_keeps_working,
     http_send_and_paging_follow_the_protocol,
+    a_resend_after_the_duplicate_window_still_returns_the_original,
 );
 
 async fn a_message_reaches_every_device_of_both_members_and_history(db: Db) {
@@ -274,5 +275,37 @@ async fn http_send_and_paging_follow_the_protocol(db: Db) {
     assert_eq!(entry["conversation_id"], conversation.as_str());
     assert_eq!(entry["last_message"]["seq"], 7);
     assert_eq!(entry["unread_count"], 7);
+    system.stop().await;
+}
+
+async fn a_resend_after_the_duplicate_window_still_returns_the_original(db: Db) {
+    let Some(system) = System::builder().duplicate_window(Duration::from_secs(1)).start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+
+    let original = alice_ws.send_message(1, &conversation, "late-retry", "hello").await;
+    assert_eq!(bob_ws.expect("message").await["message"], original["message"]);
+    // Well past JetStream's duplicate window.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late = alice_ws.send_message(2, &conversation, "late-retry", "hello").await;
+    assert_eq!(late["message"], original["message"], "the original, not a second message");
+    let (status, body) = api
+        .post(
+            &format!("/v1/conversations/{conversation}/messages"),
+            Some(&alice.access_token),
+            json!({ "client_msg_id": "late-retry", "body": "hello" }),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &original["message"]));
+
+    let next = alice_ws.send_message(3, &conversation, "fresh", "next").await;
+    assert_eq!(next["message"]["seq"], 2, "no seq was burnt");
+    assert_eq!(bob_ws.expect("message").await["message"]["seq"], 2, "bob got the original once");
+    assert_eq!(api.wait_for_history(&bob, &conversation, 2).await.len(), 2);
+    assert_eq!(system.stored_message_count().await, 2);
     system.stop().await;
 }

@@ -21,6 +21,10 @@ pub const KEYS_CHANGED_SUBJECT: &str = "chat.auth.keys";
 /// Key-value bucket of revoked devices (key: device id, value: user id). An
 /// entry only needs to outlive the device's last access token.
 pub const REVOKED_DEVICES_BUCKET: &str = "auth_revoked_devices";
+/// Key-value bucket indexing every sent message by (sender, `client_msg_id`)
+/// (key: the idempotency hash, value: the message's CHAT stream position), so a
+/// re-send is recognised however late it comes.
+pub const CLIENT_MSG_IDS_BUCKET: &str = "chat_client_msg_ids";
 /// The header carrying a message's per-conversation seq, so readers can learn it
 /// without decoding the payload.
 pub const SEQ_HEADER: &str = "Chat-Seq";
@@ -149,6 +153,28 @@ pub async fn revoked_devices(
         bucket: REVOKED_DEVICES_BUCKET.to_owned(),
         history: 1,
         max_age: access_token_ttl + Duration::from_secs(60),
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+}
+
+/// The client-message-id index, created when missing. It keeps every key
+/// (idempotency is permanent); only the newest value per key is stored.
+///
+/// # Errors
+/// When JetStream is unavailable.
+pub async fn client_msg_ids(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(store) = js.get_key_value(CLIENT_MSG_IDS_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: CLIENT_MSG_IDS_BUCKET.to_owned(),
+        history: 1,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()

@@ -69,7 +69,8 @@ impl App {
             .map_err(|e| unexpected(&e))?;
         let key_changes =
             nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
-        let sequencer = sequencer::Sequencer::new(js, stream.clone());
+        let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
+        let sequencer = sequencer::Sequencer::new(js, stream.clone(), sent);
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
         let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
         let state = state::AppState::new(config, auth, history, nats, stream, sequencer, shutdown);

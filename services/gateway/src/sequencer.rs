@@ -8,15 +8,19 @@
 //! hot path is one publish and no database round trip; on a conflict it
 //! re-reads the conversation's newest message and tries again.
 //!
-//! `Nats-Msg-Id` is derived from (sender, `client_msg_id`): JetStream's
-//! de-duplication runs before the compare-and-set, so a re-send inside the
-//! duplicate window returns the original's position and burns no `seq`.
+//! Idempotency is permanent. `Nats-Msg-Id` is derived from (sender,
+//! `client_msg_id`), so JetStream itself refuses a re-send inside its duplicate
+//! window (also two re-sends racing each other) and answers with the original's
+//! position; and every stored message is indexed under the same key in a
+//! key-value bucket that is checked before publishing, so a re-send after the
+//! window is recognised too. Neither burns a `seq`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self};
 use chat_proto::events::v1::Message;
@@ -55,12 +59,39 @@ pub struct Published {
 pub struct Sequencer {
     js: jetstream::Context,
     stream: Stream,
+    /// (sender, `client_msg_id`) → stream position of the original.
+    sent: kv::Store,
     heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
 impl Sequencer {
-    pub fn new(js: jetstream::Context, stream: Stream) -> Self {
-        Self { js, stream, heads: Mutex::new(HashMap::new()) }
+    pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store) -> Self {
+        Self { js, stream, sent, heads: Mutex::new(HashMap::new()) }
+    }
+
+    /// The original of a known (sender, `client_msg_id`), if any.
+    async fn original(&self, msg_id: &str) -> Result<Option<Message>, ApiError> {
+        match self.sent.get(msg_id).await.map_err(|e| unavailable(&e))? {
+            None => Ok(None),
+            Some(value) => {
+                let stream_seq = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    tracing::error!(key = msg_id, "unreadable entry in the client message id index");
+                    ApiError::internal()
+                })?;
+                self.message_at(stream_seq).await.map(Some)
+            }
+        }
+    }
+
+    /// Indexes a stored message, off the caller's path: until the entry lands,
+    /// JetStream's duplicate window covers a re-send.
+    fn remember(&self, msg_id: String, stream_seq: u64) {
+        let sent = self.sent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sent.put(&msg_id, stream_seq.to_string().into()).await {
+                tracing::warn!(error = %e, "cannot index a sent message; its duplicate window still protects it");
+            }
+        });
     }
 
     fn head_slot(&self, conversation_id: &str) -> Arc<tokio::sync::Mutex<Option<Head>>> {
@@ -78,11 +109,14 @@ impl Sequencer {
     /// # Errors
     /// `unavailable` when JetStream does not confirm the write.
     pub async fn publish(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, ApiError> {
+        let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
+        if let Some(message) = self.original(&msg_id).await? {
+            return Ok(Published { message, duplicate: true });
+        }
         let slot = self.head_slot(out.conversation_id);
         // One publish per conversation at a time from this gateway: they would
         // only conflict with each other.
         let mut head = slot.lock().await;
-        let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
         let subject = chat_common::nats::message_subject(out.conversation_id);
         for _ in 0..MAX_ATTEMPTS {
             let current = match *head {
@@ -118,11 +152,13 @@ impl Sequencer {
             match ack {
                 Ok(ack) if ack.duplicate => {
                     *head = Some(current);
+                    self.remember(msg_id, ack.sequence);
                     let message = self.message_at(ack.sequence).await?;
                     return Ok(Published { message, duplicate: true });
                 }
                 Ok(ack) => {
                     *head = Some(Head { stream_seq: ack.sequence, seq: message.seq });
+                    self.remember(msg_id, ack.sequence);
                     return Ok(Published { message, duplicate: false });
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
