@@ -35,6 +35,11 @@ pub fn message_subject(conversation_id: &str) -> String {
     format!("chat.conv.{conversation_id}.msg")
 }
 
+/// Read-marker moves of one conversation.
+pub fn read_subject(conversation_id: &str) -> String {
+    format!("chat.conv.{conversation_id}.read")
+}
+
 /// Membership snapshots of one conversation.
 pub fn membership_subject(conversation_id: &str) -> String {
     format!("chat.conv.{conversation_id}.members")
@@ -45,6 +50,7 @@ pub fn membership_subject(conversation_id: &str) -> String {
 pub enum ChatSubject<'a> {
     Message { conversation_id: &'a str },
     Membership { conversation_id: &'a str },
+    Read { conversation_id: &'a str },
 }
 
 /// Parses a CHAT stream subject without allocating.
@@ -54,6 +60,7 @@ pub fn parse_chat_subject(subject: &str) -> Option<ChatSubject<'_>> {
     match kind {
         "msg" => Some(ChatSubject::Message { conversation_id }),
         "members" => Some(ChatSubject::Membership { conversation_id }),
+        "read" => Some(ChatSubject::Read { conversation_id }),
         _ => None,
     }
 }
@@ -235,6 +242,7 @@ mod tests {
             parse_chat_subject(&membership_subject(id)),
             Some(ChatSubject::Membership { conversation_id: id })
         );
+        assert_eq!(parse_chat_subject(&read_subject(id)), Some(ChatSubject::Read { conversation_id: id }));
         assert_eq!(parse_chat_subject("chat.presence.device"), None);
     }
 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::{MembershipChanged, Message};
+use chat_proto::events::v1::{MembershipChanged, Message, ReadMarkerMoved};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -28,6 +28,17 @@ use crate::wire::{MessageJson, encode_cursor};
 pub enum Outbound {
     /// A stream event, pre-serialised once for every socket that gets it.
     Live { stream_seq: u64, frame: Arc<str> },
+}
+
+/// The `read` frame of a marker move.
+pub fn read_frame(event: &ReadMarkerMoved) -> String {
+    serde_json::json!({
+        "type": "read",
+        "conversation_id": event.conversation_id,
+        "user_id": event.user_id,
+        "seq": event.seq,
+    })
+    .to_string()
 }
 
 /// Asks a socket to close with a given code (first request wins).
@@ -108,14 +119,16 @@ impl Registry {
         self.lock().users.get(user_id).map(|u| u.conversations.clone()).unwrap_or_default()
     }
 
-    fn dispatch_message(&self, stream_seq: u64, conversation_id: &str, frame: Arc<str>) {
+    /// Hands an event to the local sockets of the conversation's members,
+    /// except those of `except_device` (the device that caused it).
+    fn dispatch(&self, stream_seq: u64, conversation_id: &str, frame: Arc<str>, except_device: Option<&str>) {
         let mut inner = self.lock();
         inner.last_dispatched = stream_seq;
         let Inner { users, by_conversation, .. } = &mut *inner;
         let Some(local) = by_conversation.get(conversation_id) else { return };
         for user_id in local {
             let Some(user) = users.get(user_id) else { continue };
-            for socket in user.sockets.values() {
+            for socket in user.sockets.values().filter(|s| Some(s.device_id.as_str()) != except_device) {
                 let event = Outbound::Live { stream_seq, frame: frame.clone() };
                 if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(event) {
                     socket.close.close(CLOSE_TOO_SLOW);
@@ -285,7 +298,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         Some(ChatSubject::Message { conversation_id }) => match Message::decode(m.payload.as_ref()) {
             Ok(message) => {
                 let frame: Arc<str> = message_frame(&message, stream_seq).into();
-                registry.dispatch_message(stream_seq, conversation_id, frame);
+                registry.dispatch(stream_seq, conversation_id, frame, None);
             }
             Err(e) => {
                 tracing::error!(error = %e, stream_seq, "undecodable message skipped");
@@ -299,6 +312,16 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
             }
             Err(e) => {
                 tracing::error!(error = %e, stream_seq, "undecodable membership event skipped");
+                registry.advance(stream_seq);
+            }
+        },
+        Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
+            Ok(event) => {
+                let frame: Arc<str> = read_frame(&event).into();
+                registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, stream_seq, "undecodable read marker skipped");
                 registry.advance(stream_seq);
             }
         },

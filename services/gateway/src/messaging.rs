@@ -1,10 +1,13 @@
 //! Sending a message, the same way from a WebSocket `send` frame and from
 //! `POST /v1/conversations/{id}/messages`: validate, check membership (cached),
-//! then sequence and store through JetStream.
+//! then sequence and store through JetStream. And moving a read marker.
+
+use chat_proto::history::v1::MarkReadRequest;
 
 use crate::error::ApiError;
-use crate::sequencer::{Outgoing, Published, Sequencer};
 use crate::membership::MembershipCache;
+use crate::sequencer::{Outgoing, Published, Sequencer};
+use crate::state::AppState;
 use crate::tokens::Identity;
 
 pub const BODY_MAX_BYTES: usize = 16_384;
@@ -77,4 +80,24 @@ pub async fn send(
             members.persisted_last_seq,
         )
         .await
+}
+
+/// Moves the caller's read marker; history keeps it monotonic and announces
+/// the move to the conversation's other devices.
+///
+/// # Errors
+/// `forbidden`/`not_found` for the conversation, `unavailable` when history is down.
+pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &str, seq: u64) -> Result<(), ApiError> {
+    state.membership.for_member(conversation_id, &reader.user_id).await?;
+    state
+        .history
+        .clone()
+        .mark_read(MarkReadRequest {
+            conversation_id: conversation_id.to_owned(),
+            user_id: reader.user_id.clone(),
+            device_id: reader.device_id.clone(),
+            seq,
+        })
+        .await?;
+    Ok(())
 }

@@ -39,11 +39,17 @@ CREATE TABLE messages (
     UNIQUE (sender_id, client_msg_id)
 );
 
--- How far each member has read each conversation (seq, never backwards).
+-- How far each member has read each conversation (seq, never backwards), the
+-- device that moved it last, and the stream position of that move (catch-up
+-- sends the markers that moved after a device's cursor).
 CREATE TABLE read_markers (
     conversation_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
+    device_id TEXT NOT NULL,
+    stream_seq BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL,
     PRIMARY KEY (conversation_id, user_id)
 );
+
+CREATE INDEX read_markers_by_stream_seq ON read_markers (stream_seq);

@@ -2,11 +2,13 @@
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::Stream;
-use chat_proto::events::v1::MembershipChanged;
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use chat_proto::events::v1::{MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
     CatchUpRequest, CatchUpResponse, Conversation, CreateConversationRequest,
     CreateConversationResponse, GetConversationRequest, ListConversationsRequest,
-    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
+    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
+    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse,
     history_service_server::HistoryService,
 };
 use prost::Message as _;
@@ -134,6 +136,60 @@ impl HistoryGrpc {
         Ok(ListMessagesResponse { messages, has_more })
     }
 
+    /// The newest `seq` of a conversation, from the stream (history's own rows
+    /// may lag it by a few milliseconds).
+    async fn head_seq(&self, conversation_id: &str) -> Result<u64, Error> {
+        let subject = chat_common::nats::message_subject(conversation_id);
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(last) => Ok(last
+                .headers
+                .get(chat_common::nats::SEQ_HEADER)
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::Unavailable(format!("cannot read the conversation head: {e}"))),
+        }
+    }
+
+    /// Announces a forward move of the marker in the stream; the consumer
+    /// stores it (forward only), every gateway delivers it in order.
+    async fn mark_read(&self, req: MarkReadRequest) -> Result<MarkReadResponse, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let device_id = validate::uuid("device_id", &req.device_id)?;
+        if req.seq == 0 {
+            return Err(Error::InvalidArgument("seq must be a positive integer".into()));
+        }
+        self.member_check(&conversation_id, &user_id).await?;
+        let current = self.store.read_marker(&conversation_id, &user_id).await?;
+        let seq = req.seq.min(self.head_seq(&conversation_id).await?);
+        if seq <= current {
+            return Ok(MarkReadResponse { seq: current, moved: false });
+        }
+        let event = ReadMarkerMoved { conversation_id: conversation_id.clone(), user_id, device_id, seq };
+        let mut headers = async_nats::HeaderMap::new();
+        chat_common::nats::inject_trace_context(&mut headers);
+        let unavailable = |e: String| Error::Unavailable(format!("cannot record the read marker: {e}"));
+        self.js
+            .publish_with_headers(chat_common::nats::read_subject(&conversation_id), headers, event.encode_to_vec().into())
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(MarkReadResponse { seq, moved: true })
+    }
+
+    /// How far history has stored the stream: the ack floor of its consumer.
+    async fn persisted_through(&self) -> Result<u64, Error> {
+        Ok(self
+            .stream
+            .consumer_info(CONSUMER)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot read the history consumer: {e}")))?
+            .ack_floor
+            .stream_sequence)
+    }
+
     async fn catch_up(&self, req: CatchUpRequest) -> Result<CatchUpResponse, Error> {
         let user_id = validate::uuid("user_id", &req.user_id)?;
         if !(1..=CATCH_UP_MAX).contains(&req.limit) {
@@ -141,13 +197,7 @@ impl HistoryGrpc {
         }
         // Only rows up to the consumer's ack floor are returned: below it nothing
         // is missing, so the caller can read the rest from the stream without a gap.
-        let persisted_through = self
-            .stream
-            .consumer_info(CONSUMER)
-            .await
-            .map_err(|e| Error::Unavailable(format!("cannot read the history consumer: {e}")))?
-            .ack_floor
-            .stream_sequence;
+        let persisted_through = self.persisted_through().await?;
         let (messages, has_more) = self
             .store
             .catch_up(&user_id, req.after_stream_seq, persisted_through, req.limit)
@@ -193,5 +243,20 @@ impl HistoryService for HistoryGrpc {
 
     async fn catch_up(&self, request: Request<CatchUpRequest>) -> Result<Response<CatchUpResponse>, Status> {
         Ok(Response::new(self.catch_up(request.into_inner()).await?))
+    }
+
+    async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
+        Ok(Response::new(self.mark_read(request.into_inner()).await?))
+    }
+
+    async fn read_markers_since(
+        &self,
+        request: Request<ReadMarkersSinceRequest>,
+    ) -> Result<Response<ReadMarkersSinceResponse>, Status> {
+        let req = request.into_inner();
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let through = self.persisted_through().await?;
+        let markers = self.store.read_markers_since(&user_id, req.after_stream_seq, through).await?;
+        Ok(Response::new(ReadMarkersSinceResponse { markers }))
     }
 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::Message;
+use chat_common::nats::{ChatSubject, parse_chat_subject};
+use chat_proto::events::v1::{Message, ReadMarkerMoved};
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{Entry, Store};
 
 /// Name of the durable consumer; its ack floor is how far history has persisted.
 pub const CONSUMER: &str = "history";
@@ -31,7 +32,7 @@ impl Ingest {
                 CONSUMER,
                 pull::Config {
                     durable_name: Some(CONSUMER.to_owned()),
-                    filter_subject: "chat.conv.*.msg".to_owned(),
+                    filter_subjects: vec!["chat.conv.*.msg".to_owned(), "chat.conv.*.read".to_owned()],
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     deliver_policy: DeliverPolicy::All,
@@ -74,7 +75,7 @@ impl Ingest {
             }
             let rows = decode(&batch);
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = self.store.insert_messages(&rows).await {
+            while let Err(e) = self.store.apply_batch(&rows).await {
                 tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
@@ -91,9 +92,9 @@ impl Ingest {
     }
 }
 
-/// Stream position and message of each entry; entries that do not decode are
+/// Stream position and content of each entry; entries that do not decode are
 /// logged and dropped (they were acknowledged with the batch, never retried forever).
-fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Message)> {
+fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Entry)> {
     batch
         .iter()
         .filter_map(|m| {
@@ -107,10 +108,15 @@ fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Message)> {
                     return None;
                 }
             };
-            match Message::decode(m.payload.as_ref()) {
-                Ok(message) => Some((stream_seq, message)),
+            let decoded = match parse_chat_subject(&m.subject) {
+                Some(ChatSubject::Message { .. }) => Message::decode(m.payload.as_ref()).map(Entry::Message),
+                Some(ChatSubject::Read { .. }) => ReadMarkerMoved::decode(m.payload.as_ref()).map(Entry::Read),
+                _ => return None,
+            };
+            match decoded {
+                Ok(entry) => Some((stream_seq, entry)),
                 Err(e) => {
-                    tracing::error!(error = %e, stream_seq, "undecodable message in the stream; skipped");
+                    tracing::error!(error = %e, stream_seq, "undecodable entry in the stream; skipped");
                     None
                 }
             }

@@ -1,8 +1,8 @@
 //! Persistence of conversations, members, messages and read markers. Every
 //! query binds its values; none is built by formatting.
 
-use chat_proto::events::v1::Message;
-use chat_proto::history::v1::{Conversation, StreamMessage};
+use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::history::v1::{Conversation, ReadMarker, StreamMessage};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -11,6 +11,13 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+}
+
+/// A new conversation as the caller asked for it, already validated.
+/// One entry of the CHAT stream that history stores.
+pub enum Entry {
+    Message(Message),
+    Read(ReadMarkerMoved),
 }
 
 /// A new conversation as the caller asked for it, already validated.
@@ -229,11 +236,34 @@ impl Store {
         Ok((messages, has_more))
     }
 
-    /// Stores a batch from the stream in one transaction. Rows that exist
-    /// already (a redelivery) are skipped by their unique keys.
-    pub async fn insert_messages(&self, batch: &[(u64, Message)]) -> Result<(), Error> {
+    /// Stores a batch from the stream in one transaction, in stream order.
+    /// Messages that exist already (a redelivery) are skipped by their unique
+    /// keys; a read marker only ever moves forward.
+    pub async fn apply_batch(&self, batch: &[(u64, Entry)]) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        for (stream_seq, m) in batch {
+        for (stream_seq, entry) in batch {
+            let m = match entry {
+                Entry::Message(m) => m,
+                Entry::Read(r) => {
+                    sqlx::query(
+                        "INSERT INTO read_markers (conversation_id, user_id, seq, device_id, stream_seq, updated_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (conversation_id, user_id) DO UPDATE
+                         SET seq = excluded.seq, device_id = excluded.device_id,
+                             stream_seq = excluded.stream_seq, updated_at_ms = excluded.updated_at_ms
+                         WHERE read_markers.seq < excluded.seq",
+                    )
+                    .bind(&r.conversation_id)
+                    .bind(&r.user_id)
+                    .bind(db_int(r.seq))
+                    .bind(&r.device_id)
+                    .bind(db_int(*stream_seq))
+                    .bind(chat_common::time::now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                    continue;
+                }
+            };
             sqlx::query(
                 "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
                                        client_msg_id, body, sent_at_ms)
@@ -254,6 +284,46 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The user's marker in a conversation (0 when never set).
+    pub async fn read_marker(&self, conversation_id: &str, user_id: &str) -> Result<u64, Error> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM read_markers WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Markers in the user's conversations that moved with
+    /// `after < stream_seq <= through`, in stream order.
+    pub async fn read_markers_since(&self, user_id: &str, after: u64, through: u64) -> Result<Vec<ReadMarker>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.conversation_id, r.user_id, r.device_id, r.seq, r.stream_seq
+             FROM read_markers r
+             JOIN conversation_members c ON c.conversation_id = r.conversation_id AND c.user_id = $1
+             WHERE r.stream_seq > $2 AND r.stream_seq <= $3
+             ORDER BY r.stream_seq",
+        )
+        .bind(user_id)
+        .bind(db_int(after))
+        .bind(db_int(through))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReadMarker {
+                    conversation_id: row.try_get("conversation_id")?,
+                    user_id: row.try_get("user_id")?,
+                    device_id: row.try_get("device_id")?,
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Messages of the user's conversations with `after < stream_seq <= through`,

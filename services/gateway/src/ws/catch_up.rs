@@ -7,19 +7,26 @@
 //! the stream itself for the tail history has not stored yet. Live frames that
 //! arrive meanwhile are held back and sent afterwards; the writer drops any
 //! event at or below what it already delivered.
+//!
+//! Read markers follow the same split (history up to its floor, the stream for
+//! the tail) and are sent after the messages: for each conversation, the
+//! latest marker of each member that moved after the cursor, except moves
+//! made by this very device.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chat_common::nats::{CHAT_SUBJECTS, ChatSubject, parse_chat_subject};
-use chat_proto::events::v1::Message;
-use chat_proto::history::v1::CatchUpRequest;
+use std::collections::HashMap;
+
+use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::history::v1::{CatchUpRequest, ReadMarkersSinceRequest};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
 use super::session::Writer;
-use crate::delivery::{Outbound, message_frame};
+use crate::delivery::{Outbound, message_frame, read_frame};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tokens::Identity;
@@ -89,6 +96,19 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
         }
     };
 
+    // Markers that moved after the cursor, latest per (conversation, member).
+    let mut markers: HashMap<(String, String), (u64, ReadMarkerMoved)> = HashMap::new();
+    let stored = state
+        .history
+        .clone()
+        .read_markers_since(ReadMarkersSinceRequest { user_id: identity.user_id.clone(), after_stream_seq: from })
+        .await?
+        .into_inner();
+    for m in stored.markers {
+        let event = ReadMarkerMoved { conversation_id: m.conversation_id, user_id: m.user_id, device_id: m.device_id, seq: m.seq };
+        keep_latest(&mut markers, m.stream_seq, event);
+    }
+
     // 2. The tail history has not stored yet, straight from the stream.
     let tail_from = from.max(persisted_through) + 1;
     if tail_from <= snapshot {
@@ -118,19 +138,41 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
             if stream_seq > snapshot {
                 break;
             }
-            if let Some(ChatSubject::Message { conversation_id }) = parse_chat_subject(&entry.subject) {
-                if conversations.contains(conversation_id) {
+            match parse_chat_subject(&entry.subject) {
+                Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(message) = Message::decode(entry.payload.as_ref()) {
                         out.event(stream_seq, &message_frame(&message, stream_seq)).await.map_err(closed)?;
                     }
                 }
+                Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {
+                    if let Ok(event) = ReadMarkerMoved::decode(entry.payload.as_ref()) {
+                        keep_latest(&mut markers, stream_seq, event);
+                    }
+                }
+                _ => {}
             }
             if stream_seq >= snapshot || pending == 0 {
                 break;
             }
         }
     }
+    // 3. The markers, oldest move first, none of this device's own.
+    let mut markers: Vec<(u64, ReadMarkerMoved)> =
+        markers.into_values().filter(|(_, m)| m.device_id != identity.device_id).collect();
+    markers.sort_by_key(|(stream_seq, _)| *stream_seq);
+    for (_, marker) in &markers {
+        out.text(read_frame(marker)).await.map_err(closed)?;
+    }
+
     // Everything up to the snapshot has been considered; live delivery covers the rest.
     out.delivered = out.delivered.max(snapshot);
     Ok(())
+}
+
+fn keep_latest(markers: &mut HashMap<(String, String), (u64, ReadMarkerMoved)>, stream_seq: u64, event: ReadMarkerMoved) {
+    let key = (event.conversation_id.clone(), event.user_id.clone());
+    let newer = markers.get(&key).is_none_or(|(_, old)| event.seq > old.seq);
+    if newer {
+        markers.insert(key, (stream_seq, event));
+    }
 }

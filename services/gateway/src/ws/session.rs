@@ -24,8 +24,15 @@ pub const CLOSE_TOO_LARGE: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
-/// Sends waiting to be stored, per socket; beyond this the client is told to slow down.
-const SEND_QUEUE: usize = 64;
+/// Sends and read markers waiting to be stored, per socket; beyond this the
+/// client is told to slow down.
+const WORK_QUEUE: usize = 64;
+
+/// Frames that need a backend round trip, done in order, one at a time.
+enum Work {
+    Send { req: i64, input: SendInput },
+    Read { conversation_id: String, seq: u64 },
+}
 
 /// The writing half of a socket and how far it has been delivered.
 pub struct Writer {
@@ -179,7 +186,7 @@ async fn serve(
     live: &mut mpsc::Receiver<Outbound>,
     close: &CloseSignal,
 ) {
-    let (sends, replies) = spawn_sender(state.clone(), identity.clone());
+    let (work, replies) = spawn_worker(state.clone(), identity.clone());
     let mut replies = replies;
     loop {
         let written = tokio::select! {
@@ -203,7 +210,7 @@ async fn serve(
                         out.close(CLOSE_TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    handle_text(state, identity, out, live, &sends, &text).await
+                    handle_text(state, identity, out, live, &work, &text).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
@@ -229,7 +236,7 @@ async fn handle_text(
     identity: &Identity,
     out: &mut Writer,
     live: &mut mpsc::Receiver<Outbound>,
-    sends: &mpsc::Sender<(i64, SendInput)>,
+    work: &mpsc::Sender<Work>,
     text: &str,
 ) -> Result<(), axum::Error> {
     let frame = match frames::parse(text) {
@@ -238,10 +245,17 @@ async fn handle_text(
     };
     match frame {
         ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
-        ClientFrame::Send { req, input } => match sends.try_send((req, input)) {
+        ClientFrame::Send { req, input } => match work.try_send(Work::Send { req, input }) {
             Ok(()) => Ok(()),
             Err(_) => {
                 let err = FrameError { req: Some(req), code: "rate_limited", message: "too many sends in flight; wait for acks".into() };
+                out.text(err.to_frame()).await
+            }
+        },
+        ClientFrame::Read { conversation_id, seq } => match work.try_send(Work::Read { conversation_id, seq }) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let err = FrameError { req: None, code: "rate_limited", message: "too many frames in flight".into() };
                 out.text(err.to_frame()).await
             }
         },
@@ -263,34 +277,46 @@ async fn handle_text(
             let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
             out.text(err.to_frame()).await
         }
-        // Accepted and validated; typing and read markers are delivered by the
-        // presence and read-marker features (issues 4 and 5).
-        ClientFrame::Typing { .. } | ClientFrame::Read { .. } => Ok(()),
+        // Validated; typing indicators are delivered by the presence work (issue 5).
+        ClientFrame::Typing { .. } => Ok(()),
     }
 }
 
-/// Stores this socket's sends one at a time, in the order they arrived, and
-/// answers each with an `ack` or an `error`.
-fn spawn_sender(state: AppState, identity: Identity) -> (mpsc::Sender<(i64, SendInput)>, mpsc::Receiver<String>) {
-    let (sends_tx, mut sends_rx) = mpsc::channel::<(i64, SendInput)>(SEND_QUEUE);
-    let (replies_tx, replies_rx) = mpsc::channel::<String>(SEND_QUEUE);
+/// Does this socket's sends and read-marker moves one at a time, in the order
+/// they arrived (so `seq`s follow the order of sends), answering each send
+/// with an `ack` or an `error`, and a refused read with an `error`.
+fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
+    let (replies_tx, replies_rx) = mpsc::channel::<String>(WORK_QUEUE);
     tokio::spawn(async move {
-        while let Some((req, input)) = sends_rx.recv().await {
-            let reply = match messaging::send(&state.membership, &state.sequencer, &identity, &input).await {
-                Ok(published) => json!({
-                    "type": "ack",
-                    "req": req,
-                    "message": crate::wire::MessageJson::from(&published.message),
-                })
-                .to_string(),
-                Err(e) => FrameError::from_api(Some(req), &e).to_frame(),
+        while let Some(work) = work_rx.recv().await {
+            let reply = match work {
+                Work::Send { req, input } => {
+                    match messaging::send(&state.membership, &state.sequencer, &identity, &input).await {
+                        Ok(published) => Some(
+                            json!({
+                                "type": "ack",
+                                "req": req,
+                                "message": crate::wire::MessageJson::from(&published.message),
+                            })
+                            .to_string(),
+                        ),
+                        Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
+                    }
+                }
+                Work::Read { conversation_id, seq } => messaging::mark_read(&state, &identity, &conversation_id, seq)
+                    .await
+                    .err()
+                    .map(|e| FrameError::from_api(None, &e).to_frame()),
             };
-            if replies_tx.send(reply).await.is_err() {
-                return;
+            if let Some(reply) = reply {
+                if replies_tx.send(reply).await.is_err() {
+                    return;
+                }
             }
         }
     });
-    (sends_tx, replies_rx)
+    (work_tx, replies_rx)
 }
 
 fn synced_frame(req: Option<i64>, position: u64) -> String {
