@@ -1,6 +1,7 @@
 //! Plumbing shared by every service, and nothing else: environment configuration,
 //! telemetry start-up, shutdown signals, gRPC health/reflection, database pools,
-//! NATS subject names and trace propagation across gRPC and NATS.
+//! NATS subject names and trace propagation across gRPC and NATS, and the write
+//! protocol of the shared conversation log (compare-and-set appends).
 //!
 //! Domain logic never lives here: services share wire contracts through
 //! `chat-proto` and talk over gRPC and NATS.
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod conversation_log;
 pub mod db;
 pub mod grpc;
 pub mod nats;

@@ -1,6 +1,6 @@
 //! The gateway: terminates client WebSockets and the HTTP API of protocol v1.
 //! It is stateless apart from its live sockets: messages are sequenced and
-//! stored through JetStream (`sequencer`), delivered live by reading the
+//! stored through JetStream (`chat_common::conversation_log`), delivered live by reading the
 //! stream (`delivery`), and everything else is asked of auth and history.
 
 #![forbid(unsafe_code)]
@@ -12,7 +12,6 @@ mod http;
 mod membership;
 mod messaging;
 mod revocation;
-mod sequencer;
 mod state;
 mod tokens;
 mod wire;
@@ -70,10 +69,10 @@ impl App {
         let key_changes =
             nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
-        let sequencer = sequencer::Sequencer::new(js, stream.clone(), sent);
+        let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent);
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
         let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
-        let state = state::AppState::new(config, auth, history, nats, stream, sequencer, shutdown);
+        let state = state::AppState::new(config, auth, history, nats, stream, log, shutdown);
         // Revocations are known before the first request is served.
         state.revocations.load(&revoked_bucket).await.map_err(|e| unexpected(&e))?;
         tracing::info!(%http_addr, "gateway listening");

@@ -6,7 +6,7 @@ use chat_proto::history::v1::MarkReadRequest;
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
-use crate::sequencer::{Outgoing, Published, Sequencer};
+use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 use crate::state::AppState;
 use crate::tokens::Identity;
 
@@ -61,25 +61,36 @@ pub fn validate(input: &SendInput) -> Result<(), ApiError> {
 /// when the message could not be made durable.
 pub async fn send(
     membership: &MembershipCache,
-    sequencer: &Sequencer,
+    log: &ConversationLog,
     sender: &Identity,
     input: &SendInput,
 ) -> Result<Published, ApiError> {
     validate(input)?;
     let conversation_id = conversation_id(&input.conversation_id)?;
     let members = membership.for_member(&conversation_id, &sender.user_id).await?;
-    sequencer
-        .publish(
-            &Outgoing {
-                conversation_id: &conversation_id,
-                sender_id: &sender.user_id,
-                sender_device_id: &sender.device_id,
-                client_msg_id: &input.client_msg_id,
-                body: &input.body,
-            },
-            members.persisted_last_seq,
-        )
-        .await
+    log.append(
+        &Outgoing {
+            conversation_id: &conversation_id,
+            sender_id: &sender.user_id,
+            sender_device_id: &sender.device_id,
+            client_msg_id: &input.client_msg_id,
+            body: &input.body,
+            system: None,
+        },
+        members.persisted_last_seq,
+    )
+    .await
+    .map_err(|e| match e {
+        AppendError::Unavailable(cause) => {
+            tracing::warn!(%cause, "JetStream did not confirm a write");
+            ApiError::unavailable("message store unavailable; retry")
+        }
+        AppendError::Busy => ApiError::unavailable("the conversation is too busy; retry"),
+        AppendError::Corrupt(what) => {
+            tracing::error!(%what, "unreadable entry in the chat stream");
+            ApiError::internal()
+        }
+    })
 }
 
 /// Moves the caller's read marker; history keeps it monotonic and announces

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::delivery::Registry;
 use crate::membership::MembershipCache;
 use crate::revocation::Revocations;
-use crate::sequencer::Sequencer;
+use chat_common::conversation_log::ConversationLog;
 use crate::tokens::Verifier;
 
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub struct AppState {
     pub stream: async_nats::jetstream::stream::Stream,
     pub verifier: Arc<Verifier>,
     pub revocations: Arc<Revocations>,
-    pub sequencer: Arc<Sequencer>,
+    pub log: Arc<ConversationLog>,
     pub membership: Arc<MembershipCache>,
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
@@ -43,7 +43,7 @@ impl AppState {
         history: HistoryServiceClient<Channel>,
         nats: async_nats::Client,
         stream: async_nats::jetstream::stream::Stream,
-        sequencer: Sequencer,
+        log: ConversationLog,
         shutdown: CancellationToken,
     ) -> Self {
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
@@ -57,7 +57,7 @@ impl AppState {
             history,
             nats,
             stream,
-            sequencer: Arc::new(sequencer),
+            log: Arc::new(log),
             registry: Arc::new(Registry::default()),
             shutdown,
             sockets: TaskTracker::new(),

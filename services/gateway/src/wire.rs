@@ -17,6 +17,9 @@ pub struct MessageJson<'a> {
     pub client_msg_id: &'a str,
     pub body: &'a str,
     pub sent_at: String,
+    /// Only on system messages (addition to v1): what happened to the conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<serde_json::Value>,
 }
 
 impl<'a> From<&'a Message> for MessageJson<'a> {
@@ -30,6 +33,16 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
             client_msg_id: &m.client_msg_id,
             body: &m.body,
             sent_at: rfc3339_ms(m.sent_at_ms),
+            system: m.system.as_ref().map(|s| {
+                let mut v = serde_json::json!({ "event": s.event, "user_ids": s.user_ids });
+                if !s.title.is_empty() {
+                    v["title"] = s.title.clone().into();
+                }
+                if !s.role.is_empty() {
+                    v["role"] = s.role.clone().into();
+                }
+                v
+            }),
         }
     }
 }

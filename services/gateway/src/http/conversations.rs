@@ -154,7 +154,7 @@ pub async fn send(
     JsonBody(body): JsonBody<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let input = SendInput { conversation_id, client_msg_id: body.client_msg_id, body: body.body };
-    let published = messaging::send(&state.membership, &state.sequencer, &me, &input).await?;
+    let published = messaging::send(&state.membership, &state.log, &me, &input).await?;
     let status = if published.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!(MessageJson::from(&published.message)))))
 }

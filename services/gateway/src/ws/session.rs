@@ -292,7 +292,7 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
         while let Some(work) = work_rx.recv().await {
             let reply = match work {
                 Work::Send { req, input } => {
-                    match messaging::send(&state.membership, &state.sequencer, &identity, &input).await {
+                    match messaging::send(&state.membership, &state.log, &identity, &input).await {
                         Ok(published) => Some(
                             json!({
                                 "type": "ack",

@@ -1,10 +1,13 @@
-//! Assigns each message its per-conversation `seq` and makes it durable.
+//! Appending to a conversation: assigns each message its per-conversation
+//! `seq` and makes it durable in the CHAT stream. This is the write protocol of
+//! the shared log, used by the gateway for client messages and by history for
+//! system messages, so both obey the same compare-and-set.
 //!
 //! Every conversation has its own subject in the CHAT stream. A publish carries
 //! `Nats-Expected-Last-Subject-Sequence` = the stream position of the
 //! conversation's newest message as this gateway last saw it, so JetStream
 //! accepts it only if nobody else wrote in between (compare-and-set). The
-//! gateway caches that position and the newest `seq` per conversation, so the
+//! writer caches that position and the newest `seq` per conversation, so the
 //! hot path is one publish and no database round trip; on a conflict it
 //! re-reads the conversation's newest message and tries again.
 //!
@@ -23,11 +26,24 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self};
-use chat_proto::events::v1::Message;
+use chat_proto::events::v1::{Message, SystemEvent};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+
+/// Why a message could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// JetStream did not confirm the write; nothing was stored. Retry.
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+    /// Other writers kept winning the compare-and-set. Retry.
+    #[error("the conversation is too busy; retry")]
+    Busy,
+    /// The stream holds something this code cannot read.
+    #[error("unreadable stream entry: {0}")]
+    Corrupt(String),
+}
 
 const MAX_ATTEMPTS: usize = 8;
 /// Beyond this many cached conversations the cache starts over; a miss costs
@@ -48,6 +64,8 @@ pub struct Outgoing<'a> {
     pub sender_device_id: &'a str,
     pub client_msg_id: &'a str,
     pub body: &'a str,
+    /// Set for system messages (membership changes, renames).
+    pub system: Option<SystemEvent>,
 }
 
 pub struct Published {
@@ -56,7 +74,7 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-pub struct Sequencer {
+pub struct ConversationLog {
     js: jetstream::Context,
     stream: Stream,
     /// (sender, `client_msg_id`) → stream position of the original.
@@ -64,20 +82,20 @@ pub struct Sequencer {
     heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
-impl Sequencer {
+impl ConversationLog {
     pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store) -> Self {
         Self { js, stream, sent, heads: Mutex::new(HashMap::new()) }
     }
 
     /// The original of a known (sender, `client_msg_id`), if any.
-    async fn original(&self, msg_id: &str) -> Result<Option<Message>, ApiError> {
+    async fn original(&self, msg_id: &str) -> Result<Option<Message>, AppendError> {
         match self.sent.get(msg_id).await.map_err(|e| unavailable(&e))? {
             None => Ok(None),
             Some(value) => {
-                let stream_seq = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-                    tracing::error!(key = msg_id, "unreadable entry in the client message id index");
-                    ApiError::internal()
-                })?;
+                let stream_seq = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| AppendError::Corrupt(format!("client message id index entry {msg_id}")))?;
                 self.message_at(stream_seq).await.map(Some)
             }
         }
@@ -107,8 +125,9 @@ impl Sequencer {
     /// used only when the stream holds no message of the conversation any more.
     ///
     /// # Errors
-    /// `unavailable` when JetStream does not confirm the write.
-    pub async fn publish(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, ApiError> {
+    /// `Unavailable` or `Busy` when the message was not stored (retry);
+    /// `Corrupt` when the stream holds unreadable entries.
+    pub async fn append(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, AppendError> {
         let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
         if let Some(message) = self.original(&msg_id).await? {
             return Ok(Published { message, duplicate: true });
@@ -117,7 +136,7 @@ impl Sequencer {
         // One publish per conversation at a time from this gateway: they would
         // only conflict with each other.
         let mut head = slot.lock().await;
-        let subject = chat_common::nats::message_subject(out.conversation_id);
+        let subject = crate::nats::message_subject(out.conversation_id);
         for _ in 0..MAX_ATTEMPTS {
             let current = match *head {
                 Some(h) => h,
@@ -131,13 +150,14 @@ impl Sequencer {
                 sender_device_id: out.sender_device_id.to_owned(),
                 client_msg_id: out.client_msg_id.to_owned(),
                 body: out.body.to_owned(),
-                sent_at_ms: chat_common::time::now_ms(),
+                sent_at_ms: crate::time::now_ms(),
+                system: out.system.clone(),
             };
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());
             headers.insert("Nats-Expected-Last-Subject-Sequence", current.stream_seq.to_string().as_str());
-            headers.insert(chat_common::nats::SEQ_HEADER, message.seq.to_string().as_str());
-            chat_common::nats::inject_trace_context(&mut headers);
+            headers.insert(crate::nats::SEQ_HEADER, message.seq.to_string().as_str());
+            crate::nats::inject_trace_context(&mut headers);
             let ack = match self
                 .js
                 .publish_with_headers(subject.clone(), headers, message.encode_to_vec().into())
@@ -171,20 +191,17 @@ impl Sequencer {
                 }
             }
         }
-        Err(ApiError::unavailable("the conversation is too busy; retry"))
+        Err(AppendError::Busy)
     }
 
-    async fn read_head(&self, subject: &str, persisted_last_seq: u64) -> Result<Head, ApiError> {
+    async fn read_head(&self, subject: &str, persisted_last_seq: u64) -> Result<Head, AppendError> {
         match self.stream.direct_get_last_for_subject(subject).await {
             Ok(last) => {
-                let seq = match last.headers.get(chat_common::nats::SEQ_HEADER) {
+                let seq = match last.headers.get(crate::nats::SEQ_HEADER) {
                     Some(value) => value.as_str().parse().ok(),
                     None => Message::decode(last.payload.as_ref()).ok().map(|m| m.seq),
                 };
-                let seq = seq.ok_or_else(|| {
-                    tracing::error!(stream_seq = last.sequence, "stream message without a readable seq");
-                    ApiError::internal()
-                })?;
+                let seq = seq.ok_or_else(|| AppendError::Corrupt(format!("stream entry {} has no seq", last.sequence)))?;
                 Ok(Head { stream_seq: last.sequence, seq })
             }
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
@@ -195,18 +212,15 @@ impl Sequencer {
     }
 
     /// The message stored at `stream_seq` (the original of a duplicate).
-    async fn message_at(&self, stream_seq: u64) -> Result<Message, ApiError> {
+    async fn message_at(&self, stream_seq: u64) -> Result<Message, AppendError> {
         let stored = self.stream.direct_get(stream_seq).await.map_err(|e| unavailable(&e))?;
-        Message::decode(stored.payload.as_ref()).map_err(|e| {
-            tracing::error!(error = %e, stream_seq, "undecodable message in the stream");
-            ApiError::internal()
-        })
+        Message::decode(stored.payload.as_ref())
+            .map_err(|e| AppendError::Corrupt(format!("stream entry {stream_seq}: {e}")))
     }
 }
 
-fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "JetStream did not confirm a write");
-    ApiError::unavailable("message store unavailable; retry")
+fn unavailable(e: &dyn std::fmt::Display) -> AppendError {
+    AppendError::Unavailable(e.to_string())
 }
 
 /// Stable per (sender, `client_msg_id`); hashed so any client string is a valid header.
