@@ -17,6 +17,9 @@ CREATE TABLE conversation_members (
     user_id TEXT NOT NULL,
     role TEXT NOT NULL,
     joined_at_ms BIGINT NOT NULL,
+    -- Set when the member was removed or left: the seq of that system message.
+    -- A former member sees the conversation up to it and nothing after.
+    removed_at_seq BIGINT,
     PRIMARY KEY (conversation_id, user_id)
 );
 
@@ -35,6 +38,8 @@ CREATE TABLE messages (
     client_msg_id TEXT NOT NULL,
     body TEXT NOT NULL,
     sent_at_ms BIGINT NOT NULL,
+    -- JSON of the SystemEvent for system messages (membership changes, renames).
+    system_event TEXT,
     PRIMARY KEY (conversation_id, seq),
     UNIQUE (sender_id, client_msg_id)
 );

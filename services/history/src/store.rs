@@ -1,7 +1,7 @@
 //! Persistence of conversations, members, messages and read markers. Every
 //! query binds its values; none is built by formatting.
 
-use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::events::v1::{Message, ReadMarkerMoved, SystemEvent};
 use chat_proto::history::v1::{Conversation, ReadMarker, StreamMessage};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -31,11 +31,11 @@ pub struct NewConversation {
     pub member_ids: Vec<String>,
 }
 
-const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
      FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1";
-const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
      FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
-const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms
+const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
      FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4";
 
 fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
@@ -48,6 +48,23 @@ fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
         client_msg_id: row.try_get("client_msg_id")?,
         body: row.try_get("body")?,
         sent_at_ms: row.try_get("sent_at_ms")?,
+        system: row.try_get::<Option<String>, _>("system_event")?.as_deref().and_then(system_from_json),
+    })
+}
+
+fn system_to_json(event: &SystemEvent) -> String {
+    serde_json::json!({ "event": event.event, "user_ids": event.user_ids, "title": event.title, "role": event.role })
+        .to_string()
+}
+
+fn system_from_json(json: &str) -> Option<SystemEvent> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    Some(SystemEvent {
+        event: text("event"),
+        user_ids: v["user_ids"].as_array()?.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect(),
+        title: text("title"),
+        role: text("role"),
     })
 }
 
@@ -266,8 +283,8 @@ impl Store {
             };
             sqlx::query(
                 "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
-                                       client_msg_id, body, sent_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                       client_msg_id, body, sent_at_ms, system_event)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&m.conversation_id)
@@ -279,6 +296,7 @@ impl Store {
             .bind(&m.client_msg_id)
             .bind(&m.body)
             .bind(m.sent_at_ms)
+            .bind(m.system.as_ref().map(system_to_json))
             .execute(&mut *tx)
             .await?;
         }
@@ -337,7 +355,7 @@ impl Store {
     ) -> Result<(Vec<StreamMessage>, bool), Error> {
         let rows = sqlx::query(
             "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
-                    m.body, m.sent_at_ms, m.stream_seq
+                    m.body, m.sent_at_ms, m.system_event, m.stream_seq
              FROM messages m
              JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
              WHERE m.stream_seq > $2 AND m.stream_seq <= $3
