@@ -163,6 +163,23 @@ impl Registry {
         }
     }
 
+    /// Stops delivering a conversation to some of its (former) members.
+    fn remove_members(&self, conversation_id: &str, user_ids: &[String]) {
+        let mut inner = self.lock();
+        let Inner { users, by_conversation, .. } = &mut *inner;
+        for user_id in user_ids {
+            if let Some(user) = users.get_mut(user_id) {
+                user.conversations.remove(conversation_id);
+            }
+            if let Some(local) = by_conversation.get_mut(conversation_id) {
+                local.remove(user_id);
+            }
+        }
+        if by_conversation.get(conversation_id).is_some_and(HashSet::is_empty) {
+            by_conversation.remove(conversation_id);
+        }
+    }
+
     /// Closes every local socket of one device.
     pub fn close_device(&self, user_id: &str, device_id: &str, code: u16) {
         let inner = self.lock();
@@ -299,6 +316,12 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
             Ok(message) => {
                 let frame: Arc<str> = message_frame(&message, stream_seq).into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
+                // A removal takes effect right after its own system message, so
+                // the member hears of it and of nothing later.
+                if let Some(system) = message.system.as_ref().filter(|s| s.event == "member_removed" || s.event == "member_left") {
+                    registry.remove_members(conversation_id, &system.user_ids);
+                    membership.remove_members(conversation_id, &system.user_ids);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, stream_seq, "undecodable message skipped");

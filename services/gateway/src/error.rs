@@ -67,7 +67,7 @@ impl From<tonic::Status> for ApiError {
             Code::Unauthenticated => Self::unauthorized(message),
             Code::PermissionDenied => Self::forbidden(message),
             Code::NotFound => Self::not_found(message),
-            Code::AlreadyExists => Self::conflict(message),
+            Code::AlreadyExists | Code::FailedPrecondition => Self::conflict(message),
             Code::ResourceExhausted => {
                 let wait = status
                     .metadata()

@@ -82,6 +82,16 @@ impl MembershipCache {
         }
     }
 
+    /// Drops members from a cached list (a removal, before its snapshot arrives).
+    pub fn remove_members(&self, conversation_id: &str, user_ids: &[String]) {
+        let mut entries = self.lock();
+        if let Some(old) = entries.get(conversation_id) {
+            let member_ids = old.member_ids.iter().filter(|m| !user_ids.contains(m)).cloned().collect();
+            let persisted_last_seq = old.persisted_last_seq;
+            entries.insert(conversation_id.to_owned(), Arc::new(Members { member_ids, persisted_last_seq }));
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Members>>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -10,6 +10,11 @@ pub enum Error {
     NotFound,
     #[error("not a member of this conversation")]
     NotMember,
+    /// A member without the role the change needs.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -28,6 +33,8 @@ impl From<Error> for Status {
             Error::InvalidArgument(msg) => Status::invalid_argument(msg),
             Error::NotFound => Status::not_found(err.to_string()),
             Error::NotMember => Status::permission_denied(err.to_string()),
+            Error::Forbidden(msg) => Status::permission_denied(msg),
+            Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
             Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "history call failed");

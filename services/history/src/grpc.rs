@@ -8,26 +8,51 @@ use chat_proto::history::v1::{
     CatchUpRequest, CatchUpResponse, Conversation, CreateConversationRequest,
     CreateConversationResponse, GetConversationRequest, ListConversationsRequest,
     ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
-    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse,
+    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, AddMembersRequest,
+    RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
     history_service_server::HistoryService,
 };
+use chat_common::conversation_log::ConversationLog;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::groups::{self, Groups};
 use crate::ingest::CONSUMER;
-use crate::store::{NewConversation, Store};
-use crate::validate::{self, CATCH_UP_MAX, MAX_GROUP_MEMBERS, TITLE_MAX};
+use crate::store::{Access, NewConversation, Store};
+use crate::validate::{self, CATCH_UP_MAX, MAX_GROUP_MEMBERS};
 
 pub struct HistoryGrpc {
     store: Store,
     js: jetstream::Context,
     stream: Stream,
+    log: ConversationLog,
 }
 
 impl HistoryGrpc {
-    pub fn new(store: Store, js: jetstream::Context, stream: Stream) -> Self {
-        Self { store, js, stream }
+    pub fn new(store: Store, js: jetstream::Context, stream: Stream, log: ConversationLog) -> Self {
+        Self { store, js, stream, log }
+    }
+
+    fn groups(&self) -> Groups<'_> {
+        Groups { store: &self.store, log: &self.log }
+    }
+
+    async fn add_members(&self, req: AddMembersRequest) -> Result<Conversation, Error> {
+        let groups = self.groups();
+        let (conversation, added, who) = groups.add(req).await?;
+        if !added.is_empty() {
+            // Announced first, so the new members' gateways deliver them the system message.
+            self.announce_membership(&conversation).await?;
+            groups.record_added(&conversation.conversation_id, &who, added).await?;
+        }
+        self.store.conversation_state(&conversation.conversation_id).await
+    }
+
+    async fn remove_member(&self, req: RemoveMemberRequest) -> Result<Conversation, Error> {
+        let conversation = self.groups().remove(req).await?;
+        self.announce_membership(&conversation).await?;
+        Ok(conversation)
     }
 
     async fn create_conversation(&self, req: CreateConversationRequest) -> Result<CreateConversationResponse, Error> {
@@ -61,12 +86,7 @@ impl HistoryGrpc {
                 }
             }
             "group" => {
-                let title = req.title.trim();
-                if title.is_empty() || title.chars().count() > TITLE_MAX || title.chars().any(char::is_control) {
-                    return Err(Error::InvalidArgument(format!(
-                        "a group needs a title of 1 to {TITLE_MAX} characters without control characters"
-                    )));
-                }
+                let title = groups::title(&req.title)?;
                 if others.len() + 1 > MAX_GROUP_MEMBERS {
                     return Err(Error::InvalidArgument(format!(
                         "a group has at most {MAX_GROUP_MEMBERS} members"
@@ -77,7 +97,7 @@ impl HistoryGrpc {
                 NewConversation {
                     id: uuid::Uuid::now_v7().to_string(),
                     kind: "group",
-                    title: Some(title.to_owned()),
+                    title: Some(title),
                     direct_key: None,
                     member_ids,
                     creator_id,
@@ -90,6 +110,19 @@ impl HistoryGrpc {
         // Announced every time, also for an existing direct pair: the snapshot is
         // idempotent, and a retry after a failed announcement heals the gap.
         self.announce_membership(&conversation).await?;
+        if created && conversation.kind == "group" {
+            let event = chat_proto::events::v1::SystemEvent {
+                event: "created".into(),
+                user_ids: conversation.member_ids.clone(),
+                title: conversation.title.clone(),
+                role: String::new(),
+            };
+            self.groups().record(&conversation.conversation_id, &new.creator_id, "00000000-0000-0000-0000-000000000000", event, "created the group").await?;
+            return Ok(CreateConversationResponse {
+                conversation: Some(self.store.conversation_for(&id, &new.creator_id).await?),
+                created,
+            });
+        }
         Ok(CreateConversationResponse { conversation: Some(conversation), created })
     }
 
@@ -128,10 +161,18 @@ impl HistoryGrpc {
         let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
         let user_id = validate::uuid("user_id", &req.user_id)?;
         let limit = validate::page_limit(req.limit)?;
-        self.member_check(&conversation_id, &user_id).await?;
+        // A former member pages up to their removal and never past it.
+        let before_seq = match self.store.access(&conversation_id, &user_id).await? {
+            Access::Active { .. } => req.before_seq,
+            Access::Former { until_seq } => Some(req.before_seq.map_or(until_seq + 1, |b| b.min(until_seq + 1))),
+            Access::None => {
+                self.member_check(&conversation_id, &user_id).await?;
+                return Err(Error::NotMember);
+            }
+        };
         let (messages, has_more) = self
             .store
-            .messages_page(&conversation_id, req.before_seq, req.after_seq, limit)
+            .messages_page(&conversation_id, before_seq, req.after_seq, limit)
             .await?;
         Ok(ListMessagesResponse { messages, has_more })
     }
@@ -243,6 +284,25 @@ impl HistoryService for HistoryGrpc {
 
     async fn catch_up(&self, request: Request<CatchUpRequest>) -> Result<Response<CatchUpResponse>, Status> {
         Ok(Response::new(self.catch_up(request.into_inner()).await?))
+    }
+
+    async fn rename_conversation(
+        &self,
+        request: Request<RenameConversationRequest>,
+    ) -> Result<Response<Conversation>, Status> {
+        Ok(Response::new(self.groups().rename(request.into_inner()).await?))
+    }
+
+    async fn add_members(&self, request: Request<AddMembersRequest>) -> Result<Response<Conversation>, Status> {
+        Ok(Response::new(self.add_members(request.into_inner()).await?))
+    }
+
+    async fn remove_member(&self, request: Request<RemoveMemberRequest>) -> Result<Response<Conversation>, Status> {
+        Ok(Response::new(self.remove_member(request.into_inner()).await?))
+    }
+
+    async fn set_member_role(&self, request: Request<SetMemberRoleRequest>) -> Result<Response<Conversation>, Status> {
+        Ok(Response::new(self.groups().set_role(request.into_inner()).await?))
     }
 
     async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {

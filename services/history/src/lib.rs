@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+mod groups;
 mod grpc;
 mod ingest;
 mod store;
@@ -53,7 +54,11 @@ impl App {
             .map_err(|e| Error::Unexpected(e.into()))?;
         let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch).await?;
 
-        let service = grpc::HistoryGrpc::new(store, js, stream);
+        let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent);
+        let service = grpc::HistoryGrpc::new(store, js, stream, log);
         let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;

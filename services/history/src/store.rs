@@ -2,7 +2,7 @@
 //! query binds its values; none is built by formatting.
 
 use chat_proto::events::v1::{Message, ReadMarkerMoved, SystemEvent};
-use chat_proto::history::v1::{Conversation, ReadMarker, StreamMessage};
+use chat_proto::history::v1::{Conversation, Member, ReadMarker, StreamMessage};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -14,6 +14,16 @@ pub struct Store {
 }
 
 /// A new conversation as the caller asked for it, already validated.
+/// What a user may see of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// A member, with their role.
+    Active { role: String },
+    /// Removed, or left: sees messages up to the removal, nothing after.
+    Former { until_seq: u64 },
+    None,
+}
+
 /// One entry of the CHAT stream that history stores.
 pub enum Entry {
     Message(Message),
@@ -134,13 +144,108 @@ impl Store {
             .await?)
     }
 
-    pub async fn members(&self, conversation_id: &str) -> Result<Vec<String>, Error> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = $1 ORDER BY user_id",
+    /// Active members with their roles, in the order they joined.
+    pub async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, Error> {
+        let rows = sqlx::query(
+            "SELECT user_id, role FROM conversation_members
+             WHERE conversation_id = $1 AND removed_at_seq IS NULL ORDER BY joined_at_ms, user_id",
         )
         .bind(conversation_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(Member { user_id: row.try_get("user_id")?, role: row.try_get("role")? }))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// What `user_id` may see of a conversation.
+    pub async fn access(&self, conversation_id: &str, user_id: &str) -> Result<Access, Error> {
+        let row = sqlx::query(
+            "SELECT role, removed_at_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => Access::None,
+            Some(row) => match row.try_get::<Option<i64>, _>("removed_at_seq")? {
+                None => Access::Active { role: row.try_get("role")? },
+                Some(seq) => Access::Former { until_seq: seq.max(0) as u64 },
+            },
+        })
+    }
+
+    /// Adds users (new, or former members coming back); returns those added.
+    pub async fn add_members(&self, conversation_id: &str, user_ids: &[String], now_ms: i64) -> Result<Vec<String>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = Vec::new();
+        for user_id in user_ids {
+            let done = sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms)
+                 VALUES ($1, $2, 'member', $3)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE
+                 SET role = 'member', joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL
+                 WHERE conversation_members.removed_at_seq IS NOT NULL",
+            )
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                added.push(user_id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Marks a member removed as of the system message at `seq`.
+    pub async fn remove_member(&self, conversation_id: &str, user_id: &str, seq: u64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE conversation_members SET removed_at_seq = $1
+             WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
+        )
+        .bind(db_int(seq))
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_role(&self, conversation_id: &str, user_id: &str, role: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE conversation_members SET role = $1
+             WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
+        )
+        .bind(role)
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, conversation_id: &str, title: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+            .bind(title)
+            .bind(conversation_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest persisted `seq` of a conversation (0 when none).
+    pub async fn last_seq(&self, conversation_id: &str) -> Result<u64, Error> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE conversation_id = $1")
+            .bind(conversation_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0).max(0) as u64)
     }
 
     /// The conversation as `user_id` sees it.
@@ -151,10 +256,11 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or(Error::NotFound)?;
-        let member_ids = self.members(conversation_id).await?;
-        if !member_ids.iter().any(|m| m == user_id) {
+        let members = self.members(conversation_id).await?;
+        if !members.iter().any(|m| m.user_id == user_id) {
             return Err(Error::NotMember);
         }
+        let member_ids = members.iter().map(|m| m.user_id.clone()).collect();
         let last_message = self.last_message(conversation_id).await?;
         Ok(Conversation {
             conversation_id: row.try_get("id")?,
@@ -164,6 +270,7 @@ impl Store {
             last_seq: last_message.as_ref().map_or(0, |m| m.seq),
             unread_count: self.unread_count(conversation_id, user_id).await?,
             last_message,
+            members,
             created_at_ms: row.try_get("created_at_ms")?,
         })
     }
@@ -171,7 +278,7 @@ impl Store {
     /// Every conversation of the user, the most recently active first.
     pub async fn conversations_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT conversation_id FROM conversation_members WHERE user_id = $1",
+            "SELECT conversation_id FROM conversation_members WHERE user_id = $1 AND removed_at_seq IS NULL",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -188,7 +295,7 @@ impl Store {
 
     pub async fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, Error> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+            "SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $2 AND removed_at_seq IS NULL",
         )
         .bind(conversation_id)
         .bind(user_id)
@@ -198,11 +305,36 @@ impl Store {
     }
 
     pub async fn conversation_exists(&self, conversation_id: &str) -> Result<bool, Error> {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM conversations WHERE id = $1")
+        Ok(self.conversation_kind(conversation_id).await?.is_some())
+    }
+
+    /// "direct" or "group"; `None` for an unknown conversation.
+    pub async fn conversation_kind(&self, conversation_id: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
             .bind(conversation_id)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.is_some())
+            .await?)
+    }
+
+    /// The conversation and its active members, as anyone sees it (no unread count).
+    pub async fn conversation_state(&self, conversation_id: &str) -> Result<Conversation, Error> {
+        let row = sqlx::query("SELECT id, kind, title, created_at_ms FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let members = self.members(conversation_id).await?;
+        Ok(Conversation {
+            conversation_id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
+            member_ids: members.iter().map(|m| m.user_id.clone()).collect(),
+            members,
+            last_seq: self.last_seq(conversation_id).await?,
+            last_message: None,
+            unread_count: 0,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
     }
 
     async fn last_message(&self, conversation_id: &str) -> Result<Option<Message>, Error> {
@@ -322,6 +454,7 @@ impl Store {
             "SELECT r.conversation_id, r.user_id, r.device_id, r.seq, r.stream_seq
              FROM read_markers r
              JOIN conversation_members c ON c.conversation_id = r.conversation_id AND c.user_id = $1
+                  AND c.removed_at_seq IS NULL
              WHERE r.stream_seq > $2 AND r.stream_seq <= $3
              ORDER BY r.stream_seq",
         )
@@ -359,6 +492,7 @@ impl Store {
              FROM messages m
              JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
              WHERE m.stream_seq > $2 AND m.stream_seq <= $3
+               AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
              ORDER BY m.stream_seq
              LIMIT $4",
         )

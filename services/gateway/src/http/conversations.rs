@@ -7,7 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::history::v1::{
-    Conversation, CreateConversationRequest, ListConversationsRequest, ListMessagesRequest,
+    Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest, ListConversationsRequest,
+    ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,6 +38,8 @@ fn conversation_json(c: &Conversation, with_activity: bool) -> Value {
     });
     if c.kind == "group" {
         v["title"] = c.title.clone().into();
+        let roles: Vec<Value> = c.members.iter().map(|m| json!({ "user_id": m.user_id, "role": m.role })).collect();
+        v["member_roles"] = roles.into();
     }
     if with_activity {
         if let Some(m) = &c.last_message {
@@ -61,22 +64,7 @@ pub async fn create(
     if body.kind == "direct" && (body.members.len() != 1 || body.members[0] == me.user_id) {
         return Err(ApiError::invalid_argument("a direct conversation names exactly one other user"));
     }
-    for member in &body.members {
-        if uuid::Uuid::parse_str(member).is_err() {
-            return Err(ApiError::invalid_argument("members must be user ids (UUIDs)"));
-        }
-    }
-    // Every member must be a real user; auth is the authority on that.
-    for member in &body.members {
-        let found = state.auth.clone().get_user(GetUserRequest { user_id: member.clone() }).await;
-        match found {
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                return Err(ApiError::not_found(format!("no user with id {member}")));
-            }
-            Err(status) => return Err(status.into()),
-        }
-    }
+    existing_users(&state, &body.members).await?;
     let reply = state
         .history
         .clone()
@@ -91,6 +79,132 @@ pub async fn create(
     let conversation = reply.conversation.ok_or_else(ApiError::internal)?;
     let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(conversation_json(&conversation, false))))
+}
+
+/// Checks every id names a registered user (auth is the authority on that).
+async fn existing_users(state: &AppState, user_ids: &[String]) -> Result<(), ApiError> {
+    for user_id in user_ids {
+        if uuid::Uuid::parse_str(user_id).is_err() {
+            return Err(ApiError::invalid_argument("members must be user ids (UUIDs)"));
+        }
+    }
+    for user_id in user_ids {
+        match state.auth.clone().get_user(GetUserRequest { user_id: user_id.clone() }).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(ApiError::not_found(format!("no user with id {user_id}")));
+            }
+            Err(status) => return Err(status.into()),
+        }
+    }
+    Ok(())
+}
+
+fn actor(me: &crate::tokens::Identity) -> Option<Actor> {
+    Some(Actor { user_id: me.user_id.clone(), device_id: me.device_id.clone() })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(conversation_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation = state
+        .history
+        .clone()
+        .get_conversation(GetConversationRequest { conversation_id, user_id: me.user_id })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_json(&conversation, true)))
+}
+
+#[derive(Deserialize)]
+pub struct RenameBody {
+    title: String,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(conversation_id): Path<String>,
+    JsonBody(body): JsonBody<RenameBody>,
+) -> Result<Json<Value>, ApiError> {
+    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation = state
+        .history
+        .clone()
+        .rename_conversation(RenameConversationRequest { conversation_id, actor: actor(&me), title: body.title })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_json(&conversation, false)))
+}
+
+#[derive(Deserialize)]
+pub struct AddMembersBody {
+    members: Vec<String>,
+}
+
+pub async fn add_members(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(conversation_id): Path<String>,
+    JsonBody(body): JsonBody<AddMembersBody>,
+) -> Result<Json<Value>, ApiError> {
+    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    if body.members.is_empty() || body.members.len() > MAX_MEMBERS {
+        return Err(ApiError::invalid_argument(format!("members must name 1 to {MAX_MEMBERS} users")));
+    }
+    existing_users(&state, &body.members).await?;
+    let conversation = state
+        .history
+        .clone()
+        .add_members(AddMembersRequest { conversation_id, actor: actor(&me), user_ids: body.members })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_json(&conversation, false)))
+}
+
+fn member_path(conversation_id: &str, user_id: &str) -> Result<(String, String), ApiError> {
+    let user_id = uuid::Uuid::parse_str(user_id)
+        .map_err(|_| ApiError::invalid_argument("user_id must be a UUID"))?
+        .to_string();
+    Ok((messaging::conversation_id(conversation_id)?, user_id))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((conversation_id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
+    state
+        .history
+        .clone()
+        .remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct RoleBody {
+    role: String,
+}
+
+pub async fn set_role(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((conversation_id, user_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RoleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
+    let conversation = state
+        .history
+        .clone()
+        .set_member_role(SetMemberRoleRequest { conversation_id, actor: actor(&me), user_id, role: body.role })
+        .await?
+        .into_inner();
+    Ok(Json(conversation_json(&conversation, false)))
 }
 
 pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {

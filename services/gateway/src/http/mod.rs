@@ -40,6 +40,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/me", get(users::me))
         .route("/v1/users/by-username/{username}", get(users::by_username))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
+        .route("/v1/conversations/{conversation_id}", get(conversations::get).patch(conversations::rename))
+        .route("/v1/conversations/{conversation_id}/members", post(conversations::add_members))
+        .route(
+            "/v1/conversations/{conversation_id}/members/{user_id}",
+            axum::routing::delete(conversations::remove_member).patch(conversations::set_role),
+        )
         .route(
             "/v1/conversations/{conversation_id}/messages",
             get(conversations::messages).post(conversations::send),

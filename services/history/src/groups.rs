@@ -1,0 +1,221 @@
+//! Group management: rename, add and remove members, leave, change roles.
+//! Every change is recorded in the conversation itself as a system message
+//! (appended with the same compare-and-set as any message, so it has its place
+//! in `seq`) and as a membership snapshot for the gateways' caches.
+//!
+//! Roles: the creator is the owner; owners and admins rename, add and remove
+//! members; only the owner changes roles; nobody removes the owner, who may
+//! leave (the longest-standing admin, else member, becomes owner).
+
+use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing};
+use chat_proto::events::v1::SystemEvent;
+use chat_proto::history::v1::{
+    Actor, AddMembersRequest, Conversation, RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
+};
+
+use crate::error::Error;
+use crate::store::{Access, Store};
+use crate::validate::{self, MAX_GROUP_MEMBERS, TITLE_MAX};
+
+/// Stands in for a device when a change did not come from a client.
+const NO_DEVICE: &str = "00000000-0000-0000-0000-000000000000";
+
+pub struct Groups<'a> {
+    pub store: &'a Store,
+    pub log: &'a ConversationLog,
+}
+
+/// The member making a change.
+pub struct Who {
+    user_id: String,
+    device_id: String,
+}
+
+fn actor(actor: Option<Actor>) -> Result<Who, Error> {
+    let actor = actor.ok_or_else(|| Error::InvalidArgument("actor is required".into()))?;
+    let user_id = validate::uuid("actor.user_id", &actor.user_id)?;
+    let device_id = if actor.device_id.is_empty() {
+        NO_DEVICE.to_owned()
+    } else {
+        validate::uuid("actor.device_id", &actor.device_id)?
+    };
+    Ok(Who { user_id, device_id })
+}
+
+/// A title: trimmed, 1 to 128 characters, no control characters.
+pub fn title(raw: &str) -> Result<String, Error> {
+    let title = raw.trim();
+    if title.is_empty() || title.chars().count() > TITLE_MAX || title.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "a group needs a title of 1 to {TITLE_MAX} characters without control characters"
+        )));
+    }
+    Ok(title.to_owned())
+}
+
+impl Groups<'_> {
+    /// The actor's role in a group they are an active member of.
+    async fn role_in_group(&self, conversation_id: &str, who: &Who) -> Result<String, Error> {
+        match self.store.conversation_kind(conversation_id).await?.as_deref() {
+            None => return Err(Error::NotFound),
+            Some("group") => {}
+            Some(_) => return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into())),
+        }
+        match self.store.access(conversation_id, &who.user_id).await? {
+            Access::Active { role } => Ok(role),
+            _ => Err(Error::NotMember),
+        }
+    }
+
+    /// Appends a system message; returns its `seq`.
+    pub async fn record(
+        &self,
+        conversation_id: &str,
+        sender_id: &str,
+        sender_device_id: &str,
+        event: SystemEvent,
+        body: &str,
+    ) -> Result<u64, Error> {
+        let persisted = self.store.last_seq(conversation_id).await?;
+        let client_msg_id = format!("system:{}", uuid::Uuid::new_v4());
+        let out = Outgoing {
+            conversation_id,
+            sender_id,
+            sender_device_id,
+            client_msg_id: &client_msg_id,
+            body,
+            system: Some(event),
+        };
+        let published = self.log.append(&out, persisted).await.map_err(|e| match e {
+            AppendError::Unavailable(cause) => Error::Unavailable(format!("cannot record the change: {cause}")),
+            AppendError::Busy => Error::Unavailable("the conversation is too busy; retry".into()),
+            AppendError::Corrupt(what) => Error::Unexpected(anyhow::anyhow!("unreadable stream entry: {what}")),
+        })?;
+        Ok(published.message.seq)
+    }
+
+    async fn record_by(&self, conversation_id: &str, who: &Who, event: SystemEvent, body: &str) -> Result<u64, Error> {
+        self.record(conversation_id, &who.user_id, &who.device_id, event, body).await
+    }
+
+    pub async fn rename(&self, req: RenameConversationRequest) -> Result<Conversation, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let who = actor(req.actor)?;
+        let title = title(&req.title)?;
+        let role = self.role_in_group(&conversation_id, &who).await?;
+        require(role == "owner" || role == "admin", "only owners and admins rename a group")?;
+        self.store.rename(&conversation_id, &title).await?;
+        let event = SystemEvent { event: "renamed".into(), user_ids: vec![], title: title.clone(), role: String::new() };
+        self.record_by(&conversation_id, &who, event, &format!("renamed the group to {title}")).await?;
+        self.store.conversation_state(&conversation_id).await
+    }
+
+    /// Adds members; the caller then announces the new membership and the
+    /// system message is appended after it, so new members receive it.
+    pub async fn add(&self, req: AddMembersRequest) -> Result<(Conversation, Vec<String>, Who), Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let who = actor(req.actor)?;
+        let mut user_ids = Vec::new();
+        for id in &req.user_ids {
+            let id = validate::uuid("user_ids", id)?;
+            if !user_ids.contains(&id) {
+                user_ids.push(id);
+            }
+        }
+        if user_ids.is_empty() {
+            return Err(Error::InvalidArgument("user_ids must name at least one user".into()));
+        }
+        let role = self.role_in_group(&conversation_id, &who).await?;
+        require(role == "owner" || role == "admin", "only owners and admins add members")?;
+        let current = self.store.members(&conversation_id).await?;
+        let joining = user_ids.iter().filter(|u| !current.iter().any(|m| &m.user_id == *u)).count();
+        if current.len() + joining > MAX_GROUP_MEMBERS {
+            return Err(Error::InvalidArgument(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
+        }
+        let added = self.store.add_members(&conversation_id, &user_ids, chat_common::time::now_ms()).await?;
+        Ok((self.store.conversation_state(&conversation_id).await?, added, who))
+    }
+
+    /// The system message for members added, once they are announced.
+    pub async fn record_added(&self, conversation_id: &str, who: &Who, added: Vec<String>) -> Result<(), Error> {
+        let n = added.len();
+        let event = SystemEvent { event: "members_added".into(), user_ids: added, title: String::new(), role: String::new() };
+        let body = if n == 1 { "added a member".to_owned() } else { format!("added {n} members") };
+        self.record_by(conversation_id, who, event, &body).await.map(|_| ())
+    }
+
+    /// Removes a member (or the actor leaves). The system message comes first,
+    /// so the member removed still receives it; their access ends at its seq.
+    pub async fn remove(&self, req: RemoveMemberRequest) -> Result<Conversation, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let who = actor(req.actor)?;
+        let target = validate::uuid("user_id", &req.user_id)?;
+        let role = self.role_in_group(&conversation_id, &who).await?;
+        let leaving = target == who.user_id;
+        let target_role = if leaving {
+            role.clone()
+        } else {
+            match self.store.access(&conversation_id, &target).await? {
+                Access::Active { role } => role,
+                _ => return Err(Error::NotFound),
+            }
+        };
+        if !leaving {
+            require(role == "owner" || role == "admin", "only owners and admins remove members")?;
+            require(target_role != "owner", "the owner cannot be removed")?;
+            require(target_role != "admin" || role == "owner", "only the owner removes an admin")?;
+        }
+        let (event, body) = if leaving { ("member_left", "left") } else { ("member_removed", "removed a member") };
+        let event = SystemEvent { event: event.into(), user_ids: vec![target.clone()], title: String::new(), role: String::new() };
+        let seq = self.record_by(&conversation_id, &who, event, body).await?;
+        self.store.remove_member(&conversation_id, &target, seq).await?;
+        if target_role == "owner" {
+            self.hand_over_ownership(&conversation_id, &who).await?;
+        }
+        self.store.conversation_state(&conversation_id).await
+    }
+
+    /// After the owner left: the longest-standing admin, else member, owns the group.
+    async fn hand_over_ownership(&self, conversation_id: &str, who: &Who) -> Result<(), Error> {
+        let members = self.store.members(conversation_id).await?;
+        let heir = members.iter().find(|m| m.role == "admin").or_else(|| members.first());
+        if let Some(heir) = heir {
+            self.store.set_role(conversation_id, &heir.user_id, "owner").await?;
+            let event = SystemEvent {
+                event: "role_changed".into(),
+                user_ids: vec![heir.user_id.clone()],
+                title: String::new(),
+                role: "owner".into(),
+            };
+            self.record_by(conversation_id, who, event, "handed over ownership").await?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_role(&self, req: SetMemberRoleRequest) -> Result<Conversation, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let who = actor(req.actor)?;
+        let target = validate::uuid("user_id", &req.user_id)?;
+        if req.role != "admin" && req.role != "member" {
+            return Err(Error::InvalidArgument("role must be \"admin\" or \"member\"".into()));
+        }
+        let role = self.role_in_group(&conversation_id, &who).await?;
+        require(role == "owner", "only the owner changes roles")?;
+        match self.store.access(&conversation_id, &target).await? {
+            Access::Active { role } if role == "owner" => {
+                return Err(Error::FailedPrecondition("the owner's role cannot change".into()));
+            }
+            Access::Active { .. } => {}
+            _ => return Err(Error::NotFound),
+        }
+        self.store.set_role(&conversation_id, &target, &req.role).await?;
+        let event =
+            SystemEvent { event: "role_changed".into(), user_ids: vec![target], title: String::new(), role: req.role.clone() };
+        self.record_by(&conversation_id, &who, event, &format!("made a member {}", req.role)).await?;
+        self.store.conversation_state(&conversation_id).await
+    }
+}
+
+fn require(allowed: bool, why: &str) -> Result<(), Error> {
+    if allowed { Ok(()) } else { Err(Error::Forbidden(why.to_owned())) }
+}

@@ -1,0 +1,168 @@
+//! Groups: roles, renames, members coming and going, all recorded in the
+//! conversation as system messages; a removed member gets nothing sent after
+//! the removal, live, in catch-up or by paging; outsiders read nothing.
+
+use std::time::Duration;
+
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::history::v1::{GetConversationRequest, ListMessagesRequest};
+use chat_system_tests::{Db, System, Ws, on_both_databases};
+use serde_json::{Value, json};
+
+on_both_databases!(group_lifecycle_with_roles_system_messages_and_removal);
+
+/// The next `message` frame must be a system message of `event`; returns it.
+async fn expect_system(ws: &mut Ws, event: &str) -> Value {
+    let frame = ws.expect("message").await;
+    assert_eq!(frame["message"]["system"]["event"], event, "{frame}");
+    frame
+}
+
+async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let dave = api.new_user("dave").await;
+    let erin = api.new_user("erin").await;
+    let (mut a, _) = Ws::open(&system.ws(0), &alice).await;
+    let (mut b, _) = Ws::open(&system.ws(0), &bob).await;
+    let (mut c, carol_ready) = Ws::open(&system.ws(0), &carol).await;
+    let carol_start = carol_ready["cursor"].as_str().unwrap().to_owned();
+    let (mut d, _) = Ws::open(&system.ws(0), &dave).await;
+
+    let (status, created) = api
+        .post("/v1/conversations", Some(&alice.access_token), json!({ "kind": "group", "title": " Team ", "members": [bob.user_id, carol.user_id] }))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["title"], "Team");
+    let group = created["conversation_id"].as_str().unwrap().to_owned();
+    assert!(created["member_roles"].as_array().unwrap().contains(&json!({ "user_id": alice.user_id, "role": "owner" })));
+    for ws in [&mut a, &mut b, &mut c] {
+        let frame = expect_system(ws, "created").await;
+        assert_eq!(frame["message"]["seq"], 1);
+        assert_eq!(frame["message"]["system"]["title"], "Team");
+    }
+    a.send_message(1, &group, "hi", "hello team").await;
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(ws.expect("message").await["message"]["seq"], 2);
+    }
+
+    let path = format!("/v1/conversations/{group}");
+    let patch = |token: String, path: String, body: Value| {
+        let api = system.api();
+        async move { api.request(reqwest::Method::PATCH, &path, Some(&token), Some(body)).await }
+    };
+    // A plain member may not rename; the owner makes bob an admin, who may.
+    let (status, body) = patch(bob.access_token.clone(), path.clone(), json!({ "title": "Mine" })).await;
+    assert_eq!((status, body["error"]["code"].clone()), (403, Value::from("forbidden")));
+    let (status, _) = patch(alice.access_token.clone(), format!("{path}/members/{}", bob.user_id), json!({ "role": "admin" })).await;
+    assert_eq!(status, 200);
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(expect_system(ws, "role_changed").await["message"]["system"]["role"], "admin");
+    }
+    let (status, renamed) = patch(bob.access_token.clone(), path.clone(), json!({ "title": "Team 2" })).await;
+    assert_eq!((status, renamed["title"].clone()), (200, Value::from("Team 2")));
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(expect_system(ws, "renamed").await["message"]["system"]["title"], "Team 2");
+    }
+
+    // bob adds dave, who is told at once.
+    let (status, _) = api.post(&format!("{path}/members"), Some(&bob.access_token), json!({ "members": [dave.user_id] })).await;
+    assert_eq!(status, 200);
+    for ws in [&mut a, &mut b, &mut c, &mut d] {
+        let frame = expect_system(ws, "members_added").await;
+        assert_eq!(frame["message"]["seq"], 5);
+        assert_eq!(frame["message"]["system"]["user_ids"], json!([dave.user_id]));
+    }
+    // bob removes carol: she hears of it, and of nothing after.
+    let (status, _) = api
+        .request(reqwest::Method::DELETE, &format!("{path}/members/{}", carol.user_id), Some(&bob.access_token), None)
+        .await;
+    assert_eq!(status, 204);
+    for ws in [&mut a, &mut b, &mut c, &mut d] {
+        assert_eq!(expect_system(ws, "member_removed").await["message"]["seq"], 6);
+    }
+    a.send_message(2, &group, "after", "after carol left").await;
+    for ws in [&mut a, &mut b, &mut d] {
+        assert_eq!(ws.expect("message").await["message"]["seq"], 7);
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+    let refused = c.send_message(3, &group, "c-late", "let me back").await;
+    assert_eq!(refused["code"], "forbidden");
+
+    // Paging stops at her removal; the list no longer shows the group.
+    api.wait_for_history(&alice, &group, 7).await;
+    let (status, page) = api.messages(&carol, &group, "?limit=50").await;
+    assert_eq!(status, 200);
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    let (_, later) = api.messages(&carol, &group, "?after_seq=6").await;
+    assert_eq!((later["messages"].as_array().unwrap().len(), later["has_more"].clone()), (0, Value::from(false)));
+    let (_, list) = api.get("/v1/conversations", Some(&carol.access_token)).await;
+    assert!(list["conversations"].as_array().unwrap().iter().all(|c| c["conversation_id"] != group.as_str()));
+
+    // The same over gRPC; and an outsider reads nothing at all.
+    let mut history = HistoryServiceClient::connect(format!("http://{}", system.history_addr)).await.unwrap();
+    let page = history
+        .list_messages(ListMessagesRequest { conversation_id: group.clone(), user_id: carol.user_id.clone(), limit: 50, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.messages.last().map(|m| m.seq), Some(6));
+    let denied = history
+        .get_conversation(GetConversationRequest { conversation_id: group.clone(), user_id: carol.user_id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let denied = history
+        .list_messages(ListMessagesRequest { conversation_id: group.clone(), user_id: erin.user_id.clone(), limit: 50, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(api.messages(&erin, &group, "").await.0, 403);
+
+    // Carol reconnects from a cursor older than the group: up to the removal, nothing newer.
+    let (mut back, _) = Ws::open(&format!("{}?cursor={carol_start}", system.ws(0)), &carol).await;
+    let mut replayed = Vec::new();
+    loop {
+        let frame = back.next_json().await;
+        match frame["type"].as_str() {
+            Some("message") if frame["message"]["conversation_id"] == group.as_str() => {
+                replayed.push(frame["message"]["seq"].as_u64().unwrap());
+            }
+            Some("synced") => break,
+            _ => panic!("unexpected frame in catch-up: {frame}"),
+        }
+    }
+    assert_eq!(replayed, vec![1, 2, 3, 4, 5, 6], "catch-up stops at her removal");
+
+    // dave leaves; nobody can remove the owner; a direct conversation has fixed members.
+    let (status, _) = api
+        .request(reqwest::Method::DELETE, &format!("{path}/members/{}", dave.user_id), Some(&dave.access_token), None)
+        .await;
+    assert_eq!(status, 204);
+    for ws in [&mut a, &mut b, &mut d] {
+        assert_eq!(expect_system(ws, "member_left").await["message"]["seq"], 8);
+    }
+    let (status, _) = api
+        .request(reqwest::Method::DELETE, &format!("{path}/members/{}", alice.user_id), Some(&bob.access_token), None)
+        .await;
+    assert_eq!(status, 403);
+    let direct = api.direct(&alice, &erin).await;
+    let (status, body) = api
+        .post(&format!("/v1/conversations/{direct}/members"), Some(&alice.access_token), json!({ "members": [bob.user_id] }))
+        .await;
+    assert_eq!((status, body["error"]["code"].clone()), (409, Value::from("conflict")));
+
+    // The owner leaves: the admin inherits the group.
+    let (status, _) = api
+        .request(reqwest::Method::DELETE, &format!("{path}/members/{}", alice.user_id), Some(&alice.access_token), None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, seen_by_bob) = api.get(&path, Some(&bob.access_token)).await;
+    assert_eq!(seen_by_bob["member_roles"], json!([{ "user_id": bob.user_id, "role": "owner" }]));
+    assert_eq!(seen_by_bob["members"], json!([bob.user_id]));
+    system.stop().await;
+}
