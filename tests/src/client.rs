@@ -234,21 +234,34 @@ impl Ws {
         }
     }
 
-    /// Sends a message and returns the `ack` frame.
+    /// Sends a message and returns the `ack` (or `error`) frame.
     pub async fn send_message(&mut self, req: i64, conversation_id: &str, client_msg_id: &str, body: &str) -> Value {
         self.send_json(json!({
             "type": "send", "req": req, "conversation_id": conversation_id,
             "client_msg_id": client_msg_id, "body": body,
         }))
         .await;
-        loop {
-            let frame = self.read_json().await;
-            match frame["type"].as_str() {
-                Some("ack") | Some("error") if frame["req"] == req => return frame,
-                // The sender's own copy may arrive before the ack; callers read it separately.
-                Some("message") => self.pending.push_back(frame),
-                _ => panic!("unexpected frame while waiting for ack {req}: {frame}"),
+        self.reply(req).await
+    }
+
+    /// The `ack` or `error` answering `req`. Frames that arrive first (the
+    /// sender's own copy of an event may precede its ack) are kept for
+    /// `next_json`, in order.
+    pub async fn reply(&mut self, req: i64) -> Value {
+        let mut passed = std::collections::VecDeque::new();
+        let found = loop {
+            let frame = match self.pending.pop_front() {
+                Some(frame) => frame,
+                None => self.read_json().await,
+            };
+            let answers = matches!(frame["type"].as_str(), Some("ack" | "error")) && frame["req"] == req;
+            if answers {
+                break frame;
             }
-        }
+            passed.push_back(frame);
+        };
+        passed.extend(self.pending.drain(..));
+        self.pending = passed;
+        found
     }
 }

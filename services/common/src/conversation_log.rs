@@ -152,6 +152,8 @@ impl ConversationLog {
                 body: out.body.to_owned(),
                 sent_at_ms: crate::time::now_ms(),
                 system: out.system.clone(),
+                edited_at_ms: 0,
+                deleted_at_ms: 0,
             };
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());

@@ -35,6 +35,11 @@ pub fn message_subject(conversation_id: &str) -> String {
     format!("chat.conv.{conversation_id}.msg")
 }
 
+/// Edits and deletions of one conversation's messages.
+pub fn edit_subject(conversation_id: &str) -> String {
+    format!("chat.conv.{conversation_id}.edit")
+}
+
 /// Read-marker moves of one conversation.
 pub fn read_subject(conversation_id: &str) -> String {
     format!("chat.conv.{conversation_id}.read")
@@ -51,6 +56,7 @@ pub enum ChatSubject<'a> {
     Message { conversation_id: &'a str },
     Membership { conversation_id: &'a str },
     Read { conversation_id: &'a str },
+    Edit { conversation_id: &'a str },
 }
 
 /// Parses a CHAT stream subject without allocating.
@@ -61,6 +67,7 @@ pub fn parse_chat_subject(subject: &str) -> Option<ChatSubject<'_>> {
         "msg" => Some(ChatSubject::Message { conversation_id }),
         "members" => Some(ChatSubject::Membership { conversation_id }),
         "read" => Some(ChatSubject::Read { conversation_id }),
+        "edit" => Some(ChatSubject::Edit { conversation_id }),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::{MembershipChanged, Message, ReadMarkerMoved};
+use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMarkerMoved};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -28,6 +28,17 @@ use crate::wire::{MessageJson, encode_cursor};
 pub enum Outbound {
     /// A stream event, pre-serialised once for every socket that gets it.
     Live { stream_seq: u64, frame: Arc<str> },
+}
+
+/// The `message_edited` or `message_deleted` frame of a change, with its cursor.
+pub fn change_frame(message: &Message, stream_seq: u64) -> String {
+    let kind = if message.deleted_at_ms != 0 { "message_deleted" } else { "message_edited" };
+    serde_json::json!({
+        "type": kind,
+        "message": MessageJson::from(message),
+        "cursor": encode_cursor(stream_seq),
+    })
+    .to_string()
 }
 
 /// The `read` frame of a marker move.
@@ -335,6 +346,16 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
             }
             Err(e) => {
                 tracing::error!(error = %e, stream_seq, "undecodable membership event skipped");
+                registry.advance(stream_seq);
+            }
+        },
+        Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
+            Ok(MessageChanged { message: Some(message), .. }) => {
+                let frame: Arc<str> = change_frame(&message, stream_seq).into();
+                registry.dispatch(stream_seq, conversation_id, frame, None);
+            }
+            Ok(_) | Err(_) => {
+                tracing::error!(stream_seq, "undecodable message change skipped");
                 registry.advance(stream_seq);
             }
         },

@@ -2,7 +2,8 @@
 //! `POST /v1/conversations/{id}/messages`: validate, check membership (cached),
 //! then sequence and store through JetStream. And moving a read marker.
 
-use chat_proto::history::v1::MarkReadRequest;
+use chat_proto::events::v1::Message;
+use chat_proto::history::v1::{Actor, ChangeMessageRequest, MarkReadRequest};
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
@@ -111,4 +112,31 @@ pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &st
         })
         .await?;
     Ok(())
+}
+
+/// Edits a message (`body` given) or deletes it; returns it as it is now.
+///
+/// # Errors
+/// `forbidden` for someone who may not, `not_found`, `conflict` for system or
+/// deleted messages, `unavailable` when history is down.
+pub async fn change(
+    state: &AppState,
+    editor: &Identity,
+    conversation_id: &str,
+    message_id: &str,
+    body: Option<String>,
+) -> Result<Message, ApiError> {
+    let change = if body.is_some() { "edit" } else { "delete" };
+    Ok(state
+        .history
+        .clone()
+        .change_message(ChangeMessageRequest {
+            conversation_id: conversation_id.to_owned(),
+            message_id: message_id.to_owned(),
+            actor: Some(Actor { user_id: editor.user_id.clone(), device_id: editor.device_id.clone() }),
+            change: change.to_owned(),
+            body: body.unwrap_or_default(),
+        })
+        .await?
+        .into_inner())
 }

@@ -20,6 +20,12 @@ pub struct MessageJson<'a> {
     /// Only on system messages (addition to v1): what happened to the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<serde_json::Value>,
+    /// Only on edited messages (addition to v1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// Only on deleted messages (addition to v1): the body is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
 }
 
 impl<'a> From<&'a Message> for MessageJson<'a> {
@@ -43,6 +49,8 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
                 }
                 v
             }),
+            edited_at: (m.edited_at_ms != 0).then(|| rfc3339_ms(m.edited_at_ms)),
+            deleted_at: (m.deleted_at_ms != 0).then(|| rfc3339_ms(m.deleted_at_ms)),
         }
     }
 }

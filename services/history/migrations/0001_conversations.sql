@@ -40,9 +40,16 @@ CREATE TABLE messages (
     sent_at_ms BIGINT NOT NULL,
     -- JSON of the SystemEvent for system messages (membership changes, renames).
     system_event TEXT,
+    -- Edits and deletion (a deleted message keeps its row with an empty body),
+    -- and the stream position of the latest change, for catch-up.
+    edited_at_ms BIGINT NOT NULL DEFAULT 0,
+    deleted_at_ms BIGINT NOT NULL DEFAULT 0,
+    change_stream_seq BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (conversation_id, seq),
     UNIQUE (sender_id, client_msg_id)
 );
+
+CREATE INDEX messages_by_change ON messages (change_stream_seq);
 
 -- How far each member has read each conversation (seq, never backwards), the
 -- device that moved it last, and the stream position of that move (catch-up

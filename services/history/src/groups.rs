@@ -27,11 +27,11 @@ pub struct Groups<'a> {
 
 /// The member making a change.
 pub struct Who {
-    user_id: String,
-    device_id: String,
+    pub user_id: String,
+    pub device_id: String,
 }
 
-fn actor(actor: Option<Actor>) -> Result<Who, Error> {
+pub fn actor(actor: Option<Actor>) -> Result<Who, Error> {
     let actor = actor.ok_or_else(|| Error::InvalidArgument("actor is required".into()))?;
     let user_id = validate::uuid("actor.user_id", &actor.user_id)?;
     let device_id = if actor.device_id.is_empty() {

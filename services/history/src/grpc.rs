@@ -9,7 +9,7 @@ use chat_proto::history::v1::{
     CreateConversationResponse, GetConversationRequest, ListConversationsRequest,
     ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
     MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, AddMembersRequest,
-    RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
+    RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest, ChangeMessageRequest,
     history_service_server::HistoryService,
 };
 use chat_common::conversation_log::ConversationLog;
@@ -243,7 +243,13 @@ impl HistoryGrpc {
             .store
             .catch_up(&user_id, req.after_stream_seq, persisted_through, req.limit)
             .await?;
-        Ok(CatchUpResponse { messages, persisted_through, has_more })
+        let changed = if has_more {
+            Vec::new()
+        } else {
+            let since = if req.since_stream_seq == 0 { req.after_stream_seq } else { req.since_stream_seq };
+            self.store.changed_since(&user_id, since, persisted_through).await?
+        };
+        Ok(CatchUpResponse { messages, persisted_through, has_more, changed })
     }
 }
 
@@ -303,6 +309,13 @@ impl HistoryService for HistoryGrpc {
 
     async fn set_member_role(&self, request: Request<SetMemberRoleRequest>) -> Result<Response<Conversation>, Status> {
         Ok(Response::new(self.groups().set_role(request.into_inner()).await?))
+    }
+
+    async fn change_message(
+        &self,
+        request: Request<ChangeMessageRequest>,
+    ) -> Result<Response<chat_proto::events::v1::Message>, Status> {
+        Ok(Response::new(crate::edits::change(&self.store, &self.js, request.into_inner()).await?))
     }
 
     async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {

@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::shutdown::CancellationToken;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
-use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 
@@ -32,7 +33,11 @@ impl Ingest {
                 CONSUMER,
                 pull::Config {
                     durable_name: Some(CONSUMER.to_owned()),
-                    filter_subjects: vec!["chat.conv.*.msg".to_owned(), "chat.conv.*.read".to_owned()],
+                    filter_subjects: vec![
+                        "chat.conv.*.msg".to_owned(),
+                        "chat.conv.*.read".to_owned(),
+                        "chat.conv.*.edit".to_owned(),
+                    ],
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     deliver_policy: DeliverPolicy::All,
@@ -75,17 +80,29 @@ impl Ingest {
             }
             let rows = decode(&batch);
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = self.store.apply_batch(&rows).await {
-                tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff) => {},
+            let not_yet = loop {
+                match self.store.apply_batch(&rows).await {
+                    Ok(not_yet) => break not_yet,
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(backoff) => {},
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            };
             for message in &batch {
-                if let Err(e) = message.ack().await {
-                    tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
+                let acked = if later {
+                    // Its message is being stored by another instance: try again shortly.
+                    message.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await
+                } else {
+                    message.ack().await
+                };
+                if let Err(e) = acked {
+                    tracing::warn!(error = %e, "ack failed; the entry will be redelivered and skipped");
                 }
             }
         }
@@ -111,6 +128,7 @@ fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Entry)> {
             let decoded = match parse_chat_subject(&m.subject) {
                 Some(ChatSubject::Message { .. }) => Message::decode(m.payload.as_ref()).map(Entry::Message),
                 Some(ChatSubject::Read { .. }) => ReadMarkerMoved::decode(m.payload.as_ref()).map(Entry::Read),
+                Some(ChatSubject::Edit { .. }) => MessageChanged::decode(m.payload.as_ref()).map(Entry::Change),
                 _ => return None,
             };
             match decoded {

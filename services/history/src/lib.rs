@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod edits;
 pub mod error;
 mod groups;
 mod grpc;

@@ -1,8 +1,8 @@
 //! Persistence of conversations, members, messages and read markers. Every
 //! query binds its values; none is built by formatting.
 
-use chat_proto::events::v1::{Message, ReadMarkerMoved, SystemEvent};
-use chat_proto::history::v1::{Conversation, Member, ReadMarker, StreamMessage};
+use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
+use chat_proto::history::v1::{ChangedMessage, Conversation, Member, ReadMarker, StreamMessage};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -28,6 +28,7 @@ pub enum Access {
 pub enum Entry {
     Message(Message),
     Read(ReadMarkerMoved),
+    Change(MessageChanged),
 }
 
 /// A new conversation as the caller asked for it, already validated.
@@ -41,11 +42,14 @@ pub struct NewConversation {
     pub member_ids: Vec<String>,
 }
 
-const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
+const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
+            edited_at_ms, deleted_at_ms
      FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1";
-const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
+const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
+            edited_at_ms, deleted_at_ms
      FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
-const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event
+const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
+            edited_at_ms, deleted_at_ms
      FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4";
 
 fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
@@ -59,6 +63,8 @@ fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
         body: row.try_get("body")?,
         sent_at_ms: row.try_get("sent_at_ms")?,
         system: row.try_get::<Option<String>, _>("system_event")?.as_deref().and_then(system_from_json),
+        edited_at_ms: row.try_get("edited_at_ms")?,
+        deleted_at_ms: row.try_get("deleted_at_ms")?,
     })
 }
 
@@ -388,10 +394,43 @@ impl Store {
     /// Stores a batch from the stream in one transaction, in stream order.
     /// Messages that exist already (a redelivery) are skipped by their unique
     /// keys; a read marker only ever moves forward.
-    pub async fn apply_batch(&self, batch: &[(u64, Entry)]) -> Result<(), Error> {
+    ///
+    /// Returns the stream positions of changes whose message is not stored
+    /// yet (possible when several instances share the consumer): the caller
+    /// has them redelivered rather than lose them.
+    pub async fn apply_batch(&self, batch: &[(u64, Entry)]) -> Result<Vec<u64>, Error> {
         let mut tx = self.pool.begin().await?;
+        let mut not_yet = Vec::new();
         for (stream_seq, entry) in batch {
             let m = match entry {
+                Entry::Change(change) => {
+                    let Some(m) = &change.message else { continue };
+                    let exists: Option<i64> = sqlx::query_scalar(
+                        "SELECT seq FROM messages WHERE conversation_id = $1 AND message_id = $2",
+                    )
+                    .bind(&m.conversation_id)
+                    .bind(&m.message_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if exists.is_none() {
+                        not_yet.push(*stream_seq);
+                        continue;
+                    }
+                    // Changes apply in stream order; nothing changes a deleted message.
+                    sqlx::query(
+                        "UPDATE messages SET body = $1, edited_at_ms = $2, deleted_at_ms = $3, change_stream_seq = $4
+                         WHERE conversation_id = $5 AND message_id = $6 AND deleted_at_ms = 0 AND change_stream_seq < $4",
+                    )
+                    .bind(&m.body)
+                    .bind(m.edited_at_ms)
+                    .bind(m.deleted_at_ms)
+                    .bind(db_int(*stream_seq))
+                    .bind(&m.conversation_id)
+                    .bind(&m.message_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    continue;
+                }
                 Entry::Message(m) => m,
                 Entry::Read(r) => {
                     sqlx::query(
@@ -433,7 +472,49 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(not_yet)
+    }
+
+    /// One message of a conversation by id.
+    pub async fn message(&self, conversation_id: &str, message_id: &str) -> Result<Option<Message>, Error> {
+        let row = sqlx::query(
+            "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
+                    system_event, edited_at_ms, deleted_at_ms
+             FROM messages WHERE conversation_id = $1 AND message_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(message_from_row).transpose()?)
+    }
+
+    /// Messages in the user's conversations whose latest change lies in
+    /// `(after, through]`, as they are now, in the order of those changes.
+    pub async fn changed_since(&self, user_id: &str, after: u64, through: u64) -> Result<Vec<ChangedMessage>, Error> {
+        let rows = sqlx::query(
+            "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+                    m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.change_stream_seq
+             FROM messages m
+             JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+             WHERE m.change_stream_seq > $2 AND m.change_stream_seq <= $3
+               AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
+             ORDER BY m.change_stream_seq",
+        )
+        .bind(user_id)
+        .bind(db_int(after))
+        .bind(db_int(through))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChangedMessage {
+                    change_stream_seq: row.try_get::<i64, _>("change_stream_seq")? as u64,
+                    message: Some(message_from_row(row)?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// The user's marker in a conversation (0 when never set).
@@ -488,7 +569,7 @@ impl Store {
     ) -> Result<(Vec<StreamMessage>, bool), Error> {
         let rows = sqlx::query(
             "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
-                    m.body, m.sent_at_ms, m.system_event, m.stream_seq
+                    m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
              FROM messages m
              JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
              WHERE m.stream_seq > $2 AND m.stream_seq <= $3

@@ -272,3 +272,42 @@ pub async fn send(
     let status = if published.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!(MessageJson::from(&published.message)))))
 }
+
+#[derive(Deserialize)]
+pub struct EditBody {
+    body: String,
+}
+
+fn message_path(conversation_id: &str, message_id: &str) -> Result<(String, String), ApiError> {
+    let message_id = uuid::Uuid::parse_str(message_id)
+        .map_err(|_| ApiError::invalid_argument("message_id must be a UUID"))?
+        .to_string();
+    Ok((messaging::conversation_id(conversation_id)?, message_id))
+}
+
+pub async fn edit_message(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((conversation_id, message_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<EditBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
+    if body.body.is_empty() {
+        return Err(ApiError::invalid_argument("body must not be empty"));
+    }
+    if body.body.len() > messaging::BODY_MAX_BYTES {
+        return Err(ApiError::too_large(format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES)));
+    }
+    let message = messaging::change(&state, &me, &conversation_id, &message_id, Some(body.body)).await?;
+    Ok(Json(json!(MessageJson::from(&message))))
+}
+
+pub async fn delete_message(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((conversation_id, message_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
+    let message = messaging::change(&state, &me, &conversation_id, &message_id, None).await?;
+    Ok(Json(json!(MessageJson::from(&message))))
+}

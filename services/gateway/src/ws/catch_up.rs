@@ -19,14 +19,14 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chat_common::nats::{CHAT_SUBJECTS, ChatSubject, parse_chat_subject};
 use std::collections::HashMap;
 
-use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{CatchUpRequest, ReadMarkersSinceRequest};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
 use super::session::Writer;
-use crate::delivery::{Outbound, message_frame, read_frame};
+use crate::delivery::{Outbound, change_frame, message_frame, read_frame};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tokens::Identity;
@@ -82,7 +82,12 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
         let page = state
             .history
             .clone()
-            .catch_up(CatchUpRequest { user_id: identity.user_id.clone(), after_stream_seq: after, limit: PAGE })
+            .catch_up(CatchUpRequest {
+                user_id: identity.user_id.clone(),
+                after_stream_seq: after,
+                limit: PAGE,
+                since_stream_seq: from,
+            })
             .await?
             .into_inner();
         for entry in &page.messages {
@@ -92,6 +97,12 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
             after = after.max(entry.stream_seq);
         }
         if !page.has_more {
+            // Edits and deletions since the cursor, to messages this device has.
+            for changed in &page.changed {
+                if let Some(message) = &changed.message {
+                    out.text(change_frame(message, changed.change_stream_seq)).await.map_err(closed)?;
+                }
+            }
             break page.persisted_through;
         }
     };
@@ -142,6 +153,11 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
                 Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(message) = Message::decode(entry.payload.as_ref()) {
                         out.event(stream_seq, &message_frame(&message, stream_seq)).await.map_err(closed)?;
+                    }
+                }
+                Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
+                    if let Ok(MessageChanged { message: Some(message), .. }) = MessageChanged::decode(entry.payload.as_ref()) {
+                        out.event(stream_seq, &change_frame(&message, stream_seq)).await.map_err(closed)?;
                     }
                 }
                 Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {

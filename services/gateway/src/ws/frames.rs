@@ -15,6 +15,8 @@ pub enum ClientFrame {
     Typing { conversation_id: String, start: bool },
     Read { conversation_id: String, seq: u64 },
     Ping { req: i64 },
+    /// `edit` (with a body) or `delete` (without) of one message.
+    Change { req: i64, conversation_id: String, message_id: String, body: Option<String> },
 }
 
 /// Why a frame was refused: rendered as an `error` frame.
@@ -98,6 +100,26 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             Ok(ClientFrame::Read { conversation_id, seq })
         }
         "ping" => Ok(ClientFrame::Ping { req: f.req()? }),
+        "edit" | "delete" => {
+            let req = f.req()?;
+            let conversation_id = f.conversation_id()?;
+            let message_id = uuid::Uuid::parse_str(f.string("message_id")?)
+                .map_err(|_| f.invalid_argument("message_id must be a UUID"))?
+                .to_string();
+            let body = if kind == "edit" {
+                let body = f.string("body")?;
+                if body.is_empty() {
+                    return Err(f.invalid_argument("body must not be empty"));
+                }
+                if body.len() > messaging::BODY_MAX_BYTES {
+                    return Err(FrameError { req: Some(req), code: "too_large", message: format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES) });
+                }
+                Some(body.to_owned())
+            } else {
+                None
+            };
+            Ok(ClientFrame::Change { req, conversation_id, message_id, body })
+        }
         other => Err(FrameError {
             req,
             code: "unknown_type",

@@ -32,6 +32,7 @@ const WORK_QUEUE: usize = 64;
 enum Work {
     Send { req: i64, input: SendInput },
     Read { conversation_id: String, seq: u64 },
+    Change { req: i64, conversation_id: String, message_id: String, body: Option<String> },
 }
 
 /// The writing half of a socket and how far it has been delivered.
@@ -252,6 +253,15 @@ async fn handle_text(
                 out.text(err.to_frame()).await
             }
         },
+        ClientFrame::Change { req, conversation_id, message_id, body } => {
+            match work.try_send(Work::Change { req, conversation_id, message_id, body }) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    let err = FrameError { req: Some(req), code: "rate_limited", message: "too many frames in flight".into() };
+                    out.text(err.to_frame()).await
+                }
+            }
+        }
         ClientFrame::Read { conversation_id, seq } => match work.try_send(Work::Read { conversation_id, seq }) {
             Ok(()) => Ok(()),
             Err(_) => {
@@ -293,14 +303,13 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
             let reply = match work {
                 Work::Send { req, input } => {
                     match messaging::send(&state.membership, &state.log, &identity, &input).await {
-                        Ok(published) => Some(
-                            json!({
-                                "type": "ack",
-                                "req": req,
-                                "message": crate::wire::MessageJson::from(&published.message),
-                            })
-                            .to_string(),
-                        ),
+                        Ok(published) => Some(ack_frame(req, &published.message)),
+                        Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
+                    }
+                }
+                Work::Change { req, conversation_id, message_id, body } => {
+                    match messaging::change(&state, &identity, &conversation_id, &message_id, body).await {
+                        Ok(message) => Some(ack_frame(req, &message)),
                         Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
                     }
                 }
@@ -317,6 +326,10 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
         }
     });
     (work_tx, replies_rx)
+}
+
+fn ack_frame(req: i64, message: &chat_proto::events::v1::Message) -> String {
+    json!({ "type": "ack", "req": req, "message": crate::wire::MessageJson::from(message) }).to_string()
 }
 
 fn synced_frame(req: Option<i64>, position: u64) -> String {
