@@ -10,6 +10,7 @@ use chat_proto::history::v1::{
     ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
     MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, AddMembersRequest,
     RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest, ChangeMessageRequest,
+    SearchMessagesRequest, SearchMessagesResponse,
     history_service_server::HistoryService,
 };
 use chat_common::conversation_log::ConversationLog;
@@ -220,6 +221,31 @@ impl HistoryGrpc {
         Ok(MarkReadResponse { seq, moved: true })
     }
 
+    async fn search(&self, req: SearchMessagesRequest) -> Result<SearchMessagesResponse, Error> {
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let query = req.query.trim();
+        if query.is_empty() || query.chars().count() > 200 {
+            return Err(Error::InvalidArgument("query must be 1 to 200 characters".into()));
+        }
+        if !(1..=50).contains(&req.limit) {
+            return Err(Error::InvalidArgument("limit must be between 1 and 50".into()));
+        }
+        let conversation_id = match req.conversation_id.as_str() {
+            "" => None,
+            id => {
+                let id = validate::uuid("conversation_id", id)?;
+                if matches!(self.store.access(&id, &user_id).await?, Access::None) {
+                    self.member_check(&id, &user_id).await?;
+                }
+                Some(id)
+            }
+        };
+        let before = if req.before_stream_seq == 0 { u64::MAX } else { req.before_stream_seq };
+        let (messages, has_more) =
+            self.store.search(&user_id, query, conversation_id.as_deref(), before, req.limit).await?;
+        Ok(SearchMessagesResponse { messages, has_more })
+    }
+
     /// How far history has stored the stream: the ack floor of its consumer.
     async fn persisted_through(&self) -> Result<u64, Error> {
         Ok(self
@@ -316,6 +342,13 @@ impl HistoryService for HistoryGrpc {
         request: Request<ChangeMessageRequest>,
     ) -> Result<Response<chat_proto::events::v1::Message>, Status> {
         Ok(Response::new(crate::edits::change(&self.store, &self.js, request.into_inner()).await?))
+    }
+
+    async fn search_messages(
+        &self,
+        request: Request<SearchMessagesRequest>,
+    ) -> Result<Response<SearchMessagesResponse>, Status> {
+        Ok(Response::new(self.search(request.into_inner()).await?))
     }
 
     async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {

@@ -23,7 +23,19 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Shared migrations, then the ones only one database understands (search).
+/// Each set tolerates the other's versions in the migrations table.
+async fn migrate(pool: &sqlx::AnyPool, backend: chat_common::db::Backend) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut shared = sqlx::migrate!("./migrations");
+    shared.set_ignore_missing(true);
+    shared.run(pool).await?;
+    let mut specific = match backend {
+        chat_common::db::Backend::Sqlite => sqlx::migrate!("./migrations-sqlite"),
+        chat_common::db::Backend::Postgres => sqlx::migrate!("./migrations-postgres"),
+    };
+    specific.set_ignore_missing(true);
+    specific.run(pool).await
+}
 
 /// The history service, built and bound, ready to run.
 pub struct App {
@@ -43,8 +55,10 @@ impl App {
         let pool = chat_common::db::connect(&config.database_url, config.database_max_connections)
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
-        MIGRATOR.run(&pool).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let store = store::Store::new(pool);
+        let backend = chat_common::db::Backend::of(&config.database_url)
+            .ok_or_else(|| Error::InvalidArgument("HISTORY_DATABASE_URL must be sqlite: or postgres://".into()))?;
+        migrate(&pool, backend).await.map_err(|e| Error::Unexpected(e.into()))?;
+        let store = store::Store::new(pool, backend);
 
         let nats = chat_common::nats::connect(&config.nats_url, "history")
             .await

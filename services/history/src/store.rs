@@ -3,6 +3,7 @@
 
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
 use chat_proto::history::v1::{ChangedMessage, Conversation, Member, ReadMarker, StreamMessage};
+use chat_common::db::Backend;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -11,6 +12,7 @@ use crate::error::Error;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
 }
 
 /// A new conversation as the caller asked for it, already validated.
@@ -41,6 +43,29 @@ pub struct NewConversation {
     /// Every member, the creator included, without duplicates.
     pub member_ids: Vec<String>,
 }
+
+/// Search in the user's conversations (active, or up to a former member's
+/// removal), newest first, before a stream position; `$4` is an optional
+/// conversation filter ('' for all). Deleted and system messages never match.
+const SEARCH_POSTGRES: &str = "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+            m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
+     FROM messages m
+     JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+     WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $2)
+       AND m.stream_seq < $3 AND ($4 = '' OR m.conversation_id = $4)
+       AND m.system_event IS NULL AND m.deleted_at_ms = 0
+       AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
+     ORDER BY m.stream_seq DESC LIMIT $5";
+const SEARCH_SQLITE: &str = "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+            m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
+     FROM messages_fts f
+     JOIN messages m ON m.rowid = f.rowid
+     JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+     WHERE messages_fts MATCH $2
+       AND m.stream_seq < $3 AND ($4 = '' OR m.conversation_id = $4)
+       AND m.system_event IS NULL AND m.deleted_at_ms = 0
+       AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
+     ORDER BY m.stream_seq DESC LIMIT $5";
 
 const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
             edited_at_ms, deleted_at_ms
@@ -91,8 +116,8 @@ fn db_int(value: u64) -> i64 {
 }
 
 impl Store {
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    pub fn new(pool: AnyPool, backend: Backend) -> Self {
+        Self { pool, backend }
     }
 
     /// Creates the conversation, or for a direct pair that exists already,
@@ -517,6 +542,42 @@ impl Store {
             .map_err(Into::into)
     }
 
+    /// Messages matching `query` (words, all of which must appear), newest
+    /// first, with stream positions below `before`; and whether more exist.
+    pub async fn search(
+        &self,
+        user_id: &str,
+        query: &str,
+        conversation_id: Option<&str>,
+        before: u64,
+        limit: u32,
+    ) -> Result<(Vec<StreamMessage>, bool), Error> {
+        let (sql, query) = match self.backend {
+            Backend::Postgres => (SEARCH_POSTGRES, query.to_owned()),
+            Backend::Sqlite => (SEARCH_SQLITE, fts5_all_words(query)),
+        };
+        let rows = sqlx::query(sql)
+            .bind(user_id)
+            .bind(query)
+            .bind(db_int(before))
+            .bind(conversation_id.unwrap_or_default())
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut found = rows
+            .iter()
+            .map(|row| {
+                Ok(StreamMessage {
+                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
+                    message: Some(message_from_row(row)?),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let has_more = found.len() > limit as usize;
+        found.truncate(limit as usize);
+        Ok((found, has_more))
+    }
+
     /// The user's marker in a conversation (0 when never set).
     pub async fn read_marker(&self, conversation_id: &str, user_id: &str) -> Result<u64, Error> {
         let seq: Option<i64> =
@@ -595,5 +656,25 @@ impl Store {
         let has_more = out.len() > limit as usize;
         out.truncate(limit as usize);
         Ok((out, has_more))
+    }
+}
+
+/// An FTS5 query that matches every word of the user's text literally: each
+/// word becomes a quoted string, so no input is read as FTS5 syntax.
+fn fts5_all_words(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts5_all_words;
+
+    #[test]
+    fn fts5_queries_quote_every_word() {
+        assert_eq!(fts5_all_words("hello  world"), r#""hello" "world""#);
+        assert_eq!(fts5_all_words(r#"say "hi" OR NOT x*"#), r#""say" """hi""" "OR" "NOT" "x*""#);
     }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::history::v1::{
     Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest, ListConversationsRequest,
-    ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
+    ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest, SetMemberRoleRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -310,4 +310,49 @@ pub async fn delete_message(
     let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
     let message = messaging::change(&state, &me, &conversation_id, &message_id, None).await?;
     Ok(Json(json!(MessageJson::from(&message))))
+}
+
+/// `GET /v1/search?q=&conversation_id=&limit=&page=` (addition): newest first.
+pub async fn search(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+    if q.is_empty() || q.chars().count() > 200 {
+        return Err(ApiError::invalid_argument("q must be 1 to 200 characters"));
+    }
+    let limit: u32 = parse_number(&query, "limit")?.unwrap_or(20);
+    if !(1..=50).contains(&limit) {
+        return Err(ApiError::invalid_argument("limit must be between 1 and 50"));
+    }
+    let conversation_id = match query.get("conversation_id") {
+        Some(id) => messaging::conversation_id(id)?,
+        None => String::new(),
+    };
+    let before_stream_seq = match query.get("page") {
+        Some(page) => crate::wire::decode_cursor(page).ok_or_else(|| ApiError::invalid_argument("unknown page token"))?,
+        None => 0,
+    };
+    let reply = state
+        .history
+        .clone()
+        .search_messages(SearchMessagesRequest {
+            user_id: me.user_id,
+            query: q.to_owned(),
+            conversation_id,
+            limit,
+            before_stream_seq,
+        })
+        .await?
+        .into_inner();
+    let messages: Vec<Value> =
+        reply.messages.iter().filter_map(|m| m.message.as_ref()).map(|m| json!(MessageJson::from(m))).collect();
+    let mut body = json!({ "messages": messages });
+    if reply.has_more {
+        if let Some(last) = reply.messages.last() {
+            body["next_page"] = crate::wire::encode_cursor(last.stream_seq).into();
+        }
+    }
+    Ok(Json(body))
 }

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{conversation_id}/messages/{message_id}",
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
+        .route("/v1/search", get(conversations::search))
         .route("/v1/ws", get(crate::ws::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
