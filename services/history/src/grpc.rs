@@ -302,8 +302,14 @@ impl HistoryService for HistoryGrpc {
         &self,
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
-        let user_id = validate::uuid("user_id", &request.into_inner().user_id)?;
-        let conversations = self.store.conversations_of(&user_id).await?;
+        let req = request.into_inner();
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let conversations = if req.ids_only {
+            let ids = self.store.conversation_ids_of(&user_id).await?;
+            ids.into_iter().map(|conversation_id| Conversation { conversation_id, ..Default::default() }).collect()
+        } else {
+            self.store.conversations_of(&user_id).await?
+        };
         Ok(Response::new(ListConversationsResponse { conversations }))
     }
 

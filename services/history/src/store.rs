@@ -306,14 +306,19 @@ impl Store {
         })
     }
 
-    /// Every conversation of the user, the most recently active first.
-    pub async fn conversations_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
-        let ids: Vec<String> = sqlx::query_scalar(
+    /// Ids of the conversations the user is an active member of.
+    pub async fn conversation_ids_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
             "SELECT conversation_id FROM conversation_members WHERE user_id = $1 AND removed_at_seq IS NULL",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
-        .await?;
+        .await?)
+    }
+
+    /// Every conversation of the user, the most recently active first.
+    pub async fn conversations_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+        let ids = self.conversation_ids_of(user_id).await?;
         let mut conversations = Vec::with_capacity(ids.len());
         for id in ids {
             conversations.push(self.conversation_for(&id, user_id).await?);
@@ -564,18 +569,7 @@ impl Store {
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut found = rows
-            .iter()
-            .map(|row| {
-                Ok(StreamMessage {
-                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
-                    message: Some(message_from_row(row)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let has_more = found.len() > limit as usize;
-        found.truncate(limit as usize);
-        Ok((found, has_more))
+        Ok(stream_page(&rows, limit)?)
     }
 
     /// The user's marker in a conversation (0 when never set).
@@ -644,19 +638,24 @@ impl Store {
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
-            .map(|row| {
-                Ok(StreamMessage {
-                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
-                    message: Some(message_from_row(row)?),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let has_more = out.len() > limit as usize;
-        out.truncate(limit as usize);
-        Ok((out, has_more))
+        Ok(stream_page(&rows, limit)?)
     }
+}
+
+/// Rows fetched with `LIMIT limit + 1` as a page of stream messages, and
+/// whether more exist beyond it.
+fn stream_page(rows: &[AnyRow], limit: u32) -> Result<(Vec<StreamMessage>, bool), sqlx::Error> {
+    let page = rows
+        .iter()
+        .take(limit as usize)
+        .map(|row| {
+            Ok(StreamMessage {
+                stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
+                message: Some(message_from_row(row)?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok((page, rows.len() > limit as usize))
 }
 
 /// An FTS5 query that matches every word of the user's text literally: each

@@ -211,7 +211,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Resu
     let reply = state
         .history
         .clone()
-        .list_conversations(ListConversationsRequest { user_id: me.user_id })
+        .list_conversations(ListConversationsRequest { user_id: me.user_id, ids_only: false })
         .await?
         .into_inner();
     let conversations: Vec<Value> = reply.conversations.iter().map(|c| conversation_json(c, true)).collect();

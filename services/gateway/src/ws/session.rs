@@ -89,7 +89,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
     match state
         .history
         .clone()
-        .list_conversations(ListConversationsRequest { user_id: identity.user_id.clone() })
+        .list_conversations(ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true })
         .await
     {
         Ok(reply) => lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| c.conversation_id)),
@@ -246,29 +246,11 @@ async fn handle_text(
     };
     match frame {
         ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
-        ClientFrame::Send { req, input } => match work.try_send(Work::Send { req, input }) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                let err = FrameError { req: Some(req), code: "rate_limited", message: "too many sends in flight; wait for acks".into() };
-                out.text(err.to_frame()).await
-            }
-        },
+        ClientFrame::Send { req, input } => enqueue(out, work, Some(req), Work::Send { req, input }).await,
         ClientFrame::Change { req, conversation_id, message_id, body } => {
-            match work.try_send(Work::Change { req, conversation_id, message_id, body }) {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    let err = FrameError { req: Some(req), code: "rate_limited", message: "too many frames in flight".into() };
-                    out.text(err.to_frame()).await
-                }
-            }
+            enqueue(out, work, Some(req), Work::Change { req, conversation_id, message_id, body }).await
         }
-        ClientFrame::Read { conversation_id, seq } => match work.try_send(Work::Read { conversation_id, seq }) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                let err = FrameError { req: None, code: "rate_limited", message: "too many frames in flight".into() };
-                out.text(err.to_frame()).await
-            }
-        },
+        ClientFrame::Read { conversation_id, seq } => enqueue(out, work, None, Work::Read { conversation_id, seq }).await,
         ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
             Some(position) => {
                 // A socket only moves forward: what it has is never sent again.
@@ -290,6 +272,16 @@ async fn handle_text(
         // Validated; typing indicators are delivered by the presence work (issue 5).
         ClientFrame::Typing { .. } => Ok(()),
     }
+}
+
+/// Queues work for the socket's worker, or tells the client to wait for
+/// answers first when too much is in flight.
+async fn enqueue(out: &mut Writer, work: &mpsc::Sender<Work>, req: Option<i64>, item: Work) -> Result<(), axum::Error> {
+    if work.try_send(item).is_ok() {
+        return Ok(());
+    }
+    let err = FrameError { req, code: "rate_limited", message: "too many frames in flight; wait for answers".into() };
+    out.text(err.to_frame()).await
 }
 
 /// Does this socket's sends and read-marker moves one at a time, in the order
