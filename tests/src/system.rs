@@ -199,10 +199,20 @@ impl System {
 
     /// Starts history again on the same address and database.
     pub async fn start_history(&mut self) {
+        self.start_history_with(true).await;
+    }
+
+    /// Starts history serving reads without storing the stream (`HISTORY_CONSUME=false`).
+    pub async fn start_history_read_only(&mut self) {
+        self.start_history_with(false).await;
+    }
+
+    async fn start_history_with(&mut self, consume: bool) {
         assert!(self.history.is_none(), "history is running");
         let mut config = chat_history::Config::local(&self.history_db_url, &self.nats.url());
         config.grpc_addr = self.history_addr.clone();
         config.stream = self.stream.clone();
+        config.consume = consume;
         let history = chat_history::App::build(config).await.expect("history restarts");
         self.history = Some(spawn(|t| history.run(t)));
     }

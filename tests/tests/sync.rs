@@ -12,6 +12,7 @@ on_both_databases!(
     an_offline_device_gets_500_missed_messages_across_3_conversations_in_order_once,
     reconnects_racing_live_traffic_see_every_message_exactly_once,
     history_killed_mid_stream_loses_nothing_and_writes_no_duplicate,
+    catch_up_reads_from_the_stream_what_history_has_not_stored_yet,
 );
 
 /// Message frames until `synced` (exclusive), as (conversation, seq) in arrival order.
@@ -207,5 +208,62 @@ async fn history_killed_mid_stream_loses_nothing_and_writes_no_duplicate(db: Db)
     assert!(!stored.is_empty());
     assert_eq!(all, acked, "every acked message, once, in order");
     assert_eq!(system.stored_message_count().await, 300, "no duplicate rows");
+    system.stop().await;
+}
+
+async fn catch_up_reads_from_the_stream_what_history_has_not_stored_yet(db: Db) {
+    let Some(mut system) = System::start(db).await else { return };
+    let api = system.api();
+    let phone = api.new_user("alice").await;
+    let laptop = api.login("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&phone, &bob).await;
+    let (away, ready) = Ws::open(&system.ws(0), &phone).await;
+    let cursor = ready["cursor"].as_str().unwrap().to_owned();
+    drop(away);
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+    let (mut laptop_ws, _) = Ws::open(&system.ws(0), &laptop).await;
+
+    for i in 1..=5 {
+        bob_ws.send_message(i, &conversation, &format!("stored-{i}"), "stored").await;
+    }
+    api.wait_for_history(&bob, &conversation, 5).await;
+    // From here on history serves reads but stores nothing: the rest stays in the stream only.
+    system.kill_history().await;
+    system.start_history_read_only().await;
+    for i in 6..=15 {
+        bob_ws.send_message(i, &conversation, &format!("tail-{i}"), "only in the stream").await;
+    }
+    for _ in 0..15 {
+        laptop_ws.expect("message").await;
+    }
+    laptop_ws.send_json(serde_json::json!({ "type": "read", "conversation_id": conversation, "seq": 12 })).await;
+    let marker = loop {
+        let frame = bob_ws.next_json().await;
+        if frame["type"] != "message" {
+            break frame;
+        }
+    };
+    assert_eq!((marker["type"].as_str(), marker["seq"].as_u64()), (Some("read"), Some(12)));
+    assert_eq!(system.stored_message_count().await, 5, "history holds only the first five");
+
+    let (mut back, _) = Ws::open(&format!("{}?cursor={cursor}", system.ws(0)), &phone).await;
+    let mut seqs = Vec::new();
+    loop {
+        let frame = back.next_json().await;
+        match frame["type"].as_str() {
+            Some("message") => seqs.push(frame["message"]["seq"].as_u64().unwrap()),
+            Some("read") => assert_eq!((frame["user_id"].as_str(), frame["seq"].as_u64()), (Some(phone.user_id.as_str()), Some(12))),
+            Some("synced") => break,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>(), "five from history, ten from the stream, in order, once");
+
+    // Storing resumes and catches up.
+    system.kill_history().await;
+    system.start_history().await;
+    api.wait_for_history(&bob, &conversation, 15).await;
+    assert_eq!(system.stored_message_count().await, 15);
     system.stop().await;
 }

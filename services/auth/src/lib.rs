@@ -111,12 +111,13 @@ impl App {
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let key_changes = tokio::spawn(self.key_changes.run(shutdown.clone()));
-        let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
-            .await
-            .map_err(|e| Error::Unexpected(e.into()));
-        shutdown.cancel();
-        let _ = key_changes.await;
+        // One task for both, so stopping or aborting it stops everything.
+        let serve = async {
+            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone()).await;
+            shutdown.cancel();
+            served.map_err(|e| Error::Unexpected(e.into()))
+        };
+        let ((), served) = tokio::join!(self.key_changes.run(shutdown.clone()), serve);
         served
     }
 }

@@ -16,6 +16,10 @@ pub struct Config {
     pub stream: StreamSettings,
     /// `HISTORY_INGEST_BATCH`: at most this many messages per insert transaction.
     pub ingest_batch: usize,
+    /// `HISTORY_CONSUME` (default true): whether this instance writes the
+    /// stream into the database. `false` serves reads only (a replica, or
+    /// during maintenance); catch-up then reads what is not stored from the stream.
+    pub consume: bool,
 }
 
 impl Config {
@@ -29,6 +33,7 @@ impl Config {
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
             stream: StreamSettings::from_env()?,
             ingest_batch: config::parse("HISTORY_INGEST_BATCH", 256)?,
+            consume: config::parse("HISTORY_CONSUME", true)?,
         })
     }
 
@@ -41,6 +46,7 @@ impl Config {
             nats_url: nats_url.to_owned(),
             stream: StreamSettings::default(),
             ingest_batch: 256,
+            consume: true,
         }
     }
 }

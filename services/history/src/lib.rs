@@ -42,7 +42,8 @@ pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
-    ingest: ingest::Ingest,
+    /// `None` for a read-only instance.
+    ingest: Option<ingest::Ingest>,
 }
 
 impl App {
@@ -67,7 +68,9 @@ impl App {
         let stream = chat_common::nats::chat_stream(&js, &config.stream)
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
+        // The durable consumer exists either way: its ack floor is what catch-up trusts.
         let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch).await?;
+        let ingest = config.consume.then_some(ingest);
 
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
             .await
@@ -94,12 +97,23 @@ impl App {
     /// # Errors
     /// When the gRPC server or the consumer fails for good.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let ingest = tokio::spawn(self.ingest.run(shutdown.clone()));
-        let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
-            .await
-            .map_err(|e| Error::Unexpected(e.into()));
-        shutdown.cancel();
-        ingest.await.map_err(|e| Error::Unexpected(e.into()))??;
-        served
+        // Both run in this one task (not spawned), so stopping or aborting it
+        // stops both, as killing the process would.
+        let ingest = async {
+            let Some(ingest) = self.ingest else { return Ok(()) };
+            // A consumer that stops for good takes the service down with it.
+            let result = ingest.run(shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        };
+        let serve = async {
+            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
+                .await
+                .map_err(|e| Error::Unexpected(e.into()));
+            shutdown.cancel();
+            served
+        };
+        let (ingested, served) = tokio::join!(ingest, serve);
+        ingested.and(served)
     }
 }

@@ -65,10 +65,13 @@ impl App {
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let events = tokio::spawn(state::apply_events(self.events, self.state, shutdown.clone()));
-        let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = events.await;
-        served.map_err(|e| Error::Unexpected(e.into()))
+        // One task for both, so stopping or aborting it stops everything.
+        let serve = async {
+            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone()).await;
+            shutdown.cancel();
+            served.map_err(|e| Error::Unexpected(e.into()))
+        };
+        let ((), served) = tokio::join!(state::apply_events(self.events, self.state, shutdown.clone()), serve);
+        served
     }
 }
