@@ -39,6 +39,8 @@ COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 
 INFRA = {"nats", "postgres", "jaeger"}
 APPS = {"auth", "history", "presence", "notification", "gateway"}
+# Workspace binaries that are developer tools, not services: never deployed.
+TOOLS = {"chat-bench"}
 
 # Per binary: the variable it binds to (must be 0.0.0.0 in a container) and the
 # variables that name other services, whose 127.0.0.1 defaults are wrong in a
@@ -317,6 +319,7 @@ def check_dockerfile(path, context, binaries, members):
 
 def main():
     members, cargo_bins = workspace_binaries()
+    cargo_bins = cargo_bins - TOOLS
     pinned_nats = nats_version()
 
     try:
