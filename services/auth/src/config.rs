@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chat_common::config::{self, ConfigError};
 
-use crate::limiter::Rate;
+use chat_common::rate_limit::Rate;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::keys::{self, Keyring};
-use crate::limiter::Limiter;
+use chat_common::rate_limit::Limiter;
 use crate::password::Hasher;
 use crate::store::{Store, UserRow};
 use crate::validate;

@@ -8,7 +8,6 @@ pub mod config;
 pub mod error;
 mod grpc;
 mod keys;
-mod limiter;
 mod password;
 mod store;
 mod validate;
@@ -24,7 +23,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::{Error, RETRY_AFTER_METADATA};
-pub use limiter::Rate;
+pub use chat_common::rate_limit::Rate;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -13,6 +13,7 @@ pub mod conversation_log;
 pub mod db;
 pub mod grpc;
 pub mod nats;
+pub mod rate_limit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -15,6 +15,14 @@ pub const CHAT_STREAM: &str = "CHAT";
 pub const CHAT_SUBJECTS: &str = "chat.conv.>";
 /// Device connect/disconnect events from gateways (core NATS).
 pub const PRESENCE_DEVICE_SUBJECT: &str = "chat.presence.device";
+/// Typing indicators (core NATS, never stored), one subject per conversation.
+pub fn typing_subject(conversation_id: &str) -> String {
+    format!("chat.typing.{conversation_id}")
+}
+
+/// Every typing subject, for gateways.
+pub const TYPING_SUBJECTS: &str = "chat.typing.*";
+
 /// Published (empty) by auth whenever signing keys are rotated or retired:
 /// verifiers refetch the JWKS, other auth instances reload their keys.
 pub const KEYS_CHANGED_SUBJECT: &str = "chat.auth.keys";

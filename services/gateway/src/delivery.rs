@@ -28,6 +28,8 @@ use crate::wire::{MessageJson, encode_cursor};
 pub enum Outbound {
     /// A stream event, pre-serialised once for every socket that gets it.
     Live { stream_seq: u64, frame: Arc<str> },
+    /// Something only worth having live (typing): no position, never replayed.
+    Ephemeral { frame: Arc<str> },
 }
 
 /// The `message_edited` or `message_deleted` frame of a change, with its cursor.
@@ -188,6 +190,24 @@ impl Registry {
         }
         if by_conversation.get(conversation_id).is_some_and(HashSet::is_empty) {
             by_conversation.remove(conversation_id);
+        }
+    }
+
+    /// Whether a local user is in a conversation (as far as this gateway knows).
+    pub fn is_member(&self, user_id: &str, conversation_id: &str) -> bool {
+        self.lock().users.get(user_id).is_some_and(|u| u.conversations.contains(conversation_id))
+    }
+
+    /// Hands an ephemeral frame to the local sockets of a conversation's
+    /// members other than `except_user`.
+    pub fn broadcast(&self, conversation_id: &str, frame: Arc<str>, except_user: &str) {
+        let inner = self.lock();
+        let Some(local) = inner.by_conversation.get(conversation_id) else { return };
+        for user in local.iter().filter(|u| *u != except_user).filter_map(|u| inner.users.get(u)) {
+            for socket in user.sockets.values() {
+                // A full queue drops the indicator: it is not worth closing a socket over.
+                let _ = socket.tx.try_send(Outbound::Ephemeral { frame: frame.clone() });
+            }
         }
     }
 

@@ -14,6 +14,7 @@ mod messaging;
 mod revocation;
 mod state;
 mod tokens;
+mod typing;
 mod wire;
 mod ws;
 
@@ -46,6 +47,7 @@ pub struct App {
     stream_start: u64,
     revoked_bucket: async_nats::jetstream::kv::Store,
     key_changes: async_nats::Subscriber,
+    typing_events: async_nats::Subscriber,
 }
 
 impl App {
@@ -68,6 +70,7 @@ impl App {
             .map_err(|e| unexpected(&e))?;
         let key_changes =
             nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
+        let typing_events = nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.map_err(|e| unexpected(&e))?;
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
         let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent);
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
@@ -76,7 +79,7 @@ impl App {
         // Revocations are known before the first request is served.
         state.revocations.load(&revoked_bucket).await.map_err(|e| unexpected(&e))?;
         tracing::info!(%http_addr, "gateway listening");
-        Ok(Self { listener, http_addr, state, stream_start, revoked_bucket, key_changes })
+        Ok(Self { listener, http_addr, state, stream_start, revoked_bucket, key_changes, typing_events })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -110,6 +113,7 @@ impl App {
             KEYS_SAFETY_REFRESH,
             shutdown.clone(),
         ));
+        let typing = tokio::spawn(state.typing.clone().run(self.typing_events, shutdown.clone()));
         let sockets = state.sockets.clone();
         let router = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, router)
@@ -120,7 +124,7 @@ impl App {
         if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {
             tracing::warn!("sockets did not close in time");
         }
-        let _ = tokio::join!(dispatcher, revocations, key_changes);
+        let _ = tokio::join!(dispatcher, revocations, key_changes, typing);
         served.map_err(|e| Error::Unexpected(e.into()))
     }
 }

@@ -15,6 +15,7 @@ use crate::membership::MembershipCache;
 use crate::revocation::Revocations;
 use chat_common::conversation_log::ConversationLog;
 use crate::tokens::Verifier;
+use crate::typing::Typing;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +30,7 @@ pub struct AppState {
     pub log: Arc<ConversationLog>,
     pub membership: Arc<MembershipCache>,
     pub registry: Arc<Registry>,
+    pub typing: Arc<Typing>,
     pub shutdown: CancellationToken,
     /// Open sockets, so shutdown can wait for their 1001 closes.
     pub sockets: TaskTracker,
@@ -47,6 +49,8 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
+        let registry = Arc::new(Registry::default());
+        let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
         Self {
             revocations,
@@ -58,7 +62,8 @@ impl AppState {
             nats,
             stream,
             log: Arc::new(log),
-            registry: Arc::new(Registry::default()),
+            registry,
+            typing,
             shutdown,
             sockets: TaskTracker::new(),
             next_socket_id: Arc::new(AtomicU64::new(1)),

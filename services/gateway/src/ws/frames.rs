@@ -12,7 +12,6 @@ pub enum ClientFrame {
     Auth { token: String, cursor: Option<String> },
     Send { req: i64, input: SendInput },
     Sync { req: i64, cursor: String },
-    #[expect(dead_code, reason = "validated now; delivered by the presence and typing work (issue 5)")]
     Typing { conversation_id: String, start: bool },
     Read { conversation_id: String, seq: u64 },
     Ping { req: i64 },

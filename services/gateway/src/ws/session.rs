@@ -3,6 +3,7 @@
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::nats::PRESENCE_DEVICE_SUBJECT;
+use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
 use chat_proto::presence::v1::{DeviceEvent, device_event::Kind};
 use futures::stream::{SplitSink, SplitStream};
@@ -23,6 +24,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_LARGE: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// Typing frames a socket may send: a burst of 5, then one a second (clients
+/// repeat `start` every few seconds while the user types).
+const TYPING_RATE: Rate = Rate { burst: 5, refill: std::time::Duration::from_secs(1) };
 
 /// Sends and read markers waiting to be stored, per socket; beyond this the
 /// client is told to slow down.
@@ -60,6 +65,7 @@ impl Writer {
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         match outbound {
             Outbound::Live { stream_seq, frame } => self.event(stream_seq, &frame).await,
+            Outbound::Ephemeral { frame } => self.sink.send(WsMessage::Text(frame.as_ref().into())).await,
         }
     }
 
@@ -188,6 +194,7 @@ async fn serve(
     close: &CloseSignal,
 ) {
     let (work, replies) = spawn_worker(state.clone(), identity.clone());
+    let mut typing_limit = Bucket::new(TYPING_RATE);
     let mut replies = replies;
     loop {
         let written = tokio::select! {
@@ -211,7 +218,7 @@ async fn serve(
                         out.close(CLOSE_TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    handle_text(state, identity, out, live, &work, &text).await
+                    handle_text(state, identity, out, live, &work, &mut typing_limit, &text).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
@@ -238,6 +245,7 @@ async fn handle_text(
     out: &mut Writer,
     live: &mut mpsc::Receiver<Outbound>,
     work: &mpsc::Sender<Work>,
+    typing_limit: &mut Bucket,
     text: &str,
 ) -> Result<(), axum::Error> {
     let frame = match frames::parse(text) {
@@ -269,8 +277,17 @@ async fn handle_text(
             let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
             out.text(err.to_frame()).await
         }
-        // Validated; typing indicators are delivered by the presence work (issue 5).
-        ClientFrame::Typing { .. } => Ok(()),
+        ClientFrame::Typing { conversation_id, start } => {
+            let refused = |code: &'static str, message: &str| FrameError { req: None, code, message: message.into() };
+            if typing_limit.take().is_err() {
+                out.text(refused("rate_limited", "too many typing frames").to_frame()).await
+            } else if !state.registry.is_member(&identity.user_id, &conversation_id) {
+                out.text(refused("forbidden", "not a member of this conversation").to_frame()).await
+            } else {
+                state.typing.publish(identity, &conversation_id, start).await;
+                Ok(())
+            }
+        }
     }
 }
 

@@ -1,7 +1,6 @@
-//! Token-bucket rate limits for login and registration, per username and per
-//! client address. Kept in memory per auth instance: a limit is a brake on
-//! guessing, not an accounting record, and an instance restart resetting it
-//! does not weaken the password hashing cost behind it.
+//! Token-bucket rate limits, in memory: a brake on abuse (password guessing,
+//! floods of frames), not an accounting record. `Limiter` keeps one bucket per
+//! key (a username, a client address); `Bucket` is a single one (a socket's).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,11 +17,44 @@ pub struct Rate {
     pub refill: Duration,
 }
 
-struct Bucket {
+/// One bucket, for a single caller.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: Rate,
     tokens: f64,
     updated: Instant,
 }
 
+impl Bucket {
+    pub fn new(rate: Rate) -> Self {
+        Self { rate, tokens: f64::from(rate.burst), updated: Instant::now() }
+    }
+
+    /// Takes one token, or says how long until one is there.
+    pub fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        refill(self.rate, &mut self.tokens, &mut self.updated, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(wait_for_one(self.rate, self.tokens))
+        }
+    }
+}
+
+fn refill(rate: Rate, tokens: &mut f64, updated: &mut Instant, now: Instant) {
+    let per_sec = 1.0 / rate.refill.as_secs_f64().max(0.001);
+    let gained = now.duration_since(*updated).as_secs_f64() * per_sec;
+    *tokens = (*tokens + gained).min(f64::from(rate.burst));
+    *updated = now;
+}
+
+fn wait_for_one(rate: Rate, tokens: f64) -> Duration {
+    Duration::from_secs_f64((1.0 - tokens).max(0.0) * rate.refill.as_secs_f64())
+}
+
+/// A bucket per key.
 pub struct Limiter {
     rate: Rate,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -34,15 +66,11 @@ impl Limiter {
     }
 
     fn refilled(&self, bucket: &mut Bucket, now: Instant) {
-        let per_sec = 1.0 / self.rate.refill.as_secs_f64().max(0.001);
-        let gained = now.duration_since(bucket.updated).as_secs_f64() * per_sec;
-        bucket.tokens = (bucket.tokens + gained).min(f64::from(self.rate.burst));
-        bucket.updated = now;
+        refill(self.rate, &mut bucket.tokens, &mut bucket.updated, now);
     }
 
     fn wait_for_one(&self, bucket: &Bucket) -> Duration {
-        let missing = (1.0 - bucket.tokens).max(0.0);
-        Duration::from_secs_f64(missing * self.rate.refill.as_secs_f64())
+        wait_for_one(self.rate, bucket.tokens)
     }
 
     fn with_bucket<T>(&self, key: &str, f: impl FnOnce(&mut Bucket) -> T) -> T {
@@ -57,7 +85,7 @@ impl Limiter {
         }
         let bucket = buckets
             .entry(key.to_owned())
-            .or_insert_with(|| Bucket { tokens: f64::from(self.rate.burst), updated: now });
+            .or_insert_with(|| Bucket::new(self.rate));
         self.refilled(bucket, now);
         f(bucket)
     }
@@ -110,6 +138,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(limiter.check("k").is_ok());
         assert!(limiter.take("k").is_ok());
+    }
+
+    #[test]
+    fn a_single_bucket_limits_a_burst() {
+        let mut bucket = Bucket::new(Rate { burst: 3, refill: Duration::from_secs(10) });
+        assert!((0..3).all(|_| bucket.take().is_ok()));
+        assert!(bucket.take().is_err());
     }
 
     #[test]
