@@ -14,6 +14,17 @@ pub use database::Db;
 pub use nats::NatsServer;
 pub use system::System;
 
+/// No scenario may run longer than this: a hang fails the test instead of
+/// holding CI until its own limit.
+pub const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs a scenario under [`SCENARIO_TIMEOUT`].
+pub async fn within_limit(scenario: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await.is_err() {
+        panic!("the scenario did not finish within {SCENARIO_TIMEOUT:?}");
+    }
+}
+
 /// Generates one `#[tokio::test]` per database for an `async fn(Db)` scenario.
 #[macro_export]
 macro_rules! on_both_databases {
@@ -22,12 +33,12 @@ macro_rules! on_both_databases {
             mod $scenario {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$scenario($crate::Db::Sqlite).await;
+                    $crate::within_limit(super::$scenario($crate::Db::Sqlite)).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$scenario($crate::Db::Postgres).await;
+                    $crate::within_limit(super::$scenario($crate::Db::Postgres)).await;
                 }
             }
         )*

@@ -16,6 +16,9 @@ pub struct Config {
     pub stream: StreamSettings,
     /// `HISTORY_INGEST_BATCH`: at most this many messages per insert transaction.
     pub ingest_batch: usize,
+    /// `HISTORY_ACK_WAIT_SECS` (default 10): after a crash, entries the dead
+    /// instance had taken are redelivered this long after they were handed out.
+    pub ack_wait: std::time::Duration,
     /// `HISTORY_CONSUME` (default true): whether this instance writes the
     /// stream into the database. `false` serves reads only (a replica, or
     /// during maintenance); catch-up then reads what is not stored from the stream.
@@ -33,6 +36,7 @@ impl Config {
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
             stream: StreamSettings::from_env()?,
             ingest_batch: config::parse("HISTORY_INGEST_BATCH", 256)?,
+            ack_wait: std::time::Duration::from_secs(config::parse("HISTORY_ACK_WAIT_SECS", 10)?),
             consume: config::parse("HISTORY_CONSUME", true)?,
         })
     }
@@ -46,6 +50,7 @@ impl Config {
             nats_url: nats_url.to_owned(),
             stream: StreamSettings::default(),
             ingest_batch: 256,
+            ack_wait: std::time::Duration::from_secs(10),
             consume: true,
         }
     }

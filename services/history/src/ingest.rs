@@ -27,7 +27,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub async fn new(stream: Stream, store: Store, batch: usize) -> Result<Self, Error> {
+    pub async fn new(stream: Stream, store: Store, batch: usize, ack_wait: Duration) -> Result<Self, Error> {
         let consumer = stream
             .get_or_create_consumer(
                 CONSUMER,
@@ -39,7 +39,7 @@ impl Ingest {
                         "chat.conv.*.edit".to_owned(),
                     ],
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait,
                     deliver_policy: DeliverPolicy::All,
                     max_ack_pending: 20_000,
                     ..Default::default()

@@ -69,7 +69,7 @@ impl App {
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
         // The durable consumer exists either way: its ack floor is what catch-up trusts.
-        let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch).await?;
+        let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch, config.ack_wait).await?;
         let ingest = config.consume.then_some(ingest);
 
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
