@@ -23,13 +23,17 @@ use tokio::sync::mpsc;
 use crate::membership::MembershipCache;
 use crate::wire::{MessageJson, encode_cursor};
 
+/// A serialised text frame. Reference-counted: one event is serialised once
+/// and handed to every socket without copying.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
 /// A frame for one socket.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A stream event, pre-serialised once for every socket that gets it.
-    Live { stream_seq: u64, frame: Arc<str> },
+    /// A stream event, with its stream position.
+    Live { stream_seq: u64, frame: Frame },
     /// Something only worth having live (typing): no position, never replayed.
-    Ephemeral { frame: Arc<str> },
+    Ephemeral { frame: Frame },
 }
 
 /// The `message_edited` or `message_deleted` frame of a change, with its cursor.
@@ -134,7 +138,7 @@ impl Registry {
 
     /// Hands an event to the local sockets of the conversation's members,
     /// except those of `except_device` (the device that caused it).
-    fn dispatch(&self, stream_seq: u64, conversation_id: &str, frame: Arc<str>, except_device: Option<&str>) {
+    fn dispatch(&self, stream_seq: u64, conversation_id: &str, frame: Frame, except_device: Option<&str>) {
         let mut inner = self.lock();
         inner.last_dispatched = stream_seq;
         let Inner { users, by_conversation, .. } = &mut *inner;
@@ -200,7 +204,7 @@ impl Registry {
 
     /// Hands an ephemeral frame to the local sockets of a conversation's
     /// members other than `except_user`.
-    pub fn broadcast(&self, conversation_id: &str, frame: Arc<str>, except_user: &str) {
+    pub fn broadcast(&self, conversation_id: &str, frame: Frame, except_user: &str) {
         let inner = self.lock();
         let Some(local) = inner.by_conversation.get(conversation_id) else { return };
         for user in local.iter().filter(|u| *u != except_user).filter_map(|u| inner.users.get(u)) {
@@ -345,7 +349,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
     match parse_chat_subject(&m.subject) {
         Some(ChatSubject::Message { conversation_id }) => match Message::decode(m.payload.as_ref()) {
             Ok(message) => {
-                let frame: Arc<str> = message_frame(&message, stream_seq).into();
+                let frame: Frame = message_frame(&message, stream_seq).into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
                 // A removal takes effect right after its own system message, so
                 // the member hears of it and of nothing later.
@@ -371,7 +375,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         },
         Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
             Ok(MessageChanged { message: Some(message), .. }) => {
-                let frame: Arc<str> = change_frame(&message, stream_seq).into();
+                let frame: Frame = change_frame(&message, stream_seq).into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
             }
             Ok(_) | Err(_) => {
@@ -381,7 +385,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         },
         Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
             Ok(event) => {
-                let frame: Arc<str> = read_frame(&event).into();
+                let frame: Frame = read_frame(&event).into();
                 registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
             }
             Err(e) => {

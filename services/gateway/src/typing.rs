@@ -12,7 +12,7 @@ use chat_proto::events::v1::Typing as TypingEvent;
 use futures::StreamExt;
 use prost::Message as _;
 
-use crate::delivery::Registry;
+use crate::delivery::{Frame, Registry};
 use crate::tokens::Identity;
 
 /// A `start` lasts this long unless renewed.
@@ -26,7 +26,7 @@ pub struct Typing {
     active: Mutex<HashMap<(String, String), Instant>>,
 }
 
-fn frame(conversation_id: &str, user_id: &str, start: bool) -> Arc<str> {
+fn frame(conversation_id: &str, user_id: &str, start: bool) -> Frame {
     serde_json::json!({
         "type": "typing",
         "conversation_id": conversation_id,

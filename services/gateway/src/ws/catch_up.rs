@@ -92,7 +92,7 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
             .into_inner();
         for entry in &page.messages {
             if let Some(message) = &entry.message {
-                out.event(entry.stream_seq, &message_frame(message, entry.stream_seq)).await.map_err(closed)?;
+                out.event(entry.stream_seq, message_frame(message, entry.stream_seq)).await.map_err(closed)?;
             }
             after = after.max(entry.stream_seq);
         }
@@ -152,12 +152,12 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
             match parse_chat_subject(&entry.subject) {
                 Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(message) = Message::decode(entry.payload.as_ref()) {
-                        out.event(stream_seq, &message_frame(&message, stream_seq)).await.map_err(closed)?;
+                        out.event(stream_seq, message_frame(&message, stream_seq)).await.map_err(closed)?;
                     }
                 }
                 Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(MessageChanged { message: Some(message), .. }) = MessageChanged::decode(entry.payload.as_ref()) {
-                        out.event(stream_seq, &change_frame(&message, stream_seq)).await.map_err(closed)?;
+                        out.event(stream_seq, change_frame(&message, stream_seq)).await.map_err(closed)?;
                     }
                 }
                 Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {

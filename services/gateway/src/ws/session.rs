@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::catch_up;
 use super::frames::{self, ClientFrame, FrameError};
-use crate::delivery::{CloseSignal, Outbound, SocketHandle};
+use crate::delivery::{CloseSignal, Frame, Outbound, SocketHandle};
 use crate::messaging::{self, SendInput};
 use crate::state::AppState;
 use crate::tokens::Identity;
@@ -54,7 +54,7 @@ impl Writer {
     }
 
     /// Sends a stream event unless this socket already has it.
-    pub async fn event(&mut self, stream_seq: u64, frame: &str) -> Result<(), axum::Error> {
+    pub async fn event(&mut self, stream_seq: u64, frame: impl Into<Frame>) -> Result<(), axum::Error> {
         if stream_seq <= self.delivered {
             return Ok(());
         }
@@ -64,8 +64,8 @@ impl Writer {
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         match outbound {
-            Outbound::Live { stream_seq, frame } => self.event(stream_seq, &frame).await,
-            Outbound::Ephemeral { frame } => self.sink.send(WsMessage::Text(frame.as_ref().into())).await,
+            Outbound::Live { stream_seq, frame } => self.event(stream_seq, frame).await,
+            Outbound::Ephemeral { frame } => self.sink.send(WsMessage::Text(frame)).await,
         }
     }
 
