@@ -12,4 +12,9 @@ cd "$root"
 
 scripts/install-tools.sh
 scripts/check-deploy.sh
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+else
+  echo "test: clippy is not installed (rustup component add clippy); lints not checked"
+fi
 cargo test --workspace --locked "$@"

@@ -1,6 +1,9 @@
 //! Generated protobuf types and gRPC stubs for every internal contract:
 //! one package per service (`chat.<service>.v1`) plus the stream events.
 
+// The generated code is not ours to restyle.
+#![allow(clippy::all)]
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("chat.events.v1");

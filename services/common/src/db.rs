@@ -71,13 +71,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError
 fn sqlite_url_with_create(url: &str) -> Result<String, std::io::Error> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
+    if !path.is_empty() && path != ":memory:"
+        && let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)?;
             }
-        }
-    }
     Ok(if url.contains("mode=") {
         url.to_owned()
     } else if url.contains('?') {

@@ -162,11 +162,10 @@ impl Registry {
         let local = by_conversation.entry(event.conversation_id.clone()).or_default();
         local.retain(|user_id| {
             let stays = now.contains(user_id);
-            if !stays {
-                if let Some(user) = users.get_mut(user_id) {
+            if !stays
+                && let Some(user) = users.get_mut(user_id) {
                     user.conversations.remove(&event.conversation_id);
                 }
-            }
             stays
         });
         for member in &event.member_ids {

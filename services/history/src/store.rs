@@ -123,11 +123,10 @@ impl Store {
     /// Creates the conversation, or for a direct pair that exists already,
     /// returns the existing id with `false`.
     pub async fn create_conversation(&self, new: &NewConversation, now_ms: i64) -> Result<(String, bool), Error> {
-        if let Some(key) = &new.direct_key {
-            if let Some(existing) = self.direct_conversation(key).await? {
+        if let Some(key) = &new.direct_key
+            && let Some(existing) = self.direct_conversation(key).await? {
                 return Ok((existing, false));
             }
-        }
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, kind, title, direct_key, created_by, created_at_ms)

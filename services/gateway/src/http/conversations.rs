@@ -349,10 +349,9 @@ pub async fn search(
     let messages: Vec<Value> =
         reply.messages.iter().filter_map(|m| m.message.as_ref()).map(|m| json!(MessageJson::from(m))).collect();
     let mut body = json!({ "messages": messages });
-    if reply.has_more {
-        if let Some(last) = reply.messages.last() {
+    if reply.has_more
+        && let Some(last) = reply.messages.last() {
             body["next_page"] = crate::wire::encode_cursor(last.stream_seq).into();
         }
-    }
     Ok(Json(body))
 }

@@ -327,11 +327,10 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
                     .err()
                     .map(|e| FrameError::from_api(None, &e).to_frame()),
             };
-            if let Some(reply) = reply {
-                if replies_tx.send(reply).await.is_err() {
+            if let Some(reply) = reply
+                && replies_tx.send(reply).await.is_err() {
                     return;
                 }
-            }
         }
     });
     (work_tx, replies_rx)
