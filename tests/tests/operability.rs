@@ -30,6 +30,8 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
         for (addr, service) in &addrs {
             let (ok, listed) = grpcurl(&["-plaintext", addr, "list"]);
             assert!(ok && listed.contains(service) && listed.contains("grpc.health.v1.Health"), "{addr}: {listed}");
+            let chat_services = listed.lines().filter(|l| l.starts_with("chat.")).count();
+            assert_eq!(chat_services, 1, "{addr} advertises only what it serves: {listed}");
             let request = format!(r#"{{"service":"{service}"}}"#);
             let (ok, health) = grpcurl(&["-plaintext", "-d", &request, addr, "grpc.health.v1.Health/Check"]);
             assert!(ok && health.contains("SERVING"), "{addr}: {health}");

@@ -32,10 +32,16 @@ pub fn with_health_and_reflection(mut routes: Routes, service_names: &[&str]) ->
         });
     }
     routes = routes.add_service(health);
+    // Only the services this server really has are advertised; the shared
+    // descriptor set describes every service of the system.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        service_names.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health"),
+            |builder, name| builder.with_service_name(*name),
+        )
     };
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
     routes
