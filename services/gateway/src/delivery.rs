@@ -77,9 +77,6 @@ impl CloseSignal {
     }
 }
 
-/// Queue overflow: the socket did not read fast enough.
-pub const CLOSE_TOO_SLOW: u16 = 4408;
-
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
     pub device_id: String,
@@ -148,7 +145,7 @@ impl Registry {
             for socket in user.sockets.values().filter(|s| Some(s.device_id.as_str()) != except_device) {
                 let event = Outbound::Live { stream_seq, frame: frame.clone() };
                 if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(event) {
-                    socket.close.close(CLOSE_TOO_SLOW);
+                    socket.close.close(crate::ws::close::TOO_SLOW);
                 }
             }
         }

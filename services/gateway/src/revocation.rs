@@ -13,8 +13,6 @@ use futures::StreamExt;
 
 use crate::delivery::Registry;
 
-pub const CLOSE_REVOKED: u16 = 4401;
-
 pub struct Revocations {
     /// Device id → when this gateway learned of the revocation.
     devices: RwLock<HashMap<String, Instant>>,
@@ -74,7 +72,7 @@ pub async fn watch(bucket: Store, revocations: Arc<Revocations>, registry: Arc<R
                 Some(Ok(entry)) if entry.operation == Operation::Put => {
                     let user_id = String::from_utf8_lossy(&entry.value).into_owned();
                     revocations.insert(entry.key.clone());
-                    registry.close_device(&user_id, &entry.key, CLOSE_REVOKED);
+                    registry.close_device(&user_id, &entry.key, crate::ws::close::UNAUTHORIZED);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "revocation watch hiccup"),

@@ -38,17 +38,31 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        verify(&state.verifier, token).await.map(AuthUser)
+        match credentials(&parts.headers) {
+            Credentials::Bearer(token) => verify(&state.verifier, token).await.map(AuthUser),
+            Credentials::None | Credentials::Malformed => Err(ApiError::unauthorized("missing bearer token")),
+        }
     }
 }
 
-/// The token of an `Authorization: Bearer` header, if there is one.
-pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// What a request's `Authorization` header says.
+pub enum Credentials<'a> {
+    None,
+    Bearer(&'a str),
+    /// There is a header, but not a usable bearer token.
+    Malformed,
+}
+
+pub fn credentials(headers: &axum::http::HeaderMap) -> Credentials<'_> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Credentials::None };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    token.map_or(Credentials::Malformed, Credentials::Bearer)
 }
 
 /// # Errors

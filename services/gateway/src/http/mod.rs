@@ -14,14 +14,7 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use extract::verify as verify_token;
-
-/// The bearer token of a request: `None` without an `Authorization` header,
-/// `Err` when the header is there but is not a bearer token.
-pub fn extract_bearer(headers: &axum::http::HeaderMap) -> Option<Result<&str, ()>> {
-    headers.get(axum::http::header::AUTHORIZATION)?;
-    Some(extract::bearer_token(headers).filter(|t| !t.is_empty()).ok_or(()))
-}
+pub use extract::{Credentials, credentials, verify as verify_token};
 
 /// Request bodies larger than this are refused with 413 before parsing.
 const BODY_LIMIT: usize = 64 * 1024;

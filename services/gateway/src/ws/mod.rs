@@ -5,6 +5,15 @@ mod catch_up;
 pub mod frames;
 mod session;
 
+/// WebSocket close codes of protocol v1 that the gateway sends.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_LARGE: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const TOO_SLOW: u16 = 4408;
+}
+
 use std::collections::HashMap;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -13,7 +22,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::http::extract_bearer;
+use crate::http::{Credentials, credentials};
 use crate::state::AppState;
 
 pub async fn upgrade(
@@ -30,13 +39,13 @@ pub async fn upgrade(
             return ApiError::forbidden("origin not allowed").into_response();
         }
     }
-    let pre_authenticated = match extract_bearer(&headers) {
-        Some(Ok(token)) => match crate::http::verify_token(&state.verifier, token).await {
+    let pre_authenticated = match credentials(&headers) {
+        Credentials::Bearer(token) => match crate::http::verify_token(&state.verifier, token).await {
             Ok(identity) => Some(identity),
             Err(e) => return e.into_response(),
         },
-        Some(Err(())) => return ApiError::unauthorized("malformed Authorization header").into_response(),
-        None => None,
+        Credentials::Malformed => return ApiError::unauthorized("malformed Authorization header").into_response(),
+        Credentials::None => None,
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,

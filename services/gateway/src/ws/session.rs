@@ -20,10 +20,7 @@ use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
 
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const CLOSE_TOO_LARGE: u16 = 1009;
-pub const CLOSE_INTERNAL: u16 = 1011;
-pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+use super::close::{GOING_AWAY, INTERNAL, TOO_LARGE, UNAUTHORIZED};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
@@ -84,7 +81,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
         None => match authenticate(&state, &mut incoming).await {
             Ok(found) => found,
             Err(reason) => {
-                out.close(CLOSE_UNAUTHORIZED, reason).await;
+                out.close(UNAUTHORIZED, reason).await;
                 return;
             }
         },
@@ -101,7 +98,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
         Ok(reply) => lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| c.conversation_id)),
         Err(status) => {
             tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
-            out.close(CLOSE_INTERNAL, "conversations unavailable").await;
+            out.close(INTERNAL, "conversations unavailable").await;
             return;
         }
     }
@@ -112,7 +109,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
     let attached_at = lease.attach(socket_id, handle);
     // A revocation that landed between token check and registration.
     if state.revocations.is_revoked(&identity.device_id) {
-        close.close(CLOSE_UNAUTHORIZED);
+        close.close(UNAUTHORIZED);
     }
     publish_device_event(&state, &identity, socket_id, Kind::Connected).await;
 
@@ -136,7 +133,7 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
                 Ok(()) => out.text(synced_frame(None, out.delivered)).await.is_ok(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "catch-up failed");
-                    out.close(CLOSE_INTERNAL, "catch-up failed").await;
+                    out.close(INTERNAL, "catch-up failed").await;
                     false
                 }
             };
@@ -199,12 +196,12 @@ async fn serve(
     loop {
         let written = tokio::select! {
             () = state.shutdown.cancelled() => {
-                out.close(CLOSE_GOING_AWAY, "server going away").await;
+                out.close(GOING_AWAY, "server going away").await;
                 return;
             }
             code = close.requested() => {
                 let reason = match code {
-                    CLOSE_UNAUTHORIZED => "device revoked",
+                    UNAUTHORIZED => "device revoked",
                     _ => "too slow: the send queue filled",
                 };
                 out.close(code, reason).await;
@@ -215,7 +212,7 @@ async fn serve(
             frame = incoming.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     if text.len() > state.config.max_frame_bytes {
-                        out.close(CLOSE_TOO_LARGE, "frame too large").await;
+                        out.close(TOO_LARGE, "frame too large").await;
                         return;
                     }
                     handle_text(state, identity, out, live, &work, &mut typing_limit, &text).await
@@ -228,7 +225,7 @@ async fn serve(
                 Some(Ok(WsMessage::Close(_))) | None => return,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "socket read failed");
-                    out.close(CLOSE_TOO_LARGE, "unreadable or oversized frame").await;
+                    out.close(TOO_LARGE, "unreadable or oversized frame").await;
                     return;
                 }
             },
