@@ -208,20 +208,27 @@ impl Ws {
         frame
     }
 
-    /// Asserts no text frame arrives for `duration`.
+    /// Asserts no text frame arrives for `duration` (reading, and so answering
+    /// pings, all the while).
     pub async fn expect_silence(&mut self, duration: Duration) {
         if let Some(frame) = self.pending.pop_front() {
             panic!("expected silence, got {frame}");
         }
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(duration, self.stream.next()).await {
-            panic!("expected silence, got {text}");
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            match next {
+                Some(Ok(Message::Text(text))) => panic!("expected silence, got {text}"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected silence, got {other:?}"),
+            }
         }
     }
 
     /// Waits for the server's close frame and returns its code.
     pub async fn expect_close(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
         loop {
-            let next = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a close within the timeout");
             match next {
@@ -230,6 +237,20 @@ impl Ws {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
                 None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Waits until the server ends the socket: `Some(code)` for a close frame,
+    /// `None` when the connection was gone before one could be read (a client
+    /// answering queued pings writes into a socket the server already closed).
+    pub async fn expect_ended(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await.expect("the socket ends in time") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
             }
         }
     }

@@ -33,6 +33,7 @@ pub struct Gateway {
 pub struct SystemBuilder {
     gateways: usize,
     auth: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
+    gateway: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
 }
 
@@ -50,6 +51,11 @@ impl SystemBuilder {
 
     pub fn auth_config(mut self, change: impl Fn(&mut chat_auth::Config) + Send + Sync + 'static) -> Self {
         self.auth = Box::new(change);
+        self
+    }
+
+    pub fn gateway_config(mut self, change: impl Fn(&mut chat_gateway::Config) + Send + Sync + 'static) -> Self {
+        self.gateway = Box::new(change);
         self
     }
 
@@ -71,6 +77,7 @@ pub struct System {
     postgres_names: Vec<String>,
     stream: chat_common::nats::StreamSettings,
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
+    gateway_settings: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
     auth: Option<Running>,
     history: Option<Running>,
     services: Vec<Running>,
@@ -95,7 +102,7 @@ where
 
 impl System {
     pub fn builder() -> SystemBuilder {
-        SystemBuilder { gateways: 1, auth: Box::new(|_| {}), stream: Default::default() }
+        SystemBuilder { gateways: 1, auth: Box::new(|_| {}), gateway: Box::new(|_| {}), stream: Default::default() }
     }
 
     /// Everything with one gateway. `None` only for PostgreSQL outside CI when
@@ -163,6 +170,7 @@ impl System {
             postgres_names,
             stream: builder.stream,
             auth_settings: builder.auth,
+            gateway_settings: builder.gateway,
             auth,
             history,
             services,
@@ -221,6 +229,7 @@ impl System {
     pub async fn start_gateway(&mut self) -> usize {
         let mut config = chat_gateway::Config::local(&self.auth_addr, &self.history_addr, &self.nats.url());
         config.stream = self.stream.clone();
+        (self.gateway_settings)(&mut config);
         let shutdown = CancellationToken::new();
         let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
         let addr = app.http_addr();

@@ -13,6 +13,7 @@ on_both_databases!(
     a_reconnecting_device_gets_exactly_what_it_missed_from_its_cursor,
     sync_within_an_open_socket_replays_without_duplicates,
     gateway_shutdown_closes_sockets_with_going_away,
+    a_socket_that_stops_answering_pings_is_closed,
 );
 
 /// Reads `count` message frames and returns their seqs per conversation.
@@ -171,5 +172,31 @@ async fn gateway_shutdown_closes_sockets_with_going_away(db: Db) {
     let (mut ws, _) = Ws::open(&system.ws(0), &alice).await;
     system.stop_gateway(0).await;
     assert_eq!(ws.expect_close().await, 1001);
+    system.stop().await;
+}
+
+async fn a_socket_that_stops_answering_pings_is_closed(db: Db) {
+    let Some(system) = System::builder()
+        .gateway_config(|c| {
+            c.ping_interval = Duration::from_millis(200);
+            c.idle_timeout = Duration::from_secs(1);
+        })
+        .start(db)
+        .await
+    else {
+        return;
+    };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let (mut silent, _) = Ws::open(&system.ws(0), &alice).await;
+    let (mut healthy, _) = Ws::open(&system.ws(0), &alice).await;
+
+    // A client answers pings only while it reads its socket; the silent one
+    // stops reading, like a peer behind a dead connection.
+    healthy.expect_silence(Duration::from_millis(2500)).await;
+    let ended = silent.expect_ended().await;
+    assert!(matches!(ended, Some(1001) | None), "closed as half-open, got {ended:?}");
+    healthy.send_json(json!({ "type": "ping", "req": 1 })).await;
+    assert_eq!(healthy.expect("pong").await["req"], 1, "a socket that answers stays open");
     system.stop().await;
 }

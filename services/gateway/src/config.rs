@@ -28,6 +28,11 @@ pub struct Config {
     pub socket_queue: usize,
     /// How long a socket may stay open without authenticating.
     pub auth_timeout: Duration,
+    /// `GATEWAY_PING_INTERVAL_SECS` (default 10): how often the server pings each socket.
+    pub ping_interval: Duration,
+    /// `GATEWAY_IDLE_TIMEOUT_SECS` (default 30): a socket from which nothing,
+    /// not even a pong, has arrived for this long is half-open and is closed.
+    pub idle_timeout: Duration,
     /// `GATEWAY_ID`: names this instance in presence events; random by default.
     pub gateway_id: String,
     /// `ACCESS_TOKEN_TTL_SECS` (as auth): how long a revocation must be remembered.
@@ -57,6 +62,8 @@ impl Config {
             max_frame_bytes: config::parse("GATEWAY_MAX_FRAME_BYTES", 128 * 1024)?,
             socket_queue: config::parse("GATEWAY_SOCKET_QUEUE", 1024)?,
             auth_timeout: Duration::from_secs(config::parse("GATEWAY_AUTH_TIMEOUT_SECS", 10)?),
+            ping_interval: Duration::from_secs(config::parse("GATEWAY_PING_INTERVAL_SECS", 10)?),
+            idle_timeout: Duration::from_secs(config::parse("GATEWAY_IDLE_TIMEOUT_SECS", 30)?),
             gateway_id: config::string("GATEWAY_ID", &uuid::Uuid::new_v4().to_string()),
             access_token_ttl: Duration::from_secs(config::parse("ACCESS_TOKEN_TTL_SECS", 900)?),
             trust_forwarded_for: config::parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
@@ -78,6 +85,8 @@ impl Config {
             max_frame_bytes: 128 * 1024,
             socket_queue: 1024,
             auth_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             gateway_id: uuid::Uuid::new_v4().to_string(),
             access_token_ttl: Duration::from_secs(900),
             trust_forwarded_for: false,

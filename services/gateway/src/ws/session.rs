@@ -66,6 +66,10 @@ impl Writer {
         }
     }
 
+    async fn ping(&mut self) -> Result<(), axum::Error> {
+        self.sink.send(WsMessage::Ping(Default::default())).await
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
         let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
@@ -193,11 +197,23 @@ async fn serve(
     let (work, replies) = spawn_worker(state.clone(), identity.clone());
     let mut typing_limit = Bucket::new(TYPING_RATE);
     let mut replies = replies;
+    // Pings find half-open sockets: a peer that vanished without closing
+    // answers nothing, and is closed after the idle timeout.
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let written = tokio::select! {
             () = state.shutdown.cancelled() => {
                 out.close(GOING_AWAY, "server going away").await;
                 return;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= state.config.idle_timeout {
+                    out.close(GOING_AWAY, "no answer to pings").await;
+                    return;
+                }
+                out.ping().await
             }
             code = close.requested() => {
                 let reason = match code {
@@ -209,7 +225,9 @@ async fn serve(
             }
             Some(reply) = replies.recv() => out.text(reply).await,
             Some(event) = live.recv() => out.live(event).await,
-            frame = incoming.next() => match frame {
+            frame = incoming.next() => {
+                last_heard = tokio::time::Instant::now();
+                match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     if text.len() > state.config.max_frame_bytes {
                         out.close(TOO_LARGE, "frame too large").await;
@@ -228,7 +246,7 @@ async fn serve(
                     out.close(TOO_LARGE, "unreadable or oversized frame").await;
                     return;
                 }
-            },
+            }},
         };
         if written.is_err() {
             return;
