@@ -18,8 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("chat_descriptor.bin"))
-        .compile_with_config(config, PROTOS, &["proto"])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("chat_descriptor.bin")).compile_with_config(
+        config,
+        PROTOS,
+        &["proto"],
+    )?;
     Ok(())
 }

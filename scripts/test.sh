@@ -12,6 +12,11 @@ cd "$root"
 
 scripts/install-tools.sh
 scripts/check-deploy.sh
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all --check
+else
+  echo "test: rustfmt is not installed (rustup component add rustfmt); formatting not checked"
+fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 else

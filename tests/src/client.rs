@@ -34,7 +34,13 @@ impl Api {
         Self { base: base.to_owned(), http: reqwest::Client::new() }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let (status, _, body) = self.request_with_headers(method, path, token, body).await;
         (status, body)
     }
@@ -71,18 +77,16 @@ impl Api {
 
     /// Registers `username` and logs in its first device.
     pub async fn new_user(&self, username: &str) -> Device {
-        let (status, body) = self
-            .post("/v1/auth/register", None, json!({ "username": username, "password": PASSWORD }))
-            .await;
+        let (status, body) =
+            self.post("/v1/auth/register", None, json!({ "username": username, "password": PASSWORD })).await;
         assert_eq!(status, 201, "register {username}: {body}");
         self.login(username).await
     }
 
     /// Logs in another device of an existing user.
     pub async fn login(&self, username: &str) -> Device {
-        let (status, body) = self
-            .post("/v1/auth/login", None, json!({ "username": username, "password": PASSWORD }))
-            .await;
+        let (status, body) =
+            self.post("/v1/auth/login", None, json!({ "username": username, "password": PASSWORD })).await;
         assert_eq!(status, 200, "login {username}: {body}");
         Device {
             username: username.to_owned(),
@@ -104,8 +108,7 @@ impl Api {
 
     /// Pages a conversation's messages as `device`.
     pub async fn messages(&self, device: &Device, conversation_id: &str, query: &str) -> (u16, Value) {
-        self.get(&format!("/v1/conversations/{conversation_id}/messages{query}"), Some(&device.access_token))
-            .await
+        self.get(&format!("/v1/conversations/{conversation_id}/messages{query}"), Some(&device.access_token)).await
     }
 
     /// Waits until history returns at least `count` messages for the conversation.
@@ -188,9 +191,8 @@ impl Ws {
 
     async fn read_json(&mut self) -> Value {
         loop {
-            let next = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next())
-                .await
-                .expect("a frame within the timeout");
+            let next =
+                tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await.expect("a frame within the timeout");
             match next {
                 Some(Ok(Message::Text(text))) => {
                     return serde_json::from_str(&text).expect("server frames are JSON");
@@ -228,9 +230,7 @@ impl Ws {
     pub async fn expect_close(&mut self) -> u16 {
         let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .expect("a close within the timeout");
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a close within the timeout");
             match next {
                 Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
                 Some(Ok(Message::Close(None))) => panic!("closed without a code"),

@@ -144,9 +144,8 @@ impl System {
         history_config.stream = builder.stream.clone();
         let history = chat_history::App::build(history_config).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
-        let presence = chat_presence::App::build(chat_presence::Config::local(&nats.url()))
-            .await
-            .expect("presence starts");
+        let presence =
+            chat_presence::App::build(chat_presence::Config::local(&nats.url())).await.expect("presence starts");
         let presence_addr = presence.grpc_addr().to_string();
         let notification = chat_notification::App::build(chat_notification::Config::local(&nats.url()))
             .await
@@ -154,10 +153,7 @@ impl System {
         let notification_addr = notification.grpc_addr().to_string();
         let auth = Some(spawn(|t| auth.run(t)));
         let history = Some(spawn(|t| history.run(t)));
-        let services = vec![
-            spawn(|t| presence.run(t)),
-            spawn(|t| notification.run(t)),
-        ];
+        let services = vec![spawn(|t| presence.run(t)), spawn(|t| notification.run(t))];
         let mut system = Self {
             nats,
             db,

@@ -76,15 +76,21 @@ async fn every_forged_or_invalid_token_is_refused_over_http_and_websocket(db: Db
     };
     let expired = system.sign_with_auth_key(None, &with(&|c| c["exp"] = json!(now() - 600))).await;
     let not_yet = system
-        .sign_with_auth_key(None, &with(&|c| {
-            c["nbf"] = json!(now() + 600);
-            c["exp"] = json!(now() + 900);
-        }))
+        .sign_with_auth_key(
+            None,
+            &with(&|c| {
+                c["nbf"] = json!(now() + 600);
+                c["exp"] = json!(now() + 900);
+            }),
+        )
         .await;
     let no_exp = system
-        .sign_with_auth_key(None, &with(&|c| {
-            c.as_object_mut().expect("object").remove("exp");
-        }))
+        .sign_with_auth_key(
+            None,
+            &with(&|c| {
+                c.as_object_mut().expect("object").remove("exp");
+            }),
+        )
         .await;
     let wrong_aud = system.sign_with_auth_key(None, &with(&|c| c["aud"] = json!("another-service"))).await;
     let wrong_iss = system.sign_with_auth_key(None, &with(&|c| c["iss"] = json!("someone-else"))).await;
@@ -229,7 +235,12 @@ async fn logout_and_device_revocation_close_only_that_devices_sockets(db: Db) {
 
     // Revoking another of my devices by id.
     let (status, _) = api
-        .request(reqwest::Method::DELETE, &format!("/v1/devices/{}", tablet.device_id), Some(&laptop.access_token), None)
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/devices/{}", tablet.device_id),
+            Some(&laptop.access_token),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     assert_eq!(tablet_ws.expect_close().await, 4401);
@@ -260,11 +271,8 @@ async fn password_hashes_are_strong_argon2id(db: Db) {
     assert!(!hash.contains("correct horse"), "the password is not stored");
     let parts: Vec<&str> = hash.split('$').collect();
     assert_eq!(parts[1], "argon2id", "{hash}");
-    let params: std::collections::HashMap<&str, u32> = parts[3]
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k, v.parse().expect("number")))
-        .collect();
+    let params: std::collections::HashMap<&str, u32> =
+        parts[3].split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.parse().expect("number"))).collect();
     assert!(params["m"] >= 19_456 && params["t"] >= 2 && params["p"] >= 1, "{hash}");
 
     // Timing is compared in tests/login_timing.rs, alone on the machine.
@@ -287,7 +295,8 @@ async fn rate_limits_answer_429_with_retry_after_and_recover(db: Db) {
         let api = system.api();
         async move { api.request_with_headers(reqwest::Method::POST, path, None, Some(body)).await }
     };
-    let register = |name: &str| post("/v1/auth/register", json!({ "username": name, "password": "correct horse battery" }));
+    let register =
+        |name: &str| post("/v1/auth/register", json!({ "username": name, "password": "correct horse battery" }));
 
     for name in ["ann", "ben", "cat"] {
         assert_eq!(register(name).await.0, 201);
@@ -309,7 +318,10 @@ async fn rate_limits_answer_429_with_retry_after_and_recover(db: Db) {
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(login("correct horse battery").await.0, 200, "recovers");
     // Another username is not affected by ann's lock.
-    assert_eq!(api.post("/v1/auth/login", None, json!({ "username": "ben", "password": "correct horse battery" })).await.0, 200);
+    assert_eq!(
+        api.post("/v1/auth/login", None, json!({ "username": "ben", "password": "correct horse battery" })).await.0,
+        200
+    );
     system.stop().await;
 }
 
@@ -321,9 +333,15 @@ async fn registration_enforces_username_and_password_rules(db: Db) {
         let api = system.api();
         async move { api.post("/v1/auth/register", None, body).await }
     };
-    for (username, password) in [("ab", "long enough"), ("has space", "long enough"), ("émile", "long enough"), ("bob", "short")] {
+    for (username, password) in
+        [("ab", "long enough"), ("has space", "long enough"), ("émile", "long enough"), ("bob", "short")]
+    {
         let (status, body) = register(username, password).await;
-        assert_eq!((status, body["error"]["code"].clone()), (400, Value::from("invalid_argument")), "{username}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (400, Value::from("invalid_argument")),
+            "{username}: {body}"
+        );
         assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(register("Alice", chat_system_tests::client::PASSWORD).await.0, 201);

@@ -59,7 +59,11 @@ async fn edits_and_deletions_follow_the_rules_and_reach_history_and_catch_up(db:
     let bob = api.new_user("bob").await;
     let carol = api.new_user("carol").await;
     let (status, group) = api
-        .post("/v1/conversations", Some(&alice.access_token), json!({ "kind": "group", "title": "G", "members": [bob.user_id, carol.user_id] }))
+        .post(
+            "/v1/conversations",
+            Some(&alice.access_token),
+            json!({ "kind": "group", "title": "G", "members": [bob.user_id, carol.user_id] }),
+        )
         .await;
     assert_eq!(status, 201);
     let group = group["conversation_id"].as_str().unwrap().to_owned();
@@ -111,13 +115,23 @@ async fn edits_and_deletions_follow_the_rules_and_reach_history_and_catch_up(db:
     let ack = b.send_message(7, &group, "m2", "second").await;
     let m2 = ack["message"]["message_id"].as_str().unwrap().to_owned();
     let (status, body) = api
-        .request(reqwest::Method::PATCH, &format!("/v1/conversations/{group}/messages/{m2}"), Some(&bob.access_token), Some(json!({ "body": "second, fixed" })))
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/conversations/{group}/messages/{m2}"),
+            Some(&bob.access_token),
+            Some(json!({ "body": "second, fixed" })),
+        )
         .await;
     assert_eq!((status, body["body"].clone()), (200, Value::from("second, fixed")));
     let (_, page) = api.messages(&alice, &group, "?limit=10").await;
     let created_id = page["messages"][0]["message_id"].as_str().unwrap().to_owned();
     let (status, body) = api
-        .request(reqwest::Method::DELETE, &format!("/v1/conversations/{group}/messages/{created_id}"), Some(&alice.access_token), None)
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/conversations/{group}/messages/{created_id}"),
+            Some(&alice.access_token),
+            None,
+        )
         .await;
     assert_eq!((status, body["error"]["code"].clone()), (409, Value::from("conflict")));
 
@@ -149,7 +163,10 @@ async fn edits_and_deletions_follow_the_rules_and_reach_history_and_catch_up(db:
     }
     let last_of = |id: &str| frames.iter().rev().find(|f| f["message"]["message_id"] == id).cloned().unwrap();
     assert_eq!(last_of(&m1)["type"], "message_deleted", "{frames:?}");
-    assert!(frames.iter().all(|f| !(f["type"] == "message" && f["message"]["message_id"] == m1.as_str())), "m1 is not sent again");
+    assert!(
+        frames.iter().all(|f| !(f["type"] == "message" && f["message"]["message_id"] == m1.as_str())),
+        "m1 is not sent again"
+    );
     assert_eq!(last_of(&m2)["message"]["body"], "second, fixed");
     system.stop().await;
 }

@@ -122,9 +122,7 @@ async fn a_non_member_send_is_refused_and_nothing_is_stored(db: Db) {
     assert_eq!(refused["code"], "forbidden");
     assert_eq!(refused["req"], 5);
 
-    let unknown = mallory_ws
-        .send_message(6, &uuid::Uuid::new_v4().to_string(), "x-2", "anyone?")
-        .await;
+    let unknown = mallory_ws.send_message(6, &uuid::Uuid::new_v4().to_string(), "x-2", "anyone?").await;
     assert_eq!(unknown["code"], "not_found");
 
     let (status, body) = api.messages(&mallory, &conversation, "").await;
@@ -244,7 +242,11 @@ async fn http_send_and_paging_follow_the_protocol(db: Db) {
     let path = format!("/v1/conversations/{conversation}/messages");
     for i in 1..=7 {
         let (status, body) = api
-            .post(&path, Some(&alice.access_token), json!({ "client_msg_id": format!("h-{i}"), "body": format!("#{i}") }))
+            .post(
+                &path,
+                Some(&alice.access_token),
+                json!({ "client_msg_id": format!("h-{i}"), "body": format!("#{i}") }),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["seq"], i);

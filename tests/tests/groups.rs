@@ -33,12 +33,18 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     let (mut d, _) = Ws::open(&system.ws(0), &dave).await;
 
     let (status, created) = api
-        .post("/v1/conversations", Some(&alice.access_token), json!({ "kind": "group", "title": " Team ", "members": [bob.user_id, carol.user_id] }))
+        .post(
+            "/v1/conversations",
+            Some(&alice.access_token),
+            json!({ "kind": "group", "title": " Team ", "members": [bob.user_id, carol.user_id] }),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["title"], "Team");
     let group = created["conversation_id"].as_str().unwrap().to_owned();
-    assert!(created["member_roles"].as_array().unwrap().contains(&json!({ "user_id": alice.user_id, "role": "owner" })));
+    assert!(
+        created["member_roles"].as_array().unwrap().contains(&json!({ "user_id": alice.user_id, "role": "owner" }))
+    );
     for ws in [&mut a, &mut b, &mut c] {
         let frame = expect_system(ws, "created").await;
         assert_eq!(frame["message"]["seq"], 1);
@@ -57,7 +63,8 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     // A plain member may not rename; the owner makes bob an admin, who may.
     let (status, body) = patch(bob.access_token.clone(), path.clone(), json!({ "title": "Mine" })).await;
     assert_eq!((status, body["error"]["code"].clone()), (403, Value::from("forbidden")));
-    let (status, _) = patch(alice.access_token.clone(), format!("{path}/members/{}", bob.user_id), json!({ "role": "admin" })).await;
+    let (status, _) =
+        patch(alice.access_token.clone(), format!("{path}/members/{}", bob.user_id), json!({ "role": "admin" })).await;
     assert_eq!(status, 200);
     for ws in [&mut a, &mut b, &mut c] {
         assert_eq!(expect_system(ws, "role_changed").await["message"]["system"]["role"], "admin");
@@ -69,7 +76,8 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     }
 
     // bob adds dave, who is told at once.
-    let (status, _) = api.post(&format!("{path}/members"), Some(&bob.access_token), json!({ "members": [dave.user_id] })).await;
+    let (status, _) =
+        api.post(&format!("{path}/members"), Some(&bob.access_token), json!({ "members": [dave.user_id] })).await;
     assert_eq!(status, 200);
     for ws in [&mut a, &mut b, &mut c, &mut d] {
         let frame = expect_system(ws, "members_added").await;
@@ -106,7 +114,12 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     // The same over gRPC; and an outsider reads nothing at all.
     let mut history = HistoryServiceClient::connect(format!("http://{}", system.history_addr)).await.unwrap();
     let page = history
-        .list_messages(ListMessagesRequest { conversation_id: group.clone(), user_id: carol.user_id.clone(), limit: 50, ..Default::default() })
+        .list_messages(ListMessagesRequest {
+            conversation_id: group.clone(),
+            user_id: carol.user_id.clone(),
+            limit: 50,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -117,7 +130,12 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let denied = history
-        .list_messages(ListMessagesRequest { conversation_id: group.clone(), user_id: erin.user_id.clone(), limit: 50, ..Default::default() })
+        .list_messages(ListMessagesRequest {
+            conversation_id: group.clone(),
+            user_id: erin.user_id.clone(),
+            limit: 50,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
@@ -152,7 +170,11 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     assert_eq!(status, 403);
     let direct = api.direct(&alice, &erin).await;
     let (status, body) = api
-        .post(&format!("/v1/conversations/{direct}/members"), Some(&alice.access_token), json!({ "members": [bob.user_id] }))
+        .post(
+            &format!("/v1/conversations/{direct}/members"),
+            Some(&alice.access_token),
+            json!({ "members": [bob.user_id] }),
+        )
         .await;
     assert_eq!((status, body["error"]["code"].clone()), (409, Value::from("conflict")));
 

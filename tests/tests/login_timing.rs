@@ -55,9 +55,6 @@ async fn unknown_user_and_wrong_password_take_the_same_time() {
         let Some((unknown, wrong)) = median_times(db).await else { continue };
         let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
         eprintln!("{db:?}: median unknown user {unknown:?}, wrong password {wrong:?} (ratio {ratio:.2})");
-        assert!(
-            (0.7..1.4).contains(&ratio),
-            "{db:?}: median unknown user {unknown:?} vs wrong password {wrong:?}"
-        );
+        assert!((0.7..1.4).contains(&ratio), "{db:?}: median unknown user {unknown:?} vs wrong password {wrong:?}");
     }
 }

@@ -46,15 +46,23 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
     let auth = system.auth_addr.clone();
     tokio::task::spawn_blocking(move || {
         let (ok, created) = grpcurl(&[
-            "-plaintext", "-d", r#"{"username":"opsuser","password":"long enough"}"#, &auth,
+            "-plaintext",
+            "-d",
+            r#"{"username":"opsuser","password":"long enough"}"#,
+            &auth,
             "chat.auth.v1.AuthService/Register",
         ]);
         assert!(ok, "{created}");
         let (ok, found) = grpcurl(&[
-            "-plaintext", "-d", r#"{"username":"OPSUSER"}"#, &auth, "chat.auth.v1.AuthService/GetUserByUsername",
+            "-plaintext",
+            "-d",
+            r#"{"username":"OPSUSER"}"#,
+            &auth,
+            "chat.auth.v1.AuthService/GetUserByUsername",
         ]);
         assert!(ok && found.contains("\"username\": \"opsuser\""), "{found}");
-        let (ok, refused) = grpcurl(&["-plaintext", "-d", r#"{"username":"x"}"#, &auth, "chat.auth.v1.AuthService/GetUserByUsername"]);
+        let (ok, refused) =
+            grpcurl(&["-plaintext", "-d", r#"{"username":"x"}"#, &auth, "chat.auth.v1.AuthService/GetUserByUsername"]);
         assert!(!ok && refused.contains("InvalidArgument"), "{refused}");
     })
     .await

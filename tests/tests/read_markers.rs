@@ -58,7 +58,10 @@ async fn read_markers_sync_across_devices_and_members_and_drive_unread_counts(db
     phone_ws.send_json(read(&conversation, 3)).await;
     for socket in [&mut laptop_ws, &mut bob_ws] {
         let frame = socket.expect("read").await;
-        assert_eq!(frame, json!({ "type": "read", "conversation_id": conversation, "user_id": phone.user_id, "seq": 3 }));
+        assert_eq!(
+            frame,
+            json!({ "type": "read", "conversation_id": conversation, "user_id": phone.user_id, "seq": 3 })
+        );
     }
     phone_ws.expect_silence(Duration::from_millis(200)).await;
     wait_unread(&system, &laptop, 2).await;

@@ -60,7 +60,8 @@ async fn search_finds_only_my_messages_newest_first_and_follows_edits(db: Db) {
     send(&bob, &bc, "4", "bob and carol discuss the fox").await;
     let again = send(&bob, &ab, "5", "fox again").await;
 
-    let found = search_until(&system, &alice, "q=fox", &["fox again", "a secret fox for carol", "the quick brown fox"]).await;
+    let found =
+        search_until(&system, &alice, "q=fox", &["fox again", "a secret fox for carol", "the quick brown fox"]).await;
     assert!(found.get("next_page").is_none());
     search_until(&system, &bob, "q=FOX", &["fox again", "bob and carol discuss the fox", "the quick brown fox"]).await;
     search_until(&system, &alice, "q=quick%20fox", &["the quick brown fox"]).await;
@@ -84,20 +85,35 @@ async fn search_finds_only_my_messages_newest_first_and_follows_edits(db: Db) {
     // Edits and deletions are followed.
     let lazy_id = lazy["message_id"].as_str().unwrap();
     let (status, _) = api
-        .request(reqwest::Method::PATCH, &format!("/v1/conversations/{ab}/messages/{lazy_id}"), Some(&bob.access_token), Some(json!({ "body": "Lazy cats sleep" })))
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/conversations/{ab}/messages/{lazy_id}"),
+            Some(&bob.access_token),
+            Some(json!({ "body": "Lazy cats sleep" })),
+        )
         .await;
     assert_eq!(status, 200);
     search_until(&system, &alice, "q=dogs", &[]).await;
     search_until(&system, &alice, "q=cats", &["Lazy cats sleep"]).await;
     let again_id = again["message_id"].as_str().unwrap();
     let (status, _) = api
-        .request(reqwest::Method::DELETE, &format!("/v1/conversations/{ab}/messages/{again_id}"), Some(&bob.access_token), None)
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/conversations/{ab}/messages/{again_id}"),
+            Some(&bob.access_token),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     search_until(&system, &alice, "q=again", &[]).await;
 
     // Bad input is refused clearly.
-    for (query, status) in [("q=", 400), ("q=fox&limit=51", 400), ("q=fox&page=nonsense", 400), (&*format!("q=fox&conversation_id={bc}"), 403)] {
+    for (query, status) in [
+        ("q=", 400),
+        ("q=fox&limit=51", 400),
+        ("q=fox&page=nonsense", 400),
+        (&*format!("q=fox&conversation_id={bc}"), 403),
+    ] {
         let (got, body) = search(&system, &alice, query).await;
         assert_eq!(got, status, "{query}: {body}");
     }

@@ -68,7 +68,8 @@ async fn an_offline_device_gets_500_missed_messages_across_3_conversations_in_or
     let mut expected = BTreeMap::new();
     for i in 0..500 {
         let which = i % 3;
-        let ack = senders[which].send_message(i as i64, &conversations[which], &format!("m{i}"), &format!("#{i}")).await;
+        let ack =
+            senders[which].send_message(i as i64, &conversations[which], &format!("m{i}"), &format!("#{i}")).await;
         assert_eq!(ack["type"], "ack", "{ack}");
         expected.insert(conversations[which].clone(), ack["message"]["seq"].as_u64().unwrap());
     }
@@ -198,7 +199,8 @@ async fn history_killed_mid_stream_loses_nothing_and_writes_no_duplicate(db: Db)
         loop {
             let (status, page) = api.messages(&bob, &conversation, &format!("?after_seq={after}&limit=200")).await;
             assert_eq!(status, 200);
-            let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+            let seqs: Vec<u64> =
+                page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
             all.extend(&seqs);
             after = *seqs.last().unwrap_or(&after);
             if !page["has_more"].as_bool().unwrap() {
@@ -257,7 +259,9 @@ async fn catch_up_reads_from_the_stream_what_history_has_not_stored_yet(db: Db) 
         let frame = back.next_json().await;
         match frame["type"].as_str() {
             Some("message") => seqs.push(frame["message"]["seq"].as_u64().unwrap()),
-            Some("read") => assert_eq!((frame["user_id"].as_str(), frame["seq"].as_u64()), (Some(phone.user_id.as_str()), Some(12))),
+            Some("read") => {
+                assert_eq!((frame["user_id"].as_str(), frame["seq"].as_u64()), (Some(phone.user_id.as_str()), Some(12)))
+            }
             Some("synced") => break,
             _ => panic!("unexpected frame {frame}"),
         }

@@ -17,10 +17,10 @@ use tonic::{Request, Response, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::keys::{self, Keyring};
-use chat_common::rate_limit::Limiter;
 use crate::password::Hasher;
 use crate::store::{Store, UserRow};
 use crate::validate;
+use chat_common::rate_limit::Limiter;
 
 const DISPLAY_NAME_MAX: usize = 64;
 const DEVICE_NAME_MAX: usize = 64;
@@ -113,12 +113,8 @@ impl AuthGrpc {
         let display_name = validate::optional_name("display_name", &req.display_name, DISPLAY_NAME_MAX)?
             .unwrap_or_else(|| req.username.clone());
         let password_hash = self.passwords.hash(req.password).await?;
-        let user = UserRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            username: req.username,
-            display_name,
-            password_hash,
-        };
+        let user =
+            UserRow { id: uuid::Uuid::now_v7().to_string(), username: req.username, display_name, password_hash };
         self.store.insert_user(&user, chat_common::time::now_ms()).await?;
         tracing::info!(user_id = %user.id, "user registered");
         Ok(RegisterResponse { user_id: user.id, username: user.username })
@@ -326,7 +322,10 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(self.revoke_device(request.into_inner()).await?))
     }
 
-    async fn list_devices(&self, request: Request<ListDevicesRequest>) -> Result<Response<ListDevicesResponse>, Status> {
+    async fn list_devices(
+        &self,
+        request: Request<ListDevicesRequest>,
+    ) -> Result<Response<ListDevicesResponse>, Status> {
         Ok(Response::new(self.list_devices(request.into_inner()).await?))
     }
 
@@ -334,10 +333,7 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(self.get_user(request.into_inner()).await?))
     }
 
-    async fn get_user_by_username(
-        &self,
-        request: Request<GetUserByUsernameRequest>,
-    ) -> Result<Response<User>, Status> {
+    async fn get_user_by_username(&self, request: Request<GetUserByUsernameRequest>) -> Result<Response<User>, Status> {
         Ok(Response::new(self.get_user_by_username(request.into_inner()).await?))
     }
 

@@ -15,9 +15,8 @@ use crate::error::Error;
 use crate::store::{SigningKeyRow, Store};
 
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const ED25519_PKCS8_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// The claims of an access token (see docs/protocol.md).
 #[derive(Debug, Serialize)]
@@ -108,9 +107,8 @@ impl Keyring {
 /// The newest non-retired key, and the JWKS of all non-retired keys.
 async fn active(store: &Store) -> Result<Active, Error> {
     let keys = store.active_signing_keys().await?;
-    let newest = keys
-        .first()
-        .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key: every key is retired")))?;
+    let newest =
+        keys.first().ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key: every key is retired")))?;
     let der = STANDARD
         .decode(&newest.private_key_pkcs8)
         .map_err(|e| Error::Unexpected(anyhow::anyhow!("stored key unreadable: {e}")))?;

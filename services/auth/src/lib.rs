@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_common::shutdown::CancellationToken;
-use futures::StreamExt;
 use chat_proto::auth::v1::auth_service_server::AuthServiceServer;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 
+pub use chat_common::rate_limit::Rate;
 pub use config::Config;
 pub use error::{Error, RETRY_AFTER_METADATA};
-pub use chat_common::rate_limit::Rate;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -79,20 +79,15 @@ impl App {
         let nats = chat_common::nats::connect(&config.nats_url, "auth").await.map_err(|e| unavailable(&e))?;
         let js = async_nats::jetstream::new(nats.clone());
         let ttl = Duration::from_secs(config.access_token_ttl_secs.unsigned_abs());
-        let revoked = chat_common::nats::revoked_devices(&js, ttl, config.replicas)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let subscriber = nats
-            .subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let revoked =
+            chat_common::nats::revoked_devices(&js, ttl, config.replicas).await.map_err(|e| unavailable(&e))?;
+        let subscriber = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unavailable(&e))?;
         let key_changes = KeyChanges { subscriber, keys: keys.clone(), store: store.clone() };
         let announcer = grpc::Announcer { nats, revoked };
         let service = grpc::AuthGrpc::new(config.clone(), store, keys, passwords, announcer);
 
-        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let (listener, grpc_addr) =
+            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let routes = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(AuthServiceServer::new(service)),
             &["chat.auth.v1.AuthService"],

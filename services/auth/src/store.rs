@@ -86,22 +86,18 @@ impl Store {
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, Error> {
-        let row = sqlx::query(
-            "SELECT id, username, display_name, password_hash FROM users WHERE username_lower = $1",
-        )
-        .bind(username.to_lowercase())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT id, username, display_name, password_hash FROM users WHERE username_lower = $1")
+            .bind(username.to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, Error> {
-        let row = sqlx::query(
-            "SELECT id, username, display_name, password_hash FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT id, username, display_name, password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -160,14 +156,13 @@ impl Store {
         expires_ms: i64,
     ) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await?;
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL",
-        )
-        .bind(now_ms)
-        .bind(old_hash)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let spent =
+            sqlx::query("UPDATE refresh_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL")
+                .bind(now_ms)
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if spent != 1 {
             return Ok(false);
         }

@@ -8,9 +8,7 @@ pub fn username(value: &str) -> Result<(), Error> {
         return Err(Error::InvalidArgument("username must be 3 to 32 characters".into()));
     }
     if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(Error::InvalidArgument(
-            "username may contain only letters, digits, '_', '.' and '-'".into(),
-        ));
+        return Err(Error::InvalidArgument("username may contain only letters, digits, '_', '.' and '-'".into()));
     }
     Ok(())
 }
@@ -40,8 +38,7 @@ pub fn optional_name(field: &str, value: &str, max: usize) -> Result<Option<Stri
 }
 
 pub fn uuid(field: &str, value: &str) -> Result<uuid::Uuid, Error> {
-    uuid::Uuid::parse_str(value)
-        .map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
+    uuid::Uuid::parse_str(value).map_err(|_| Error::InvalidArgument(format!("{field} must be a UUID")))
 }
 
 #[cfg(test)]

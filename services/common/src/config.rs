@@ -29,10 +29,7 @@ where
 {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => {
-            value.trim().parse().map_err(|e: T::Err| ConfigError {
-                name: name.to_owned(),
-                reason: e.to_string(),
-            })
+            value.trim().parse().map_err(|e: T::Err| ConfigError { name: name.to_owned(), reason: e.to_string() })
         }
         _ => Ok(default),
     }
@@ -40,10 +37,5 @@ where
 
 /// A comma-separated list; empty entries are dropped.
 pub fn list(name: &str, default: &str) -> Vec<String> {
-    string(name, default)
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    string(name, default).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }

@@ -30,7 +30,6 @@ use chat_proto::events::v1::{Message, SystemEvent};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-
 /// Why a message could not be appended.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -160,10 +159,7 @@ impl ConversationLog {
             headers.insert("Nats-Expected-Last-Subject-Sequence", current.stream_seq.to_string().as_str());
             headers.insert(crate::nats::SEQ_HEADER, message.seq.to_string().as_str());
             crate::nats::inject_trace_context(&mut headers);
-            let ack = match self
-                .js
-                .publish_with_headers(subject.clone(), headers, message.encode_to_vec().into())
-                .await
+            let ack = match self.js.publish_with_headers(subject.clone(), headers, message.encode_to_vec().into()).await
             {
                 Ok(future) => future.await,
                 Err(e) => {
@@ -203,12 +199,11 @@ impl ConversationLog {
                     Some(value) => value.as_str().parse().ok(),
                     None => Message::decode(last.payload.as_ref()).ok().map(|m| m.seq),
                 };
-                let seq = seq.ok_or_else(|| AppendError::Corrupt(format!("stream entry {} has no seq", last.sequence)))?;
+                let seq =
+                    seq.ok_or_else(|| AppendError::Corrupt(format!("stream entry {} has no seq", last.sequence)))?;
                 Ok(Head { stream_seq: last.sequence, seq })
             }
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-                Ok(Head { stream_seq: 0, seq: persisted_last_seq })
-            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Head { stream_seq: 0, seq: persisted_last_seq }),
             Err(e) => Err(unavailable(&e)),
         }
     }

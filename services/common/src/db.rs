@@ -71,11 +71,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError
 fn sqlite_url_with_create(url: &str) -> Result<String, std::io::Error> {
     let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
-    if !path.is_empty() && path != ":memory:"
+    if !path.is_empty()
+        && path != ":memory:"
         && let Some(parent) = std::path::Path::new(path).parent()
-            && !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)?;
-            }
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
     Ok(if url.contains("mode=") {
         url.to_owned()
     } else if url.contains('?') {
@@ -89,8 +91,7 @@ fn sqlite_url_with_create(url: &str) -> Result<String, std::io::Error> {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
-            db.is_unique_violation()
-                || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+            db.is_unique_violation() || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
         }
         _ => false,
     }

@@ -26,9 +26,7 @@ pub fn with_health_and_reflection(mut routes: Routes, service_names: &[&str]) ->
         let reporter = reporter.clone();
         let name = (*name).to_owned();
         tokio::spawn(async move {
-            reporter
-                .set_service_status(name, tonic_health::ServingStatus::Serving)
-                .await;
+            reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
         });
     }
     routes = routes.add_service(health);

@@ -94,11 +94,7 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self {
-            duplicate_window: Duration::from_secs(10 * 60),
-            max_age: Duration::ZERO,
-            replicas: 1,
-        }
+        Self { duplicate_window: Duration::from_secs(10 * 60), max_age: Duration::ZERO, replicas: 1 }
     }
 }
 
@@ -114,10 +110,7 @@ impl StreamSettings {
                 "CHAT_STREAM_DUPLICATE_WINDOW_SECS",
                 d.duplicate_window.as_secs(),
             )?),
-            max_age: Duration::from_secs(crate::config::parse(
-                "CHAT_STREAM_MAX_AGE_SECS",
-                d.max_age.as_secs(),
-            )?),
+            max_age: Duration::from_secs(crate::config::parse("CHAT_STREAM_MAX_AGE_SECS", d.max_age.as_secs())?),
             replicas: crate::config::parse("CHAT_STREAM_REPLICAS", d.replicas)?,
         })
     }
@@ -128,11 +121,7 @@ impl StreamSettings {
 /// # Errors
 /// When the server cannot be reached.
 pub async fn connect(url: &str, service: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name(service)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
+    async_nats::ConnectOptions::new().name(service).connection_timeout(Duration::from_secs(5)).connect(url).await
 }
 
 /// Creates the CHAT stream, or returns it when it exists already.
@@ -235,9 +224,8 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
 /// Makes `span` a child of the trace context found in NATS headers, if any.
 pub fn follow_trace_context(span: &tracing::Span, headers: Option<&HeaderMap>) {
     if let Some(headers) = headers {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(headers))
-        });
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
         let _ = span.set_parent(parent);
     }
 }
@@ -249,14 +237,8 @@ mod tests {
     #[test]
     fn chat_subjects_round_trip() {
         let id = "0190c3f4-0000-7000-8000-000000000000";
-        assert_eq!(
-            parse_chat_subject(&message_subject(id)),
-            Some(ChatSubject::Message { conversation_id: id })
-        );
-        assert_eq!(
-            parse_chat_subject(&membership_subject(id)),
-            Some(ChatSubject::Membership { conversation_id: id })
-        );
+        assert_eq!(parse_chat_subject(&message_subject(id)), Some(ChatSubject::Message { conversation_id: id }));
+        assert_eq!(parse_chat_subject(&membership_subject(id)), Some(ChatSubject::Membership { conversation_id: id }));
         assert_eq!(parse_chat_subject(&read_subject(id)), Some(ChatSubject::Read { conversation_id: id }));
         assert_eq!(parse_chat_subject("chat.presence.device"), None);
     }

@@ -83,9 +83,7 @@ impl Limiter {
                 b.tokens < burst
             });
         }
-        let bucket = buckets
-            .entry(key.to_owned())
-            .or_insert_with(|| Bucket::new(self.rate));
+        let bucket = buckets.entry(key.to_owned()).or_insert_with(|| Bucket::new(self.rate));
         self.refilled(bucket, now);
         f(bucket)
     }

@@ -38,10 +38,7 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
 
     let provider = match endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -51,20 +48,14 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         }
         None => None,
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
         tracing_subscriber::fmt::layer().with_target(true).with_ansi(colour).boxed()
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()?;
+    tracing_subscriber::registry().with(filter).with(fmt_layer).with(otel_layer).try_init()?;
     Ok(TelemetryGuard { provider })
 }
 

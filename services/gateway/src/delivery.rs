@@ -67,7 +67,12 @@ pub struct CloseSignal {
 
 impl CloseSignal {
     pub fn close(&self, code: u16) {
-        let _ = self.code.compare_exchange(0, code, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.code.compare_exchange(
+            0,
+            code,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         self.token.cancel();
     }
 
@@ -159,10 +164,9 @@ impl Registry {
         let local = by_conversation.entry(event.conversation_id.clone()).or_default();
         local.retain(|user_id| {
             let stays = now.contains(user_id);
-            if !stays
-                && let Some(user) = users.get_mut(user_id) {
-                    user.conversations.remove(&event.conversation_id);
-                }
+            if !stays && let Some(user) = users.get_mut(user_id) {
+                user.conversations.remove(&event.conversation_id);
+            }
             stays
         });
         for member in &event.member_ids {
@@ -349,7 +353,9 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
                 registry.dispatch(stream_seq, conversation_id, frame, None);
                 // A removal takes effect right after its own system message, so
                 // the member hears of it and of nothing later.
-                if let Some(system) = message.system.as_ref().filter(|s| s.event == "member_removed" || s.event == "member_left") {
+                if let Some(system) =
+                    message.system.as_ref().filter(|s| s.event == "member_removed" || s.event == "member_left")
+                {
                     registry.remove_members(conversation_id, &system.user_ids);
                     membership.remove_members(conversation_id, &system.user_ids);
                 }

@@ -68,8 +68,7 @@ impl App {
         let revoked_bucket = chat_common::nats::revoked_devices(&js, config.access_token_ttl, config.stream.replicas)
             .await
             .map_err(|e| unexpected(&e))?;
-        let key_changes =
-            nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
+        let key_changes = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
         let typing_events = nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.map_err(|e| unexpected(&e))?;
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
         let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent);
@@ -116,9 +115,8 @@ impl App {
         let typing = tokio::spawn(state.typing.clone().run(self.typing_events, shutdown.clone()));
         let sockets = state.sockets.clone();
         let router = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served =
+            axum::serve(self.listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
         shutdown.cancel();
         sockets.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {

@@ -7,9 +7,9 @@ use chat_proto::history::v1::{Actor, ChangeMessageRequest, MarkReadRequest};
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
-use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 use crate::state::AppState;
 use crate::tokens::Identity;
+use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 
 pub const BODY_MAX_BYTES: usize = 16_384;
 pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;

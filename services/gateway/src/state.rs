@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::delivery::Registry;
 use crate::membership::MembershipCache;
 use crate::revocation::Revocations;
-use chat_common::conversation_log::ConversationLog;
 use crate::tokens::Verifier;
 use crate::typing::Typing;
+use chat_common::conversation_log::ConversationLog;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -74,8 +74,7 @@ impl Verifier {
         }
         let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.get(&kid).ok_or(TokenError::Invalid)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(|_| TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| TokenError::Invalid)?;
         let valid_id = |s: &str| uuid::Uuid::parse_str(s).is_ok();
         if !valid_id(&data.claims.sub) || !valid_id(&data.claims.did) {
             return Err(TokenError::Invalid);

@@ -59,7 +59,9 @@ impl Groups<'_> {
         match self.store.conversation_kind(conversation_id).await?.as_deref() {
             None => return Err(Error::NotFound),
             Some("group") => {}
-            Some(_) => return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into())),
+            Some(_) => {
+                return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into()));
+            }
         }
         match self.store.access(conversation_id, &who.user_id).await? {
             Access::Active { role } => Ok(role),
@@ -105,7 +107,8 @@ impl Groups<'_> {
         let role = self.role_in_group(&conversation_id, &who).await?;
         require(role == "owner" || role == "admin", "only owners and admins rename a group")?;
         self.store.rename(&conversation_id, &title).await?;
-        let event = SystemEvent { event: "renamed".into(), user_ids: vec![], title: title.clone(), role: String::new() };
+        let event =
+            SystemEvent { event: "renamed".into(), user_ids: vec![], title: title.clone(), role: String::new() };
         self.record_by(&conversation_id, &who, event, &format!("renamed the group to {title}")).await?;
         self.store.conversation_state(&conversation_id).await
     }
@@ -139,7 +142,8 @@ impl Groups<'_> {
     /// The system message for members added, once they are announced.
     pub async fn record_added(&self, conversation_id: &str, who: &Who, added: Vec<String>) -> Result<(), Error> {
         let n = added.len();
-        let event = SystemEvent { event: "members_added".into(), user_ids: added, title: String::new(), role: String::new() };
+        let event =
+            SystemEvent { event: "members_added".into(), user_ids: added, title: String::new(), role: String::new() };
         let body = if n == 1 { "added a member".to_owned() } else { format!("added {n} members") };
         self.record_by(conversation_id, who, event, &body).await.map(|_| ())
     }
@@ -166,7 +170,12 @@ impl Groups<'_> {
             require(target_role != "admin" || role == "owner", "only the owner removes an admin")?;
         }
         let (event, body) = if leaving { ("member_left", "left") } else { ("member_removed", "removed a member") };
-        let event = SystemEvent { event: event.into(), user_ids: vec![target.clone()], title: String::new(), role: String::new() };
+        let event = SystemEvent {
+            event: event.into(),
+            user_ids: vec![target.clone()],
+            title: String::new(),
+            role: String::new(),
+        };
         let seq = self.record_by(&conversation_id, &who, event, body).await?;
         self.store.remove_member(&conversation_id, &target, seq).await?;
         if target_role == "owner" {
@@ -209,8 +218,12 @@ impl Groups<'_> {
             _ => return Err(Error::NotFound),
         }
         self.store.set_role(&conversation_id, &target, &req.role).await?;
-        let event =
-            SystemEvent { event: "role_changed".into(), user_ids: vec![target], title: String::new(), role: req.role.clone() };
+        let event = SystemEvent {
+            event: "role_changed".into(),
+            user_ids: vec![target],
+            title: String::new(),
+            role: req.role.clone(),
+        };
         self.record_by(&conversation_id, &who, event, &format!("made a member {}", req.role)).await?;
         self.store.conversation_state(&conversation_id).await
     }

@@ -1,19 +1,17 @@
 //! The `chat.history.v1.HistoryService` gRPC API.
 
 use async_nats::jetstream;
-use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::stream::Stream;
+use chat_common::conversation_log::ConversationLog;
 use chat_proto::events::v1::{MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
-    CatchUpRequest, CatchUpResponse, Conversation, CreateConversationRequest,
-    CreateConversationResponse, GetConversationRequest, ListConversationsRequest,
-    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
-    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, AddMembersRequest,
-    RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest, ChangeMessageRequest,
-    SearchMessagesRequest, SearchMessagesResponse,
-    history_service_server::HistoryService,
+    AddMembersRequest, CatchUpRequest, CatchUpResponse, ChangeMessageRequest, Conversation, CreateConversationRequest,
+    CreateConversationResponse, GetConversationRequest, ListConversationsRequest, ListConversationsResponse,
+    ListMessagesRequest, ListMessagesResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest,
+    ReadMarkersSinceResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
+    SearchMessagesResponse, SetMemberRoleRequest, history_service_server::HistoryService,
 };
-use chat_common::conversation_log::ConversationLog;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
@@ -68,15 +66,9 @@ impl HistoryGrpc {
         let new = match req.kind.as_str() {
             "direct" => {
                 if others.len() != 1 || req.member_ids.len() != 1 {
-                    return Err(Error::InvalidArgument(
-                        "a direct conversation has exactly one other member".into(),
-                    ));
+                    return Err(Error::InvalidArgument("a direct conversation has exactly one other member".into()));
                 }
-                let (a, b) = if creator_id < others[0] {
-                    (&creator_id, &others[0])
-                } else {
-                    (&others[0], &creator_id)
-                };
+                let (a, b) = if creator_id < others[0] { (&creator_id, &others[0]) } else { (&others[0], &creator_id) };
                 NewConversation {
                     id: uuid::Uuid::now_v7().to_string(),
                     kind: "direct",
@@ -89,9 +81,7 @@ impl HistoryGrpc {
             "group" => {
                 let title = groups::title(&req.title)?;
                 if others.len() + 1 > MAX_GROUP_MEMBERS {
-                    return Err(Error::InvalidArgument(format!(
-                        "a group has at most {MAX_GROUP_MEMBERS} members"
-                    )));
+                    return Err(Error::InvalidArgument(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
                 }
                 let mut member_ids = vec![creator_id.clone()];
                 member_ids.extend(others);
@@ -118,7 +108,15 @@ impl HistoryGrpc {
                 title: conversation.title.clone(),
                 role: String::new(),
             };
-            self.groups().record(&conversation.conversation_id, &new.creator_id, "00000000-0000-0000-0000-000000000000", event, "created the group").await?;
+            self.groups()
+                .record(
+                    &conversation.conversation_id,
+                    &new.creator_id,
+                    "00000000-0000-0000-0000-000000000000",
+                    event,
+                    "created the group",
+                )
+                .await?;
             return Ok(CreateConversationResponse {
                 conversation: Some(self.store.conversation_for(&id, &new.creator_id).await?),
                 created,
@@ -171,10 +169,7 @@ impl HistoryGrpc {
                 return Err(Error::NotMember);
             }
         };
-        let (messages, has_more) = self
-            .store
-            .messages_page(&conversation_id, before_seq, req.after_seq, limit)
-            .await?;
+        let (messages, has_more) = self.store.messages_page(&conversation_id, before_seq, req.after_seq, limit).await?;
         Ok(ListMessagesResponse { messages, has_more })
     }
 
@@ -183,11 +178,9 @@ impl HistoryGrpc {
     async fn head_seq(&self, conversation_id: &str) -> Result<u64, Error> {
         let subject = chat_common::nats::message_subject(conversation_id);
         match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(last) => Ok(last
-                .headers
-                .get(chat_common::nats::SEQ_HEADER)
-                .and_then(|v| v.as_str().parse().ok())
-                .unwrap_or(0)),
+            Ok(last) => {
+                Ok(last.headers.get(chat_common::nats::SEQ_HEADER).and_then(|v| v.as_str().parse().ok()).unwrap_or(0))
+            }
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::Unavailable(format!("cannot read the conversation head: {e}"))),
         }
@@ -213,7 +206,11 @@ impl HistoryGrpc {
         chat_common::nats::inject_trace_context(&mut headers);
         let unavailable = |e: String| Error::Unavailable(format!("cannot record the read marker: {e}"));
         self.js
-            .publish_with_headers(chat_common::nats::read_subject(&conversation_id), headers, event.encode_to_vec().into())
+            .publish_with_headers(
+                chat_common::nats::read_subject(&conversation_id),
+                headers,
+                event.encode_to_vec().into(),
+            )
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .await
@@ -265,10 +262,8 @@ impl HistoryGrpc {
         // Only rows up to the consumer's ack floor are returned: below it nothing
         // is missing, so the caller can read the rest from the stream without a gap.
         let persisted_through = self.persisted_through().await?;
-        let (messages, has_more) = self
-            .store
-            .catch_up(&user_id, req.after_stream_seq, persisted_through, req.limit)
-            .await?;
+        let (messages, has_more) =
+            self.store.catch_up(&user_id, req.after_stream_seq, persisted_through, req.limit).await?;
         let changed = if has_more {
             Vec::new()
         } else {

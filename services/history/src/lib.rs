@@ -61,13 +61,11 @@ impl App {
         migrate(&pool, backend).await.map_err(|e| Error::Unexpected(e.into()))?;
         let store = store::Store::new(pool, backend);
 
-        let nats = chat_common::nats::connect(&config.nats_url, "history")
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let nats =
+            chat_common::nats::connect(&config.nats_url, "history").await.map_err(|e| Error::Unexpected(e.into()))?;
         let js = async_nats::jetstream::new(nats);
-        let stream = chat_common::nats::chat_stream(&js, &config.stream)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let stream =
+            chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| Error::Unexpected(e.into()))?;
         // The durable consumer exists either way: its ack floor is what catch-up trusts.
         let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch, config.ack_wait).await?;
         let ingest = config.consume.then_some(ingest);
@@ -77,9 +75,8 @@ impl App {
             .map_err(|e| Error::Unexpected(e.into()))?;
         let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent);
         let service = grpc::HistoryGrpc::new(store, js, stream, log);
-        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let (listener, grpc_addr) =
+            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let routes = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(HistoryServiceServer::new(service)),
             &["chat.history.v1.HistoryService"],

@@ -1,9 +1,9 @@
 //! Persistence of conversations, members, messages and read markers. Every
 //! query binds its values; none is built by formatting.
 
+use chat_common::db::Backend;
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
 use chat_proto::history::v1::{ChangedMessage, Conversation, Member, ReadMarker, StreamMessage};
-use chat_common::db::Backend;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -20,9 +20,13 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// A member, with their role.
-    Active { role: String },
+    Active {
+        role: String,
+    },
     /// Removed, or left: sees messages up to the removal, nothing after.
-    Former { until_seq: u64 },
+    Former {
+        until_seq: u64,
+    },
     None,
 }
 
@@ -47,7 +51,8 @@ pub struct NewConversation {
 /// Search in the user's conversations (active, or up to a former member's
 /// removal), newest first, before a stream position; `$4` is an optional
 /// conversation filter ('' for all). Deleted and system messages never match.
-const SEARCH_POSTGRES: &str = "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+const SEARCH_POSTGRES: &str =
+    "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
             m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
      FROM messages m
      JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
@@ -56,7 +61,8 @@ const SEARCH_POSTGRES: &str = "SELECT m.conversation_id, m.message_id, m.seq, m.
        AND m.system_event IS NULL AND m.deleted_at_ms = 0
        AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
      ORDER BY m.stream_seq DESC LIMIT $5";
-const SEARCH_SQLITE: &str = "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
+const SEARCH_SQLITE: &str =
+    "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
             m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
      FROM messages_fts f
      JOIN messages m ON m.rowid = f.rowid
@@ -124,9 +130,10 @@ impl Store {
     /// returns the existing id with `false`.
     pub async fn create_conversation(&self, new: &NewConversation, now_ms: i64) -> Result<(String, bool), Error> {
         if let Some(key) = &new.direct_key
-            && let Some(existing) = self.direct_conversation(key).await? {
-                return Ok((existing, false));
-            }
+            && let Some(existing) = self.direct_conversation(key).await?
+        {
+            return Ok((existing, false));
+        }
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, kind, title, direct_key, created_by, created_at_ms)
@@ -208,7 +215,12 @@ impl Store {
     }
 
     /// Adds users (new, or former members coming back); returns those added.
-    pub async fn add_members(&self, conversation_id: &str, user_ids: &[String], now_ms: i64) -> Result<Vec<String>, Error> {
+    pub async fn add_members(
+        &self,
+        conversation_id: &str,
+        user_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, Error> {
         let mut tx = self.pool.begin().await?;
         let mut added = Vec::new();
         for user_id in user_ids {
@@ -322,9 +334,8 @@ impl Store {
         for id in ids {
             conversations.push(self.conversation_for(&id, user_id).await?);
         }
-        conversations.sort_by_key(|c| {
-            std::cmp::Reverse(c.last_message.as_ref().map_or(c.created_at_ms, |m| m.sent_at_ms))
-        });
+        conversations
+            .sort_by_key(|c| std::cmp::Reverse(c.last_message.as_ref().map_or(c.created_at_ms, |m| m.sent_at_ms)));
         Ok(conversations)
     }
 
@@ -434,13 +445,12 @@ impl Store {
             let m = match entry {
                 Entry::Change(change) => {
                     let Some(m) = &change.message else { continue };
-                    let exists: Option<i64> = sqlx::query_scalar(
-                        "SELECT seq FROM messages WHERE conversation_id = $1 AND message_id = $2",
-                    )
-                    .bind(&m.conversation_id)
-                    .bind(&m.message_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    let exists: Option<i64> =
+                        sqlx::query_scalar("SELECT seq FROM messages WHERE conversation_id = $1 AND message_id = $2")
+                            .bind(&m.conversation_id)
+                            .bind(&m.message_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if exists.is_none() {
                         not_yet.push(*stream_seq);
                         continue;
@@ -660,10 +670,7 @@ fn stream_page(rows: &[AnyRow], limit: u32) -> Result<(Vec<StreamMessage>, bool)
 /// An FTS5 query that matches every word of the user's text literally: each
 /// word becomes a quoted string, so no input is read as FTS5 syntax.
 fn fts5_all_words(text: &str) -> String {
-    text.split_whitespace()
-        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.split_whitespace().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -42,9 +42,8 @@ impl App {
         let nats = chat_common::nats::connect(&config.nats_url, "notification")
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
-        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let (listener, grpc_addr) =
+            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let routes = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(NotificationServiceServer::new(NotificationGrpc)),
             &["chat.notification.v1.NotificationService"],
@@ -62,8 +61,6 @@ impl App {
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        chat_common::grpc::serve(self.routes, self.listener, shutdown)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))
+        chat_common::grpc::serve(self.routes, self.listener, shutdown).await.map_err(|e| Error::Unexpected(e.into()))
     }
 }

@@ -27,9 +27,7 @@ impl PresenceService for PresenceGrpc {
     ) -> Result<Response<GetPresenceResponse>, Status> {
         let req = request.into_inner();
         if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS_PER_CALL {
-            return Err(Status::invalid_argument(format!(
-                "user_ids must name 1 to {MAX_USERS_PER_CALL} users"
-            )));
+            return Err(Status::invalid_argument(format!("user_ids must name 1 to {MAX_USERS_PER_CALL} users")));
         }
         let mut presences = Vec::with_capacity(req.user_ids.len());
         for id in &req.user_ids {

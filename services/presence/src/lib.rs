@@ -37,17 +37,15 @@ impl App {
     /// # Errors
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let nats = chat_common::nats::connect(&config.nats_url, "presence")
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let nats =
+            chat_common::nats::connect(&config.nats_url, "presence").await.map_err(|e| Error::Unexpected(e.into()))?;
         let events = nats
             .subscribe(chat_common::nats::PRESENCE_DEVICE_SUBJECT)
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
         let state = Arc::new(state::Presence::default());
-        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+        let (listener, grpc_addr) =
+            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let routes = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(PresenceServiceServer::new(grpc::PresenceGrpc::new(state.clone()))),
             &["chat.presence.v1.PresenceService"],

@@ -101,12 +101,7 @@ pub async fn refresh(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<RefreshBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let pair = state
-        .auth
-        .clone()
-        .refresh(RefreshRequest { refresh_token: body.refresh_token })
-        .await?
-        .into_inner();
+    let pair = state.auth.clone().refresh(RefreshRequest { refresh_token: body.refresh_token }).await?.into_inner();
     Ok(Json(json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token,
@@ -115,11 +110,7 @@ pub async fn refresh(
 }
 
 pub async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<StatusCode, ApiError> {
-    state
-        .auth
-        .clone()
-        .revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id: me.device_id })
-        .await?;
+    state.auth.clone().revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id: me.device_id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,8 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::history::v1::{
-    Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest, ListConversationsRequest,
-    ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest, SetMemberRoleRequest,
+    Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest,
+    ListConversationsRequest, ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest,
+    SearchMessagesRequest, SetMemberRoleRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -166,9 +167,8 @@ pub async fn add_members(
 }
 
 fn member_path(conversation_id: &str, user_id: &str) -> Result<(String, String), ApiError> {
-    let user_id = uuid::Uuid::parse_str(user_id)
-        .map_err(|_| ApiError::invalid_argument("user_id must be a UUID"))?
-        .to_string();
+    let user_id =
+        uuid::Uuid::parse_str(user_id).map_err(|_| ApiError::invalid_argument("user_id must be a UUID"))?.to_string();
     Ok((messaging::conversation_id(conversation_id)?, user_id))
 }
 
@@ -178,11 +178,7 @@ pub async fn remove_member(
     Path((conversation_id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
-    state
-        .history
-        .clone()
-        .remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id })
-        .await?;
+    state.history.clone().remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -331,7 +327,9 @@ pub async fn search(
         None => String::new(),
     };
     let before_stream_seq = match query.get("page") {
-        Some(page) => crate::wire::decode_cursor(page).ok_or_else(|| ApiError::invalid_argument("unknown page token"))?,
+        Some(page) => {
+            crate::wire::decode_cursor(page).ok_or_else(|| ApiError::invalid_argument("unknown page token"))?
+        }
         None => 0,
     };
     let reply = state
@@ -350,8 +348,9 @@ pub async fn search(
         reply.messages.iter().filter_map(|m| m.message.as_ref()).map(|m| json!(MessageJson::from(m))).collect();
     let mut body = json!({ "messages": messages });
     if reply.has_more
-        && let Some(last) = reply.messages.last() {
-            body["next_page"] = crate::wire::encode_cursor(last.stream_seq).into();
-        }
+        && let Some(last) = reply.messages.last()
+    {
+        body["next_page"] = crate::wire::encode_cursor(last.stream_seq).into();
+    }
     Ok(Json(body))
 }

@@ -13,12 +13,7 @@ use crate::state::AppState;
 use crate::wire::rfc3339_ms;
 
 pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
-    let reply = state
-        .auth
-        .clone()
-        .list_devices(ListDevicesRequest { user_id: me.user_id })
-        .await?
-        .into_inner();
+    let reply = state.auth.clone().list_devices(ListDevicesRequest { user_id: me.user_id }).await?.into_inner();
     let devices: Vec<Value> = reply
         .devices
         .iter()
@@ -43,10 +38,6 @@ pub async fn revoke(
     let device_id = uuid::Uuid::parse_str(&device_id)
         .map_err(|_| ApiError::invalid_argument("device_id must be a UUID"))?
         .to_string();
-    state
-        .auth
-        .clone()
-        .revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id })
-        .await?;
+    state.auth.clone().revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,10 +39,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{conversation_id}/members/{user_id}",
             axum::routing::delete(conversations::remove_member).patch(conversations::set_role),
         )
-        .route(
-            "/v1/conversations/{conversation_id}/messages",
-            get(conversations::messages).post(conversations::send),
-        )
+        .route("/v1/conversations/{conversation_id}/messages", get(conversations::messages).post(conversations::send))
         .route(
             "/v1/conversations/{conversation_id}/messages/{message_id}",
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),

@@ -23,11 +23,6 @@ pub async fn by_username(
     AuthUser(_): AuthUser,
     Path(username): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = state
-        .auth
-        .clone()
-        .get_user_by_username(GetUserByUsernameRequest { username })
-        .await?
-        .into_inner();
+    let user = state.auth.clone().get_user_by_username(GetUserByUsernameRequest { username }).await?.into_inner();
     Ok(user_json(user))
 }

@@ -116,7 +116,12 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
         .await?
         .into_inner();
     for m in stored.markers {
-        let event = ReadMarkerMoved { conversation_id: m.conversation_id, user_id: m.user_id, device_id: m.device_id, seq: m.seq };
+        let event = ReadMarkerMoved {
+            conversation_id: m.conversation_id,
+            user_id: m.user_id,
+            device_id: m.device_id,
+            seq: m.seq,
+        };
         keep_latest(&mut markers, m.stream_seq, event);
     }
 
@@ -156,7 +161,9 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
                     }
                 }
                 Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
-                    if let Ok(MessageChanged { message: Some(message), .. }) = MessageChanged::decode(entry.payload.as_ref()) {
+                    if let Ok(MessageChanged { message: Some(message), .. }) =
+                        MessageChanged::decode(entry.payload.as_ref())
+                    {
                         out.event(stream_seq, change_frame(&message, stream_seq)).await.map_err(closed)?;
                     }
                 }
@@ -185,7 +192,11 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u
     Ok(())
 }
 
-fn keep_latest(markers: &mut HashMap<(String, String), (u64, ReadMarkerMoved)>, stream_seq: u64, event: ReadMarkerMoved) {
+fn keep_latest(
+    markers: &mut HashMap<(String, String), (u64, ReadMarkerMoved)>,
+    stream_seq: u64,
+    event: ReadMarkerMoved,
+) {
     let key = (event.conversation_id.clone(), event.user_id.clone());
     let newer = markers.get(&key).is_none_or(|(_, old)| event.seq > old.seq);
     if newer {

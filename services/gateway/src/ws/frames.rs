@@ -9,14 +9,36 @@ use crate::messaging::{self, SendInput};
 
 #[derive(Debug)]
 pub enum ClientFrame {
-    Auth { token: String, cursor: Option<String> },
-    Send { req: i64, input: SendInput },
-    Sync { req: i64, cursor: String },
-    Typing { conversation_id: String, start: bool },
-    Read { conversation_id: String, seq: u64 },
-    Ping { req: i64 },
+    Auth {
+        token: String,
+        cursor: Option<String>,
+    },
+    Send {
+        req: i64,
+        input: SendInput,
+    },
+    Sync {
+        req: i64,
+        cursor: String,
+    },
+    Typing {
+        conversation_id: String,
+        start: bool,
+    },
+    Read {
+        conversation_id: String,
+        seq: u64,
+    },
+    Ping {
+        req: i64,
+    },
     /// `edit` (with a body) or `delete` (without) of one message.
-    Change { req: i64, conversation_id: String, message_id: String, body: Option<String> },
+    Change {
+        req: i64,
+        conversation_id: String,
+        message_id: String,
+        body: Option<String>,
+    },
 }
 
 /// Why a frame was refused: rendered as an `error` frame.
@@ -46,17 +68,14 @@ impl FrameError {
 }
 
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|_| FrameError::invalid_frame(None, "frame is not valid JSON"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| FrameError::invalid_frame(None, "frame is not valid JSON"))?;
     let Value::Object(fields) = value else {
         return Err(FrameError::invalid_frame(None, "frame must be a JSON object"));
     };
     let req = match fields.get("req") {
         None => None,
-        Some(v) => Some(
-            v.as_i64()
-                .ok_or_else(|| FrameError::invalid_frame(None, "req must be an integer"))?,
-        ),
+        Some(v) => Some(v.as_i64().ok_or_else(|| FrameError::invalid_frame(None, "req must be an integer"))?),
     };
     let kind = fields
         .get("type")
@@ -112,7 +131,11 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                     return Err(f.invalid_argument("body must not be empty"));
                 }
                 if body.len() > messaging::BODY_MAX_BYTES {
-                    return Err(FrameError { req: Some(req), code: "too_large", message: format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES) });
+                    return Err(FrameError {
+                        req: Some(req),
+                        code: "too_large",
+                        message: format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES),
+                    });
                 }
                 Some(body.to_owned())
             } else {
@@ -187,9 +210,13 @@ mod tests {
         assert_eq!(code(r#"{"req":1}"#), "invalid_frame");
         assert_eq!(code(r#"{"type":"dance","req":1}"#), "unknown_type");
         assert_eq!(code(r#"{"type":"ping"}"#), "invalid_frame");
-        assert_eq!(code(r#"{"type":"send","req":1,"conversation_id":"x","client_msg_id":"a","body":"b"}"#), "invalid_argument");
+        assert_eq!(
+            code(r#"{"type":"send","req":1,"conversation_id":"x","client_msg_id":"a","body":"b"}"#),
+            "invalid_argument"
+        );
         let big = "x".repeat(16_385);
-        let frame = format!(r#"{{"type":"send","req":1,"conversation_id":"{CONV}","client_msg_id":"a","body":"{big}"}}"#);
+        let frame =
+            format!(r#"{{"type":"send","req":1,"conversation_id":"{CONV}","client_msg_id":"a","body":"{big}"}}"#);
         assert_eq!(code(&frame), "too_large");
         assert_eq!(code(r#"{"type":"ping","req":7}"#), "ok");
     }

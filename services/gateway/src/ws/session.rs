@@ -77,7 +77,12 @@ impl Writer {
     }
 }
 
-pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
+pub async fn run(
+    state: AppState,
+    socket: WebSocket,
+    pre_authenticated: Option<Identity>,
+    query_cursor: Option<String>,
+) {
     let (sink, mut incoming) = socket.split();
     let mut out = Writer { sink, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
@@ -143,7 +148,11 @@ pub async fn run(state: AppState, socket: WebSocket, pre_authenticated: Option<I
             };
         }
         Some(Err(_)) if ok => {
-            let err = FrameError { req: None, code: "invalid_argument", message: "unknown or malformed cursor; delivering from now".into() };
+            let err = FrameError {
+                req: None,
+                code: "invalid_argument",
+                message: "unknown or malformed cursor; delivering from now".into(),
+            };
             ok = out.text(err.to_frame()).await.is_ok();
         }
         _ => {}
@@ -273,7 +282,9 @@ async fn handle_text(
         ClientFrame::Change { req, conversation_id, message_id, body } => {
             enqueue(out, work, Some(req), Work::Change { req, conversation_id, message_id, body }).await
         }
-        ClientFrame::Read { conversation_id, seq } => enqueue(out, work, None, Work::Read { conversation_id, seq }).await,
+        ClientFrame::Read { conversation_id, seq } => {
+            enqueue(out, work, None, Work::Read { conversation_id, seq }).await
+        }
         ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
             Some(position) => {
                 // A socket only moves forward: what it has is never sent again.
@@ -284,7 +295,11 @@ async fn handle_text(
                 }
             }
             None => {
-                let err = FrameError { req: Some(req), code: "invalid_argument", message: "unknown or malformed cursor".into() };
+                let err = FrameError {
+                    req: Some(req),
+                    code: "invalid_argument",
+                    message: "unknown or malformed cursor".into(),
+                };
                 out.text(err.to_frame()).await
             }
         },
@@ -343,9 +358,10 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
                     .map(|e| FrameError::from_api(None, &e).to_frame()),
             };
             if let Some(reply) = reply
-                && replies_tx.send(reply).await.is_err() {
-                    return;
-                }
+                && replies_tx.send(reply).await.is_err()
+            {
+                return;
+            }
         }
     });
     (work_tx, replies_rx)
