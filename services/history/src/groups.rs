@@ -139,6 +139,17 @@ impl Groups<'_> {
         Ok((self.store.conversation_state(&conversation_id).await?, added, who))
     }
 
+    /// The system message that opens every group (its seq 1).
+    pub async fn record_created(&self, conversation: &Conversation, creator_id: &str) -> Result<(), Error> {
+        let event = SystemEvent {
+            event: "created".into(),
+            user_ids: conversation.member_ids.clone(),
+            title: conversation.title.clone(),
+            role: String::new(),
+        };
+        self.record(&conversation.conversation_id, creator_id, NO_DEVICE, event, "created the group").await.map(|_| ())
+    }
+
     /// The system message for members added, once they are announced.
     pub async fn record_added(&self, conversation_id: &str, who: &Who, added: Vec<String>) -> Result<(), Error> {
         let n = added.len();

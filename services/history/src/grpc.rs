@@ -102,25 +102,7 @@ impl HistoryGrpc {
         // idempotent, and a retry after a failed announcement heals the gap.
         self.announce_membership(&conversation).await?;
         if created && conversation.kind == "group" {
-            let event = chat_proto::events::v1::SystemEvent {
-                event: "created".into(),
-                user_ids: conversation.member_ids.clone(),
-                title: conversation.title.clone(),
-                role: String::new(),
-            };
-            self.groups()
-                .record(
-                    &conversation.conversation_id,
-                    &new.creator_id,
-                    "00000000-0000-0000-0000-000000000000",
-                    event,
-                    "created the group",
-                )
-                .await?;
-            return Ok(CreateConversationResponse {
-                conversation: Some(self.store.conversation_for(&id, &new.creator_id).await?),
-                created,
-            });
+            self.groups().record_created(&conversation, &new.creator_id).await?;
         }
         Ok(CreateConversationResponse { conversation: Some(conversation), created })
     }
