@@ -55,14 +55,16 @@ LISTEN_VAR = {
 REQUIRED_PEERS = {
     "auth": ["NATS_URL"],
     "history": ["NATS_URL"],
-    "presence": ["NATS_URL"],
-    "notification": ["NATS_URL"],
-    "gateway": ["AUTH_GRPC_URL", "HISTORY_GRPC_URL", "NATS_URL"],
+    "presence": ["NATS_URL", "HISTORY_GRPC_URL"],
+    "notification": ["NATS_URL", "AUTH_GRPC_URL", "HISTORY_GRPC_URL"],
+    "gateway": ["AUTH_GRPC_URL", "HISTORY_GRPC_URL", "PRESENCE_GRPC_URL", "NOTIFICATION_GRPC_URL", "NATS_URL"],
 }
 # Variables that hold another service's address, and the service they must name.
 ADDRESS_VAR = {
     "AUTH_GRPC_URL": "auth",
     "HISTORY_GRPC_URL": "history",
+    "PRESENCE_GRPC_URL": "presence",
+    "NOTIFICATION_GRPC_URL": "notification",
     "NATS_URL": "nats",
     "AUTH_DATABASE_URL": "postgres",
     "HISTORY_DATABASE_URL": "postgres",
@@ -142,6 +144,35 @@ def host_port(value):
     if port is None:
         port = SCHEME_PORT.get(parts.scheme)
     return parts.hostname, port
+
+
+ENV_READ = re.compile(r'(?:config::(?:string|parse|list)|std::env::var(?:_os)?)\(\s*"([A-Z][A-Z0-9_]*)"')
+# Read by every service's telemetry start-up (EnvFilter reads RUST_LOG, the
+# OpenTelemetry SDK the sampler variables).
+TELEMETRY_VARS = {"RUST_LOG", "LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+
+
+def env_vars_in(path):
+    """Variables read in a Rust file, or in every Rust file under a folder."""
+    paths = [path] if os.path.isfile(path) else [
+        os.path.join(base, f) for base, _, files in os.walk(path) for f in files if f.endswith(".rs")
+    ]
+    found = set()
+    for p in paths:
+        with open(p, encoding="utf-8") as handle:
+            found |= set(ENV_READ.findall(handle.read()))
+    return found
+
+
+def env_read_by(binary):
+    """Environment variables the service's code reads (its crate, plus the
+    shared stream settings when its configuration uses them)."""
+    crate = os.path.join(ROOT, "services", binary, "src")
+    found = env_vars_in(crate) | TELEMETRY_VARS
+    with open(os.path.join(crate, "config.rs"), encoding="utf-8") as handle:
+        if "StreamSettings::from_env" in handle.read():
+            found |= env_vars_in(os.path.join(ROOT, "services", "common", "src", "nats.rs"))
+    return found
 
 
 def workspace_binaries():
@@ -420,6 +451,13 @@ def main():
             if expected is not None and port != expected:
                 fail(f"compose: service '{name}': {var}={value} uses port {port}, "
                      f"but '{host}' listens on {expected}")
+
+    # Every environment variable a service reads is set explicitly, so the
+    # compose file shows the whole configuration.
+    for name, binary in sorted(run_by.items()):
+        env = env_of(services[name])
+        for var in sorted(env_read_by(binary) - set(env)):
+            fail(f"compose: service '{name}' does not set {var}, which {binary} reads")
 
     # Auth and gateway agree on the JWT issuer and audience.
     by_binary = {b: env_of(services[n]) for n, b in run_by.items()}

@@ -2,6 +2,9 @@
 # Runs every test: unit tests of each crate, and the whole-system tests that
 # start a real nats-server and all five services against SQLite and PostgreSQL.
 #
+# The web client's test drives Debian's Chromium with playwright-core
+# (scripts/install-browser.sh installs both, with apt and npm).
+#
 # PostgreSQL is taken from TEST_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres). Outside CI, PostgreSQL tests
 # are skipped with a message when no server answers; with CI=true they fail.
@@ -11,6 +14,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/install-tools.sh
+scripts/install-browser.sh
 scripts/check-deploy.sh
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check
@@ -22,4 +26,6 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "test: clippy is not installed (rustup component add clippy); lints not checked"
 fi
+# The whole-system tests start some services as processes of their own.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

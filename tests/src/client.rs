@@ -132,6 +132,9 @@ pub struct Ws {
     stream: Stream,
     /// Frames read ahead while waiting for an `ack`, returned first by `next_json`.
     pending: std::collections::VecDeque<Value>,
+    /// Whether `presence` frames are wanted. Most tests are about something
+    /// else and skip them, as a client skips frames it has no use for.
+    presence: bool,
 }
 
 impl Ws {
@@ -140,13 +143,13 @@ impl Ws {
         let mut request = url.into_client_request().expect("ws url");
         request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().expect("header"));
         let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("ws connects");
-        Self { stream, pending: Default::default() }
+        Self { stream, pending: Default::default(), presence: false }
     }
 
     /// Connects without credentials (for first-frame auth).
     pub async fn connect(url: &str) -> Self {
         let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
-        Self { stream, pending: Default::default() }
+        Self { stream, pending: Default::default(), presence: false }
     }
 
     /// Header auth, then waits for `ready`; returns the socket and the frame.
@@ -173,6 +176,22 @@ impl Ws {
         }
     }
 
+    /// Like `open`, keeping `presence` frames.
+    pub async fn open_with_presence(url: &str, device: &Device) -> (Self, Value) {
+        let (mut ws, ready) = Self::open(url, device).await;
+        ws.presence = true;
+        (ws, ready)
+    }
+
+    /// Closes the socket normally (1000).
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+
+    fn skipped(&self, text: &str) -> bool {
+        !self.presence && text.contains(r#""type":"presence""#)
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }
@@ -194,6 +213,7 @@ impl Ws {
             let next =
                 tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await.expect("a frame within the timeout");
             match next {
+                Some(Ok(Message::Text(text))) if self.skipped(&text) => continue,
                 Some(Ok(Message::Text(text))) => {
                     return serde_json::from_str(&text).expect("server frames are JSON");
                 }
@@ -219,6 +239,7 @@ impl Ws {
         let deadline = tokio::time::Instant::now() + duration;
         while let Ok(next) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             match next {
+                Some(Ok(Message::Text(text))) if self.skipped(&text) => continue,
                 Some(Ok(Message::Text(text))) => panic!("expected silence, got {text}"),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected silence, got {other:?}"),

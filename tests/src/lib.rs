@@ -7,6 +7,9 @@
 pub mod client;
 pub mod database;
 pub mod nats;
+pub mod otlp;
+pub mod processes;
+pub mod push;
 pub mod system;
 
 pub use client::{Device, Ws};
@@ -63,6 +66,16 @@ pub fn init_test_logs() {
 /// The workspace root (for `.tools/`).
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(ToOwned::to_owned).unwrap_or_default()
+}
+
+/// A service binary of this workspace, next to the test binaries
+/// (`<target>/debug/deps/..`). `cargo test` alone does not build it:
+/// scripts/test.sh runs `cargo build --bins` first.
+pub fn service_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe.parent().and_then(std::path::Path::parent).map(|dir| dir.join(name)).unwrap_or_default();
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
 }
 
 /// True when running under CI, where a missing dependency must fail a test.

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::database::{self, Db};
 use crate::nats::NatsServer;
+use crate::processes::ServiceProcess;
 
 struct Running {
     shutdown: CancellationToken,
@@ -26,14 +27,19 @@ impl Running {
 
 pub struct Gateway {
     pub addr: std::net::SocketAddr,
+    pub metrics_addr: std::net::SocketAddr,
     running: Running,
 }
 
-/// How to start a system: how many gateways, and any change to auth's configuration.
+/// How to start a system: how many gateways and presence instances, and
+/// changes to the services' configuration.
 pub struct SystemBuilder {
     gateways: usize,
+    presences: usize,
     auth: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
     gateway: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
+    presence: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
+    notification: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
 }
 
@@ -46,6 +52,26 @@ impl SystemBuilder {
 
     pub fn gateways(mut self, count: usize) -> Self {
         self.gateways = count;
+        self
+    }
+
+    pub fn presence_instances(mut self, count: usize) -> Self {
+        self.presences = count;
+        self
+    }
+
+    pub fn presence_config(mut self, change: impl Fn(&mut chat_presence::Config) + Send + Sync + 'static) -> Self {
+        self.presence = Box::new(change);
+        self
+    }
+
+    /// Changes notification's configuration (after the test defaults: http
+    /// endpoints allowed, a 300 ms coalescing window).
+    pub fn notification_config(
+        mut self,
+        change: impl Fn(&mut chat_notification::Config) + Send + Sync + 'static,
+    ) -> Self {
+        self.notification = Box::new(change);
         self
     }
 
@@ -66,11 +92,14 @@ impl SystemBuilder {
 }
 
 pub struct System {
+    /// Each service's Prometheus listener (of the first instance where there are several).
+    pub metrics_addrs: std::collections::BTreeMap<&'static str, std::net::SocketAddr>,
     pub nats: NatsServer,
     pub db: Db,
     pub auth_addr: String,
     pub history_addr: String,
-    pub presence_addr: String,
+    /// Of each presence instance; gateways use the first.
+    pub presence_addrs: Vec<String>,
     pub notification_addr: String,
     pub auth_db_url: String,
     pub history_db_url: String,
@@ -78,9 +107,13 @@ pub struct System {
     stream: chat_common::nats::StreamSettings,
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
     gateway_settings: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
+    presence_settings: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
+    notification_settings: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     auth: Option<Running>,
+    notification: Option<Running>,
+    more_notifications: Vec<Running>,
+    presences: Vec<Option<Running>>,
     history: Option<Running>,
-    services: Vec<Running>,
     gateways: Vec<Option<Gateway>>,
     _dir: tempfile::TempDir,
 }
@@ -100,9 +133,30 @@ where
     Running { shutdown, task }
 }
 
+async fn launch_gateway(config: chat_gateway::Config) -> Gateway {
+    let shutdown = CancellationToken::new();
+    let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
+    let addr = app.http_addr();
+    let metrics_addr = app.metrics_addr();
+    let task = tokio::spawn(async move {
+        if let Err(e) = app.run().await {
+            eprintln!("gateway stopped with an error: {e}");
+        }
+    });
+    Gateway { addr, metrics_addr, running: Running { shutdown, task } }
+}
+
 impl System {
     pub fn builder() -> SystemBuilder {
-        SystemBuilder { gateways: 1, auth: Box::new(|_| {}), gateway: Box::new(|_| {}), stream: Default::default() }
+        SystemBuilder {
+            gateways: 1,
+            presences: 1,
+            auth: Box::new(|_| {}),
+            gateway: Box::new(|_| {}),
+            presence: Box::new(|_| {}),
+            notification: Box::new(|_| {}),
+            stream: Default::default(),
+        }
     }
 
     /// Everything with one gateway. `None` only for PostgreSQL outside CI when
@@ -140,41 +194,51 @@ impl System {
         (builder.auth)(&mut auth_config);
         let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
         let auth_addr = auth.grpc_addr().to_string();
+        let mut metrics_addrs = std::collections::BTreeMap::from([("auth", auth.metrics_addr())]);
         let mut history_config = chat_history::Config::local(&history_db_url, &nats.url());
         history_config.stream = builder.stream.clone();
         let history = chat_history::App::build(history_config).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
-        let presence =
-            chat_presence::App::build(chat_presence::Config::local(&nats.url())).await.expect("presence starts");
-        let presence_addr = presence.grpc_addr().to_string();
-        let notification = chat_notification::App::build(chat_notification::Config::local(&nats.url()))
-            .await
-            .expect("notification starts");
-        let notification_addr = notification.grpc_addr().to_string();
+        metrics_addrs.insert("history", history.metrics_addr());
         let auth = Some(spawn(|t| auth.run(t)));
         let history = Some(spawn(|t| history.run(t)));
-        let services = vec![spawn(|t| presence.run(t)), spawn(|t| notification.run(t))];
         let mut system = Self {
+            metrics_addrs,
             nats,
             db,
             auth_addr,
             history_addr,
-            presence_addr,
-            notification_addr,
+            presence_addrs: Vec::new(),
+            notification_addr: String::new(),
             auth_db_url,
             history_db_url,
             postgres_names,
             stream: builder.stream,
             auth_settings: builder.auth,
             gateway_settings: builder.gateway,
+            presence_settings: builder.presence,
+            notification_settings: builder.notification,
             auth,
+            notification: None,
+            more_notifications: Vec::new(),
+            presences: Vec::new(),
             history,
-            services,
             gateways: Vec::new(),
             _dir: dir,
         };
+        system.start_notification().await;
+        for _ in 0..builder.presences {
+            let config = system.presence_config("127.0.0.1:0");
+            let presence = chat_presence::App::build(config).await.expect("presence starts");
+            system.presence_addrs.push(presence.grpc_addr().to_string());
+            system.metrics_addrs.entry("presence").or_insert(presence.metrics_addr());
+            system.presences.push(Some(spawn(|t| presence.run(t))));
+        }
         for _ in 0..gateways {
             system.start_gateway().await;
+        }
+        if let Some(Some(first)) = system.gateways.first() {
+            system.metrics_addrs.insert("gateway", first.metrics_addr);
         }
         Some(system)
     }
@@ -221,21 +285,105 @@ impl System {
         self.history = Some(spawn(|t| history.run(t)));
     }
 
-    /// Starts one more gateway; returns its index.
-    pub async fn start_gateway(&mut self) -> usize {
-        let mut config = chat_gateway::Config::local(&self.auth_addr, &self.history_addr, &self.nats.url());
+    fn presence_config(&self, grpc_addr: &str) -> chat_presence::Config {
+        let mut config = chat_presence::Config::local(&self.nats.url(), &self.history_addr);
+        (self.presence_settings)(&mut config);
+        config.grpc_addr = grpc_addr.to_owned();
+        config
+    }
+
+    /// Kills presence instance `index` abruptly (its task is dropped, as in a crash).
+    pub async fn kill_presence(&mut self, index: usize) {
+        if let Some(presence) = self.presences[index].take() {
+            presence.task.abort();
+            let _ = presence.task.await;
+        }
+    }
+
+    /// Starts presence instance `index` again on its address.
+    pub async fn start_presence(&mut self, index: usize) {
+        assert!(self.presences[index].is_none(), "presence {index} is running");
+        let config = self.presence_config(&self.presence_addrs[index]);
+        let presence = chat_presence::App::build(config).await.expect("presence restarts");
+        self.presences[index] = Some(spawn(|t| presence.run(t)));
+    }
+
+    fn notification_config(&self) -> chat_notification::Config {
+        let mut config = chat_notification::Config::local(&self.nats.url(), &self.auth_addr, &self.history_addr);
+        config.allow_http_endpoints = true;
+        config.coalesce = Duration::from_millis(300);
+        config.stream = self.stream.clone();
+        (self.notification_settings)(&mut config);
+        config
+    }
+
+    /// Starts another notification instance beside the first (on its own port).
+    pub async fn start_another_notification(&mut self) {
+        let notification =
+            chat_notification::App::build(self.notification_config()).await.expect("notification starts");
+        self.more_notifications.push(spawn(|t| notification.run(t)));
+    }
+
+    /// Starts notification (again, on the same address after the first time).
+    pub async fn start_notification(&mut self) {
+        assert!(self.notification.is_none(), "notification is running");
+        let mut config = self.notification_config();
+        if !self.notification_addr.is_empty() {
+            config.grpc_addr = self.notification_addr.clone();
+        }
+        let notification = chat_notification::App::build(config).await.expect("notification starts");
+        self.notification_addr = notification.grpc_addr().to_string();
+        self.metrics_addrs.insert("notification", notification.metrics_addr());
+        self.notification = Some(spawn(|t| notification.run(t)));
+    }
+
+    /// Kills notification abruptly (its task is dropped mid-work, as in a crash).
+    pub async fn kill_notification(&mut self) {
+        if let Some(notification) = self.notification.take() {
+            notification.task.abort();
+            let _ = notification.task.await;
+        }
+    }
+
+    fn gateway_config(&self) -> chat_gateway::Config {
+        let services = [&*self.auth_addr, &self.history_addr, &self.presence_addrs[0], &self.notification_addr];
+        let mut config = chat_gateway::Config::local(services, &self.nats.url());
         config.stream = self.stream.clone();
         (self.gateway_settings)(&mut config);
-        let shutdown = CancellationToken::new();
-        let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
-        let addr = app.http_addr();
-        let task = tokio::spawn(async move {
-            if let Err(e) = app.run().await {
-                eprintln!("gateway stopped with an error: {e}");
-            }
-        });
-        self.gateways.push(Some(Gateway { addr, running: Running { shutdown, task } }));
+        config
+    }
+
+    /// Starts a gateway as a process of its own, so a test can kill it with SIGKILL.
+    pub async fn spawn_gateway_process(&self) -> ServiceProcess {
+        let addr = crate::processes::free_addr();
+        let config = self.gateway_config();
+        let env = [
+            ("GATEWAY_HTTP_ADDR", addr.to_string()),
+            ("GATEWAY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_GRPC_URL", config.auth_url),
+            ("HISTORY_GRPC_URL", config.history_url),
+            ("PRESENCE_GRPC_URL", config.presence_url),
+            ("NOTIFICATION_GRPC_URL", config.notification_url),
+            ("NATS_URL", config.nats_url),
+            ("GATEWAY_PRESENCE_TTL_SECS", config.presence_ttl.as_secs().to_string()),
+        ];
+        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        ServiceProcess::start("gateway", addr, &env, None).await
+    }
+
+    /// Starts one more gateway; returns its index.
+    pub async fn start_gateway(&mut self) -> usize {
+        let gateway = launch_gateway(self.gateway_config()).await;
+        self.gateways.push(Some(gateway));
         self.gateways.len() - 1
+    }
+
+    /// Starts gateway `index` again on its old address, after `stop_gateway`.
+    pub async fn restart_gateway(&mut self, index: usize, addr: std::net::SocketAddr) {
+        assert!(self.gateways[index].is_none(), "gateway {index} is running");
+        let mut config = self.gateway_config();
+        config.http_addr = addr.to_string();
+        self.gateways[index] = Some(launch_gateway(config).await);
     }
 
     /// Gracefully stops gateway `index` (its sockets get 1001).
@@ -247,6 +395,10 @@ impl System {
 
     fn gateway(&self, index: usize) -> &Gateway {
         self.gateways[index].as_ref().expect("gateway is running")
+    }
+
+    pub fn gateway_addr(&self, index: usize) -> std::net::SocketAddr {
+        self.gateway(index).addr
     }
 
     /// `http://127.0.0.1:port` of gateway `index`.
@@ -298,7 +450,11 @@ impl System {
         for index in 0..self.gateways.len() {
             self.stop_gateway(index).await;
         }
-        for service in self.services.drain(..).chain(self.auth.take()).chain(self.history.take()) {
+        let presences: Vec<Running> = self.presences.iter_mut().filter_map(Option::take).collect();
+        let notifications: Vec<Running> =
+            self.notification.take().into_iter().chain(self.more_notifications.drain(..)).collect();
+        let rest = notifications.into_iter().chain(self.auth.take()).chain(self.history.take());
+        for service in presences.into_iter().chain(rest) {
             service.stop().await;
         }
         self.nats.kill().await;

@@ -16,13 +16,18 @@ fn grpcurl(args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// grpcurl's rendering of an empty message.
+fn empty(answer: &str) -> bool {
+    answer.split_whitespace().collect::<String>() == "{}"
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_answers_health_and_reflection_through_grpcurl() {
     let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
     let services = [
         (&system.auth_addr, "chat.auth.v1.AuthService"),
         (&system.history_addr, "chat.history.v1.HistoryService"),
-        (&system.presence_addr, "chat.presence.v1.PresenceService"),
+        (&system.presence_addrs[0], "chat.presence.v1.PresenceService"),
         (&system.notification_addr, "chat.notification.v1.NotificationService"),
     ];
     let addrs: Vec<(String, &str)> = services.iter().map(|(a, s)| ((*a).clone(), *s)).collect();
@@ -44,7 +49,7 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
 
     // A real call through reflection: register, then look the user up.
     let auth = system.auth_addr.clone();
-    tokio::task::spawn_blocking(move || {
+    let user_id = tokio::task::spawn_blocking(move || {
         let (ok, created) = grpcurl(&[
             "-plaintext",
             "-d",
@@ -64,6 +69,31 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
         let (ok, refused) =
             grpcurl(&["-plaintext", "-d", r#"{"username":"x"}"#, &auth, "chat.auth.v1.AuthService/GetUserByUsername"]);
         assert!(!ok && refused.contains("InvalidArgument"), "{refused}");
+        found.split('"').skip_while(|part| *part != "userId").nth(2).expect("a user id").to_owned()
+    })
+    .await
+    .expect("grpcurl calls");
+
+    // One call through reflection on each of the other services.
+    let (history, presence, notification) =
+        (system.history_addr.clone(), system.presence_addrs[0].clone(), system.notification_addr.clone());
+    tokio::task::spawn_blocking(move || {
+        let user = format!(r#"{{"user_id":"{user_id}"}}"#);
+        let (ok, listed) =
+            grpcurl(&["-plaintext", "-d", &user, &history, "chat.history.v1.HistoryService/ListConversations"]);
+        assert!(ok && empty(&listed), "a new user has no conversations: {listed}");
+        let request = format!(r#"{{"caller_id":"{user_id}","user_ids":["{user_id}"]}}"#);
+        let (ok, seen) =
+            grpcurl(&["-plaintext", "-d", &request, &presence, "chat.presence.v1.PresenceService/GetPresence"]);
+        assert!(ok && seen.contains("\"status\": \"offline\""), "{seen}");
+        let (ok, pending) = grpcurl(&[
+            "-plaintext",
+            "-d",
+            &user,
+            &notification,
+            "chat.notification.v1.NotificationService/ListPending",
+        ]);
+        assert!(ok && empty(&pending), "nothing waits for a new user: {pending}");
     })
     .await
     .expect("grpcurl calls");
@@ -78,5 +108,159 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
     assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
     let (status, missing) = api.get("/v1/nope", None).await;
     assert_eq!((status, missing["error"]["code"].clone()), (404, Value::from("not_found")));
+    system.stop().await;
+}
+
+/// Health follows the dependencies: with nats-server gone, the gateway's
+/// `/readyz` and every service's `grpc.health.v1` say so; back when it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_nats() {
+    let mut system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let services = [
+        (system.auth_addr.clone(), "chat.auth.v1.AuthService"),
+        (system.history_addr.clone(), "chat.history.v1.HistoryService"),
+        (system.presence_addrs[0].clone(), "chat.presence.v1.PresenceService"),
+        (system.notification_addr.clone(), "chat.notification.v1.NotificationService"),
+    ];
+    let statuses = move || {
+        let services = services.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                services
+                    .iter()
+                    .map(|(addr, service)| {
+                        let request = format!(r#"{{"service":"{service}"}}"#);
+                        let (_, answer) = grpcurl(&["-plaintext", "-d", &request, addr, "grpc.health.v1.Health/Check"]);
+                        if answer.contains("NOT_SERVING") {
+                            "NOT_SERVING"
+                        } else if answer.contains("SERVING") {
+                            "SERVING"
+                        } else {
+                            "?"
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .expect("grpcurl")
+        }
+    };
+    let api = system.api();
+    let wait_for = |ready: u16, status: &'static str| {
+        let statuses = statuses.clone();
+        let api = &api;
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let (code, _) = api.get("/readyz", None).await;
+                let health = statuses().await;
+                if code == ready && health.iter().all(|s| *s == status) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "readyz {code}, health {health:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(200, "SERVING").await;
+    system.nats.kill().await;
+    wait_for(503, "NOT_SERVING").await;
+    system.nats.restart().await;
+    wait_for(200, "SERVING").await;
+    system.stop().await;
+}
+
+/// Parses Prometheus text exposition: every sample line is `name{labels} value`
+/// with a numeric value; returns (series, value) pairs.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            let words: Vec<&str> = comment.split_whitespace().collect();
+            assert!(matches!(words.first(), Some(&"HELP" | &"TYPE" | &"EOF")), "bad comment line: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels: {line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+fn value_of(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {series} among {samples:?}"))
+}
+
+/// Every service serves Prometheus metrics, and they move with traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_serves_metrics_that_move_with_traffic() {
+    let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let scrape = |service: &'static str| {
+        let addr = system.metrics_addrs[service];
+        async move {
+            let response = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics answer");
+            assert_eq!(response.status(), 200);
+            let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+            assert!(content_type.starts_with("text/plain"), "{content_type}");
+            parse_prometheus(&response.text().await.unwrap())
+        }
+    };
+    for service in ["gateway", "auth", "history", "presence", "notification"] {
+        scrape(service).await;
+    }
+
+    // Traffic: two users, a message to an offline one, then to an online one.
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut alice_ws, _) = chat_system_tests::Ws::open(&system.ws(0), &alice).await;
+    let ack = alice_ws.send_message(1, &conversation, "m1", "while bob is away").await;
+    assert_eq!(ack["type"], "ack");
+    api.wait_for_history(&alice, &conversation, 1).await;
+    let (mut bob_ws, _) = chat_system_tests::Ws::open(&system.ws(0), &bob).await;
+    alice_ws.send_message(2, &conversation, "m2", "hi bob").await;
+    bob_ws.expect("message").await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let gateway = scrape("gateway").await;
+        let auth = scrape("auth").await;
+        let history = scrape("history").await;
+        let presence = scrape("presence").await;
+        let notification = scrape("notification").await;
+        let moved = value_of(&gateway, r#"gateway_frames_in_total{type="send"}"#) >= 2.0
+            && value_of(&gateway, "gateway_frames_out_total") >= 4.0
+            && value_of(&gateway, "gateway_send_to_ack_seconds_count") >= 2.0
+            && value_of(&gateway, "gateway_fan_out_seconds_count") >= 2.0
+            && value_of(&gateway, "gateway_connections") >= 1.0
+            && value_of(&auth, r#"auth_logins_total{outcome="ok"}"#) >= 2.0
+            && value_of(&history, "history_ingest_batch_size_count") >= 1.0
+            && value_of(&history, r#"jetstream_consumer_pending{consumer="history"}"#) >= 0.0
+            && value_of(&presence, r#"presence_announced_total{status="online"}"#) >= 2.0
+            && value_of(&notification, "notification_queued_total") >= 1.0
+            && value_of(&notification, r#"jetstream_consumer_pending{consumer="pusher"}"#) >= 0.0;
+        if moved {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics did not move:\n{gateway:?}\n{presence:?}\n{notification:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     system.stop().await;
 }

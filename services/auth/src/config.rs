@@ -10,6 +10,8 @@ use chat_common::rate_limit::Rate;
 pub struct Config {
     /// `AUTH_GRPC_ADDR`, default `127.0.0.1:50051`.
     pub grpc_addr: String,
+    /// `AUTH_METRICS_ADDR`, default `127.0.0.1:9101`: Prometheus `/metrics`.
+    pub metrics_addr: String,
     /// `AUTH_DATABASE_URL`, default `sqlite://data/auth.db`.
     pub database_url: String,
     pub database_max_connections: u32,
@@ -43,6 +45,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let config = Self {
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50051"),
+            metrics_addr: config::string("AUTH_METRICS_ADDR", "127.0.0.1:9101"),
             database_url: config::string("AUTH_DATABASE_URL", "sqlite://data/auth.db"),
             database_max_connections: config::parse("AUTH_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
@@ -71,6 +74,7 @@ impl Config {
     pub fn local(database_url: &str, nats_url: &str) -> Self {
         Self {
             grpc_addr: "127.0.0.1:0".to_owned(),
+            metrics_addr: "127.0.0.1:0".to_owned(),
             database_url: database_url.to_owned(),
             database_max_connections: 4,
             nats_url: nats_url.to_owned(),

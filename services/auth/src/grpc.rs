@@ -308,7 +308,15 @@ impl AuthService for AuthGrpc {
 
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
         let peer = request.remote_addr();
-        Ok(Response::new(self.login(request.into_inner(), peer).await?))
+        let result = self.login(request.into_inner(), peer).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::InvalidCredentials) => "refused",
+            Err(Error::RateLimited(_)) => "rate_limited",
+            Err(_) => "error",
+        };
+        crate::metrics::get().logins.get_or_create(&chat_common::metrics::label("outcome", outcome)).inc();
+        Ok(Response::new(result?))
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<TokenPair>, Status> {

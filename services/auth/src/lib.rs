@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod grpc;
 mod keys;
+mod metrics;
 mod password;
 mod store;
 mod validate;
@@ -32,6 +33,8 @@ pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
+    health: chat_common::grpc::Health,
+    metrics: chat_common::metrics::Endpoint,
     key_changes: KeyChanges,
 }
 
@@ -71,7 +74,7 @@ impl App {
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
         MIGRATOR.run(&pool).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let store = store::Store::new(pool);
+        let store = store::Store::new(pool.clone());
         let keys = Arc::new(keys::Keyring::load(&store, &config).await?);
         let passwords = password::Hasher::new()?;
 
@@ -83,21 +86,30 @@ impl App {
             chat_common::nats::revoked_devices(&js, ttl, config.replicas).await.map_err(|e| unavailable(&e))?;
         let subscriber = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unavailable(&e))?;
         let key_changes = KeyChanges { subscriber, keys: keys.clone(), store: store.clone() };
+        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: Some(pool) };
         let announcer = grpc::Announcer { nats, revoked };
         let service = grpc::AuthGrpc::new(config.clone(), store, keys, passwords, announcer);
 
         let (listener, grpc_addr) =
             chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let routes = chat_common::grpc::with_health_and_reflection(
+        let (routes, health) = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(AuthServiceServer::new(service)),
             &["chat.auth.v1.AuthService"],
+            dependencies,
         );
-        tracing::info!(%grpc_addr, "auth listening");
-        Ok(Self { listener, grpc_addr, routes, key_changes })
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "auth listening");
+        Ok(Self { listener, grpc_addr, routes, health, metrics, key_changes })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr
     }
 
     /// Serves until `shutdown` is cancelled.
@@ -111,7 +123,12 @@ impl App {
             shutdown.cancel();
             served.map_err(|e| Error::Unexpected(e.into()))
         };
-        let ((), served) = tokio::join!(self.key_changes.run(shutdown.clone()), serve);
+        let ((), (), (), served) = tokio::join!(
+            self.key_changes.run(shutdown.clone()),
+            self.health.watch(shutdown.clone()),
+            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
+            serve
+        );
         served
     }
 }

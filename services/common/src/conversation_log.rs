@@ -126,6 +126,7 @@ impl ConversationLog {
     /// # Errors
     /// `Unavailable` or `Busy` when the message was not stored (retry);
     /// `Corrupt` when the stream holds unreadable entries.
+    #[tracing::instrument(name = "jetstream.publish", skip_all, fields(otel.kind = "producer"))]
     pub async fn append(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, AppendError> {
         let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
         if let Some(message) = self.original(&msg_id).await? {

@@ -1,6 +1,7 @@
-//! Serving gRPC the same way in every service: a listener bound up front (so
-//! port 0 works and the bound port is known), `grpc.health.v1`, reflection for
-//! `grpcurl`, and shutdown on a token.
+//! Serving and calling gRPC the same way in every service: a listener bound
+//! up front (so port 0 works and the bound port is known), `grpc.health.v1`,
+//! reflection for `grpcurl`, shutdown on a token, and W3C trace context in the
+//! metadata of every call both ways (a server span continues the caller's trace).
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Binds `addr` and returns the listener with the address it really got.
 ///
@@ -19,17 +21,81 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// Adds health (reporting `service_names` as SERVING) and reflection to `routes`.
-pub fn with_health_and_reflection(mut routes: Routes, service_names: &[&str]) -> Routes {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in service_names {
-        let reporter = reporter.clone();
-        let name = (*name).to_owned();
-        tokio::spawn(async move {
-            reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
-        });
+/// What a service needs to do its work; its gRPC health follows them.
+pub struct Dependencies {
+    pub nats: async_nats::Client,
+    pub db: Option<sqlx::AnyPool>,
+}
+
+impl Dependencies {
+    /// Whether NATS is connected and the database (if any) answers within a second.
+    async fn up(&self) -> bool {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return false;
+        }
+        match &self.db {
+            None => true,
+            Some(pool) => matches!(
+                tokio::time::timeout(HEALTH_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await,
+                Ok(Ok(_))
+            ),
+        }
     }
-    routes = routes.add_service(health);
+}
+
+const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A server's `grpc.health.v1` status: SERVING while its dependencies answer,
+/// NOT_SERVING otherwise, for each of its services and for the server (`""`).
+pub struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<String>,
+    dependencies: Dependencies,
+}
+
+impl Health {
+    async fn set(&self, up: bool) {
+        let status = if up { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+        for name in self.names.iter().map(String::as_str).chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    /// Checks the dependencies every second until `shutdown`, reporting changes.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(HEALTH_EVERY);
+        let mut last = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let up = self.dependencies.up().await;
+            if up != last {
+                tracing::warn!(up, "dependencies changed; health follows");
+                self.set(up).await;
+                last = up;
+            }
+        }
+    }
+}
+
+/// Adds health (SERVING at first, then following `dependencies`; see
+/// [`Health::watch`]) and reflection to `routes`.
+pub fn with_health_and_reflection(
+    mut routes: Routes,
+    service_names: &[&str],
+    dependencies: Dependencies,
+) -> (Routes, Health) {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health { reporter, names: service_names.iter().map(|n| (*n).to_owned()).collect(), dependencies };
+    // Built with its dependencies just connected: serving from the start.
+    for name in health.names.iter().cloned().chain([String::new()]) {
+        let reporter = health.reporter.clone();
+        tokio::spawn(async move { reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await });
+    }
+    routes = routes.add_service(health_service);
     // Only the services this server really has are advertised; the shared
     // descriptor set describes every service of the system.
     let reflection = || {
@@ -42,9 +108,10 @@ pub fn with_health_and_reflection(mut routes: Routes, service_names: &[&str]) ->
         )
     };
     // Both reflection versions: grpcurl releases before 1.9 speak only v1alpha.
-    routes
+    let routes = routes
         .add_service(reflection().build_v1().expect("the compiled descriptor sets are valid"))
-        .add_service(reflection().build_v1alpha().expect("the compiled descriptor sets are valid"))
+        .add_service(reflection().build_v1alpha().expect("the compiled descriptor sets are valid"));
+    (routes, health)
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then drains.
@@ -57,9 +124,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .trace_fn(request_span)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// The span a served call runs in: a child of the caller's `traceparent`,
+/// named after the method. Health checks and reflection are not traced.
+fn request_span(request: &http::Request<()>) -> tracing::Span {
+    let method = request.uri().path();
+    if method.starts_with("/grpc.") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("grpc.server", otel.name = method, otel.kind = "server");
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeaders(request.headers())));
+    let _ = span.set_parent(parent);
+    span
 }
 
 /// A lazily connecting channel to another service's gRPC address (`host:port`
@@ -67,14 +148,63 @@ pub async fn serve(
 ///
 /// # Errors
 /// When the address is not a valid URI.
-pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_owned()
     } else {
         format!("http://{addr}")
     };
-    Ok(tonic::transport::Endpoint::from_shared(uri)?
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(Channel(
+        tonic::transport::Endpoint::from_shared(uri)?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    ))
+}
+
+/// A client channel that sends the current span's trace context
+/// (`traceparent`) with every call, so the callee's spans join the trace.
+#[derive(Clone, Debug)]
+pub struct Channel(tonic::transport::Channel);
+
+type Request = http::Request<tonic::body::Body>;
+
+impl tower::Service<Request> for Channel {
+    type Response = <tonic::transport::Channel as tower::Service<Request>>::Response;
+    type Error = <tonic::transport::Channel as tower::Service<Request>>::Error;
+    type Future = <tonic::transport::Channel as tower::Service<Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&context, &mut HttpHeadersMut(request.headers_mut()));
+        });
+        self.0.call(request)
+    }
+}
+
+struct HttpHeaders<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HttpHeadersMut<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HttpHeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(key), http::HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
 }

@@ -13,8 +13,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const CHAT_STREAM: &str = "CHAT";
 /// Subjects captured by [`CHAT_STREAM`].
 pub const CHAT_SUBJECTS: &str = "chat.conv.>";
-/// Device connect/disconnect events from gateways (core NATS).
-pub const PRESENCE_DEVICE_SUBJECT: &str = "chat.presence.device";
 /// Typing indicators (core NATS, never stored), one subject per conversation.
 pub fn typing_subject(conversation_id: &str) -> String {
     format!("chat.typing.{conversation_id}")
@@ -157,18 +155,7 @@ pub async fn revoked_devices(
     access_token_ttl: Duration,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
-    if let Ok(store) = js.get_key_value(REVOKED_DEVICES_BUCKET).await {
-        return Ok(store);
-    }
-    js.create_key_value(jetstream::kv::Config {
-        bucket: REVOKED_DEVICES_BUCKET.to_owned(),
-        history: 1,
-        max_age: access_token_ttl + Duration::from_secs(60),
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
+    key_value(js, REVOKED_DEVICES_BUCKET, access_token_ttl + Duration::from_secs(60), replicas).await
 }
 
 /// The client-message-id index, created when missing. It keeps every key
@@ -180,17 +167,131 @@ pub async fn client_msg_ids(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
-    if let Ok(store) = js.get_key_value(CLIENT_MSG_IDS_BUCKET).await {
+    key_value(js, CLIENT_MSG_IDS_BUCKET, Duration::ZERO, replicas).await
+}
+
+/// How long purge markers stay in the key-value buckets, so every watcher sees them.
+pub const MARKER_TTL: Duration = Duration::from_secs(60);
+
+/// A key-value bucket, created when missing: file storage, the newest value of
+/// each key only, entries dropped after `max_age` (zero: kept), per-key TTLs
+/// allowed (purges leave markers that expire after [`MARKER_TTL`]).
+///
+/// # Errors
+/// When JetStream is unavailable.
+pub async fn key_value(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
     js.create_key_value(jetstream::kv::Config {
-        bucket: CLIENT_MSG_IDS_BUCKET.to_owned(),
+        bucket: name.to_owned(),
         history: 1,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas,
+        limit_markers: Some(MARKER_TTL),
         ..Default::default()
     })
     .await
+}
+
+/// Calls `on_entry` with the current value of every key of a bucket, then
+/// with every change, until `shutdown` or until `on_entry` returns `false`. A
+/// broken watch resumes after the last revision seen, so nothing is skipped.
+pub async fn follow_bucket<F, Fut>(
+    bucket: &jetstream::kv::Store,
+    shutdown: &crate::shutdown::CancellationToken,
+    mut on_entry: F,
+) where
+    F: FnMut(jetstream::kv::Entry) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use futures::StreamExt;
+    let mut last_revision = 0;
+    while !shutdown.is_cancelled() {
+        // `watch_with_history` starts with the newest entry of every key
+        // (`watch_all` would only see changes from now on).
+        let watch = if last_revision == 0 {
+            bucket.watch_with_history(">").await
+        } else {
+            bucket.watch_all_from_revision(last_revision + 1).await
+        };
+        match watch {
+            Ok(mut watch) => loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = watch.next() => next,
+                };
+                match next {
+                    Some(Ok(entry)) => {
+                        last_revision = entry.revision;
+                        if !on_entry(entry).await {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, bucket = bucket.name, "bucket watch broke; resuming");
+                        break;
+                    }
+                    None => break,
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, bucket = bucket.name, "cannot watch a bucket; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Presence state, in three key-value buckets (see docs/architecture.md, "Presence").
+pub mod presence {
+    use async_nats::jetstream::{self, kv};
+
+    pub use super::MARKER_TTL;
+    use super::key_value;
+
+    /// Open sockets: key `<gateway_id>.<connection_id>`, value a `presence.v1.Connection`.
+    pub const CONNECTIONS_BUCKET: &str = "presence_connections";
+    /// Live gateways: key `<gateway_id>`, refreshed by the gateway with a
+    /// per-message TTL. When a gateway stops refreshing, the server replaces
+    /// the key with a purge marker, and its sockets stop counting.
+    pub const GATEWAYS_BUCKET: &str = "presence_gateways";
+    /// Announced presence: key `<user_id>`, value a `presence.v1.PresenceState`.
+    pub const USERS_BUCKET: &str = "presence_users";
+    pub struct Buckets {
+        pub connections: kv::Store,
+        pub gateways: kv::Store,
+        pub users: kv::Store,
+    }
+
+    /// The three buckets, created when missing.
+    ///
+    /// # Errors
+    /// When JetStream is unavailable.
+    pub async fn buckets(
+        js: &jetstream::Context,
+        replicas: usize,
+    ) -> Result<Buckets, jetstream::context::CreateKeyValueError> {
+        let forever = std::time::Duration::ZERO;
+        Ok(Buckets {
+            connections: key_value(js, CONNECTIONS_BUCKET, forever, replicas).await?,
+            gateways: key_value(js, GATEWAYS_BUCKET, forever, replicas).await?,
+            users: key_value(js, USERS_BUCKET, forever, replicas).await?,
+        })
+    }
+
+    /// The subject a bucket stores `key` under, for publishing with headers
+    /// the key-value API does not offer (a TTL on a plain put).
+    pub fn key_subject(bucket: &str, key: &str) -> String {
+        format!("$KV.{bucket}.{key}")
+    }
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
@@ -219,6 +320,24 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
+}
+
+/// Puts `value` under `key` in `bucket` like `kv::Store::put`, with the
+/// current span's trace context in the entry's headers, so whoever consumes
+/// the bucket's stream continues the trace. Returns the entry's revision.
+///
+/// # Errors
+/// When JetStream does not store it.
+pub async fn put_with_trace_context(
+    js: &async_nats::jetstream::Context,
+    bucket: &async_nats::jetstream::kv::Store,
+    key: &str,
+    value: bytes::Bytes,
+) -> Result<u64, async_nats::Error> {
+    let mut headers = HeaderMap::new();
+    inject_trace_context(&mut headers);
+    let subject = format!("{}{key}", bucket.put_prefix.as_ref().unwrap_or(&bucket.prefix));
+    Ok(js.publish_with_headers(subject, headers, value).await?.await?.sequence)
 }
 
 /// Makes `span` a child of the trace context found in NATS headers, if any.

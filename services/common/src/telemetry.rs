@@ -1,14 +1,24 @@
 //! Telemetry start-up: structured logs always, OpenTelemetry traces to an OTLP
 //! collector (Jaeger) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. W3C trace
-//! context is the propagation format everywhere.
+//! context is the propagation format everywhere. Sampling and export batching
+//! follow the standard `OTEL_TRACES_SAMPLER`(`_ARG`) and `OTEL_BSP_*`
+//! variables, read by the SDK. A log line written inside a traced span
+//! carries its `trace_id` and `span_id`, so logs and traces meet.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::fmt;
+
+use opentelemetry::trace::TraceContextExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Flushes pending spans when dropped; keep it alive for the life of `main`.
@@ -48,15 +58,63 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         }
         None => None,
     };
-    let otel_layer = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    // Spans are exported at `info` whatever `RUST_LOG` says: quieter logs must
+    // not cut the traces.
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service_name))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     let fmt_layer = if json {
-        tracing_subscriber::fmt::layer().json().boxed()
+        let format = tracing_subscriber::fmt::format().json();
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithTraceId { inner: format, json: true })
+            .boxed()
     } else {
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt::layer().with_target(true).with_ansi(colour).boxed()
+        let format = tracing_subscriber::fmt::format().with_target(true).with_ansi(colour);
+        tracing_subscriber::fmt::layer().event_format(WithTraceId { inner: format, json: false }).boxed()
     };
-    tracing_subscriber::registry().with(filter).with(fmt_layer).with(otel_layer).try_init()?;
+    tracing_subscriber::registry().with(fmt_layer.with_filter(filter)).with(otel_layer).try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
-use tracing_subscriber::Layer as _;
+/// Adds the active trace's ids to each line an inner formatter writes: as the
+/// first JSON fields, or in front of a text line.
+struct WithTraceId<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let context = opentelemetry::Context::current();
+        let span = context.span();
+        let ids = span.span_context();
+        if !ids.is_valid() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
+        if !self.json {
+            write!(writer, "trace_id={trace_id} span_id={span_id} ")?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"),
+            None => writer.write_str(&line),
+        }
+    }
+}

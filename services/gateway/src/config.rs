@@ -9,10 +9,16 @@ use chat_common::nats::StreamSettings;
 pub struct Config {
     /// `GATEWAY_HTTP_ADDR`, default `127.0.0.1:8080`: HTTP API and WebSocket.
     pub http_addr: String,
+    /// `GATEWAY_METRICS_ADDR`, default `127.0.0.1:9100`: Prometheus `/metrics`.
+    pub metrics_addr: String,
     /// `AUTH_GRPC_URL`, default `127.0.0.1:50051`.
     pub auth_url: String,
     /// `HISTORY_GRPC_URL`, default `127.0.0.1:50052`.
     pub history_url: String,
+    /// `PRESENCE_GRPC_URL`, default `127.0.0.1:50053`.
+    pub presence_url: String,
+    /// `NOTIFICATION_GRPC_URL`, default `127.0.0.1:50054`.
+    pub notification_url: String,
     /// `NATS_URL`, default `nats://127.0.0.1:4222`.
     pub nats_url: String,
     pub stream: StreamSettings,
@@ -33,8 +39,10 @@ pub struct Config {
     /// `GATEWAY_IDLE_TIMEOUT_SECS` (default 30): a socket from which nothing,
     /// not even a pong, has arrived for this long is half-open and is closed.
     pub idle_timeout: Duration,
-    /// `GATEWAY_ID`: names this instance in presence events; random by default.
-    pub gateway_id: String,
+    /// `GATEWAY_PRESENCE_TTL_SECS` (default 15): this gateway's heartbeat key
+    /// lives this long without a refresh (refreshed every third of it). If the
+    /// gateway dies, its users go offline this long plus presence's grace period later.
+    pub presence_ttl: Duration,
     /// `ACCESS_TOKEN_TTL_SECS` (as auth): how long a revocation must be remembered.
     pub access_token_ttl: Duration,
     /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from the first
@@ -51,6 +59,9 @@ impl Config {
         Ok(Self {
             auth_url: config::string("AUTH_GRPC_URL", "127.0.0.1:50051"),
             history_url: config::string("HISTORY_GRPC_URL", "127.0.0.1:50052"),
+            presence_url: config::string("PRESENCE_GRPC_URL", "127.0.0.1:50053"),
+            metrics_addr: config::string("GATEWAY_METRICS_ADDR", "127.0.0.1:9100"),
+            notification_url: config::string("NOTIFICATION_GRPC_URL", "127.0.0.1:50054"),
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
             stream: StreamSettings::from_env()?,
             jwt_issuer: config::string("JWT_ISSUER", "chat-auth"),
@@ -64,7 +75,7 @@ impl Config {
             auth_timeout: Duration::from_secs(config::parse("GATEWAY_AUTH_TIMEOUT_SECS", 10)?),
             ping_interval: Duration::from_secs(config::parse("GATEWAY_PING_INTERVAL_SECS", 10)?),
             idle_timeout: Duration::from_secs(config::parse("GATEWAY_IDLE_TIMEOUT_SECS", 30)?),
-            gateway_id: config::string("GATEWAY_ID", &uuid::Uuid::new_v4().to_string()),
+            presence_ttl: Duration::from_secs(config::parse("GATEWAY_PRESENCE_TTL_SECS", 15)?),
             access_token_ttl: Duration::from_secs(config::parse("ACCESS_TOKEN_TTL_SECS", 900)?),
             trust_forwarded_for: config::parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
             http_addr,
@@ -72,9 +83,13 @@ impl Config {
     }
 
     /// Defaults for one machine with explicit dependencies (tests use this).
-    pub fn local(auth_url: &str, history_url: &str, nats_url: &str) -> Self {
+    pub fn local(services: [&str; 4], nats_url: &str) -> Self {
+        let [auth_url, history_url, presence_url, notification_url] = services;
         Self {
+            presence_url: presence_url.to_owned(),
+            notification_url: notification_url.to_owned(),
             http_addr: "127.0.0.1:0".to_owned(),
+            metrics_addr: "127.0.0.1:0".to_owned(),
             auth_url: auth_url.to_owned(),
             history_url: history_url.to_owned(),
             nats_url: nats_url.to_owned(),
@@ -87,7 +102,7 @@ impl Config {
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            gateway_id: uuid::Uuid::new_v4().to_string(),
+            presence_ttl: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(900),
             trust_forwarded_for: false,
         }

@@ -16,6 +16,7 @@ use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
 use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMarkerMoved};
+use chat_proto::presence::v1::PresenceState;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -32,7 +33,7 @@ pub type Frame = axum::extract::ws::Utf8Bytes;
 pub enum Outbound {
     /// A stream event, with its stream position.
     Live { stream_seq: u64, frame: Frame },
-    /// Something only worth having live (typing): no position, never replayed.
+    /// Something only worth having live (typing, presence): no position, never replayed.
     Ephemeral { frame: Frame },
 }
 
@@ -104,6 +105,43 @@ struct Inner {
     users: HashMap<String, LocalUser>,
     /// Local users of each conversation.
     by_conversation: HashMap<String, HashSet<String>>,
+    /// All members of each conversation that has a local user, and the
+    /// reverse: for presence, who shares a conversation with whom.
+    members: HashMap<String, Vec<String>>,
+    member_of: HashMap<String, HashSet<String>>,
+    /// Users presence announced online.
+    online: HashSet<String>,
+}
+
+impl Inner {
+    /// Records the members of a conversation that has a local user.
+    fn set_members(&mut self, conversation_id: &str, member_ids: Vec<String>) {
+        self.forget_members(conversation_id);
+        for member in &member_ids {
+            self.member_of.entry(member.clone()).or_default().insert(conversation_id.to_owned());
+        }
+        self.members.insert(conversation_id.to_owned(), member_ids);
+    }
+
+    /// Forgets the members of a conversation with no local user left.
+    fn forget_members(&mut self, conversation_id: &str) {
+        for member in self.members.remove(conversation_id).unwrap_or_default() {
+            if let Some(conversations) = self.member_of.get_mut(&member) {
+                conversations.remove(conversation_id);
+                if conversations.is_empty() {
+                    self.member_of.remove(&member);
+                }
+            }
+        }
+    }
+
+    /// Stops tracking a conversation on this gateway once no local user is in it.
+    fn drop_if_unused(&mut self, conversation_id: &str) {
+        if self.by_conversation.get(conversation_id).is_none_or(HashSet::is_empty) {
+            self.by_conversation.remove(conversation_id);
+            self.forget_members(conversation_id);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -176,7 +214,9 @@ impl Registry {
             }
         }
         if local.is_empty() {
-            by_conversation.remove(&event.conversation_id);
+            inner.drop_if_unused(&event.conversation_id);
+        } else {
+            inner.set_members(&event.conversation_id, event.member_ids.clone());
         }
     }
 
@@ -192,9 +232,58 @@ impl Registry {
                 local.remove(user_id);
             }
         }
-        if by_conversation.get(conversation_id).is_some_and(HashSet::is_empty) {
-            by_conversation.remove(conversation_id);
+        if let Some(members) = inner.members.get(conversation_id) {
+            let remaining = members.iter().filter(|m| !user_ids.contains(m)).cloned().collect();
+            inner.set_members(conversation_id, remaining);
         }
+        inner.drop_if_unused(conversation_id);
+    }
+
+    /// Presence announced a change: remember it, and tell every local user who
+    /// shares a conversation with that user.
+    pub fn presence_changed(&self, user_id: &str, state: &PresenceState) {
+        let mut inner = self.lock();
+        if state.online {
+            inner.online.insert(user_id.to_owned());
+        } else {
+            inner.online.remove(user_id);
+        }
+        let Some(conversations) = inner.member_of.get(user_id) else { return };
+        let audience: HashSet<&String> = conversations
+            .iter()
+            .filter_map(|c| inner.by_conversation.get(c))
+            .flatten()
+            .filter(|u| *u != user_id)
+            .collect();
+        if audience.is_empty() {
+            return;
+        }
+        let frame: Frame = crate::presence::frame(user_id, state.online, state.last_seen_at_ms).into();
+        for user in audience.into_iter().filter_map(|u| inner.users.get(u)) {
+            for socket in user.sockets.values() {
+                // Unlike typing, a lost change would leave a wrong dot: a socket
+                // too slow to take it reconnects and gets the current state.
+                if let Err(mpsc::error::TrySendError::Full(_)) =
+                    socket.tx.try_send(Outbound::Ephemeral { frame: frame.clone() })
+                {
+                    socket.close.close(crate::ws::close::TOO_SLOW);
+                }
+            }
+        }
+    }
+
+    /// Users online now who share a conversation with `user_id`.
+    pub fn online_contacts(&self, user_id: &str) -> Vec<String> {
+        let inner = self.lock();
+        let Some(user) = inner.users.get(user_id) else { return Vec::new() };
+        let contacts: HashSet<&String> = user
+            .conversations
+            .iter()
+            .filter_map(|c| inner.members.get(c))
+            .flatten()
+            .filter(|m| *m != user_id && inner.online.contains(*m))
+            .collect();
+        contacts.into_iter().cloned().collect()
     }
 
     /// Whether a local user is in a conversation (as far as this gateway knows).
@@ -231,14 +320,17 @@ impl Registry {
 }
 
 impl Lease {
-    /// Adds conversations the user belongs to (from history).
-    pub fn add_conversations(&self, conversation_ids: impl IntoIterator<Item = String>) {
+    /// Adds conversations the user belongs to, with their members (from history).
+    pub fn add_conversations(&self, conversations: impl IntoIterator<Item = (String, Vec<String>)>) {
         let mut inner = self.registry.lock();
-        let Inner { users, by_conversation, .. } = &mut *inner;
-        let Some(user) = users.get_mut(&self.user_id) else { return };
-        for id in conversation_ids {
-            by_conversation.entry(id.clone()).or_default().insert(self.user_id.clone());
-            user.conversations.insert(id);
+        for (id, member_ids) in conversations {
+            let Some(user) = inner.users.get_mut(&self.user_id) else { return };
+            user.conversations.insert(id.clone());
+            inner.by_conversation.entry(id.clone()).or_default().insert(self.user_id.clone());
+            // A snapshot applied since the list was read is newer: keep it.
+            if !inner.members.contains_key(&id) {
+                inner.set_members(&id, member_ids);
+            }
         }
     }
 
@@ -257,21 +349,18 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut inner = self.registry.lock();
-        let Inner { users, by_conversation, .. } = &mut *inner;
-        let Some(user) = users.get_mut(&self.user_id) else { return };
+        let Some(user) = inner.users.get_mut(&self.user_id) else { return };
         if let Some(socket_id) = self.socket_id {
             user.sockets.remove(&socket_id);
         }
         user.leases = user.leases.saturating_sub(1);
         if user.leases == 0 {
-            let user = users.remove(&self.user_id).unwrap_or_default();
+            let user = inner.users.remove(&self.user_id).unwrap_or_default();
             for conversation_id in user.conversations {
-                if let Some(local) = by_conversation.get_mut(&conversation_id) {
+                if let Some(local) = inner.by_conversation.get_mut(&conversation_id) {
                     local.remove(&self.user_id);
-                    if local.is_empty() {
-                        by_conversation.remove(&conversation_id);
-                    }
                 }
+                inner.drop_if_unused(&conversation_id);
             }
         }
     }
@@ -346,9 +435,14 @@ async fn backoff(shutdown: &CancellationToken) {
 fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::jetstream::Message) {
     let Ok(info) = m.info() else { return };
     let stream_seq = info.stream_sequence;
+    let span = tracing::info_span!("gateway.deliver", otel.kind = "consumer", stream_seq);
+    chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
+    let _entered = span.enter();
     match parse_chat_subject(&m.subject) {
         Some(ChatSubject::Message { conversation_id }) => match Message::decode(m.payload.as_ref()) {
             Ok(message) => {
+                let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
+                crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
                 let frame: Frame = message_frame(&message, stream_seq).into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
                 // A removal takes effect right after its own system message, so

@@ -91,6 +91,7 @@ impl From<tonic::Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::metrics::get().errors.get_or_create(&chat_common::metrics::label("code", self.code)).inc();
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs

@@ -11,6 +11,9 @@ pub mod error;
 mod http;
 mod membership;
 mod messaging;
+mod metrics;
+mod offline;
+mod presence;
 mod revocation;
 mod state;
 mod tokens;
@@ -24,6 +27,8 @@ use std::time::Duration;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -43,11 +48,13 @@ pub enum Error {
 pub struct App {
     listener: TcpListener,
     http_addr: SocketAddr,
+    metrics: chat_common::metrics::Endpoint,
     state: state::AppState,
     stream_start: u64,
     revoked_bucket: async_nats::jetstream::kv::Store,
     key_changes: async_nats::Subscriber,
     typing_events: async_nats::Subscriber,
+    presence_users: async_nats::jetstream::kv::Store,
 }
 
 impl App {
@@ -62,27 +69,50 @@ impl App {
         let js = async_nats::jetstream::new(nats.clone());
         let stream = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
         let stream_start = stream.cached_info().state.last_sequence;
-        let auth = AuthServiceClient::new(chat_common::grpc::channel(&config.auth_url).map_err(|e| unexpected(&e))?);
-        let history =
-            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?);
+        let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
+        let services = state::Services {
+            auth: AuthServiceClient::new(channel(&config.auth_url)?),
+            history: HistoryServiceClient::new(channel(&config.history_url)?),
+            presence: PresenceServiceClient::new(channel(&config.presence_url)?),
+            notification: NotificationServiceClient::new(channel(&config.notification_url)?),
+        };
         let revoked_bucket = chat_common::nats::revoked_devices(&js, config.access_token_ttl, config.stream.replicas)
             .await
             .map_err(|e| unexpected(&e))?;
         let key_changes = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
         let typing_events = nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.map_err(|e| unexpected(&e))?;
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
+        let presence_buckets =
+            chat_common::nats::presence::buckets(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
+        let presence_users = presence_buckets.users.clone();
+        let presence = presence::PresenceReporter::new(js.clone(), &presence_buckets, config.presence_ttl);
         let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent);
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
         let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
-        let state = state::AppState::new(config, auth, history, nats, stream, log, shutdown);
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;
+        let state = state::AppState::new(config, services, nats, stream, log, presence, shutdown);
         // Revocations are known before the first request is served.
         state.revocations.load(&revoked_bucket).await.map_err(|e| unexpected(&e))?;
         tracing::info!(%http_addr, "gateway listening");
-        Ok(Self { listener, http_addr, state, stream_start, revoked_bucket, key_changes, typing_events })
+        Ok(Self {
+            listener,
+            http_addr,
+            metrics,
+            state,
+            stream_start,
+            revoked_bucket,
+            key_changes,
+            typing_events,
+            presence_users,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr
     }
 
     /// Serves until the shutdown token given to `build` is cancelled, then
@@ -113,6 +143,13 @@ impl App {
             shutdown.clone(),
         ));
         let typing = tokio::spawn(state.typing.clone().run(self.typing_events, shutdown.clone()));
+        let announcements =
+            tokio::spawn(presence::follow_announcements(self.presence_users, state.registry.clone(), shutdown.clone()));
+        // The heartbeat outlives the sockets: it stops (and removes this
+        // gateway from presence) only after they have closed.
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(state.presence.clone().heartbeat(heartbeat_stop.clone()));
+        let metrics = tokio::spawn(self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()));
         let sockets = state.sockets.clone();
         let router = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let served =
@@ -122,7 +159,8 @@ impl App {
         if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {
             tracing::warn!("sockets did not close in time");
         }
-        let _ = tokio::join!(dispatcher, revocations, key_changes, typing);
+        heartbeat_stop.cancel();
+        let _ = tokio::join!(dispatcher, revocations, key_changes, typing, announcements, heartbeat, metrics);
         served.map_err(|e| Error::Unexpected(e.into()))
     }
 }

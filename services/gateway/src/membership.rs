@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use chat_common::grpc::Channel;
 use chat_proto::history::v1::GetConversationRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 

@@ -60,6 +60,11 @@ pub fn validate(input: &SendInput) -> Result<(), ApiError> {
 /// # Errors
 /// As `validate`, `forbidden`/`not_found` for the conversation, `unavailable`
 /// when the message could not be made durable.
+#[tracing::instrument(
+    name = "gateway.receive",
+    skip_all,
+    fields(otel.kind = "server", conversation_id = %input.conversation_id, body_bytes = input.body.len())
+)]
 pub async fn send(
     membership: &MembershipCache,
     log: &ConversationLog,
@@ -69,29 +74,32 @@ pub async fn send(
     validate(input)?;
     let conversation_id = conversation_id(&input.conversation_id)?;
     let members = membership.for_member(&conversation_id, &sender.user_id).await?;
-    log.append(
-        &Outgoing {
-            conversation_id: &conversation_id,
-            sender_id: &sender.user_id,
-            sender_device_id: &sender.device_id,
-            client_msg_id: &input.client_msg_id,
-            body: &input.body,
-            system: None,
-        },
-        members.persisted_last_seq,
-    )
-    .await
-    .map_err(|e| match e {
-        AppendError::Unavailable(cause) => {
-            tracing::warn!(%cause, "JetStream did not confirm a write");
-            ApiError::unavailable("message store unavailable; retry")
-        }
-        AppendError::Busy => ApiError::unavailable("the conversation is too busy; retry"),
-        AppendError::Corrupt(what) => {
-            tracing::error!(%what, "unreadable entry in the chat stream");
-            ApiError::internal()
-        }
-    })
+    let published = log
+        .append(
+            &Outgoing {
+                conversation_id: &conversation_id,
+                sender_id: &sender.user_id,
+                sender_device_id: &sender.device_id,
+                client_msg_id: &input.client_msg_id,
+                body: &input.body,
+                system: None,
+            },
+            members.persisted_last_seq,
+        )
+        .await
+        .map_err(|e| match e {
+            AppendError::Unavailable(cause) => {
+                tracing::warn!(%cause, "JetStream did not confirm a write");
+                ApiError::unavailable("message store unavailable; retry")
+            }
+            AppendError::Busy => ApiError::unavailable("the conversation is too busy; retry"),
+            AppendError::Corrupt(what) => {
+                tracing::error!(%what, "unreadable entry in the chat stream");
+                ApiError::internal()
+            }
+        })?;
+    tracing::debug!(seq = published.message.seq, duplicate = published.duplicate, "message durable");
+    Ok(published)
 }
 
 /// Moves the caller's read marker; history keeps it monotonic and announces

@@ -52,32 +52,13 @@ impl Revocations {
 /// Applies new revocations until `shutdown`: refuses the device from now on
 /// and closes its sockets on this gateway.
 pub async fn watch(bucket: Store, revocations: Arc<Revocations>, registry: Arc<Registry>, shutdown: CancellationToken) {
-    while !shutdown.is_cancelled() {
-        let mut entries = match bucket.watch_all().await {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch revocations; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            let entry = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = entries.next() => next,
-            };
-            match entry {
-                Some(Ok(entry)) if entry.operation == Operation::Put => {
-                    let user_id = String::from_utf8_lossy(&entry.value).into_owned();
-                    revocations.insert(entry.key.clone());
-                    registry.close_device(&user_id, &entry.key, crate::ws::close::UNAUTHORIZED);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "revocation watch hiccup"),
-                None => break,
-            }
+    chat_common::nats::follow_bucket(&bucket, &shutdown, |entry| {
+        if entry.operation == Operation::Put {
+            let user_id = String::from_utf8_lossy(&entry.value).into_owned();
+            revocations.insert(entry.key.clone());
+            registry.close_device(&user_id, &entry.key, crate::ws::close::UNAUTHORIZED);
         }
-    }
+        std::future::ready(true)
+    })
+    .await;
 }

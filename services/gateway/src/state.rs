@@ -3,25 +3,38 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chat_common::grpc::Channel;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::delivery::Registry;
 use crate::membership::MembershipCache;
+use crate::presence::PresenceReporter;
 use crate::revocation::Revocations;
 use crate::tokens::Verifier;
 use crate::typing::Typing;
 use chat_common::conversation_log::ConversationLog;
+
+/// gRPC clients of the other services (they connect lazily).
+pub struct Services {
+    pub auth: AuthServiceClient<Channel>,
+    pub history: HistoryServiceClient<Channel>,
+    pub presence: PresenceServiceClient<Channel>,
+    pub notification: NotificationServiceClient<Channel>,
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub auth: AuthServiceClient<Channel>,
     pub history: HistoryServiceClient<Channel>,
+    pub presence_api: PresenceServiceClient<Channel>,
+    pub notification: NotificationServiceClient<Channel>,
     pub nats: async_nats::Client,
     /// The CHAT stream, for catch-up reads.
     pub stream: async_nats::jetstream::stream::Stream,
@@ -31,6 +44,7 @@ pub struct AppState {
     pub membership: Arc<MembershipCache>,
     pub registry: Arc<Registry>,
     pub typing: Arc<Typing>,
+    pub presence: Arc<PresenceReporter>,
     pub shutdown: CancellationToken,
     /// Open sockets, so shutdown can wait for their 1001 closes.
     pub sockets: TaskTracker,
@@ -38,16 +52,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
-        auth: AuthServiceClient<Channel>,
-        history: HistoryServiceClient<Channel>,
+        services: Services,
         nats: async_nats::Client,
         stream: async_nats::jetstream::stream::Stream,
         log: ConversationLog,
+        presence: PresenceReporter,
         shutdown: CancellationToken,
     ) -> Self {
+        let Services { auth, history, presence: presence_api, notification } = services;
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
         let registry = Arc::new(Registry::default());
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
@@ -64,6 +78,9 @@ impl AppState {
             log: Arc::new(log),
             registry,
             typing,
+            presence: Arc::new(presence),
+            presence_api,
+            notification,
             shutdown,
             sockets: TaskTracker::new(),
             next_socket_id: Arc::new(AtomicU64::new(1)),

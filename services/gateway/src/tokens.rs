@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use chat_common::grpc::Channel;
 use chat_proto::auth::v1::GetJwksRequest;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tonic::transport::Channel;
 
 use crate::revocation::Revocations;
 

@@ -7,6 +7,8 @@ use chat_common::nats::StreamSettings;
 pub struct Config {
     /// `HISTORY_GRPC_ADDR`, default `127.0.0.1:50052`.
     pub grpc_addr: String,
+    /// `HISTORY_METRICS_ADDR`, default `127.0.0.1:9102`: Prometheus `/metrics`.
+    pub metrics_addr: String,
     /// `HISTORY_DATABASE_URL`, default `sqlite://data/history.db`; a
     /// `postgres://` URL selects PostgreSQL.
     pub database_url: String,
@@ -31,6 +33,7 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             grpc_addr: config::string("HISTORY_GRPC_ADDR", "127.0.0.1:50052"),
+            metrics_addr: config::string("HISTORY_METRICS_ADDR", "127.0.0.1:9102"),
             database_url: config::string("HISTORY_DATABASE_URL", "sqlite://data/history.db"),
             database_max_connections: config::parse("HISTORY_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
@@ -45,6 +48,7 @@ impl Config {
     pub fn local(database_url: &str, nats_url: &str) -> Self {
         Self {
             grpc_addr: "127.0.0.1:0".to_owned(),
+            metrics_addr: "127.0.0.1:0".to_owned(),
             database_url: database_url.to_owned(),
             database_max_connections: 4,
             nats_url: nats_url.to_owned(),

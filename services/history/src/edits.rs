@@ -3,10 +3,20 @@
 //! publishes the changed message to the conversation's edit subject: it lands
 //! after the message itself in the stream, so every device sees the message
 //! before any change to it, and the consumer applies changes in stream order.
+//!
+//! Changes to a conversation are linearized by the stream itself: history
+//! first waits until its rows show the conversation's latest change, decides
+//! on those rows, and publishes expecting that change to still be the latest
+//! (`Nats-Expected-Last-Subject-Sequence`). If another change got in between,
+//! the publish is refused and the decision is made again, so an edit can
+//! never follow a deletion, whichever instance handled either.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use chat_proto::events::v1::{Message, MessageChanged};
 use chat_proto::history::v1::ChangeMessageRequest;
 use prost::Message as _;
@@ -17,11 +27,16 @@ use crate::store::{Access, Store};
 use crate::validate;
 
 const BODY_MAX_BYTES: usize = 16_384;
-/// A change may name a message sent a moment ago that the consumer has not
-/// stored yet; it is waited for this long.
-const WAIT_FOR_MESSAGE: Duration = Duration::from_secs(3);
+/// A change may name a message sent a moment ago, or follow a change, that
+/// the consumer has not stored yet; either is waited for this long.
+const WAIT_FOR_CONSUMER: Duration = Duration::from_secs(3);
 
-pub async fn change(store: &Store, js: &jetstream::Context, req: ChangeMessageRequest) -> Result<Message, Error> {
+pub async fn change(
+    store: &Store,
+    js: &jetstream::Context,
+    stream: &Stream,
+    req: ChangeMessageRequest,
+) -> Result<Message, Error> {
     let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
     let message_id = validate::uuid("message_id", &req.message_id)?;
     let who = groups::actor(req.actor)?;
@@ -38,13 +53,47 @@ pub async fn change(store: &Store, js: &jetstream::Context, req: ChangeMessageRe
         _ if store.conversation_exists(&conversation_id).await? => return Err(Error::NotMember),
         _ => return Err(Error::NotFound),
     };
-    let mut message = stored_message(store, &conversation_id, &message_id).await?;
+    let subject = chat_common::nats::edit_subject(&conversation_id);
+    loop {
+        let latest = latest_change_applied(store, stream, &subject).await?;
+        let message = stored_message(store, &conversation_id, &message_id).await?;
+        let (message, event) = decide(message, &who, &role, deleting, &req.body)?;
+        let Some(event) = event else { return Ok(message) };
+        let mut headers = async_nats::HeaderMap::new();
+        chat_common::nats::inject_trace_context(&mut headers);
+        let publish = PublishMessage::build()
+            .payload(event.encode_to_vec().into())
+            .headers(headers)
+            .expected_last_subject_sequence(latest);
+        let unavailable = |e: String| Error::Unavailable(format!("cannot record the change: {e}"));
+        let acked = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(_) => return Ok(message),
+            // Another change to this conversation got in first: decide again on rows that show it.
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Applies the change to the stored message, or says why it may not be made.
+/// No event when there is nothing to change (deleting a deleted message).
+fn decide(
+    mut message: Message,
+    who: &groups::Who,
+    role: &str,
+    deleting: bool,
+    body: &str,
+) -> Result<(Message, Option<MessageChanged>), Error> {
     if message.system.is_some() {
         return Err(Error::FailedPrecondition("system messages cannot be changed".into()));
     }
     if message.deleted_at_ms != 0 {
         return if deleting {
-            Ok(message)
+            Ok((message, None))
         } else {
             Err(Error::FailedPrecondition("a deleted message cannot be edited".into()))
         };
@@ -62,28 +111,42 @@ pub async fn change(store: &Store, js: &jetstream::Context, req: ChangeMessageRe
         if !is_sender {
             return Err(Error::Forbidden("only the sender edits a message".into()));
         }
-        message.body = req.body;
+        message.body = body.to_owned();
         message.edited_at_ms = now;
     }
     let event = MessageChanged {
         message: Some(message.clone()),
         change: if deleting { "deleted" } else { "edited" }.to_owned(),
-        editor_id: who.user_id,
-        editor_device_id: who.device_id,
+        editor_id: who.user_id.clone(),
+        editor_device_id: who.device_id.clone(),
     };
-    let mut headers = async_nats::HeaderMap::new();
-    chat_common::nats::inject_trace_context(&mut headers);
-    let unavailable = |e: String| Error::Unavailable(format!("cannot record the change: {e}"));
-    js.publish_with_headers(chat_common::nats::edit_subject(&conversation_id), headers, event.encode_to_vec().into())
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    Ok(message)
+    Ok((message, Some(event)))
+}
+
+/// The stream sequence of the conversation's latest change (0 when none),
+/// once history's rows show it.
+async fn latest_change_applied(store: &Store, stream: &Stream, subject: &str) -> Result<u64, Error> {
+    let latest = match stream.direct_get_last_for_subject(subject).await {
+        Ok(latest) => latest,
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::Unavailable(format!("cannot read the latest change: {e}"))),
+    };
+    let changed = MessageChanged::decode(latest.payload.as_ref())
+        .ok()
+        .and_then(|c| c.message)
+        .ok_or_else(|| Error::Unexpected(anyhow::anyhow!("an undecodable change is in the stream")))?;
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_CONSUMER;
+    while !store.change_applied(&changed.conversation_id, &changed.message_id, latest.sequence).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Unavailable("history is catching up with the latest change; try again".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(latest.sequence)
 }
 
 async fn stored_message(store: &Store, conversation_id: &str, message_id: &str) -> Result<Message, Error> {
-    let deadline = tokio::time::Instant::now() + WAIT_FOR_MESSAGE;
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_CONSUMER;
     loop {
         if let Some(message) = store.message(conversation_id, message_id).await? {
             return Ok(message);

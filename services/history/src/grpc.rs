@@ -7,10 +7,11 @@ use chat_common::conversation_log::ConversationLog;
 use chat_proto::events::v1::{MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
     AddMembersRequest, CatchUpRequest, CatchUpResponse, ChangeMessageRequest, Conversation, CreateConversationRequest,
-    CreateConversationResponse, GetConversationRequest, ListConversationsRequest, ListConversationsResponse,
-    ListMessagesRequest, ListMessagesResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest,
-    ReadMarkersSinceResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
-    SearchMessagesResponse, SetMemberRoleRequest, history_service_server::HistoryService,
+    CreateConversationResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
+    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
+    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, RemoveMemberRequest,
+    RenameConversationRequest, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest,
+    history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -272,7 +273,9 @@ impl HistoryService for HistoryGrpc {
         let req = request.into_inner();
         let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
         let user_id = validate::uuid("user_id", &req.user_id)?;
-        Ok(Response::new(self.store.conversation_for(&conversation_id, &user_id).await?))
+        let mut conversation = self.store.conversation_for(&conversation_id, &user_id).await?;
+        conversation.read_markers = self.store.read_markers_of(&conversation_id).await?;
+        Ok(Response::new(conversation))
     }
 
     async fn list_conversations(
@@ -282,12 +285,19 @@ impl HistoryService for HistoryGrpc {
         let req = request.into_inner();
         let user_id = validate::uuid("user_id", &req.user_id)?;
         let conversations = if req.ids_only {
-            let ids = self.store.conversation_ids_of(&user_id).await?;
-            ids.into_iter().map(|conversation_id| Conversation { conversation_id, ..Default::default() }).collect()
+            self.store.conversation_members_of(&user_id).await?
         } else {
             self.store.conversations_of(&user_id).await?
         };
         Ok(Response::new(ListConversationsResponse { conversations }))
+    }
+
+    async fn list_contacts(
+        &self,
+        request: Request<ListContactsRequest>,
+    ) -> Result<Response<ListContactsResponse>, Status> {
+        let user_id = validate::uuid("user_id", &request.into_inner().user_id)?;
+        Ok(Response::new(ListContactsResponse { user_ids: self.store.contacts_of(&user_id).await? }))
     }
 
     async fn list_messages(
@@ -324,7 +334,7 @@ impl HistoryService for HistoryGrpc {
         &self,
         request: Request<ChangeMessageRequest>,
     ) -> Result<Response<chat_proto::events::v1::Message>, Status> {
-        Ok(Response::new(crate::edits::change(&self.store, &self.js, request.into_inner()).await?))
+        Ok(Response::new(crate::edits::change(&self.store, &self.js, &self.stream, request.into_inner()).await?))
     }
 
     async fn search_messages(

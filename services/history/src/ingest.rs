@@ -50,6 +50,11 @@ impl Ingest {
         Ok(Self { consumer, store, batch: batch.max(1) })
     }
 
+    /// The durable consumer (for its lag).
+    pub fn consumer(&self) -> PullConsumer {
+        self.consumer.clone()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut messages = self
             .consumer
@@ -78,11 +83,19 @@ impl Ingest {
                     _ => break,
                 }
             }
+            // One span per entry, from its producer's trace, open until the batch is stored.
+            let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
             let rows = decode(&batch);
             let mut backoff = Duration::from_millis(50);
+            let started = std::time::Instant::now();
             let not_yet = loop {
                 match self.store.apply_batch(&rows).await {
-                    Ok(not_yet) => break not_yet,
+                    Ok(not_yet) => {
+                        let metrics = crate::metrics::get();
+                        metrics.batch_size.observe(rows.len() as f64);
+                        metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                        break not_yet;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
                         tokio::select! {
@@ -93,6 +106,7 @@ impl Ingest {
                     }
                 }
             };
+            drop(spans);
             for message in &batch {
                 let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
                 let acked = if later {
@@ -109,15 +123,18 @@ impl Ingest {
     }
 }
 
+fn persist_span(m: &async_nats::jetstream::Message) -> tracing::Span {
+    let span = tracing::info_span!("history.persist", otel.kind = "consumer", subject = %m.subject);
+    chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
+    span
+}
+
 /// Stream position and content of each entry; entries that do not decode are
 /// logged and dropped (they were acknowledged with the batch, never retried forever).
 fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Entry)> {
     batch
         .iter()
         .filter_map(|m| {
-            let span = tracing::info_span!("history.persist", otel.kind = "consumer", subject = %m.subject);
-            chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
-            let _entered = span.enter();
             let stream_seq = match m.info() {
                 Ok(info) => info.stream_sequence,
                 Err(e) => {

@@ -11,6 +11,7 @@ pub mod error;
 mod groups;
 mod grpc;
 mod ingest;
+mod metrics;
 mod store;
 mod validate;
 
@@ -42,6 +43,8 @@ pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
+    health: chat_common::grpc::Health,
+    metrics: chat_common::metrics::Endpoint,
     /// `None` for a read-only instance.
     ingest: Option<ingest::Ingest>,
 }
@@ -59,10 +62,11 @@ impl App {
         let backend = chat_common::db::Backend::of(&config.database_url)
             .ok_or_else(|| Error::InvalidArgument("HISTORY_DATABASE_URL must be sqlite: or postgres://".into()))?;
         migrate(&pool, backend).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let store = store::Store::new(pool, backend);
+        let store = store::Store::new(pool.clone(), backend);
 
         let nats =
             chat_common::nats::connect(&config.nats_url, "history").await.map_err(|e| Error::Unexpected(e.into()))?;
+        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: Some(pool) };
         let js = async_nats::jetstream::new(nats);
         let stream =
             chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| Error::Unexpected(e.into()))?;
@@ -77,16 +81,24 @@ impl App {
         let service = grpc::HistoryGrpc::new(store, js, stream, log);
         let (listener, grpc_addr) =
             chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let routes = chat_common::grpc::with_health_and_reflection(
+        let (routes, health) = chat_common::grpc::with_health_and_reflection(
             tonic::service::Routes::new(HistoryServiceServer::new(service)),
             &["chat.history.v1.HistoryService"],
+            dependencies,
         );
-        tracing::info!(%grpc_addr, "history listening");
-        Ok(Self { listener, grpc_addr, routes, ingest })
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "history listening");
+        Ok(Self { listener, grpc_addr, routes, health, metrics, ingest })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr
     }
 
     /// Serves gRPC and consumes the stream until `shutdown` is cancelled.
@@ -96,6 +108,12 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         // Both run in this one task (not spawned), so stopping or aborting it
         // stops both, as killing the process would.
+        let consumer = self.ingest.as_ref().map(ingest::Ingest::consumer);
+        let lag = async {
+            if let Some(consumer) = consumer {
+                metrics::get().lag.watch(ingest::CONSUMER, consumer, shutdown.clone()).await;
+            }
+        };
         let ingest = async {
             let Some(ingest) = self.ingest else { return Ok(()) };
             // A consumer that stops for good takes the service down with it.
@@ -110,7 +128,13 @@ impl App {
             shutdown.cancel();
             served
         };
-        let (ingested, served) = tokio::join!(ingest, serve);
+        let (ingested, (), (), (), served) = tokio::join!(
+            ingest,
+            lag,
+            self.health.watch(shutdown.clone()),
+            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
+            serve
+        );
         ingested.and(served)
     }
 }

@@ -314,6 +314,7 @@ impl Store {
             last_message,
             members,
             created_at_ms: row.try_get("created_at_ms")?,
+            read_markers: Vec::new(),
         })
     }
 
@@ -321,6 +322,45 @@ impl Store {
     pub async fn conversation_ids_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
         Ok(sqlx::query_scalar(
             "SELECT conversation_id FROM conversation_members WHERE user_id = $1 AND removed_at_seq IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The user's conversations with only their ids and active members.
+    pub async fn conversation_members_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+        let rows = sqlx::query(
+            "SELECT mine.conversation_id, other.user_id FROM conversation_members mine
+             JOIN conversation_members other
+               ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
+             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL
+             ORDER BY mine.conversation_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conversations: Vec<Conversation> = Vec::new();
+        for row in &rows {
+            let conversation_id: String = row.try_get("conversation_id")?;
+            let member: String = row.try_get("user_id")?;
+            match conversations.last_mut() {
+                Some(last) if last.conversation_id == conversation_id => last.member_ids.push(member),
+                _ => {
+                    conversations.push(Conversation { conversation_id, member_ids: vec![member], ..Default::default() })
+                }
+            }
+        }
+        Ok(conversations)
+    }
+
+    /// Everyone who shares an active conversation with the user.
+    pub async fn contacts_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id FROM conversation_members mine
+             JOIN conversation_members other
+               ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
+             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -380,6 +420,7 @@ impl Store {
             last_message: None,
             unread_count: 0,
             created_at_ms: row.try_get("created_at_ms")?,
+            read_markers: Vec::new(),
         })
     }
 
@@ -391,7 +432,7 @@ impl Store {
     async fn unread_count(&self, conversation_id: &str, user_id: &str) -> Result<u64, Error> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages m
-             WHERE m.conversation_id = $1 AND m.sender_id <> $2
+             WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL
                AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
                                      WHERE r.conversation_id = $1 AND r.user_id = $2), 0)",
         )
@@ -528,6 +569,26 @@ impl Store {
         Ok(row.as_ref().map(message_from_row).transpose()?)
     }
 
+    /// Whether the change at stream position `stream_seq` to this message is
+    /// stored (or superseded: nothing changes a deleted message).
+    pub async fn change_applied(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        stream_seq: u64,
+    ) -> Result<bool, Error> {
+        let applied: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM messages WHERE conversation_id = $1 AND message_id = $2
+               AND (change_stream_seq >= $3 OR deleted_at_ms <> 0)",
+        )
+        .bind(conversation_id)
+        .bind(message_id)
+        .bind(db_int(stream_seq))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(applied.is_some())
+    }
+
     /// Messages in the user's conversations whose latest change lies in
     /// `(after, through]`, as they are now, in the order of those changes.
     pub async fn changed_since(&self, user_id: &str, after: u64, through: u64) -> Result<Vec<ChangedMessage>, Error> {
@@ -594,6 +655,18 @@ impl Store {
 
     /// Markers in the user's conversations that moved with
     /// `after < stream_seq <= through`, in stream order.
+    /// Every member's read marker in one conversation.
+    pub async fn read_markers_of(&self, conversation_id: &str) -> Result<Vec<ReadMarker>, Error> {
+        let rows = sqlx::query(
+            "SELECT conversation_id, user_id, device_id, seq, stream_seq FROM read_markers
+             WHERE conversation_id = $1 ORDER BY user_id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(read_marker).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+    }
+
     pub async fn read_markers_since(&self, user_id: &str, after: u64, through: u64) -> Result<Vec<ReadMarker>, Error> {
         let rows = sqlx::query(
             "SELECT r.conversation_id, r.user_id, r.device_id, r.seq, r.stream_seq
@@ -608,18 +681,7 @@ impl Store {
         .bind(db_int(through))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ReadMarker {
-                    conversation_id: row.try_get("conversation_id")?,
-                    user_id: row.try_get("user_id")?,
-                    device_id: row.try_get("device_id")?,
-                    seq: row.try_get::<i64, _>("seq")? as u64,
-                    stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        rows.iter().map(read_marker).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
     }
 
     /// Messages of the user's conversations with `after < stream_seq <= through`,
@@ -671,6 +733,16 @@ fn stream_page(rows: &[AnyRow], limit: u32) -> Result<(Vec<StreamMessage>, bool)
 /// word becomes a quoted string, so no input is read as FTS5 syntax.
 fn fts5_all_words(text: &str) -> String {
     text.split_whitespace().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" ")
+}
+
+fn read_marker(row: &AnyRow) -> Result<ReadMarker, sqlx::Error> {
+    Ok(ReadMarker {
+        conversation_id: row.try_get("conversation_id")?,
+        user_id: row.try_get("user_id")?,
+        device_id: row.try_get("device_id")?,
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
+    })
 }
 
 #[cfg(test)]

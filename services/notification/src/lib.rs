@@ -1,19 +1,36 @@
-//! The notification service. Today it runs as a proper member of the system
-//! (configuration, NATS connection, gRPC health and reflection, graceful
-//! shutdown); offline queues and push delivery are the next capability built
-//! on it.
+//! The notification service: a queue of deliveries for users with no device
+//! connected, push notifications (Web Push and signed webhooks) when they
+//! help, and the badge counts and subscriptions behind them. All its state is
+//! in JetStream, so instances share it and restarts lose nothing.
 
 #![forbid(unsafe_code)]
 
+mod buckets;
 pub mod config;
+mod grpc;
+mod index;
+mod intake;
+mod metrics;
+mod pending;
+mod pusher;
+mod send;
+mod subscriptions;
+mod webpush;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
+use async_nats::jetstream::consumer::PullConsumer;
 use chat_common::shutdown::CancellationToken;
-use chat_proto::notification::v1::notification_service_server::{NotificationService, NotificationServiceServer};
+use chat_common::sockets::SocketIndex;
+use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::notification::v1::DeadLetter;
+use chat_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+pub use send::webhook_signature;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,46 +38,145 @@ pub enum Error {
     Unexpected(#[from] anyhow::Error),
 }
 
-struct NotificationGrpc;
-
-impl NotificationService for NotificationGrpc {}
+/// `N` random bytes from the operating system.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system has randomness");
+    bytes
+}
 
 /// The notification service, built and bound, ready to run.
 pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
-    _nats: async_nats::Client,
+    presence: chat_common::nats::presence::Buckets,
+    buckets: buckets::Buckets,
+    sockets: Arc<Mutex<SocketIndex>>,
+    pending: Arc<pending::Pending>,
+    subscriptions: Arc<subscriptions::Subscriptions>,
+    dead: Arc<index::UserIndex<DeadLetter>>,
+    intake: intake::Intake,
+    pusher: Arc<pusher::Pusher>,
+    pusher_consumer: PullConsumer,
+    health: chat_common::grpc::Health,
+    metrics: chat_common::metrics::Endpoint,
 }
 
 impl App {
-    /// Connects NATS and binds the gRPC listener.
+    /// Opens the streams, buckets and consumers, loads (or creates) the VAPID
+    /// key and binds the gRPC listener.
     ///
     /// # Errors
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let nats = chat_common::nats::connect(&config.nats_url, "notification")
+        let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
+        let nats = chat_common::nats::connect(&config.nats_url, "notification").await.map_err(|e| unexpected(&e))?;
+        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: None };
+        let js = async_nats::jetstream::new(nats);
+        let replicas = config.stream.replicas;
+        let chat = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
+        let presence = chat_common::nats::presence::buckets(&js, replicas).await.map_err(|e| unexpected(&e))?;
+        let buckets = buckets::Buckets::open(&js, replicas).await.map_err(|e| unexpected(&e))?;
+        let vapid =
+            webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject).await.map_err(|e| unexpected(&e))?;
+        let sender = Arc::new(send::Sender::new(vapid, config.push_timeout));
+        let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
+        let history = HistoryServiceClient::new(channel(&config.history_url)?);
+        let auth = AuthServiceClient::new(channel(&config.auth_url)?);
+
+        let sockets = Arc::new(Mutex::new(SocketIndex::default()));
+        let pending = Arc::new(pending::Pending::new(js.clone(), buckets.pending.clone()));
+        let subscriptions =
+            Arc::new(subscriptions::Subscriptions::new(buckets.subscriptions.clone(), config.allow_http_endpoints));
+        let dead = Arc::new(index::UserIndex::new());
+        let intake = intake::Intake::new(&chat, pending.clone(), sockets.clone(), history.clone())
             .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        let (listener, grpc_addr) =
-            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let routes = chat_common::grpc::with_health_and_reflection(
-            tonic::service::Routes::new(NotificationServiceServer::new(NotificationGrpc)),
+            .map_err(|e| unexpected(&e))?;
+        let settings = pusher::Settings {
+            coalesce: config.coalesce,
+            attempts: config.push_attempts.max(1),
+            retry_base: config.retry_base,
+            ack_wait: config.ack_wait,
+        };
+        let pusher = Arc::new(pusher::Pusher::new(
+            pending.clone(),
+            &buckets,
+            subscriptions.clone(),
+            sockets.clone(),
+            sender.clone(),
+            auth,
+            history.clone(),
+            settings,
+        ));
+        let pusher_consumer = pusher.consumer(&js).await.map_err(|e| unexpected(&e))?;
+
+        let api = grpc::NotificationGrpc {
+            pending: pending.clone(),
+            subscriptions: subscriptions.clone(),
+            dead: dead.clone(),
+            sender,
+            history,
+        };
+        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| unexpected(&e))?;
+        let (routes, health) = chat_common::grpc::with_health_and_reflection(
+            tonic::service::Routes::new(NotificationServiceServer::new(api)),
             &["chat.notification.v1.NotificationService"],
+            dependencies,
         );
-        tracing::info!(%grpc_addr, "notification listening");
-        Ok(Self { listener, grpc_addr, routes, _nats: nats })
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;
+        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "notification listening");
+        Ok(Self {
+            listener,
+            grpc_addr,
+            routes,
+            presence,
+            buckets,
+            sockets,
+            pending,
+            subscriptions,
+            dead,
+            intake,
+            pusher,
+            pusher_consumer,
+            health,
+            metrics,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
 
-    /// Serves until `shutdown` is cancelled.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr
+    }
+
+    /// Serves gRPC, keeps the queue and pushes until `shutdown` is cancelled.
     ///
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        chat_common::grpc::serve(self.routes, self.listener, shutdown).await.map_err(|e| Error::Unexpected(e.into()))
+        // Everything in this one task, so stopping or aborting it stops everything.
+        let serve = async {
+            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone()).await;
+            shutdown.cancel();
+            served.map_err(|e| Error::Unexpected(e.into()))
+        };
+        let lag = &metrics::get().lag;
+        let (.., served) = tokio::join!(
+            lag.watch(intake::CONSUMER, self.intake.consumer(), shutdown.clone()),
+            lag.watch(pusher::CONSUMER, self.pusher_consumer.clone(), shutdown.clone()),
+            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
+            chat_common::sockets::follow(&self.presence, &self.sockets, &shutdown),
+            self.pending.index.clone().follow(self.buckets.pending.clone(), shutdown.clone()),
+            self.subscriptions.index.clone().follow(self.buckets.subscriptions.clone(), shutdown.clone()),
+            self.dead.clone().follow(self.buckets.dead.clone(), shutdown.clone()),
+            self.intake.run(shutdown.clone()),
+            self.pusher.run(self.pusher_consumer, shutdown.clone()),
+            self.health.watch(shutdown.clone()),
+            serve,
+        );
+        served
     }
 }

@@ -1,16 +1,21 @@
-//! The presence service: which users have a connected device, built from the
-//! device connect/disconnect events every gateway publishes on NATS.
+//! The presence service: decides who is online from the sockets gateways
+//! record in NATS key-value buckets, announces each change exactly once, and
+//! answers who is online to those allowed to know.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod grpc;
-mod state;
+mod metrics;
+mod tracker;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chat_common::nats::presence::Buckets;
 use chat_common::shutdown::CancellationToken;
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::presence::v1::presence_service_server::PresenceServiceServer;
 use tokio::net::TcpListener;
 
@@ -27,38 +32,46 @@ pub struct App {
     listener: TcpListener,
     grpc_addr: SocketAddr,
     routes: tonic::service::Routes,
-    events: async_nats::Subscriber,
-    state: Arc<state::Presence>,
+    buckets: Buckets,
+    tracker: Arc<tracker::Tracker>,
+    health: chat_common::grpc::Health,
+    metrics: chat_common::metrics::Endpoint,
 }
 
 impl App {
-    /// Subscribes to device events and binds the gRPC listener.
+    /// Opens the presence buckets and binds the gRPC listener.
     ///
     /// # Errors
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let nats =
-            chat_common::nats::connect(&config.nats_url, "presence").await.map_err(|e| Error::Unexpected(e.into()))?;
-        let events = nats
-            .subscribe(chat_common::nats::PRESENCE_DEVICE_SUBJECT)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        let state = Arc::new(state::Presence::default());
-        let (listener, grpc_addr) =
-            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let routes = chat_common::grpc::with_health_and_reflection(
-            tonic::service::Routes::new(PresenceServiceServer::new(grpc::PresenceGrpc::new(state.clone()))),
+        let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
+        let nats = chat_common::nats::connect(&config.nats_url, "presence").await.map_err(|e| unexpected(&e))?;
+        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: None };
+        let js = async_nats::jetstream::new(nats);
+        let buckets = chat_common::nats::presence::buckets(&js, config.replicas).await.map_err(|e| unexpected(&e))?;
+        let history =
+            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?);
+        let tracker = Arc::new(tracker::Tracker::new(config.grace));
+        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| unexpected(&e))?;
+        let (routes, health) = chat_common::grpc::with_health_and_reflection(
+            tonic::service::Routes::new(PresenceServiceServer::new(grpc::PresenceGrpc::new(tracker.clone(), history))),
             &["chat.presence.v1.PresenceService"],
+            dependencies,
         );
-        tracing::info!(%grpc_addr, "presence listening");
-        Ok(Self { listener, grpc_addr, routes, events, state })
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;
+        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "presence listening");
+        Ok(Self { listener, grpc_addr, routes, buckets, tracker, health, metrics })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
 
-    /// Serves gRPC and applies device events until `shutdown` is cancelled.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.addr
+    }
+
+    /// Serves gRPC and follows the presence buckets until `shutdown` is cancelled.
     ///
     /// # Errors
     /// When the gRPC server fails.
@@ -69,7 +82,12 @@ impl App {
             shutdown.cancel();
             served.map_err(|e| Error::Unexpected(e.into()))
         };
-        let ((), served) = tokio::join!(state::apply_events(self.events, self.state, shutdown.clone()), serve);
+        let ((), (), (), served) = tokio::join!(
+            self.tracker.run(self.buckets, shutdown.clone()),
+            self.health.watch(shutdown.clone()),
+            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
+            serve
+        );
         served
     }
 }

@@ -117,7 +117,11 @@ pub async fn get(
         .get_conversation(GetConversationRequest { conversation_id, user_id: me.user_id })
         .await?
         .into_inner();
-    Ok(Json(conversation_json(&conversation, true)))
+    let mut body = conversation_json(&conversation, true);
+    let markers: Vec<Value> =
+        conversation.read_markers.iter().map(|m| json!({ "user_id": m.user_id, "seq": m.seq })).collect();
+    body["read_markers"] = markers.into();
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

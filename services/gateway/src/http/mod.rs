@@ -5,7 +5,10 @@ mod conversations;
 mod devices;
 mod extract;
 mod health;
+mod presence;
+mod push;
 mod users;
+mod web;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices/{device_id}", axum::routing::delete(devices::revoke))
         .route("/v1/users/me", get(users::me))
         .route("/v1/users/by-username/{username}", get(users::by_username))
+        .route("/v1/users/{user_id}", get(users::by_id))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
         .route("/v1/conversations/{conversation_id}", get(conversations::get).patch(conversations::rename))
         .route("/v1/conversations/{conversation_id}/members", post(conversations::add_members))
@@ -45,7 +49,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
         .route("/v1/search", get(conversations::search))
+        .route("/v1/presence", get(presence::get))
+        .route("/v1/push/vapid-public-key", get(push::vapid_public_key))
+        .route("/v1/push/subscriptions", post(push::register).get(push::list))
+        .route("/v1/push/subscriptions/{subscription_id}", axum::routing::delete(push::remove))
         .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/", get(web::index))
+        .route("/{file}", get(web::file))
+        .route("/js/{file}", get(web::script))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

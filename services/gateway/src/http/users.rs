@@ -26,3 +26,14 @@ pub async fn by_username(
     let user = state.auth.clone().get_user_by_username(GetUserByUsernameRequest { username }).await?.into_inner();
     Ok(user_json(user))
 }
+
+pub async fn by_id(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id =
+        uuid::Uuid::parse_str(&user_id).map_err(|_| ApiError::invalid_argument("user_id must be a UUID"))?.to_string();
+    let user = state.auth.clone().get_user(GetUserRequest { user_id }).await?.into_inner();
+    Ok(user_json(user))
+}

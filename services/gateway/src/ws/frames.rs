@@ -41,6 +41,22 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    /// The frame's `type`, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Auth { .. } => "auth",
+            Self::Send { .. } => "send",
+            Self::Sync { .. } => "sync",
+            Self::Typing { .. } => "typing",
+            Self::Read { .. } => "read",
+            Self::Ping { .. } => "ping",
+            Self::Change { body: Some(_), .. } => "edit",
+            Self::Change { body: None, .. } => "delete",
+        }
+    }
+}
+
 /// Why a frame was refused: rendered as an `error` frame.
 #[derive(Debug)]
 pub struct FrameError {
@@ -59,6 +75,7 @@ impl FrameError {
     }
 
     pub fn to_frame(&self) -> String {
+        crate::metrics::get().errors.get_or_create(&chat_common::metrics::label("code", self.code)).inc();
         let mut frame = serde_json::json!({ "type": "error", "code": self.code, "message": self.message });
         if let Some(req) = self.req {
             frame["req"] = req.into();

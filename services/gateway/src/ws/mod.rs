@@ -32,7 +32,8 @@ pub async fn upgrade(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin.to_str().is_ok_and(|o| state.config.allowed_origins.iter().any(|a| a == o));
+        let origin = origin.to_str().unwrap_or_default();
+        let allowed = same_origin(origin, &headers) || state.config.allowed_origins.iter().any(|a| a == origin);
         if !allowed {
             return ApiError::forbidden("origin not allowed").into_response();
         }
@@ -58,4 +59,11 @@ pub async fn upgrade(
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
+}
+
+/// A page served by this very host (the web client at `/`) may always connect.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    !host.is_empty() && authority == Some(host)
 }

@@ -2,13 +2,10 @@
 //! frame loop, and a clean close (1001 on shutdown, 4408 when too slow).
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use chat_common::nats::PRESENCE_DEVICE_SUBJECT;
 use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
-use chat_proto::presence::v1::{DeviceEvent, device_event::Kind};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use prost::Message as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -16,6 +13,7 @@ use super::catch_up;
 use super::frames::{self, ClientFrame, FrameError};
 use crate::delivery::{CloseSignal, Frame, Outbound, SocketHandle};
 use crate::messaging::{self, SendInput};
+use crate::offline;
 use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
@@ -47,6 +45,7 @@ pub struct Writer {
 
 impl Writer {
     pub async fn text(&mut self, text: String) -> Result<(), axum::Error> {
+        crate::metrics::get().frames_out.inc();
         self.sink.send(WsMessage::Text(text.into())).await
     }
 
@@ -56,13 +55,17 @@ impl Writer {
             return Ok(());
         }
         self.delivered = stream_seq;
+        crate::metrics::get().frames_out.inc();
         self.sink.send(WsMessage::Text(frame.into())).await
     }
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         match outbound {
             Outbound::Live { stream_seq, frame } => self.event(stream_seq, frame).await,
-            Outbound::Ephemeral { frame } => self.sink.send(WsMessage::Text(frame)).await,
+            Outbound::Ephemeral { frame } => {
+                crate::metrics::get().frames_out.inc();
+                self.sink.send(WsMessage::Text(frame)).await
+            }
         }
     }
 
@@ -104,7 +107,11 @@ pub async fn run(
         .list_conversations(ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true })
         .await
     {
-        Ok(reply) => lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| c.conversation_id)),
+        Ok(reply) => {
+            lease.add_conversations(
+                reply.into_inner().conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)),
+            );
+        }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
             out.close(INTERNAL, "conversations unavailable").await;
@@ -116,24 +123,30 @@ pub async fn run(
     let socket_id = state.next_socket_id();
     let handle = SocketHandle { device_id: identity.device_id.clone(), tx, close: close.clone() };
     let attached_at = lease.attach(socket_id, handle);
+    let metrics = crate::metrics::get();
+    metrics.connections.inc();
     // A revocation that landed between token check and registration.
     if state.revocations.is_revoked(&identity.device_id) {
         close.close(UNAUTHORIZED);
     }
-    publish_device_event(&state, &identity, socket_id, Kind::Connected).await;
 
     let start = cursor.as_deref().map(|c| decode_cursor(c).ok_or(c));
     let ready_cursor = match start {
         Some(Ok(position)) => position,
         _ => attached_at,
     };
-    let ready = json!({
+    let mut ready = json!({
         "type": "ready",
         "user_id": identity.user_id,
         "device_id": identity.device_id,
         "cursor": encode_cursor(ready_cursor),
     });
+    if let Some(waiting) = offline::waiting(&state, &identity.user_id).await {
+        ready["pending_deliveries"] = waiting.into();
+    }
     let mut ok = out.text(ready.to_string()).await.is_ok();
+    // Recorded after `ready`, so the round trip does not delay it.
+    state.presence.opened(socket_id, &identity).await;
     out.delivered = attached_at;
     match start {
         Some(Ok(position)) if ok => {
@@ -158,10 +171,22 @@ pub async fn run(
         _ => {}
     }
     if ok {
+        // Everything up to here is delivered (live after `attached_at`, the
+        // rest in catch-up or already on the device).
+        offline::delivered(&state, &identity.user_id, out.delivered.max(attached_at));
+    }
+    // The contacts online now; later changes arrive as live frames.
+    for contact in state.registry.online_contacts(&identity.user_id) {
+        if ok {
+            ok = out.text(crate::presence::frame(&contact, true, 0)).await.is_ok();
+        }
+    }
+    if ok {
         serve(&state, &identity, &mut out, &mut incoming, &mut live, &close).await;
     }
     drop(lease);
-    publish_device_event(&state, &identity, socket_id, Kind::Disconnected).await;
+    metrics.connections.dec();
+    state.presence.closed(socket_id);
 }
 
 /// Waits for the first frame, which must be `auth` with a valid token.
@@ -276,6 +301,7 @@ async fn handle_text(
         Ok(frame) => frame,
         Err(err) => return out.text(err.to_frame()).await,
     };
+    crate::metrics::get().frames_in.get_or_create(&chat_common::metrics::label("type", frame.kind())).inc();
     match frame {
         ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
         ClientFrame::Send { req, input } => enqueue(out, work, Some(req), Work::Send { req, input }).await,
@@ -341,7 +367,10 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
         while let Some(work) = work_rx.recv().await {
             let reply = match work {
                 Work::Send { req, input } => {
-                    match messaging::send(&state.membership, &state.log, &identity, &input).await {
+                    let started = std::time::Instant::now();
+                    let sent = messaging::send(&state.membership, &state.log, &identity, &input).await;
+                    crate::metrics::get().send_to_ack.observe(started.elapsed().as_secs_f64());
+                    match sent {
                         Ok(published) => Some(ack_frame(req, &published.message)),
                         Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
                     }
@@ -377,18 +406,4 @@ fn synced_frame(req: Option<i64>, position: u64) -> String {
         frame["req"] = req.into();
     }
     frame.to_string()
-}
-
-async fn publish_device_event(state: &AppState, identity: &Identity, socket_id: u64, kind: Kind) {
-    let event = DeviceEvent {
-        kind: kind.into(),
-        user_id: identity.user_id.clone(),
-        device_id: identity.device_id.clone(),
-        connection_id: format!("{}/{socket_id}", state.config.gateway_id),
-        gateway_id: state.config.gateway_id.clone(),
-        at_ms: chat_common::time::now_ms(),
-    };
-    if let Err(e) = state.nats.publish(PRESENCE_DEVICE_SUBJECT, event.encode_to_vec().into()).await {
-        tracing::warn!(error = %e, "cannot publish device event");
-    }
 }

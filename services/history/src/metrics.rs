@@ -1,0 +1,27 @@
+//! History's Prometheus metrics (served on `HISTORY_METRICS_ADDR`).
+
+use std::sync::{Arc, OnceLock};
+
+use chat_common::metrics::{ConsumerLag, Histogram, Registry, latency_histogram, size_histogram};
+
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    /// Stream entries per database transaction.
+    pub batch_size: Histogram,
+    /// Time to store one batch.
+    pub batch_seconds: Histogram,
+    pub lag: ConsumerLag,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::default();
+        let (batch_size, batch_seconds, lag) = (size_histogram(), latency_histogram(), ConsumerLag::default());
+        registry.register("history_ingest_batch_size", "Stream entries per insert transaction", batch_size.clone());
+        registry.register("history_ingest_batch_seconds", "Time to store one batch", batch_seconds.clone());
+        lag.register(&mut registry);
+        Metrics { registry: Arc::new(registry), batch_size, batch_seconds, lag }
+    })
+}

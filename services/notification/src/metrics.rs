@@ -1,0 +1,27 @@
+//! Notification's Prometheus metrics (served on `NOTIFICATION_METRICS_ADDR`).
+
+use std::sync::{Arc, OnceLock};
+
+use chat_common::metrics::{ConsumerLag, Counter, CounterFamily, Registry};
+
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    /// Deliveries queued for users with no device connected.
+    pub queued: Counter,
+    /// Push attempts by outcome: `delivered`, `gone`, `failed`, `dead_letter`.
+    pub pushes: CounterFamily,
+    pub lag: ConsumerLag,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::default();
+        let (queued, pushes, lag) = (Counter::default(), CounterFamily::default(), ConsumerLag::default());
+        registry.register("notification_queued", "Deliveries queued for offline users", queued.clone());
+        registry.register("notification_pushes", "Push attempts by outcome", pushes.clone());
+        lag.register(&mut registry);
+        Metrics { registry: Arc::new(registry), queued, pushes, lag }
+    })
+}
