@@ -20,6 +20,7 @@ on_both_databases!(
     password_hashes_are_strong_argon2id,
     rate_limits_answer_429_with_retry_after_and_recover,
     registration_enforces_username_and_password_rules,
+    a_new_gateway_accepts_a_burst_of_valid_tokens,
 );
 
 fn now() -> i64 {
@@ -352,4 +353,16 @@ async fn registration_enforces_username_and_password_rules(db: Db) {
     let (status, body) = api.post("/v1/auth/register", None, json!({ "username": "x" })).await;
     assert_eq!((status, body["error"]["code"].clone()), (400, Value::from("invalid_argument")), "missing field");
     system.stop().await;
+}
+
+/// A gateway that has just started fetches the signing keys once; sockets
+/// arriving while it does wait for the keys instead of being refused.
+async fn a_new_gateway_accepts_a_burst_of_valid_tokens(db: Db) {
+    let Some(mut system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let fresh = system.start_gateway().await;
+    let url = system.ws(fresh);
+    let opened = futures::future::join_all((0..32).map(|_| Ws::open(&url, &alice))).await;
+    assert_eq!(opened.len(), 32, "every socket got ready");
 }

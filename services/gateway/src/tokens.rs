@@ -3,7 +3,7 @@
 //! checked. An unknown `kid` refetches the key set, at most once per interval.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chat_common::grpc::Channel;
@@ -41,7 +41,9 @@ pub enum TokenError {
 pub struct Verifier {
     auth: AuthServiceClient<Channel>,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the key set was last fetched. Held across a fetch, so requests
+    /// arriving meanwhile wait for its result instead of failing.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
     revocations: Arc<Revocations>,
 }
@@ -54,7 +56,13 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 5;
-        Self { auth, keys: RwLock::new(HashMap::new()), last_fetch: Mutex::new(None), validation, revocations }
+        Self {
+            auth,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+            validation,
+            revocations,
+        }
     }
 
     /// # Errors
@@ -70,7 +78,7 @@ impl Verifier {
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         if !self.has_key(&kid) {
-            self.refetch_keys().await?;
+            self.refetch_keys(&kid).await?;
         }
         let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = keys.get(&kid).ok_or(TokenError::Invalid)?;
@@ -92,24 +100,31 @@ impl Verifier {
     /// Fetches the key set now, whenever it was last fetched: auth announced
     /// a rotation or retirement.
     pub async fn refresh_keys(&self) -> Result<(), TokenError> {
-        *self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        self.refetch_keys().await
+        let mut last = self.last_fetch.lock().await;
+        *last = None;
+        self.fetch_keys(&mut last).await
     }
 
-    async fn refetch_keys(&self) -> Result<(), TokenError> {
-        {
-            let mut last = self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
+    /// Fetches the key set for an unknown `kid`, at most once per interval.
+    async fn refetch_keys(&self, kid: &str) -> Result<(), TokenError> {
+        let mut last = self.last_fetch.lock().await;
+        if self.has_key(kid) {
+            return Ok(()); // fetched while this request waited
         }
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return Ok(());
+        }
+        self.fetch_keys(&mut last).await
+    }
+
+    async fn fetch_keys(&self, last: &mut Option<Instant>) -> Result<(), TokenError> {
+        *last = Some(Instant::now());
         let reply = self.auth.clone().get_jwks(GetJwksRequest {}).await;
         let json = match reply {
             Ok(r) => r.into_inner().jwks_json,
             Err(status) => {
                 // Let the next request try again rather than wait out the interval.
-                *self.last_fetch.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                *last = None;
                 return Err(TokenError::KeysUnavailable(status.message().to_owned()));
             }
         };
