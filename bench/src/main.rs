@@ -1,136 +1,325 @@
-//! Benchmarks that need the real system around them.
+//! chat-bench: measurements of the running system against the floor the box
+//! allows, speaking only protocol v1 to the gateway. `scripts/bench` runs
+//! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
-//! `chat-bench ingest [--messages N] [--conversations C]`: how fast history
-//! stores a backlog of the CHAT stream, with batched transactions against one
-//! transaction per message, on SQLite and PostgreSQL. The stream is filled
-//! first (so the rate is history's alone), then history starts and the time
-//! until its consumer's ack floor reaches the end of the stream is measured.
+//! ```text
+//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--out FILE]
+//! ```
+//! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 
-use std::time::{Duration, Instant};
+mod connect;
+mod fanout;
+mod floor;
+mod idle;
+mod ingest;
+mod latency;
+mod report;
+mod setup;
+mod stats;
+mod ws;
+
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::Message;
-use chat_system_tests::{Db, NatsServer, database};
-use prost::Message as _;
+use report::{Report, count, ms, ratio};
+use setup::Bench;
+use stats::Samples;
 
-struct Options {
-    messages: u64,
-    conversations: u64,
+/// How big each scenario is.
+struct Sizes {
+    pairs: usize,
+    latency_rates: Vec<u64>,
+    latency_seconds: u64,
+    max_rate_steps: Vec<u64>,
+    step_seconds: u64,
+    group_members: usize,
+    group_messages: u64,
+    gateways: usize,
+    idle_connections: usize,
+    echo_idle_connections: usize,
+    connect_concurrency: usize,
+    connect_seconds: u64,
+    ingest: ingest::Options,
 }
 
-fn options() -> anyhow::Result<(String, Options)> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().unwrap_or_default();
-    let mut options = Options { messages: 20_000, conversations: 100 };
-    while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--messages" => options.messages = value.parse()?,
-            "--conversations" => options.conversations = value.parse()?,
-            _ => bail!("unknown option {flag}"),
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            pairs: 100,
+            latency_rates: vec![1_000, 5_000],
+            latency_seconds: 10,
+            max_rate_steps: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000],
+            step_seconds: 5,
+            group_members: 256,
+            group_messages: 400,
+            gateways: 2,
+            idle_connections: 16_000,
+            echo_idle_connections: 4_000,
+            connect_concurrency: 32,
+            connect_seconds: 10,
+            ingest: ingest::Options { messages: 20_000, conversations: 200 },
         }
     }
-    Ok((command, options))
+
+    fn quick() -> Self {
+        Self {
+            pairs: 4,
+            latency_rates: vec![100],
+            latency_seconds: 1,
+            max_rate_steps: vec![100, 200],
+            step_seconds: 1,
+            group_members: 6,
+            group_messages: 10,
+            gateways: 2,
+            idle_connections: 100,
+            echo_idle_connections: 100,
+            connect_concurrency: 4,
+            connect_seconds: 1,
+            ingest: ingest::Options { messages: 500, conversations: 10 },
+        }
+    }
+}
+
+/// What the floor measured, for the ratios.
+#[derive(Default)]
+struct Floor {
+    /// Echo round trip plus one NATS hop, p50 and p99 (µs), at 1,000/s.
+    path_p50: u64,
+    path_p99: u64,
+    nats_per_second: f64,
+    echo_frames_per_second: f64,
+    echo_connects_per_second: f64,
+    echo_bytes_per_connection: f64,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (command, options) = options()?;
-    match command.as_str() {
-        "ingest" => ingest(&options).await,
-        _ => bail!("usage: chat-bench ingest [--messages N] [--conversations C]"),
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| "all".to_owned());
+    if scenario == "echo-server" {
+        return floor::echo_server(&args.next().context("echo-server needs an address")?).await;
     }
-}
-
-async fn ingest(options: &Options) -> anyhow::Result<()> {
-    println!(
-        "history ingest: {} messages over {} conversations, backlog already in the stream",
-        options.messages, options.conversations
-    );
-    println!("{:<10} {:>6} {:>10} {:>14}", "database", "batch", "seconds", "messages/s");
-    for db in [Db::Sqlite, Db::Postgres] {
-        for batch in [1, 256] {
-            let seconds = ingest_once(db, batch, options).await?;
-            println!(
-                "{:<10} {:>6} {:>10.2} {:>14.0}",
-                format!("{db:?}"),
-                batch,
-                seconds,
-                options.messages as f64 / seconds
-            );
+    let mut sizes = Sizes::full();
+    let mut out = std::path::PathBuf::from("target/bench/results.md");
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--quick" => sizes = Sizes::quick(),
+            "--out" => out = args.next().context("--out needs a file")?.into(),
+            _ => bail!("unknown option {flag}"),
         }
     }
+    let known = ["all", "floor", "latency", "max-rate", "fanout", "idle", "connect", "ingest"];
+    if !known.contains(&scenario.as_str()) {
+        bail!("usage: chat-bench [{}] [--quick] [--out FILE]", known.join("|"));
+    }
+    let wants = |name: &str| scenario == "all" || scenario == name;
+    let mut report = Report::default();
+    report.note(&format!("Run of `chat-bench {scenario}` on {}", machine()));
+
+    let bench = Bench::start().await?;
+    let floor =
+        if scenario == "ingest" { Floor::default() } else { measure_floor(&bench, &sizes, &mut report).await? };
+    if wants("latency") || wants("max-rate") {
+        let pairs = latency::pairs(&bench, sizes.pairs).await;
+        if wants("latency") {
+            latency_section(&bench, &pairs, &sizes, &floor, &mut report).await?;
+        }
+        if wants("max-rate") {
+            max_rate_section(&bench, &pairs, &sizes, &floor, &mut report).await?;
+        }
+    }
+    if wants("fanout") {
+        let outcome = fanout::run(&bench, sizes.group_members, sizes.group_messages).await?;
+        let per_second = outcome.frames as f64 / outcome.seconds;
+        report.section(
+            &format!(
+                "Group fan-out: {} messages to a group of {} connected members",
+                sizes.group_messages, sizes.group_members
+            ),
+            &["frames delivered", "seconds", "frames/s", "target", "of the echo floor"],
+        );
+        report.row(&[
+            &count(outcome.frames as f64),
+            &format!("{:.2}", outcome.seconds),
+            &count(per_second),
+            "≥ 100,000",
+            &ratio(per_second, floor.echo_frames_per_second),
+        ]);
+    }
+    if wants("idle") {
+        let outcome = idle::run(&bench, sizes.gateways, sizes.idle_connections).await?;
+        report.section(
+            "Idle connections: gateway memory per authenticated socket",
+            &["connections", "gateways", "bytes each", "target", "to the bare echo server"],
+        );
+        report.row(&[
+            &count(outcome.connections as f64),
+            &outcome.gateways.to_string(),
+            &count(outcome.bytes_per_connection),
+            "≤ 8,192",
+            &ratio(outcome.bytes_per_connection, floor.echo_bytes_per_connection),
+        ]);
+    }
+    if wants("connect") {
+        let outcome =
+            connect::run(&bench, sizes.connect_concurrency, Duration::from_secs(sizes.connect_seconds)).await?;
+        report.section(
+            &format!("Connect and authenticate: {} clients in a loop", sizes.connect_concurrency),
+            &["connects", "failures", "per second", "target", "of the echo floor"],
+        );
+        report.row(&[
+            &count(outcome.connects as f64),
+            &outcome.failures.to_string(),
+            &count(outcome.per_second),
+            "≥ 5,000",
+            &ratio(outcome.per_second, floor.echo_connects_per_second),
+        ]);
+    }
+    if wants("ingest") {
+        ingest::run(&sizes.ingest, &mut report).await?;
+    }
+    report.write(&out)?;
+    eprintln!("\nwritten to {}", out.display());
     Ok(())
 }
 
-async fn ingest_once(db: Db, batch: usize, options: &Options) -> anyhow::Result<f64> {
-    let nats = NatsServer::start().await;
-    let dir = std::env::temp_dir().join(format!("chat-bench-{}", uuid::Uuid::new_v4().simple()));
-    let postgres_name = format!("chat_bench_{}", uuid::Uuid::new_v4().simple());
-    let url = match db {
-        Db::Sqlite => format!("sqlite://{}", dir.join("history.db").display()),
-        Db::Postgres => database::create_postgres(&postgres_name).await.context("PostgreSQL is needed")?,
-    };
-    let client = chat_common::nats::connect(&nats.url(), "bench").await?;
-    let js = async_nats::jetstream::new(client);
-    let stream = chat_common::nats::chat_stream(&js, &Default::default()).await?;
-    fill_stream(&js, options).await?;
-    let last = stream.cached_info().state.last_sequence.max(options.messages);
+async fn measure_floor(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<Floor> {
+    let seconds = Duration::from_secs(sizes.latency_seconds);
+    let rate = sizes.latency_rates[0];
+    let mut hop = floor::nats_hop(&bench.nats.url(), rate, seconds).await?;
+    let nats_per_second = floor::nats_throughput(&bench.nats.url(), rate * 200).await?;
+    let echo = floor::EchoServer::start().await?;
+    let mut round_trip = floor::echo_round_trip(&echo, sizes.pairs, rate, seconds).await?;
+    let echo_frames_per_second = floor::echo_throughput(&echo, sizes.pairs, seconds).await?;
+    let echo_connects_per_second =
+        floor::echo_connects(&echo, sizes.connect_concurrency, Duration::from_secs(sizes.connect_seconds)).await?;
+    let echo_bytes_per_connection = echo_memory(&echo, sizes.echo_idle_connections).await?;
 
-    let mut config = chat_history::Config::local(&url, &nats.url());
-    config.ingest_batch = batch;
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let history = chat_history::App::build(config).await?;
-    let running = tokio::spawn(history.run(shutdown.clone()));
-    loop {
-        let floor = stream.consumer_info("history").await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
-        if floor >= last {
+    report.section("Floor: the building blocks alone, same box, same run", &["measure", "result"]);
+    report.row(&[&format!("NATS hop (publish → subscriber) at {rate}/s, p50 / p99"), &pair(&mut hop)]);
+    report.row(&["NATS hop, publishing flat out", &format!("{} msg/s", count(nats_per_second))]);
+    report.row(&[&format!("WebSocket echo round trip at {rate}/s, p50 / p99"), &pair(&mut round_trip)]);
+    report.row(&[
+        "WebSocket echo, 32 frames in flight per socket",
+        &format!("{} frames/s", count(echo_frames_per_second)),
+    ]);
+    report.row(&["WebSocket echo connects", &format!("{}/s", count(echo_connects_per_second))]);
+    report
+        .row(&["WebSocket echo server memory per idle socket", &format!("{} bytes", count(echo_bytes_per_connection))]);
+    Ok(Floor {
+        path_p50: hop.percentile(50.0) + round_trip.percentile(50.0),
+        path_p99: hop.percentile(99.0) + round_trip.percentile(99.0),
+        nats_per_second,
+        echo_frames_per_second,
+        echo_connects_per_second,
+        echo_bytes_per_connection,
+    })
+}
+
+fn pair(samples: &mut Samples) -> String {
+    format!("{} / {}", ms(samples.percentile(50.0)), ms(samples.percentile(99.0)))
+}
+
+async fn echo_memory(echo: &floor::EchoServer, connections: usize) -> anyhow::Result<f64> {
+    let pid = echo.pid().context("echo server pid")?;
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(echo.connect().await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = setup::resident_bytes(pid)?;
+    for _ in 0..connections {
+        held.push(echo.connect().await?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = setup::resident_bytes(pid)?;
+    Ok(after.saturating_sub(before) as f64 / connections as f64)
+}
+
+async fn latency_section(
+    bench: &Bench,
+    pairs: &[latency::Pair],
+    sizes: &Sizes,
+    floor: &Floor,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.section(
+        &format!("End-to-end latency, send to receipt on the peer's socket, {} pairs", sizes.pairs),
+        &["offered/s", "sent", "lost", "errors", "p50", "p99", "p99.9", "target", "p50 / p99 to the floor"],
+    );
+    for &rate in &sizes.latency_rates {
+        let mut outcome = latency::run_at(bench, pairs, rate, Duration::from_secs(sizes.latency_seconds)).await?;
+        let (p50, p99, p999) =
+            (outcome.samples.percentile(50.0), outcome.samples.percentile(99.0), outcome.samples.percentile(99.9));
+        let target = match rate {
+            1_000 => "p50 ≤ 1 ms, p99 ≤ 5 ms",
+            5_000 => "p99 ≤ 10 ms",
+            _ => "",
+        };
+        report.row(&[
+            &count(rate as f64),
+            &count(outcome.sent as f64),
+            &outcome.lost().to_string(),
+            &outcome.errors.to_string(),
+            &ms(p50),
+            &ms(p99),
+            &ms(p999),
+            target,
+            &format!("{} / {}", ratio(p50 as f64, floor.path_p50 as f64), ratio(p99 as f64, floor.path_p99 as f64)),
+        ]);
+    }
+    report.note("The floor for latency is one WebSocket echo round trip plus one NATS hop, at the same rate.");
+    Ok(())
+}
+
+/// Steps the offered rate up until p99 passes 50 ms or anything is lost.
+async fn max_rate_section(
+    bench: &Bench,
+    pairs: &[latency::Pair],
+    sizes: &Sizes,
+    floor: &Floor,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.section(
+        &format!("Maximum sustainable rate, {} pairs, {} s per step", sizes.pairs, sizes.step_seconds),
+        &["offered/s", "sent", "lost", "errors", "p99", "sustained"],
+    );
+    let mut best = 0;
+    for &rate in &sizes.max_rate_steps {
+        let mut outcome = latency::run_at(bench, pairs, rate, Duration::from_secs(sizes.step_seconds)).await?;
+        let p99 = outcome.samples.percentile(99.0);
+        let sustained = outcome.lost() == 0 && outcome.errors == 0 && p99 < 50_000;
+        report.row(&[
+            &count(rate as f64),
+            &count(outcome.sent as f64),
+            &outcome.lost().to_string(),
+            &outcome.errors.to_string(),
+            &ms(p99),
+            if sustained { "yes" } else { "no" },
+        ]);
+        if !sustained {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        best = rate;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    let _ = running.await;
-    if db == Db::Postgres {
-        database::drop_postgres(&postgres_name).await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(seconds)
+    report.note(&format!(
+        "Maximum sustainable rate: **{} messages/s** (target ≥ 10,000); {} of the NATS hop flat out.",
+        count(best as f64),
+        ratio(best as f64, floor.nats_per_second)
+    ));
+    Ok(())
 }
 
-/// Publishes the backlog: realistic messages, round-robin over conversations,
-/// pipelined (many acks outstanding) so filling is quick.
-async fn fill_stream(js: &async_nats::jetstream::Context, options: &Options) -> anyhow::Result<()> {
-    let conversations: Vec<String> = (0..options.conversations).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let sender = uuid::Uuid::now_v7().to_string();
-    let device = uuid::Uuid::now_v7().to_string();
-    let mut pending = Vec::new();
-    for i in 0..options.messages {
-        let conversation = &conversations[(i % options.conversations) as usize];
-        let message = Message {
-            conversation_id: conversation.clone(),
-            message_id: uuid::Uuid::now_v7().to_string(),
-            seq: i / options.conversations + 1,
-            sender_id: sender.clone(),
-            sender_device_id: device.clone(),
-            client_msg_id: format!("bench-{i}"),
-            body: "a message of typical length, about as long as most chat lines are".to_owned(),
-            sent_at_ms: chat_common::time::now_ms(),
-            ..Default::default()
-        };
-        let subject = chat_common::nats::message_subject(conversation);
-        pending.push(js.publish(subject, message.encode_to_vec().into()).await?);
-        if pending.len() >= 1000 {
-            for ack in pending.drain(..) {
-                ack.await?;
-            }
-        }
-    }
-    for ack in pending {
-        ack.await?;
-    }
-    Ok(())
+/// CPU model, cores and memory, from /proc.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu.lines().find_map(|l| l.strip_prefix("model name")).map(|v| v.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    format!("{} ({cores} cores, {:.0} GiB)", model.unwrap_or("unknown CPU"), kib / 1024.0 / 1024.0)
 }

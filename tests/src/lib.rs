@@ -68,14 +68,18 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(ToOwned::to_owned).unwrap_or_default()
 }
 
-/// A service binary of this workspace, next to the test binaries
-/// (`<target>/debug/deps/..`). `cargo test` alone does not build it:
-/// scripts/test.sh runs `cargo build --bins` first.
+/// A service binary of this workspace, built next to the running executable:
+/// beside it (a bench in `target/release`) or one folder up (a test binary in
+/// `target/debug/deps`). `cargo test` alone does not build it: scripts/test.sh
+/// runs `cargo build --bins` first.
 pub fn service_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe.parent().and_then(std::path::Path::parent).map(|dir| dir.join(name)).unwrap_or_default();
-    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let beside = exe.parent().map(|dir| dir.join(name)).unwrap_or_default();
+    let above = exe.parent().and_then(std::path::Path::parent).map(|dir| dir.join(name)).unwrap_or_default();
+    let found = [&beside, &above].into_iter().find(|path| path.is_file());
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("{} is missing: run `cargo build --workspace --bins` first", above.display()))
 }
 
 /// True when running under CI, where a missing dependency must fail a test.

@@ -54,6 +54,11 @@ impl ServiceProcess {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// The process id (to read its memory from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no goodbye to anyone.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the process");
@@ -78,33 +83,32 @@ pub struct Processes {
     pub presence: ServiceProcess,
     pub notification: ServiceProcess,
     pub gateway: ServiceProcess,
-    logs: std::path::PathBuf,
+    /// What every service is started with: where the others are, and `env`.
+    shared_env: Vec<(String, String)>,
+    data_dir: std::path::PathBuf,
 }
 
 impl Processes {
     pub async fn start(nats: &NatsServer, data_dir: &Path, env: &[(String, String)]) -> Self {
         let [auth, history, presence, notification, gateway] = std::array::from_fn(|_| free_addr());
+        let mut shared_env = vec![
+            var("NATS_URL", nats.url()),
+            var("AUTH_GRPC_URL", auth),
+            var("HISTORY_GRPC_URL", history),
+            var("PRESENCE_GRPC_URL", presence),
+            var("NOTIFICATION_GRPC_URL", notification),
+        ];
+        shared_env.extend(env.iter().cloned());
         let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
         let start = |name: &'static str, addr: SocketAddr, own: Vec<(String, String)>| {
-            let mut all = vec![
-                var("NATS_URL", nats.url()),
-                var("AUTH_GRPC_URL", auth),
-                var("HISTORY_GRPC_URL", history),
-                var("PRESENCE_GRPC_URL", presence),
-                var("NOTIFICATION_GRPC_URL", notification),
-            ];
-            all.extend(own);
-            all.extend(env.iter().cloned());
-            let log = data_dir.join(format!("{name}.log"));
-            async move { ServiceProcess::start(name, addr, &all, Some(&log)).await }
+            start_service(data_dir, &shared_env, name, name, addr, own)
         };
-        let metrics = || free_addr();
         let auth = start(
             "auth",
             auth,
             vec![
                 var("AUTH_GRPC_ADDR", auth),
-                var("AUTH_METRICS_ADDR", metrics()),
+                var("AUTH_METRICS_ADDR", free_addr()),
                 var("AUTH_DATABASE_URL", sqlite("auth.db")),
             ],
         )
@@ -114,7 +118,7 @@ impl Processes {
             history,
             vec![
                 var("HISTORY_GRPC_ADDR", history),
-                var("HISTORY_METRICS_ADDR", metrics()),
+                var("HISTORY_METRICS_ADDR", free_addr()),
                 var("HISTORY_DATABASE_URL", sqlite("history.db")),
             ],
         )
@@ -122,27 +126,53 @@ impl Processes {
         let presence = start(
             "presence",
             presence,
-            vec![var("PRESENCE_GRPC_ADDR", presence), var("PRESENCE_METRICS_ADDR", metrics())],
+            vec![var("PRESENCE_GRPC_ADDR", presence), var("PRESENCE_METRICS_ADDR", free_addr())],
         )
         .await;
         let notification = start(
             "notification",
             notification,
-            vec![var("NOTIFICATION_GRPC_ADDR", notification), var("NOTIFICATION_METRICS_ADDR", metrics())],
+            vec![var("NOTIFICATION_GRPC_ADDR", notification), var("NOTIFICATION_METRICS_ADDR", free_addr())],
         )
         .await;
-        let gateway =
-            start("gateway", gateway, vec![var("GATEWAY_HTTP_ADDR", gateway), var("GATEWAY_METRICS_ADDR", metrics())])
-                .await;
-        Self { auth, history, presence, notification, gateway, logs: data_dir.to_owned() }
+        let gateway = start_gateway(data_dir, &shared_env, "gateway", gateway).await;
+        Self { auth, history, presence, notification, gateway, shared_env, data_dir: data_dir.to_owned() }
+    }
+
+    /// One more gateway process, logging to `data_dir/gateway-<n>.log`.
+    pub async fn start_gateway(&self, n: usize) -> ServiceProcess {
+        start_gateway(&self.data_dir, &self.shared_env, &format!("gateway-{n}"), free_addr()).await
     }
 
     /// What `service` has logged so far.
     pub fn log(&self, service: &str) -> String {
-        std::fs::read_to_string(self.logs.join(format!("{service}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.data_dir.join(format!("{service}.log"))).unwrap_or_default()
     }
 
     pub fn api(&self) -> crate::client::Api {
         crate::client::Api::new(&format!("http://{}", self.gateway.addr))
     }
+}
+
+async fn start_gateway(
+    data_dir: &Path,
+    shared_env: &[(String, String)],
+    log: &str,
+    addr: SocketAddr,
+) -> ServiceProcess {
+    let own = vec![var("GATEWAY_HTTP_ADDR", addr), var("GATEWAY_METRICS_ADDR", free_addr())];
+    start_service(data_dir, shared_env, "gateway", log, addr, own).await
+}
+
+async fn start_service(
+    data_dir: &Path,
+    shared_env: &[(String, String)],
+    binary: &str,
+    log: &str,
+    addr: SocketAddr,
+    own: Vec<(String, String)>,
+) -> ServiceProcess {
+    // The service's own settings first: a shared variable may override them.
+    let env: Vec<(String, String)> = own.into_iter().chain(shared_env.iter().cloned()).collect();
+    ServiceProcess::start(binary, addr, &env, Some(&data_dir.join(format!("{log}.log")))).await
 }

@@ -1,0 +1,52 @@
+//! Connects with authentication per second: `concurrency` clients each open a
+//! socket with a bearer token, wait for `ready` (token checked, the device's
+//! conversations and waiting deliveries read), close it, and go again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::setup::Bench;
+use crate::ws;
+
+pub struct Outcome {
+    pub connects: u64,
+    pub failures: u64,
+    pub per_second: f64,
+}
+
+pub async fn run(bench: &Bench, concurrency: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    let devices = bench.users("c", concurrency.min(20)).await;
+    let url = Arc::new(bench.ws());
+    let (connects, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let deadline = tokio::time::Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let token = devices[i % devices.len()].access_token.clone();
+            let (url, connects, failures) = (url.clone(), connects.clone(), failures.clone());
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < deadline {
+                    match ws::open(&url, &token).await {
+                        Ok(mut socket) => {
+                            connects.fetch_add(1, Ordering::Relaxed);
+                            let _ = socket.close(None).await;
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await?;
+    }
+    let connects = connects.load(Ordering::Relaxed);
+    Ok(Outcome {
+        connects,
+        failures: failures.load(Ordering::Relaxed),
+        per_second: connects as f64 / started.elapsed().as_secs_f64(),
+    })
+}

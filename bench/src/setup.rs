@@ -1,0 +1,65 @@
+//! The system under test: a pinned nats-server and the five service binaries
+//! of this build (release for `scripts/bench`) as processes on SQLite, with
+//! the login and registration limits raised so setting up users is quick.
+
+use chat_system_tests::NatsServer;
+use chat_system_tests::client::{Api, Device};
+use chat_system_tests::processes::Processes;
+use futures::StreamExt;
+
+pub struct Bench {
+    pub system: Processes,
+    pub api: Api,
+    pub nats: NatsServer,
+    _data: tempfile::TempDir,
+    run: String,
+}
+
+/// How many users are registered at once (each costs a password hash).
+const SETUP_CONCURRENCY: usize = 8;
+
+impl Bench {
+    pub async fn start() -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await;
+        let data = tempfile::tempdir()?;
+        let env: Vec<(String, String)> = [
+            ("AUTH_REGISTER_RATE_PER_ADDRESS", "100000/1"),
+            ("AUTH_LOGIN_RATE_PER_ADDRESS", "100000/1"),
+            ("RUST_LOG", "warn"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let system = Processes::start(&nats, data.path(), &env).await;
+        let api = system.api();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+        Ok(Self { system, api, nats, _data: data, run })
+    }
+
+    pub fn ws(&self) -> String {
+        self.system.gateway.ws()
+    }
+
+    /// `count` new users, each with one logged-in device.
+    pub async fn users(&self, label: &str, count: usize) -> Vec<Device> {
+        futures::stream::iter(0..count)
+            .map(|i| {
+                let name = format!("{label}{i}x{}", self.run);
+                async move { self.api.new_user(&name).await }
+            })
+            .buffered(SETUP_CONCURRENCY)
+            .collect()
+            .await
+    }
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(kib * 1024)
+}
