@@ -35,6 +35,8 @@ pub async fn pairs(bench: &Bench, count: usize) -> Vec<Pair> {
 }
 
 pub struct Outcome {
+    /// CPU milliseconds each process spent per 1,000 messages sent.
+    pub cpu_per_thousand: Vec<(&'static str, f64)>,
     pub sent: u64,
     pub received: u64,
     /// `error` frames answered to sends (refusals, overload).
@@ -108,6 +110,7 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
             })
         })
         .collect();
+    let cpu_before = bench.cpu_seconds();
     let mut sent = 0;
     for writer in writers {
         sent += writer.await?;
@@ -116,12 +119,24 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
     while received.load(Ordering::Relaxed) < sent && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let cpu_per_thousand = bench
+        .cpu_seconds()
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((name, after), (_, before))| (name, (after - before) * 1e6 / sent.max(1) as f64))
+        .collect();
     stop.cancel();
     let mut samples = Samples::default();
     for reader in readers {
         samples.extend(reader.await?);
     }
-    Ok(Outcome { sent, received: received.load(Ordering::Relaxed), errors: errors.load(Ordering::Relaxed), samples })
+    Ok(Outcome {
+        cpu_per_thousand,
+        sent,
+        received: received.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+        samples,
+    })
 }
 
 async fn receive(socket: ws::Socket, received: Arc<AtomicU64>, stop: CancellationToken) -> Samples {

@@ -247,8 +247,10 @@ async fn latency_section(
         &format!("End-to-end latency, send to receipt on the peer's socket, {} pairs", sizes.pairs),
         &["offered/s", "sent", "lost", "errors", "p50", "p99", "p99.9", "target", "p50 / p99 to the floor"],
     );
+    let mut cpu = Vec::new();
     for &rate in &sizes.latency_rates {
         let mut outcome = latency::run_at(bench, pairs, rate, Duration::from_secs(sizes.latency_seconds)).await?;
+        cpu.push((rate, std::mem::take(&mut outcome.cpu_per_thousand)));
         let (p50, p99, p999) =
             (outcome.samples.percentile(50.0), outcome.samples.percentile(99.0), outcome.samples.percentile(99.9));
         let target = match rate {
@@ -269,6 +271,14 @@ async fn latency_section(
         ]);
     }
     report.note("The floor for latency is one WebSocket echo round trip plus one NATS hop, at the same rate.");
+    let mut columns = vec!["offered/s"];
+    columns.extend(bench.processes().into_iter().map(|(name, _)| name));
+    report.section("CPU milliseconds per 1,000 messages, by process, during those runs", &columns);
+    for (rate, per_process) in &cpu {
+        let cells: Vec<String> =
+            std::iter::once(count(*rate as f64)).chain(per_process.iter().map(|(_, ms)| format!("{ms:.0}"))).collect();
+        report.row(&cells.iter().map(String::as_str).collect::<Vec<_>>());
+    }
     Ok(())
 }
 

@@ -53,6 +53,39 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Every process of the system, and this one (the load generator).
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        let s = &self.system;
+        let all = [
+            ("nats-server", self.nats.pid()),
+            ("gateway", s.gateway.pid()),
+            ("history", s.history.pid()),
+            ("notification", s.notification.pid()),
+            ("presence", s.presence.pid()),
+            ("auth", s.auth.pid()),
+            ("load generator", Some(std::process::id())),
+        ];
+        all.into_iter().filter_map(|(name, pid)| pid.map(|pid| (name, pid))).collect()
+    }
+
+    /// CPU seconds (user + system) each process has used so far.
+    pub fn cpu_seconds(&self) -> Vec<(&'static str, f64)> {
+        self.processes().into_iter().map(|(name, pid)| (name, cpu_seconds(pid).unwrap_or(0.0))).collect()
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc (clock ticks of 10 ms).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
 /// Resident memory of a process in bytes, from /proc.
 pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

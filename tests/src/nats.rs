@@ -58,6 +58,11 @@ impl NatsServer {
         panic!("nats-server did not listen on port {} within 5 s", self.port);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -58,8 +58,16 @@ pub async fn upgrade(
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
+        // tungstenite zero-fills its whole read buffer on every read: at the
+        // default 128 KiB that is 128 KiB resident per idle socket. Chat frames
+        // are small; a larger one grows the buffer as it arrives.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Write each frame at once instead of gathering 128 KiB first.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
 }
+
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// A page served by this very host (the web client at `/`) may always connect.
 fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
