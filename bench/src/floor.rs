@@ -1,7 +1,8 @@
 //! The floor: what the hardware and the two building blocks allow, measured
 //! in the same run. A NATS hop (async-nats publish to a subscriber on the
-//! same nats-server) and a bare WebSocket echo server (tokio-tungstenite, no
-//! logic, run as its own process like the gateway) on the same box.
+//! same nats-server) and a bare WebSocket echo server (tokio-tungstenite with
+//! the gateway's buffer sizes, no logic, run as its own process like the
+//! gateway) on the same box.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +78,9 @@ pub async fn echo_server(addr: &str) -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
+            let Ok(mut socket) = tokio_tungstenite::accept_async_with_config(stream, Some(ws::config())).await else {
+                return;
+            };
             while let Some(Ok(frame)) = socket.next().await {
                 if frame.is_text() && socket.send(frame).await.is_err() {
                     return;
@@ -111,7 +114,8 @@ impl EchoServer {
     }
 
     pub async fn connect(&self) -> anyhow::Result<ws::Socket> {
-        let (socket, _) = tokio_tungstenite::connect_async(self.url.as_str()).await?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(self.url.as_str(), Some(ws::config()), true).await?;
         Ok(socket)
     }
 }
@@ -213,7 +217,9 @@ pub async fn echo_connects(echo: &EchoServer, concurrency: usize, duration: Dura
             let (url, done) = (url.clone(), done.clone());
             tokio::spawn(async move {
                 while tokio::time::Instant::now() < deadline {
-                    if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+                    let connected =
+                        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws::config()), true);
+                    if let Ok((mut socket, _)) = connected.await {
                         done.fetch_add(1, Ordering::Relaxed);
                         let _ = socket.close(None).await;
                     }

@@ -130,10 +130,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("fanout") {
         let outcome = fanout::run(&bench, sizes.group_members, sizes.group_messages).await?;
+        let cpu: Vec<String> = outcome.cpu.iter().map(|(name, share)| format!("{name} {share:.0}%")).collect();
         let per_second = outcome.frames as f64 / outcome.seconds;
         report.section(
             &format!(
-                "Group fan-out: {} messages to a group of {} connected members",
+                "Group fan-out: {} messages from one sender to a group of {} connected members",
                 sizes.group_messages, sizes.group_members
             ),
             &["frames delivered", "seconds", "frames/s", "target", "of the echo floor"],
@@ -145,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             "≥ 100,000",
             &ratio(per_second, floor.echo_frames_per_second),
         ]);
+        report.note(&format!("CPU while it ran (100% = one core): {}.", cpu.join(", ")));
     }
     if wants("idle") {
         let outcome = idle::run(&bench, sizes.gateways, sizes.idle_connections).await?;

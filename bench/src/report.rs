@@ -64,7 +64,10 @@ pub fn ratio(value: f64, floor: f64) -> String {
     if floor <= 0.0 {
         return "–".to_owned();
     }
+    let share = value / floor;
     let mut out = String::new();
-    let _ = write!(out, "×{:.1}", value / floor);
+    // Small shares keep two significant digits instead of showing ×0.0.
+    let decimals = if share >= 0.1 { 1 } else { (1 - share.log10().floor() as i32).clamp(1, 6) as usize };
+    let _ = write!(out, "×{share:.decimals$}");
     out
 }

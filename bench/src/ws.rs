@@ -11,6 +11,7 @@ use futures::StreamExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -19,7 +20,9 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub async fn open(url: &str, token: &str) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert("Authorization", format!("Bearer {token}").parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.context("WebSocket upgrade")?;
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config()), true)
+        .await
+        .context("WebSocket upgrade")?;
     while let Some(frame) = socket.next().await {
         if let Message::Text(text) = frame? {
             if text.contains(r#""type":"ready""#) {
@@ -31,6 +34,13 @@ pub async fn open(url: &str, token: &str) -> anyhow::Result<Socket> {
         }
     }
     bail!("the socket closed before ready")
+}
+
+/// Buffers as the gateway uses them (tungstenite zero-fills its whole read
+/// buffer on every read; its default 128 KiB would make the load generator,
+/// and the echo floor, pay for that instead of for the traffic).
+pub fn config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
 }
 
 /// A `send` frame whose body is the send time (see [`now_micros`]), with a

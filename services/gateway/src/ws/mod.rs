@@ -62,12 +62,15 @@ pub async fn upgrade(
         // default 128 KiB that is 128 KiB resident per idle socket. Chat frames
         // are small; a larger one grows the buffer as it arrives.
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Write each frame at once instead of gathering 128 KiB first.
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
+        // Frames fed together are written together, up to this much at a time.
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| {
+            tracker.track_future(session::run(std::sync::Arc::new(state), socket, pre_authenticated, cursor))
+        })
 }
 
 const READ_BUFFER_BYTES: usize = 4096;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A page served by this very host (the web client at `/`) may always connect.
 fn same_origin(origin: &str, headers: &HeaderMap) -> bool {

@@ -1,6 +1,8 @@
 //! One authenticated socket: registration for live delivery, catch-up, the
 //! frame loop, and a clean close (1001 on shutdown, 4408 when too slow).
 
+use std::sync::Arc;
+
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
@@ -27,6 +29,9 @@ const TYPING_RATE: Rate = Rate { burst: 5, refill: std::time::Duration::from_sec
 /// Sends and read markers waiting to be stored, per socket; beyond this the
 /// client is told to slow down.
 const WORK_QUEUE: usize = 64;
+
+/// Live frames written to a socket with one flush, at most.
+const WRITE_BATCH: usize = 64;
 
 /// Frames that need a backend round trip, done in order, one at a time.
 enum Work {
@@ -60,13 +65,36 @@ impl Writer {
     }
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
-        match outbound {
-            Outbound::Live { stream_seq, frame } => self.event(stream_seq, frame).await,
-            Outbound::Ephemeral { frame } => {
-                crate::metrics::get().frames_out.inc();
-                self.sink.send(WsMessage::Text(frame)).await
+        self.feed(outbound).await?;
+        self.sink.flush().await
+    }
+
+    /// Writes `first` and what else is already queued for this socket (up to
+    /// [`WRITE_BATCH`] frames) with one flush: under load, one system call
+    /// carries many frames.
+    async fn live_batch(&mut self, first: Outbound, queue: &mut mpsc::Receiver<Outbound>) -> Result<(), axum::Error> {
+        self.feed(first).await?;
+        for _ in 1..WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(next) => self.feed(next).await?,
+                Err(_) => break,
             }
         }
+        self.sink.flush().await
+    }
+
+    /// Queues a frame in the socket's write buffer without flushing it.
+    async fn feed(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
+        let frame = match outbound {
+            Outbound::Live { stream_seq, .. } if stream_seq <= self.delivered => return Ok(()),
+            Outbound::Live { stream_seq, frame } => {
+                self.delivered = stream_seq;
+                frame
+            }
+            Outbound::Ephemeral { frame } => frame,
+        };
+        crate::metrics::get().frames_out.inc();
+        self.sink.feed(WsMessage::Text(frame)).await
     }
 
     async fn ping(&mut self) -> Result<(), axum::Error> {
@@ -80,8 +108,12 @@ impl Writer {
     }
 }
 
+/// Serves one socket from its upgrade to its end. This future lives as long
+/// as the socket, so what it holds is kept small: the shared state behind an
+/// `Arc`, and everything awaited only now and then (the start, a frame's
+/// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
 pub async fn run(
-    state: AppState,
+    state: Arc<AppState>,
     socket: WebSocket,
     pre_authenticated: Option<Identity>,
     query_cursor: Option<String>,
@@ -90,7 +122,7 @@ pub async fn run(
     let mut out = Writer { sink, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
         Some(identity) => (identity, None),
-        None => match authenticate(&state, &mut incoming).await {
+        None => match Box::pin(authenticate(&state, &mut incoming)).await {
             Ok(found) => found,
             Err(reason) => {
                 out.close(UNAUTHORIZED, reason).await;
@@ -101,12 +133,8 @@ pub async fn run(
     // The auth frame's cursor wins over the query's.
     let cursor = auth_cursor.or(query_cursor);
     let mut lease = state.registry.lease(&identity.user_id);
-    match state
-        .history
-        .clone()
-        .list_conversations(ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true })
-        .await
-    {
+    let request = ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true };
+    match Box::pin(state.history.clone().list_conversations(request)).await {
         Ok(reply) => {
             lease.add_conversations(
                 reply.into_inner().conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)),
@@ -141,17 +169,17 @@ pub async fn run(
         "device_id": identity.device_id,
         "cursor": encode_cursor(ready_cursor),
     });
-    if let Some(waiting) = offline::waiting(&state, &identity.user_id).await {
+    if let Some(waiting) = Box::pin(offline::waiting(&state, &identity.user_id)).await {
         ready["pending_deliveries"] = waiting.into();
     }
     let mut ok = out.text(ready.to_string()).await.is_ok();
     // Recorded after `ready`, so the round trip does not delay it.
-    state.presence.opened(socket_id, &identity).await;
+    Box::pin(state.presence.opened(socket_id, &identity)).await;
     out.delivered = attached_at;
     match start {
         Some(Ok(position)) if ok => {
             out.delivered = position;
-            ok = match catch_up::run(&state, &identity, &mut out, &mut live, position).await {
+            ok = match Box::pin(catch_up::run(&state, &identity, &mut out, &mut live, position)).await {
                 Ok(()) => out.text(synced_frame(None, out.delivered)).await.is_ok(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "catch-up failed");
@@ -228,9 +256,8 @@ async fn serve(
     live: &mut mpsc::Receiver<Outbound>,
     close: &CloseSignal,
 ) {
-    let (work, replies) = spawn_worker(state.clone(), identity.clone());
+    let mut worker = Worker::default();
     let mut typing_limit = Bucket::new(TYPING_RATE);
-    let mut replies = replies;
     // Pings find half-open sockets: a peer that vanished without closing
     // answers nothing, and is closed after the idle timeout.
     let mut ping = tokio::time::interval(state.config.ping_interval);
@@ -257,8 +284,8 @@ async fn serve(
                 out.close(code, reason).await;
                 return;
             }
-            Some(reply) = replies.recv() => out.text(reply).await,
-            Some(event) = live.recv() => out.live(event).await,
+            Some(reply) = worker.reply() => out.text(reply).await,
+            Some(event) = live.recv() => out.live_batch(event, live).await,
             frame = incoming.next() => {
                 last_heard = tokio::time::Instant::now();
                 match frame {
@@ -267,7 +294,7 @@ async fn serve(
                         out.close(TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    handle_text(state, identity, out, live, &work, &mut typing_limit, &text).await
+                    Box::pin(handle_text(state, identity, out, live, &mut worker, &mut typing_limit, &text)).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
@@ -293,7 +320,7 @@ async fn handle_text(
     identity: &Identity,
     out: &mut Writer,
     live: &mut mpsc::Receiver<Outbound>,
-    work: &mpsc::Sender<Work>,
+    worker: &mut Worker,
     typing_limit: &mut Bucket,
     text: &str,
 ) -> Result<(), axum::Error> {
@@ -304,18 +331,21 @@ async fn handle_text(
     crate::metrics::get().frames_in.get_or_create(&chat_common::metrics::label("type", frame.kind())).inc();
     match frame {
         ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
-        ClientFrame::Send { req, input } => enqueue(out, work, Some(req), Work::Send { req, input }).await,
+        ClientFrame::Send { req, input } => {
+            enqueue(out, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
+        }
         ClientFrame::Change { req, conversation_id, message_id, body } => {
-            enqueue(out, work, Some(req), Work::Change { req, conversation_id, message_id, body }).await
+            let work = Work::Change { req, conversation_id, message_id, body };
+            enqueue(out, worker.queue(state, identity), Some(req), work).await
         }
         ClientFrame::Read { conversation_id, seq } => {
-            enqueue(out, work, None, Work::Read { conversation_id, seq }).await
+            enqueue(out, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
         }
         ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
             Some(position) => {
                 // A socket only moves forward: what it has is never sent again.
                 let from = position.max(out.delivered);
-                match catch_up::run(state, identity, out, live, from).await {
+                match Box::pin(catch_up::run(state, identity, out, live, from)).await {
                     Ok(()) => out.text(synced_frame(Some(req), out.delivered)).await,
                     Err(e) => out.text(FrameError::from_api(Some(req), &e).to_frame()).await,
                 }
@@ -355,6 +385,27 @@ async fn enqueue(out: &mut Writer, work: &mpsc::Sender<Work>, req: Option<i64>, 
     }
     let err = FrameError { req, code: "rate_limited", message: "too many frames in flight; wait for answers".into() };
     out.text(err.to_frame()).await
+}
+
+/// The socket's worker and its queues, started on the socket's first send,
+/// change or read marker: an idle socket has no task and no queues.
+#[derive(Default)]
+struct Worker {
+    running: Option<(mpsc::Sender<Work>, mpsc::Receiver<String>)>,
+}
+
+impl Worker {
+    fn queue(&mut self, state: &AppState, identity: &Identity) -> &mpsc::Sender<Work> {
+        &self.running.get_or_insert_with(|| spawn_worker(state.clone(), identity.clone())).0
+    }
+
+    /// The next answer to send; never, while no worker runs.
+    async fn reply(&mut self) -> Option<String> {
+        match &mut self.running {
+            Some((_, replies)) => replies.recv().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// Does this socket's sends and read-marker moves one at a time, in the order
