@@ -72,12 +72,7 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
         last_frame = last_frame.max(reader.await?);
     }
     let seconds = last_frame.duration_since(started).as_secs_f64();
-    let cpu = bench
-        .cpu_seconds()
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((name, after), (_, before))| (name, (after - before) * 100.0 / seconds))
-        .collect();
+    let cpu = bench.cpu_since(cpu_before).into_iter().map(|(name, used)| (name, used * 100.0 / seconds)).collect();
     let frames = delivered.load(Ordering::Relaxed);
     ensure!(frames == expected, "{frames} of {expected} frames delivered");
     Ok(Outcome { frames, seconds, cpu })

@@ -119,12 +119,8 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
     while received.load(Ordering::Relaxed) < sent && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_per_thousand = bench
-        .cpu_seconds()
-        .into_iter()
-        .zip(cpu_before)
-        .map(|((name, after), (_, before))| (name, (after - before) * 1e6 / sent.max(1) as f64))
-        .collect();
+    let cpu_per_thousand =
+        bench.cpu_since(cpu_before).into_iter().map(|(name, used)| (name, used * 1e6 / sent.max(1) as f64)).collect();
     stop.cancel();
     let mut samples = Samples::default();
     for reader in readers {

@@ -73,6 +73,11 @@ impl Bench {
     pub fn cpu_seconds(&self) -> Vec<(&'static str, f64)> {
         self.processes().into_iter().map(|(name, pid)| (name, cpu_seconds(pid).unwrap_or(0.0))).collect()
     }
+
+    /// CPU seconds each process has used since `before` (from [`Self::cpu_seconds`]).
+    pub fn cpu_since(&self, before: Vec<(&'static str, f64)>) -> Vec<(&'static str, f64)> {
+        self.cpu_seconds().into_iter().zip(before).map(|((name, after), (_, before))| (name, after - before)).collect()
+    }
 }
 
 /// CPU seconds (user + system) a process has used, from /proc (clock ticks of 10 ms).

@@ -134,7 +134,7 @@ pub async fn serve(
 /// named after the method. Health checks and reflection are not traced.
 fn request_span(request: &http::Request<()>) -> tracing::Span {
     let method = request.uri().path();
-    if method.starts_with("/grpc.") {
+    if method.starts_with("/grpc.") || !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("grpc.server", otel.name = method, otel.kind = "server");
@@ -179,10 +179,12 @@ impl tower::Service<Request> for Channel {
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let context = tracing::Span::current().context();
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&context, &mut HttpHeadersMut(request.headers_mut()));
-        });
+        if crate::telemetry::exporting() {
+            let context = tracing::Span::current().context();
+            opentelemetry::global::get_text_map_propagator(|p| {
+                p.inject_context(&context, &mut HttpHeadersMut(request.headers_mut()));
+            });
+        }
         self.0.call(request)
     }
 }

@@ -316,6 +316,9 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Writes the current span's trace context (`traceparent`) into NATS headers.
 pub fn inject_trace_context(headers: &mut HeaderMap) {
+    if !crate::telemetry::exporting() {
+        return;
+    }
     let context = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
@@ -342,6 +345,9 @@ pub async fn put_with_trace_context(
 
 /// Makes `span` a child of the trace context found in NATS headers, if any.
 pub fn follow_trace_context(span: &tracing::Span, headers: Option<&HeaderMap>) {
+    if !crate::telemetry::exporting() {
+        return;
+    }
     if let Some(headers) = headers {
         let parent =
             opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));

@@ -35,6 +35,14 @@ impl Drop for TelemetryGuard {
     }
 }
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans. Without an exporter there is no trace
+/// to continue, so propagation skips reading and writing headers on every message.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`);
 /// `LOG_FORMAT=json` switches to JSON lines.
 ///
@@ -77,6 +85,7 @@ pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
         tracing_subscriber::fmt::layer().event_format(WithTraceId { inner: format, json: false }).boxed()
     };
     tracing_subscriber::registry().with(fmt_layer.with_filter(filter)).with(otel_layer).try_init()?;
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     Ok(TelemetryGuard { provider })
 }
 
