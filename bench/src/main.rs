@@ -57,7 +57,7 @@ impl Sizes {
             echo_idle_connections: 4_000,
             connect_concurrency: 32,
             connect_seconds: 10,
-            ingest: ingest::Options { messages: 20_000, conversations: 200 },
+            ingest: ingest::Options { messages: 50_000, conversations: 200 },
         }
     }
 

@@ -38,7 +38,7 @@ impl Config {
             database_max_connections: config::parse("HISTORY_DATABASE_MAX_CONNECTIONS", 8)?,
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
             stream: StreamSettings::from_env()?,
-            ingest_batch: config::parse("HISTORY_INGEST_BATCH", 256)?,
+            ingest_batch: config::parse("HISTORY_INGEST_BATCH", 1024)?,
             ack_wait: std::time::Duration::from_secs(config::parse("HISTORY_ACK_WAIT_SECS", 10)?),
             consume: config::parse("HISTORY_CONSUME", true)?,
         })
@@ -53,7 +53,7 @@ impl Config {
             database_max_connections: 4,
             nats_url: nats_url.to_owned(),
             stream: StreamSettings::default(),
-            ingest_batch: 256,
+            ingest_batch: 1024,
             ack_wait: std::time::Duration::from_secs(10),
             consume: true,
         }

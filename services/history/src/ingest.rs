@@ -11,7 +11,7 @@ use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use prost::Message as _;
 
 use crate::error::Error;
@@ -19,6 +19,10 @@ use crate::store::{Entry, Store};
 
 /// Name of the durable consumer; its ack floor is how far history has persisted.
 pub const CONSUMER: &str = "history";
+
+/// How long a batch waits for a pending message that has not arrived yet
+/// (it may have gone to another instance sharing the consumer).
+const FILL_WAIT: Duration = Duration::from_millis(5);
 
 pub struct Ingest {
     consumer: PullConsumer,
@@ -28,23 +32,21 @@ pub struct Ingest {
 
 impl Ingest {
     pub async fn new(stream: Stream, store: Store, batch: usize, ack_wait: Duration) -> Result<Self, Error> {
+        // The whole stream, not a filter per subject kind: JetStream matches a
+        // multi-subject filter against every conversation's subjects on each
+        // delivery (most of the server's time with many conversations), and
+        // the few entries history does not store are acknowledged unread.
+        // Create-or-update, so a consumer made with the older filter follows.
         let consumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    filter_subjects: vec![
-                        "chat.conv.*.msg".to_owned(),
-                        "chat.conv.*.read".to_owned(),
-                        "chat.conv.*.edit".to_owned(),
-                    ],
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait,
-                    deliver_policy: DeliverPolicy::All,
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait,
+                deliver_policy: DeliverPolicy::All,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            })
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
         Ok(Self { consumer, store, batch: batch.max(1) })
@@ -76,10 +78,11 @@ impl Ingest {
                 }
                 None => return Err(Error::Unavailable("the history consumer stream ended".into())),
             };
-            // Take whatever else has arrived already, without waiting.
-            while batch.len() < self.batch {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
+            // Fill the batch while the stream says more is pending (a backlog
+            // arrives in pieces); with nothing pending, store right away.
+            while batch.len() < self.batch && batch.last().is_some_and(more_pending) {
+                match tokio::time::timeout(FILL_WAIT, messages.next()).await {
+                    Ok(Some(Ok(message))) => batch.push(message),
                     _ => break,
                 }
             }
@@ -121,6 +124,11 @@ impl Ingest {
             }
         }
     }
+}
+
+/// Whether the consumer holds more messages after this one.
+fn more_pending(message: &async_nats::jetstream::Message) -> bool {
+    message.info().is_ok_and(|info| info.pending > 0)
 }
 
 fn persist_span(m: &async_nats::jetstream::Message) -> tracing::Span {

@@ -1,5 +1,6 @@
 //! Persistence of conversations, members, messages and read markers. Every
-//! query binds its values; none is built by formatting.
+//! query binds its values; the one query text made at run time (the
+//! multi-row insert of messages) consists of numbered placeholders only.
 
 use chat_common::db::Backend;
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
@@ -15,7 +16,6 @@ pub struct Store {
     backend: Backend,
 }
 
-/// A new conversation as the caller asked for it, already validated.
 /// What a user may see of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -119,6 +119,67 @@ fn system_from_json(json: &str) -> Option<SystemEvent> {
 /// saturating keeps a hostile u64 from wrapping into a negative bound.
 fn db_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Rows per multi-row `INSERT` of messages: one statement instead of one per
+/// row is most of the ingest rate (SQLite runs each statement through its
+/// worker thread), and 128 rows of 10 values stay far below both databases'
+/// limits on bound parameters.
+const MESSAGE_ROWS_PER_INSERT: usize = 128;
+const MESSAGE_COLUMNS: usize = 10;
+
+/// Inserts messages from the stream, skipping those stored already.
+async fn insert_messages(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
+    messages: &[(u64, &Message)],
+) -> Result<(), Error> {
+    for chunk in messages.chunks(MESSAGE_ROWS_PER_INSERT) {
+        let sql = insert_messages_sql(backend, chunk.len());
+        let mut query = sqlx::query(&sql);
+        for (stream_seq, m) in chunk {
+            query = query
+                .bind(&m.conversation_id)
+                .bind(db_int(m.seq))
+                .bind(&m.message_id)
+                .bind(db_int(*stream_seq))
+                .bind(&m.sender_id)
+                .bind(&m.sender_device_id)
+                .bind(&m.client_msg_id)
+                .bind(&m.body)
+                .bind(m.sent_at_ms)
+                .bind(m.system.as_ref().map(system_to_json));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The `INSERT` for `rows` messages. Its text holds only placeholders; every
+/// value is bound. SQLite gets anonymous `?`s: it looks a numbered parameter
+/// up by walking the list of all of them, which is quadratic in a statement
+/// this long.
+fn insert_messages_sql(backend: Backend, rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
+                               client_msg_id, body, sent_at_ms, system_event) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..MESSAGE_COLUMNS {
+            sql.push_str(if column == 0 { "" } else { ", " });
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", row * MESSAGE_COLUMNS + column + 1);
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
 }
 
 impl Store {
@@ -482,8 +543,17 @@ impl Store {
     pub async fn apply_batch(&self, batch: &[(u64, Entry)]) -> Result<Vec<u64>, Error> {
         let mut tx = self.pool.begin().await?;
         let mut not_yet = Vec::new();
+        // Consecutive messages are inserted together; anything else first
+        // flushes them, so the batch still applies in stream order.
+        let mut messages: Vec<(u64, &Message)> = Vec::new();
         for (stream_seq, entry) in batch {
-            let m = match entry {
+            if let Entry::Message(m) = entry {
+                messages.push((*stream_seq, m));
+                continue;
+            }
+            insert_messages(&mut tx, self.backend, &messages).await?;
+            messages.clear();
+            match entry {
                 Entry::Change(change) => {
                     let Some(m) = &change.message else { continue };
                     let exists: Option<i64> =
@@ -509,9 +579,7 @@ impl Store {
                     .bind(&m.message_id)
                     .execute(&mut *tx)
                     .await?;
-                    continue;
                 }
-                Entry::Message(m) => m,
                 Entry::Read(r) => {
                     sqlx::query(
                         "INSERT INTO read_markers (conversation_id, user_id, seq, device_id, stream_seq, updated_at_ms)
@@ -529,28 +597,11 @@ impl Store {
                     .bind(chat_common::time::now_ms())
                     .execute(&mut *tx)
                     .await?;
-                    continue;
                 }
-            };
-            sqlx::query(
-                "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
-                                       client_msg_id, body, sent_at_ms, system_event)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&m.conversation_id)
-            .bind(db_int(m.seq))
-            .bind(&m.message_id)
-            .bind(db_int(*stream_seq))
-            .bind(&m.sender_id)
-            .bind(&m.sender_device_id)
-            .bind(&m.client_msg_id)
-            .bind(&m.body)
-            .bind(m.sent_at_ms)
-            .bind(m.system.as_ref().map(system_to_json))
-            .execute(&mut *tx)
-            .await?;
+                Entry::Message(_) => unreachable!("messages are collected above"),
+            }
         }
+        insert_messages(&mut tx, self.backend, &messages).await?;
         tx.commit().await?;
         Ok(not_yet)
     }
@@ -747,7 +798,72 @@ fn read_marker(row: &AnyRow) -> Result<ReadMarker, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::fts5_all_words;
+    use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
+
+    use super::{Entry, Store, fts5_all_words};
+
+    fn message(conversation_id: &str, seq: u64) -> Message {
+        Message {
+            conversation_id: conversation_id.to_owned(),
+            message_id: uuid::Uuid::now_v7().to_string(),
+            seq,
+            sender_id: "alice".to_owned(),
+            sender_device_id: "phone".to_owned(),
+            client_msg_id: format!("c-{seq}"),
+            body: format!("message {seq}"),
+            sent_at_ms: 1,
+            ..Default::default()
+        }
+    }
+
+    /// More messages than one insert statement holds, a change and a read
+    /// marker between them, and the whole batch delivered twice.
+    #[tokio::test]
+    async fn a_batch_applies_in_stream_order_and_a_redelivery_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("history-store-{}", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", dir.join("history.db").display());
+        let pool = chat_common::db::connect(&url, 1).await.unwrap();
+        crate::migrate(&pool, chat_common::db::Backend::Sqlite).await.unwrap();
+        let store = Store::new(pool.clone(), chat_common::db::Backend::Sqlite);
+
+        let conversation = uuid::Uuid::now_v7().to_string();
+        let messages: Vec<Message> = (1..=300).map(|seq| message(&conversation, seq)).collect();
+        let mut edited = messages[9].clone();
+        edited.body = "edited".to_owned();
+        edited.edited_at_ms = 2;
+        let mut batch: Vec<(u64, Entry)> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let stream_seq = batch.len() as u64 + 1;
+            batch.push((stream_seq, Entry::Message(m.clone())));
+            if i == 9 {
+                let change = MessageChanged { message: Some(edited.clone()), ..Default::default() };
+                batch.push((stream_seq + 1, Entry::Change(change)));
+            }
+            if i == 200 {
+                let read = ReadMarkerMoved {
+                    conversation_id: conversation.clone(),
+                    user_id: "alice".to_owned(),
+                    device_id: "phone".to_owned(),
+                    seq: 201,
+                };
+                batch.push((stream_seq + 1, Entry::Read(read)));
+            }
+        }
+        for _ in 0..2 {
+            assert!(store.apply_batch(&batch).await.unwrap().is_empty());
+        }
+
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&pool).await.unwrap();
+        assert_eq!(stored, 300);
+        let tenth = store.message(&conversation, &messages[9].message_id).await.unwrap().unwrap();
+        assert_eq!(tenth.body, "edited");
+        let last = store.message(&conversation, &messages[299].message_id).await.unwrap().unwrap();
+        assert_eq!(last, messages[299]);
+        let read: i64 = sqlx::query_scalar("SELECT seq FROM read_markers").fetch_one(&pool).await.unwrap();
+        assert_eq!(read, 201);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn fts5_queries_quote_every_word() {

@@ -51,24 +51,21 @@ impl Intake {
         sockets: Arc<Mutex<SocketIndex>>,
         history: HistoryServiceClient<Channel>,
     ) -> Result<Self, async_nats::Error> {
+        // The whole stream rather than one filter per subject kind, which
+        // JetStream would match against every conversation's subjects on each
+        // delivery; edits are acknowledged unread. Create-or-update, so a
+        // consumer made with the older filter follows.
         let consumer = stream
-            .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    filter_subjects: vec![
-                        "chat.conv.*.msg".to_owned(),
-                        "chat.conv.*.members".to_owned(),
-                        "chat.conv.*.read".to_owned(),
-                    ],
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    // A first start does not notify about the past.
-                    deliver_policy: DeliverPolicy::New,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                // A first start does not notify about the past.
+                deliver_policy: DeliverPolicy::New,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
             .await?;
         Ok(Self { consumer, pending, sockets, history, members: Mutex::new(HashMap::new()) })
     }
