@@ -22,6 +22,11 @@ use crate::ingest::CONSUMER;
 use crate::store::{Access, NewConversation, Store};
 use crate::validate::{self, CATCH_UP_MAX, MAX_GROUP_MEMBERS};
 
+/// How often, and at most how long, a page waits for messages the stream
+/// holds and this database not yet (then it answers with what is stored).
+const PERSIST_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+const PERSIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct HistoryGrpc {
     store: Store,
     js: jetstream::Context,
@@ -152,8 +157,21 @@ impl HistoryGrpc {
                 return Err(Error::NotMember);
             }
         };
-        let (messages, has_more) = self.store.messages_page(&conversation_id, before_seq, req.after_seq, limit).await?;
-        Ok(ListMessagesResponse { messages, has_more })
+        // Read your writes: a message is acknowledged once the stream holds it
+        // and stored here moments later, so a page that reaches the newest
+        // message waits for the ones the stream has and this database not yet.
+        let head = if before_seq.is_none() { self.head_seq(&conversation_id).await? } else { 0 };
+        let waiting_since = std::time::Instant::now();
+        loop {
+            let (messages, has_more) =
+                self.store.messages_page(&conversation_id, before_seq, req.after_seq, limit).await?;
+            let newest = messages.last().map_or(req.after_seq.unwrap_or(0), |m| m.seq);
+            let page_full = messages.len() >= limit as usize;
+            if newest >= head || page_full || waiting_since.elapsed() >= PERSIST_WAIT_MAX {
+                return Ok(ListMessagesResponse { messages, has_more });
+            }
+            tokio::time::sleep(PERSIST_POLL).await;
+        }
     }
 
     /// The newest `seq` of a conversation, from the stream (history's own rows

@@ -20,6 +20,10 @@ use crate::store::{Entry, Store};
 /// Name of the durable consumer; its ack floor is how far history has persisted.
 pub const CONSUMER: &str = "history";
 
+/// How long a batch collects after its first message. No reader misses what
+/// is not stored yet: devices get messages live and catch up from the
+/// stream's tail, and a page of history waits for what the stream holds.
+const LINGER: Duration = Duration::from_millis(5);
 /// How long a batch waits for a pending message that has not arrived yet
 /// (it may have gone to another instance sharing the consumer).
 const FILL_WAIT: Duration = Duration::from_millis(5);
@@ -78,12 +82,24 @@ impl Ingest {
                 }
                 None => return Err(Error::Unavailable("the history consumer stream ended".into())),
             };
-            // Fill the batch while the stream says more is pending (a backlog
-            // arrives in pieces); with nothing pending, store right away.
-            while batch.len() < self.batch && batch.last().is_some_and(more_pending) {
-                match tokio::time::timeout(FILL_WAIT, messages.next()).await {
+            // Fill the batch for a moment: one transaction per message would
+            // cost several times the CPU of the insert itself. Past the linger,
+            // go on only while the stream says more is pending (a backlog
+            // arrives in pieces).
+            let linger_until = tokio::time::Instant::now() + LINGER;
+            while batch.len() < self.batch {
+                let now = tokio::time::Instant::now();
+                let wait = if now < linger_until {
+                    linger_until - now
+                } else if batch.last().is_some_and(more_pending) {
+                    FILL_WAIT
+                } else {
+                    break;
+                };
+                match tokio::time::timeout(wait, messages.next()).await {
                     Ok(Some(Ok(message))) => batch.push(message),
-                    _ => break,
+                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
+                    Ok(None) | Err(_) => break,
                 }
             }
             // One span per entry, from its producer's trace, open until the batch is stored.
