@@ -13,6 +13,8 @@ pub struct Outcome {
     pub connects: u64,
     pub failures: u64,
     pub per_second: f64,
+    /// CPU microseconds per connect, by process.
+    pub cpu_per_connect: Vec<(&'static str, f64)>,
 }
 
 pub async fn run(bench: &Bench, concurrency: usize, duration: Duration) -> anyhow::Result<Outcome> {
@@ -20,6 +22,7 @@ pub async fn run(bench: &Bench, concurrency: usize, duration: Duration) -> anyho
     let url = Arc::new(bench.ws());
     let (connects, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let deadline = tokio::time::Instant::now() + duration;
+    let cpu_before = bench.cpu_seconds();
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| {
@@ -43,10 +46,15 @@ pub async fn run(bench: &Bench, concurrency: usize, duration: Duration) -> anyho
     for task in tasks {
         task.await?;
     }
+    let seconds = started.elapsed().as_secs_f64();
     let connects = connects.load(Ordering::Relaxed);
+    let per_connect = |used: f64| used * 1e6 / connects.max(1) as f64;
+    let cpu_per_connect =
+        bench.cpu_since(cpu_before).into_iter().map(|(name, used)| (name, per_connect(used))).collect();
     Ok(Outcome {
         connects,
         failures: failures.load(Ordering::Relaxed),
-        per_second: connects as f64 / started.elapsed().as_secs_f64(),
+        per_second: connects as f64 / seconds,
+        cpu_per_connect,
     })
 }

@@ -176,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
             "≥ 5,000",
             &ratio(outcome.per_second, floor.echo_connects_per_second),
         ]);
+        let cpu: Vec<String> =
+            outcome.cpu_per_connect.iter().map(|(name, micros)| format!("{name} {micros:.0} µs")).collect();
+        report.note(&format!("CPU per connect: {}.", cpu.join(", ")));
     }
     if wants("ingest") {
         ingest::run(&sizes.ingest, &mut report).await?;

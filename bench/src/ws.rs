@@ -40,7 +40,7 @@ pub async fn open(url: &str, token: &str) -> anyhow::Result<Socket> {
 /// buffer on every read; its default 128 KiB would make the load generator,
 /// and the echo floor, pay for that instead of for the traffic).
 pub fn config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
+    WebSocketConfig::default().read_buffer_size(1024).write_buffer_size(16 * 1024)
 }
 
 /// A `send` frame whose body is the send time (see [`now_micros`]), with a

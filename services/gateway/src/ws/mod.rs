@@ -58,9 +58,10 @@ pub async fn upgrade(
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        // tungstenite zero-fills its whole read buffer on every read: at the
-        // default 128 KiB that is 128 KiB resident per idle socket. Chat frames
-        // are small; a larger one grows the buffer as it arrives.
+        // The read buffer is allocated at the upgrade and held for the
+        // socket's life, and tungstenite zero-fills all of it on every read:
+        // the default 128 KiB would be resident per idle socket. 1 KiB holds
+        // a few chat frames; a larger frame grows it as it arrives.
         .read_buffer_size(READ_BUFFER_BYTES)
         // Frames fed together are written together, up to this much at a time.
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -69,7 +70,7 @@ pub async fn upgrade(
         })
 }
 
-const READ_BUFFER_BYTES: usize = 4096;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A page served by this very host (the web client at `/`) may always connect.
