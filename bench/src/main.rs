@@ -51,7 +51,7 @@ impl Sizes {
             max_rate_steps: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000],
             step_seconds: 5,
             group_members: 256,
-            group_messages: 400,
+            group_messages: 2_000,
             gateways: 2,
             idle_connections: 16_000,
             echo_idle_connections: 4_000,
