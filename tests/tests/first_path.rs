@@ -16,6 +16,7 @@ on_both_databases!(
     malformed_frames_get_error_frames_and_the_socket_keeps_working,
     http_send_and_paging_follow_the_protocol,
     a_resend_after_the_duplicate_window_still_returns_the_original,
+    a_page_read_right_after_a_send_includes_it,
 );
 
 async fn a_message_reaches_every_device_of_both_members_and_history(db: Db) {
@@ -277,6 +278,29 @@ async fn http_send_and_paging_follow_the_protocol(db: Db) {
     assert_eq!(entry["conversation_id"], conversation.as_str());
     assert_eq!(entry["last_message"]["seq"], 7);
     assert_eq!(entry["unread_count"], 7);
+    system.stop().await;
+}
+
+/// history stores messages in batches a few milliseconds after JetStream
+/// has them; a page read right after the `201` must still hold the message.
+async fn a_page_read_right_after_a_send_includes_it(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let path = format!("/v1/conversations/{conversation}/messages");
+    for seq in 1..=20_u64 {
+        let (status, body) = api
+            .post(&path, Some(&alice.access_token), json!({ "client_msg_id": format!("r-{seq}"), "body": "hi" }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, newest) = api.messages(&alice, &conversation, "?limit=1").await;
+        assert_eq!(status, 200, "{newest}");
+        assert_eq!(newest["messages"][0]["seq"], seq, "the newest page after send {seq}");
+        let (_, after) = api.messages(&bob, &conversation, &format!("?after_seq={}", seq - 1)).await;
+        assert_eq!(after["messages"][0]["seq"], seq, "the page after seq {} for the peer", seq - 1);
+    }
     system.stop().await;
 }
 

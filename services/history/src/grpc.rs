@@ -158,20 +158,16 @@ impl HistoryGrpc {
             }
         };
         // Read your writes: a message is acknowledged once the stream holds it
-        // and stored here moments later, so a page that reaches the newest
-        // message waits for the ones the stream has and this database not yet.
-        let head = if before_seq.is_none() { self.head_seq(&conversation_id).await? } else { 0 };
+        // and stored here moments later, so a page first waits until this
+        // database holds what the stream holds within the page's range.
+        let head = self.head_seq(&conversation_id).await?;
+        let needed = before_seq.map_or(head, |before| head.min(before.saturating_sub(1)));
         let waiting_since = std::time::Instant::now();
-        loop {
-            let (messages, has_more) =
-                self.store.messages_page(&conversation_id, before_seq, req.after_seq, limit).await?;
-            let newest = messages.last().map_or(req.after_seq.unwrap_or(0), |m| m.seq);
-            let page_full = messages.len() >= limit as usize;
-            if newest >= head || page_full || waiting_since.elapsed() >= PERSIST_WAIT_MAX {
-                return Ok(ListMessagesResponse { messages, has_more });
-            }
+        while self.store.last_seq(&conversation_id).await? < needed && waiting_since.elapsed() < PERSIST_WAIT_MAX {
             tokio::time::sleep(PERSIST_POLL).await;
         }
+        let (messages, has_more) = self.store.messages_page(&conversation_id, before_seq, req.after_seq, limit).await?;
+        Ok(ListMessagesResponse { messages, has_more })
     }
 
     /// The newest `seq` of a conversation, from the stream (history's own rows
