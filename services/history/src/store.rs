@@ -1,6 +1,6 @@
 //! Persistence of conversations, members, messages and read markers. Every
 //! query binds its values; the one query text made at run time (the
-//! multi-row insert of messages) consists of numbered placeholders only.
+//! multi-row insert of messages) consists of placeholders only.
 
 use chat_common::db::Backend;
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
