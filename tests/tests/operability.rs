@@ -264,3 +264,60 @@ async fn every_service_serves_metrics_that_move_with_traffic() {
     }
     system.stop().await;
 }
+
+/// An upgrade keeps history's place in the stream: a consumer made by an
+/// earlier version (one filter per subject kind) is updated in place to read
+/// the whole stream, and what it had not stored yet is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_takes_over_a_consumer_made_by_an_earlier_version() {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use prost::Message as _;
+
+    let nats = chat_system_tests::NatsServer::start().await;
+    let js = async_nats::jetstream::new(chat_common::nats::connect(&nats.url(), "upgrade-test").await.unwrap());
+    let stream = chat_common::nats::chat_stream(&js, &Default::default()).await.unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(chat_history::CONSUMER.to_owned()),
+            filter_subjects: ["msg", "read", "edit"].iter().map(|kind| format!("chat.conv.*.{kind}")).collect(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let conversation = uuid::Uuid::now_v7().to_string();
+    for seq in 1..=3 {
+        let message = chat_proto::events::v1::Message {
+            conversation_id: conversation.clone(),
+            message_id: uuid::Uuid::now_v7().to_string(),
+            seq,
+            sender_id: uuid::Uuid::now_v7().to_string(),
+            sender_device_id: "d".to_owned(),
+            client_msg_id: format!("c-{seq}"),
+            body: "hello".to_owned(),
+            sent_at_ms: 1,
+            ..Default::default()
+        };
+        let subject = chat_common::nats::message_subject(&conversation);
+        js.publish(subject, message.encode_to_vec().into()).await.unwrap().await.unwrap();
+    }
+
+    let dir = std::env::temp_dir().join(format!("upgrade-test-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}", dir.join("history.db").display());
+    let history = chat_history::App::build(chat_history::Config::local(&url, &nats.url())).await.unwrap();
+    let shutdown = chat_common::shutdown::CancellationToken::new();
+    let running = tokio::spawn(history.run(shutdown.clone()));
+    let info = loop {
+        let info = stream.consumer_info(chat_history::CONSUMER).await.unwrap();
+        if info.ack_floor.stream_sequence >= 3 {
+            break info;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(info.config.filter_subject, chat_common::nats::CHAT_SUBJECTS);
+    assert!(info.config.filter_subjects.is_empty(), "{:?}", info.config.filter_subjects);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

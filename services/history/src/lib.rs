@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::Error;
+pub use ingest::CONSUMER;
 
 /// Shared migrations, then the ones only one database understands (search).
 /// Each set tolerates the other's versions in the migrations table.
