@@ -77,7 +77,8 @@ async fn ingest_once(db: Db, batch: usize, options: &Options) -> anyhow::Result<
     let started = Instant::now();
     let running = tokio::spawn(history.run(shutdown.clone()));
     loop {
-        let floor = stream.consumer_info(chat_history::CONSUMER).await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
+        let floor =
+            stream.consumer_info(chat_history::CONSUMER).await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
         if floor >= last {
             break;
         }
