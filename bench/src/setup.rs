@@ -51,9 +51,7 @@ impl Bench {
             .collect()
             .await
     }
-}
 
-impl Bench {
     /// Every process of the system, and this one (the load generator).
     pub fn processes(&self) -> Vec<(&'static str, u32)> {
         let s = &self.system;

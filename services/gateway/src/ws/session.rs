@@ -56,12 +56,7 @@ impl Writer {
 
     /// Sends a stream event unless this socket already has it.
     pub async fn event(&mut self, stream_seq: u64, frame: impl Into<Frame>) -> Result<(), axum::Error> {
-        if stream_seq <= self.delivered {
-            return Ok(());
-        }
-        self.delivered = stream_seq;
-        crate::metrics::get().frames_out.inc();
-        self.sink.send(WsMessage::Text(frame.into())).await
+        self.live(Outbound::Live { stream_seq, frame: frame.into() }).await
     }
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
@@ -249,7 +244,7 @@ async fn authenticate(
 
 /// The frame loop of an authenticated, registered socket.
 async fn serve(
-    state: &AppState,
+    state: &Arc<AppState>,
     identity: &Identity,
     out: &mut Writer,
     incoming: &mut SplitStream<WebSocket>,
@@ -316,7 +311,7 @@ async fn serve(
 }
 
 async fn handle_text(
-    state: &AppState,
+    state: &Arc<AppState>,
     identity: &Identity,
     out: &mut Writer,
     live: &mut mpsc::Receiver<Outbound>,
@@ -395,7 +390,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn queue(&mut self, state: &AppState, identity: &Identity) -> &mpsc::Sender<Work> {
+    fn queue(&mut self, state: &Arc<AppState>, identity: &Identity) -> &mpsc::Sender<Work> {
         &self.running.get_or_insert_with(|| spawn_worker(state.clone(), identity.clone())).0
     }
 
@@ -411,7 +406,7 @@ impl Worker {
 /// Does this socket's sends and read-marker moves one at a time, in the order
 /// they arrived (so `seq`s follow the order of sends), answering each send
 /// with an `ack` or an `error`, and a refused read with an `error`.
-fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
+fn spawn_worker(state: Arc<AppState>, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
     let (work_tx, mut work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel::<String>(WORK_QUEUE);
     tokio::spawn(async move {
