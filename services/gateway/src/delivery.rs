@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::membership::MembershipCache;
+use crate::outbox::Outbox;
+use crate::wire::{MessageJson, encode_cursor};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
@@ -19,10 +22,6 @@ use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMar
 use chat_proto::presence::v1::PresenceState;
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::sync::mpsc;
-
-use crate::membership::MembershipCache;
-use crate::wire::{MessageJson, encode_cursor};
 
 /// A serialised text frame. Reference-counted: one event is serialised once
 /// and handed to every socket without copying.
@@ -59,35 +58,10 @@ pub fn read_frame(event: &ReadMarkerMoved) -> String {
     .to_string()
 }
 
-/// Asks a socket to close with a given code (first request wins).
-#[derive(Clone, Default)]
-pub struct CloseSignal {
-    token: CancellationToken,
-    code: Arc<std::sync::atomic::AtomicU16>,
-}
-
-impl CloseSignal {
-    pub fn close(&self, code: u16) {
-        let _ = self.code.compare_exchange(
-            0,
-            code,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-        self.token.cancel();
-    }
-
-    pub async fn requested(&self) -> u16 {
-        self.token.cancelled().await;
-        self.code.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
     pub device_id: String,
-    pub tx: mpsc::Sender<Outbound>,
-    pub close: CloseSignal,
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Default)]
@@ -187,8 +161,8 @@ impl Registry {
             let Some(user) = users.get(user_id) else { continue };
             for socket in user.sockets.values().filter(|s| Some(s.device_id.as_str()) != except_device) {
                 let event = Outbound::Live { stream_seq, frame: frame.clone() };
-                if let Err(mpsc::error::TrySendError::Full(_)) = socket.tx.try_send(event) {
-                    socket.close.close(crate::ws::close::TOO_SLOW);
+                if socket.outbox.push(event).is_err() {
+                    socket.outbox.close(crate::ws::close::TOO_SLOW);
                 }
             }
         }
@@ -263,10 +237,8 @@ impl Registry {
             for socket in user.sockets.values() {
                 // Unlike typing, a lost change would leave a wrong dot: a socket
                 // too slow to take it reconnects and gets the current state.
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    socket.tx.try_send(Outbound::Ephemeral { frame: frame.clone() })
-                {
-                    socket.close.close(crate::ws::close::TOO_SLOW);
+                if socket.outbox.push(Outbound::Ephemeral { frame: frame.clone() }).is_err() {
+                    socket.outbox.close(crate::ws::close::TOO_SLOW);
                 }
             }
         }
@@ -299,7 +271,7 @@ impl Registry {
         for user in local.iter().filter(|u| *u != except_user).filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // A full queue drops the indicator: it is not worth closing a socket over.
-                let _ = socket.tx.try_send(Outbound::Ephemeral { frame: frame.clone() });
+                let _ = socket.outbox.push(Outbound::Ephemeral { frame: frame.clone() });
             }
         }
     }
@@ -309,7 +281,7 @@ impl Registry {
         let inner = self.lock();
         if let Some(user) = inner.users.get(user_id) {
             for socket in user.sockets.values().filter(|s| s.device_id == device_id) {
-                socket.close.close(code);
+                socket.outbox.close(code);
             }
         }
     }

@@ -13,6 +13,7 @@ mod membership;
 mod messaging;
 mod metrics;
 mod offline;
+mod outbox;
 mod presence;
 mod revocation;
 mod state;

@@ -28,8 +28,21 @@ pub struct Services {
     pub notification: NotificationServiceClient<Channel>,
 }
 
+/// The gateway's shared state. Cloned for every request and socket, so a
+/// clone is one reference count (the clients and the stream description
+/// inside take kilobytes).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub auth: AuthServiceClient<Channel>,
     pub history: HistoryServiceClient<Channel>,
@@ -48,7 +61,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open sockets, so shutdown can wait for their 1001 closes.
     pub sockets: TaskTracker,
-    next_socket_id: Arc<AtomicU64>,
+    next_socket_id: AtomicU64,
 }
 
 impl AppState {
@@ -66,7 +79,7 @@ impl AppState {
         let registry = Arc::new(Registry::default());
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
-        Self {
+        Self(Arc::new(Shared {
             revocations,
             membership: Arc::new(MembershipCache::new(history.clone())),
             verifier: Arc::new(verifier),
@@ -83,10 +96,12 @@ impl AppState {
             notification,
             shutdown,
             sockets: TaskTracker::new(),
-            next_socket_id: Arc::new(AtomicU64::new(1)),
-        }
+            next_socket_id: AtomicU64::new(1),
+        }))
     }
+}
 
+impl Shared {
     pub fn next_socket_id(&self) -> u64 {
         self.next_socket_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -23,11 +23,11 @@ use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{CatchUpRequest, ReadMarkersSinceRequest};
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::sync::mpsc;
 
-use super::session::Writer;
-use crate::delivery::{Outbound, change_frame, message_frame, read_frame};
+use super::session::Socket;
+use crate::delivery::{change_frame, message_frame, read_frame};
 use crate::error::ApiError;
+use crate::outbox::Outbox;
 use crate::state::AppState;
 use crate::tokens::Identity;
 
@@ -42,18 +42,24 @@ const TAIL_STALL: Duration = Duration::from_secs(5);
 pub async fn run(
     state: &AppState,
     identity: &Identity,
-    out: &mut Writer,
-    live: &mut mpsc::Receiver<Outbound>,
+    out: &mut Socket,
+    outbox: &Outbox,
     from: u64,
 ) -> Result<(), ApiError> {
     let mut held = Vec::new();
     let result = {
         let replay = replay(state, identity, out, from);
         tokio::pin!(replay);
+        // Live frames are taken out of the queue meanwhile, so that a long
+        // replay does not fill it; a close request is acted on after it.
+        let mut closing = false;
         loop {
             tokio::select! {
                 result = &mut replay => break result,
-                Some(event) = live.recv() => held.push(event),
+                () = outbox.ready(), if !closing => {
+                    held.extend(std::iter::from_fn(|| outbox.pop()));
+                    closing = outbox.close_requested().is_some();
+                }
             }
         }
     };
@@ -63,7 +69,7 @@ pub async fn run(
     result
 }
 
-async fn replay(state: &AppState, identity: &Identity, out: &mut Writer, from: u64) -> Result<(), ApiError> {
+async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u64) -> Result<(), ApiError> {
     let closed = |_| ApiError::unavailable("socket closed");
     let mut stream = state.stream.clone();
     let snapshot = stream

@@ -65,9 +65,7 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         // Frames fed together are written together, up to this much at a time.
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            tracker.track_future(session::run(std::sync::Arc::new(state), socket, pre_authenticated, cursor))
-        })
+        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
 }
 
 const READ_BUFFER_BYTES: usize = 1024;

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::catch_up;
 use super::frames::{self, ClientFrame, FrameError};
-use crate::delivery::{CloseSignal, Frame, Outbound, SocketHandle};
+use crate::delivery::{Frame, Outbound, SocketHandle};
 use crate::messaging::{self, SendInput};
 use crate::offline;
+use crate::outbox::Outbox;
 use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
@@ -40,18 +40,25 @@ enum Work {
     Change { req: i64, conversation_id: String, message_id: String, body: Option<String> },
 }
 
-/// The writing half of a socket and how far it has been delivered.
-pub struct Writer {
-    sink: SplitSink<WebSocket, WsMessage>,
+/// A socket and how far it has been delivered. One task reads and writes it
+/// (no split halves: those would put it behind a shared lock of its own).
+pub struct Socket {
+    ws: WebSocket,
     /// Highest stream position delivered to this socket; anything at or below
     /// it is never sent again.
     pub delivered: u64,
 }
 
-impl Writer {
+impl Socket {
+    /// The next frame from the client. Cancel-safe: a partly read frame
+    /// stays buffered.
+    async fn recv(&mut self) -> Option<Result<WsMessage, axum::Error>> {
+        self.ws.recv().await
+    }
+
     pub async fn text(&mut self, text: String) -> Result<(), axum::Error> {
         crate::metrics::get().frames_out.inc();
-        self.sink.send(WsMessage::Text(text.into())).await
+        self.ws.send(WsMessage::Text(text.into())).await
     }
 
     /// Sends a stream event unless this socket already has it.
@@ -61,21 +68,19 @@ impl Writer {
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         self.feed(outbound).await?;
-        self.sink.flush().await
+        self.ws.flush().await
     }
 
-    /// Writes `first` and what else is already queued for this socket (up to
-    /// [`WRITE_BATCH`] frames) with one flush: under load, one system call
-    /// carries many frames.
-    async fn live_batch(&mut self, first: Outbound, queue: &mut mpsc::Receiver<Outbound>) -> Result<(), axum::Error> {
-        self.feed(first).await?;
-        for _ in 1..WRITE_BATCH {
-            match queue.try_recv() {
-                Ok(next) => self.feed(next).await?,
-                Err(_) => break,
+    /// Writes what is queued for this socket (up to [`WRITE_BATCH`] frames)
+    /// with one flush: under load, one system call carries many frames.
+    async fn write_queued(&mut self, outbox: &Outbox) -> Result<(), axum::Error> {
+        for _ in 0..WRITE_BATCH {
+            match outbox.pop() {
+                Some(next) => self.feed(next).await?,
+                None => break,
             }
         }
-        self.sink.flush().await
+        self.ws.flush().await
     }
 
     /// Queues a frame in the socket's write buffer without flushing it.
@@ -89,17 +94,17 @@ impl Writer {
             Outbound::Ephemeral { frame } => frame,
         };
         crate::metrics::get().frames_out.inc();
-        self.sink.feed(WsMessage::Text(frame)).await
+        self.ws.feed(WsMessage::Text(frame)).await
     }
 
     async fn ping(&mut self) -> Result<(), axum::Error> {
-        self.sink.send(WsMessage::Ping(Default::default())).await
+        self.ws.send(WsMessage::Ping(Default::default())).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = self.sink.send(WsMessage::Close(Some(frame))).await;
-        let _ = self.sink.close().await;
+        let _ = self.ws.send(WsMessage::Close(Some(frame))).await;
+        let _ = self.ws.close().await;
     }
 }
 
@@ -107,17 +112,11 @@ impl Writer {
 /// as the socket, so what it holds is kept small: the shared state behind an
 /// `Arc`, and everything awaited only now and then (the start, a frame's
 /// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
-pub async fn run(
-    state: Arc<AppState>,
-    socket: WebSocket,
-    pre_authenticated: Option<Identity>,
-    query_cursor: Option<String>,
-) {
-    let (sink, mut incoming) = socket.split();
-    let mut out = Writer { sink, delivered: 0 };
+pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
+    let mut out = Socket { ws, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
         Some(identity) => (identity, None),
-        None => match Box::pin(authenticate(&state, &mut incoming)).await {
+        None => match Box::pin(authenticate(&state, &mut out)).await {
             Ok(found) => found,
             Err(reason) => {
                 out.close(UNAUTHORIZED, reason).await;
@@ -141,16 +140,15 @@ pub async fn run(
             return;
         }
     }
-    let (tx, mut live) = mpsc::channel(state.config.socket_queue);
-    let close = CloseSignal::default();
+    let outbox = Arc::new(Outbox::new(state.config.socket_queue));
     let socket_id = state.next_socket_id();
-    let handle = SocketHandle { device_id: identity.device_id.clone(), tx, close: close.clone() };
+    let handle = SocketHandle { device_id: identity.device_id.clone(), outbox: outbox.clone() };
     let attached_at = lease.attach(socket_id, handle);
     let metrics = crate::metrics::get();
     metrics.connections.inc();
     // A revocation that landed between token check and registration.
     if state.revocations.is_revoked(&identity.device_id) {
-        close.close(UNAUTHORIZED);
+        outbox.close(UNAUTHORIZED);
     }
 
     let start = cursor.as_deref().map(|c| decode_cursor(c).ok_or(c));
@@ -158,23 +156,15 @@ pub async fn run(
         Some(Ok(position)) => position,
         _ => attached_at,
     };
-    let mut ready = json!({
-        "type": "ready",
-        "user_id": identity.user_id,
-        "device_id": identity.device_id,
-        "cursor": encode_cursor(ready_cursor),
-    });
-    if let Some(waiting) = Box::pin(offline::waiting(&state, &identity.user_id)).await {
-        ready["pending_deliveries"] = waiting.into();
-    }
-    let mut ok = out.text(ready.to_string()).await.is_ok();
+    let waiting = Box::pin(offline::waiting(&state, &identity.user_id)).await;
+    let mut ok = out.text(ready_frame(&identity, ready_cursor, waiting)).await.is_ok();
     // Recorded after `ready`, so the round trip does not delay it.
     Box::pin(state.presence.opened(socket_id, &identity)).await;
     out.delivered = attached_at;
     match start {
         Some(Ok(position)) if ok => {
             out.delivered = position;
-            ok = match Box::pin(catch_up::run(&state, &identity, &mut out, &mut live, position)).await {
+            ok = match Box::pin(catch_up::run(&state, &identity, &mut out, &outbox, position)).await {
                 Ok(()) => out.text(synced_frame(None, out.delivered)).await.is_ok(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "catch-up failed");
@@ -205,7 +195,7 @@ pub async fn run(
         }
     }
     if ok {
-        serve(&state, &identity, &mut out, &mut incoming, &mut live, &close).await;
+        serve(&state, &identity, &mut out, &outbox).await;
     }
     drop(lease);
     metrics.connections.dec();
@@ -213,15 +203,12 @@ pub async fn run(
 }
 
 /// Waits for the first frame, which must be `auth` with a valid token.
-async fn authenticate(
-    state: &AppState,
-    incoming: &mut SplitStream<WebSocket>,
-) -> Result<(Identity, Option<String>), &'static str> {
+async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity, Option<String>), &'static str> {
     let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
     loop {
         let next = tokio::select! {
             () = state.shutdown.cancelled() => return Err("server going away"),
-            next = tokio::time::timeout_at(deadline, incoming.next()) => next,
+            next = tokio::time::timeout_at(deadline, socket.recv()) => next,
         };
         let text = match next {
             Err(_) => return Err("authentication timed out"),
@@ -243,14 +230,7 @@ async fn authenticate(
 }
 
 /// The frame loop of an authenticated, registered socket.
-async fn serve(
-    state: &Arc<AppState>,
-    identity: &Identity,
-    out: &mut Writer,
-    incoming: &mut SplitStream<WebSocket>,
-    live: &mut mpsc::Receiver<Outbound>,
-    close: &CloseSignal,
-) {
+async fn serve(state: &AppState, identity: &Identity, out: &mut Socket, outbox: &Outbox) {
     let mut worker = Worker::default();
     let mut typing_limit = Bucket::new(TYPING_RATE);
     // Pings find half-open sockets: a peer that vanished without closing
@@ -271,17 +251,19 @@ async fn serve(
                 }
                 out.ping().await
             }
-            code = close.requested() => {
-                let reason = match code {
-                    UNAUTHORIZED => "device revoked",
-                    _ => "too slow: the send queue filled",
-                };
-                out.close(code, reason).await;
-                return;
-            }
+            () = outbox.ready() => match outbox.close_requested() {
+                Some(code) => {
+                    let reason = match code {
+                        UNAUTHORIZED => "device revoked",
+                        _ => "too slow: the send queue filled",
+                    };
+                    out.close(code, reason).await;
+                    return;
+                }
+                None => out.write_queued(outbox).await,
+            },
             Some(reply) = worker.reply() => out.text(reply).await,
-            Some(event) = live.recv() => out.live_batch(event, live).await,
-            frame = incoming.next() => {
+            frame = out.recv() => {
                 last_heard = tokio::time::Instant::now();
                 match frame {
                 Some(Ok(WsMessage::Text(text))) => {
@@ -289,7 +271,7 @@ async fn serve(
                         out.close(TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    Box::pin(handle_text(state, identity, out, live, &mut worker, &mut typing_limit, &text)).await
+                    Box::pin(handle_text(state, identity, out, outbox, &mut worker, &mut typing_limit, &text)).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
@@ -311,10 +293,10 @@ async fn serve(
 }
 
 async fn handle_text(
-    state: &Arc<AppState>,
+    state: &AppState,
     identity: &Identity,
-    out: &mut Writer,
-    live: &mut mpsc::Receiver<Outbound>,
+    out: &mut Socket,
+    outbox: &Outbox,
     worker: &mut Worker,
     typing_limit: &mut Bucket,
     text: &str,
@@ -340,7 +322,7 @@ async fn handle_text(
             Some(position) => {
                 // A socket only moves forward: what it has is never sent again.
                 let from = position.max(out.delivered);
-                match Box::pin(catch_up::run(state, identity, out, live, from)).await {
+                match Box::pin(catch_up::run(state, identity, out, outbox, from)).await {
                     Ok(()) => out.text(synced_frame(Some(req), out.delivered)).await,
                     Err(e) => out.text(FrameError::from_api(Some(req), &e).to_frame()).await,
                 }
@@ -374,7 +356,7 @@ async fn handle_text(
 
 /// Queues work for the socket's worker, or tells the client to wait for
 /// answers first when too much is in flight.
-async fn enqueue(out: &mut Writer, work: &mpsc::Sender<Work>, req: Option<i64>, item: Work) -> Result<(), axum::Error> {
+async fn enqueue(out: &mut Socket, work: &mpsc::Sender<Work>, req: Option<i64>, item: Work) -> Result<(), axum::Error> {
     if work.try_send(item).is_ok() {
         return Ok(());
     }
@@ -390,7 +372,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn queue(&mut self, state: &Arc<AppState>, identity: &Identity) -> &mpsc::Sender<Work> {
+    fn queue(&mut self, state: &AppState, identity: &Identity) -> &mpsc::Sender<Work> {
         &self.running.get_or_insert_with(|| spawn_worker(state.clone(), identity.clone())).0
     }
 
@@ -406,7 +388,7 @@ impl Worker {
 /// Does this socket's sends and read-marker moves one at a time, in the order
 /// they arrived (so `seq`s follow the order of sends), answering each send
 /// with an `ack` or an `error`, and a refused read with an `error`.
-fn spawn_worker(state: Arc<AppState>, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
+fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
     let (work_tx, mut work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
     let (replies_tx, replies_rx) = mpsc::channel::<String>(WORK_QUEUE);
     tokio::spawn(async move {
@@ -444,6 +426,19 @@ fn spawn_worker(state: Arc<AppState>, identity: Identity) -> (mpsc::Sender<Work>
 
 fn ack_frame(req: i64, message: &chat_proto::events::v1::Message) -> String {
     json!({ "type": "ack", "req": req, "message": crate::wire::MessageJson::from(message) }).to_string()
+}
+
+fn ready_frame(identity: &Identity, cursor: u64, pending_deliveries: Option<usize>) -> String {
+    let mut frame = json!({
+        "type": "ready",
+        "user_id": identity.user_id,
+        "device_id": identity.device_id,
+        "cursor": encode_cursor(cursor),
+    });
+    if let Some(waiting) = pending_deliveries {
+        frame["pending_deliveries"] = waiting.into();
+    }
+    frame.to_string()
 }
 
 fn synced_frame(req: Option<i64>, position: u64) -> String {
