@@ -61,9 +61,6 @@ impl Ingest {
         self.consumer.clone()
     }
 
-    /// Stores the stream until `shutdown`. The next batch is collected while
-    /// the previous one is being stored; batches are still stored one at a
-    /// time, in stream order.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut messages = self
             .consumer
@@ -72,93 +69,75 @@ impl Ingest {
             .messages()
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
-        let mut next = collect(&mut messages, self.batch, &shutdown).await?;
-        while let Some(batch) = next {
-            let stored = store_batch(&self.store, &batch, &shutdown);
-            let following = collect(&mut messages, self.batch, &shutdown);
-            next = tokio::join!(stored, following).1?;
-        }
-        Ok(())
-    }
-}
-
-/// The next batch: at least one entry, then whatever follows within the
-/// linger, then more while the stream says more is pending. `None` on shutdown.
-async fn collect(
-    messages: &mut pull::Stream,
-    max: usize,
-    shutdown: &CancellationToken,
-) -> Result<Option<Vec<async_nats::jetstream::Message>>, Error> {
-    let mut batch = loop {
-        let first = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            next = messages.next() => next,
-        };
-        match first {
-            Some(Ok(message)) => break vec![message],
-            Some(Err(e)) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
-            None => return Err(Error::Unavailable("the history consumer stream ended".into())),
-        }
-    };
-    // One transaction per message would cost several times the CPU of the
-    // insert itself. Past the linger, go on only while the stream says more
-    // is pending (a backlog arrives in pieces).
-    let linger_until = tokio::time::Instant::now() + LINGER;
-    while batch.len() < max {
-        let now = tokio::time::Instant::now();
-        let wait = if now < linger_until {
-            linger_until - now
-        } else if batch.last().is_some_and(more_pending) {
-            FILL_WAIT
-        } else {
-            break;
-        };
-        match tokio::time::timeout(wait, messages.next()).await {
-            Ok(Some(Ok(message))) => batch.push(message),
-            Ok(Some(Err(e))) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(Some(batch))
-}
-
-/// Stores a batch in one transaction (retrying until it commits or
-/// `shutdown`), then acknowledges its entries.
-async fn store_batch(store: &Store, batch: &[async_nats::jetstream::Message], shutdown: &CancellationToken) {
-    // One span per entry, from its producer's trace, open until the batch is stored.
-    let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
-    let rows = decode(batch);
-    let mut backoff = Duration::from_millis(50);
-    let started = std::time::Instant::now();
-    let not_yet = loop {
-        match store.apply_batch(&rows).await {
-            Ok(not_yet) => {
-                let metrics = crate::metrics::get();
-                metrics.batch_size.observe(rows.len() as f64);
-                metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
-                break not_yet;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {},
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let mut batch = match first {
+                Some(Ok(message)) => vec![message],
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "history consumer hiccup; continuing");
+                    continue;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                None => return Err(Error::Unavailable("the history consumer stream ended".into())),
+            };
+            // Fill the batch for a moment: one transaction per message would
+            // cost several times the CPU of the insert itself. Past the linger,
+            // go on only while the stream says more is pending (a backlog
+            // arrives in pieces).
+            let linger_until = tokio::time::Instant::now() + LINGER;
+            while batch.len() < self.batch {
+                let now = tokio::time::Instant::now();
+                let wait = if now < linger_until {
+                    linger_until - now
+                } else if batch.last().is_some_and(more_pending) {
+                    FILL_WAIT
+                } else {
+                    break;
+                };
+                match tokio::time::timeout(wait, messages.next()).await {
+                    Ok(Some(Ok(message))) => batch.push(message),
+                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
+                    Ok(None) | Err(_) => break,
+                }
             }
-        }
-    };
-    drop(spans);
-    for message in batch {
-        let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
-        let acked = if later {
-            // Its message is being stored by another instance: try again shortly.
-            message.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await
-        } else {
-            message.ack().await
-        };
-        if let Err(e) = acked {
-            tracing::warn!(error = %e, "ack failed; the entry will be redelivered and skipped");
+            // One span per entry, from its producer's trace, open until the batch is stored.
+            let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
+            let rows = decode(&batch);
+            let mut backoff = Duration::from_millis(50);
+            let started = std::time::Instant::now();
+            let not_yet = loop {
+                match self.store.apply_batch(&rows).await {
+                    Ok(not_yet) => {
+                        let metrics = crate::metrics::get();
+                        metrics.batch_size.observe(rows.len() as f64);
+                        metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                        break not_yet;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(backoff) => {},
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            drop(spans);
+            for message in &batch {
+                let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
+                let acked = if later {
+                    // Its message is being stored by another instance: try again shortly.
+                    message.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await
+                } else {
+                    message.ack().await
+                };
+                if let Err(e) = acked {
+                    tracing::warn!(error = %e, "ack failed; the entry will be redelivered and skipped");
+                }
+            }
         }
     }
 }
