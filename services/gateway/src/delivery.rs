@@ -11,9 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::membership::MembershipCache;
-use crate::outbox::Outbox;
-use crate::wire::{MessageJson, encode_cursor};
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
@@ -22,6 +19,10 @@ use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMar
 use chat_proto::presence::v1::PresenceState;
 use futures::StreamExt;
 use prost::Message as _;
+
+use crate::membership::MembershipCache;
+use crate::outbox::Outbox;
+use crate::wire::{MessageJson, encode_cursor};
 
 /// A serialised text frame. Reference-counted: one event is serialised once
 /// and handed to every socket without copying.
