@@ -113,13 +113,13 @@ impl Socket {
 /// `Arc`, and everything awaited only now and then (the start, a frame's
 /// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
 pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
-    let mut out = Socket { ws, delivered: 0 };
+    let mut socket = Socket { ws, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
         Some(identity) => (identity, None),
-        None => match Box::pin(authenticate(&state, &mut out)).await {
+        None => match Box::pin(authenticate(&state, &mut socket)).await {
             Ok(found) => found,
             Err(reason) => {
-                out.close(UNAUTHORIZED, reason).await;
+                socket.close(UNAUTHORIZED, reason).await;
                 return;
             }
         },
@@ -136,7 +136,7 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
-            out.close(INTERNAL, "conversations unavailable").await;
+            socket.close(INTERNAL, "conversations unavailable").await;
             return;
         }
     }
@@ -157,18 +157,18 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
         _ => attached_at,
     };
     let waiting = Box::pin(offline::waiting(&state, &identity.user_id)).await;
-    let mut ok = out.text(ready_frame(&identity, ready_cursor, waiting)).await.is_ok();
+    let mut ok = socket.text(ready_frame(&identity, ready_cursor, waiting)).await.is_ok();
     // Recorded after `ready`, so the round trip does not delay it.
     Box::pin(state.presence.opened(socket_id, &identity)).await;
-    out.delivered = attached_at;
+    socket.delivered = attached_at;
     match start {
         Some(Ok(position)) if ok => {
-            out.delivered = position;
-            ok = match Box::pin(catch_up::run(&state, &identity, &mut out, &outbox, position)).await {
-                Ok(()) => out.text(synced_frame(None, out.delivered)).await.is_ok(),
+            socket.delivered = position;
+            ok = match Box::pin(catch_up::run(&state, &identity, &mut socket, &outbox, position)).await {
+                Ok(()) => socket.text(synced_frame(None, socket.delivered)).await.is_ok(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "catch-up failed");
-                    out.close(INTERNAL, "catch-up failed").await;
+                    socket.close(INTERNAL, "catch-up failed").await;
                     false
                 }
             };
@@ -179,23 +179,23 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
                 code: "invalid_argument",
                 message: "unknown or malformed cursor; delivering from now".into(),
             };
-            ok = out.text(err.to_frame()).await.is_ok();
+            ok = socket.text(err.to_frame()).await.is_ok();
         }
         _ => {}
     }
     if ok {
         // Everything up to here is delivered (live after `attached_at`, the
         // rest in catch-up or already on the device).
-        offline::delivered(&state, &identity.user_id, out.delivered.max(attached_at));
+        offline::delivered(&state, &identity.user_id, socket.delivered.max(attached_at));
     }
     // The contacts online now; later changes arrive as live frames.
     for contact in state.registry.online_contacts(&identity.user_id) {
         if ok {
-            ok = out.text(crate::presence::frame(&contact, true, 0)).await.is_ok();
+            ok = socket.text(crate::presence::frame(&contact, true, 0)).await.is_ok();
         }
     }
     if ok {
-        serve(&state, &identity, &mut out, &outbox).await;
+        serve(&state, &identity, &mut socket, &outbox).await;
     }
     drop(lease);
     metrics.connections.dec();
@@ -230,7 +230,7 @@ async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity
 }
 
 /// The frame loop of an authenticated, registered socket.
-async fn serve(state: &AppState, identity: &Identity, out: &mut Socket, outbox: &Outbox) {
+async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbox: &Outbox) {
     let mut worker = Worker::default();
     let mut typing_limit = Bucket::new(TYPING_RATE);
     // Pings find half-open sockets: a peer that vanished without closing
@@ -241,15 +241,15 @@ async fn serve(state: &AppState, identity: &Identity, out: &mut Socket, outbox: 
     loop {
         let written = tokio::select! {
             () = state.shutdown.cancelled() => {
-                out.close(GOING_AWAY, "server going away").await;
+                socket.close(GOING_AWAY, "server going away").await;
                 return;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= state.config.idle_timeout {
-                    out.close(GOING_AWAY, "no answer to pings").await;
+                    socket.close(GOING_AWAY, "no answer to pings").await;
                     return;
                 }
-                out.ping().await
+                socket.ping().await
             }
             () = outbox.ready() => match outbox.close_requested() {
                 Some(code) => {
@@ -257,31 +257,31 @@ async fn serve(state: &AppState, identity: &Identity, out: &mut Socket, outbox: 
                         UNAUTHORIZED => "device revoked",
                         _ => "too slow: the send queue filled",
                     };
-                    out.close(code, reason).await;
+                    socket.close(code, reason).await;
                     return;
                 }
-                None => out.write_queued(outbox).await,
+                None => socket.write_queued(outbox).await,
             },
-            Some(reply) = worker.reply() => out.text(reply).await,
-            frame = out.recv() => {
+            Some(reply) = worker.reply() => socket.text(reply).await,
+            frame = socket.recv() => {
                 last_heard = tokio::time::Instant::now();
                 match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     if text.len() > state.config.max_frame_bytes {
-                        out.close(TOO_LARGE, "frame too large").await;
+                        socket.close(TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    Box::pin(handle_text(state, identity, out, outbox, &mut worker, &mut typing_limit, &text)).await
+                    Box::pin(handle_text(state, identity, socket, outbox, &mut worker, &mut typing_limit, &text)).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
-                    out.text(err.to_frame()).await
+                    socket.text(err.to_frame()).await
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
                 Some(Ok(WsMessage::Close(_))) | None => return,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "socket read failed");
-                    out.close(TOO_LARGE, "unreadable or oversized frame").await;
+                    socket.close(TOO_LARGE, "unreadable or oversized frame").await;
                     return;
                 }
             }},
@@ -295,7 +295,7 @@ async fn serve(state: &AppState, identity: &Identity, out: &mut Socket, outbox: 
 async fn handle_text(
     state: &AppState,
     identity: &Identity,
-    out: &mut Socket,
+    socket: &mut Socket,
     outbox: &Outbox,
     worker: &mut Worker,
     typing_limit: &mut Bucket,
@@ -303,28 +303,28 @@ async fn handle_text(
 ) -> Result<(), axum::Error> {
     let frame = match frames::parse(text) {
         Ok(frame) => frame,
-        Err(err) => return out.text(err.to_frame()).await,
+        Err(err) => return socket.text(err.to_frame()).await,
     };
     crate::metrics::get().frames_in.get_or_create(&chat_common::metrics::label("type", frame.kind())).inc();
     match frame {
-        ClientFrame::Ping { req } => out.text(json!({ "type": "pong", "req": req }).to_string()).await,
+        ClientFrame::Ping { req } => socket.text(json!({ "type": "pong", "req": req }).to_string()).await,
         ClientFrame::Send { req, input } => {
-            enqueue(out, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
+            enqueue(socket, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
         }
         ClientFrame::Change { req, conversation_id, message_id, body } => {
             let work = Work::Change { req, conversation_id, message_id, body };
-            enqueue(out, worker.queue(state, identity), Some(req), work).await
+            enqueue(socket, worker.queue(state, identity), Some(req), work).await
         }
         ClientFrame::Read { conversation_id, seq } => {
-            enqueue(out, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
+            enqueue(socket, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
         }
         ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
             Some(position) => {
                 // A socket only moves forward: what it has is never sent again.
-                let from = position.max(out.delivered);
-                match Box::pin(catch_up::run(state, identity, out, outbox, from)).await {
-                    Ok(()) => out.text(synced_frame(Some(req), out.delivered)).await,
-                    Err(e) => out.text(FrameError::from_api(Some(req), &e).to_frame()).await,
+                let from = position.max(socket.delivered);
+                match Box::pin(catch_up::run(state, identity, socket, outbox, from)).await {
+                    Ok(()) => socket.text(synced_frame(Some(req), socket.delivered)).await,
+                    Err(e) => socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
                 }
             }
             None => {
@@ -333,19 +333,19 @@ async fn handle_text(
                     code: "invalid_argument",
                     message: "unknown or malformed cursor".into(),
                 };
-                out.text(err.to_frame()).await
+                socket.text(err.to_frame()).await
             }
         },
         ClientFrame::Auth { .. } => {
             let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
-            out.text(err.to_frame()).await
+            socket.text(err.to_frame()).await
         }
         ClientFrame::Typing { conversation_id, start } => {
             let refused = |code: &'static str, message: &str| FrameError { req: None, code, message: message.into() };
             if typing_limit.take().is_err() {
-                out.text(refused("rate_limited", "too many typing frames").to_frame()).await
+                socket.text(refused("rate_limited", "too many typing frames").to_frame()).await
             } else if !state.registry.is_member(&identity.user_id, &conversation_id) {
-                out.text(refused("forbidden", "not a member of this conversation").to_frame()).await
+                socket.text(refused("forbidden", "not a member of this conversation").to_frame()).await
             } else {
                 state.typing.publish(identity, &conversation_id, start).await;
                 Ok(())
@@ -356,12 +356,17 @@ async fn handle_text(
 
 /// Queues work for the socket's worker, or tells the client to wait for
 /// answers first when too much is in flight.
-async fn enqueue(out: &mut Socket, work: &mpsc::Sender<Work>, req: Option<i64>, item: Work) -> Result<(), axum::Error> {
+async fn enqueue(
+    socket: &mut Socket,
+    work: &mpsc::Sender<Work>,
+    req: Option<i64>,
+    item: Work,
+) -> Result<(), axum::Error> {
     if work.try_send(item).is_ok() {
         return Ok(());
     }
     let err = FrameError { req, code: "rate_limited", message: "too many frames in flight; wait for answers".into() };
-    out.text(err.to_frame()).await
+    socket.text(err.to_frame()).await
 }
 
 /// The socket's worker and its queues, started on the socket's first send,
