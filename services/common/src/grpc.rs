@@ -143,6 +143,11 @@ fn request_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// Largest reply a client of history accepts (tonic's default is 4 MiB). A
+/// catch-up page is up to 500 messages of up to 16 KB of body each, about
+/// 8 MB; a conversation list carries each conversation's last message.
+pub const HISTORY_REPLY_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// A lazily connecting channel to another service's gRPC address (`host:port`
 /// or a full `http://` URL).
 ///

@@ -73,7 +73,8 @@ impl App {
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
         let services = state::Services {
             auth: AuthServiceClient::new(channel(&config.auth_url)?),
-            history: HistoryServiceClient::new(channel(&config.history_url)?),
+            history: HistoryServiceClient::new(channel(&config.history_url)?)
+                .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES),
             presence: PresenceServiceClient::new(channel(&config.presence_url)?),
             notification: NotificationServiceClient::new(channel(&config.notification_url)?),
         };

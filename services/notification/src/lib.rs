@@ -82,7 +82,8 @@ impl App {
             webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject).await.map_err(|e| unexpected(&e))?;
         let sender = Arc::new(send::Sender::new(vapid, config.push_timeout));
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
-        let history = HistoryServiceClient::new(channel(&config.history_url)?);
+        let history = HistoryServiceClient::new(channel(&config.history_url)?)
+            .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES);
         let auth = AuthServiceClient::new(channel(&config.auth_url)?);
 
         let sockets = Arc::new(Mutex::new(SocketIndex::default()));

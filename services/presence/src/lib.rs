@@ -50,7 +50,8 @@ impl App {
         let js = async_nats::jetstream::new(nats);
         let buckets = chat_common::nats::presence::buckets(&js, config.replicas).await.map_err(|e| unexpected(&e))?;
         let history =
-            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?);
+            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?)
+                .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES);
         let tracker = Arc::new(tracker::Tracker::new(config.grace));
         let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| unexpected(&e))?;
         let (routes, health) = chat_common::grpc::with_health_and_reflection(
