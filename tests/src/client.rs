@@ -262,6 +262,24 @@ impl Ws {
         }
     }
 
+    /// Reads every text frame up to the server's close frame (frames read
+    /// ahead first); returns them and the close code.
+    pub async fn frames_until_close(&mut self) -> (Vec<Value>, u16) {
+        let mut frames: Vec<Value> = self.pending.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a close within the timeout");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    frames.push(serde_json::from_str(&text).expect("server frames are JSON"))
+                }
+                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return (frames, code.into()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected frames and then a close frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits until the server ends the socket: `Some(code)` for a close frame,
     /// `None` when the connection was gone before one could be read (a client
     /// answering queued pings writes into a socket the server already closed).

@@ -1,6 +1,7 @@
 //! Delivery guarantees across gateways and reconnects: gap-free seq under
 //! concurrent senders on different gateways, catch-up from a cursor with no
-//! gap and no duplicate, and a clean 1001 when a gateway shuts down.
+//! gap and no duplicate, a clean 1001 when a gateway shuts down, and 4408 for
+//! a device that stops reading (which then catches up with nothing lost).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ on_both_databases!(
     sync_within_an_open_socket_replays_without_duplicates,
     gateway_shutdown_closes_sockets_with_going_away,
     a_socket_that_stops_answering_pings_is_closed,
+    a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after,
 );
 
 /// Reads `count` message frames and returns their seqs per conversation.
@@ -198,5 +200,55 @@ async fn a_socket_that_stops_answering_pings_is_closed(db: Db) {
     assert!(matches!(ended, Some(1001) | None), "closed as half-open, got {ended:?}");
     healthy.send_json(json!({ "type": "ping", "req": 1 })).await;
     assert_eq!(healthy.expect("pong").await["req"], 1, "a socket that answers stays open");
+    system.stop().await;
+}
+
+async fn a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after(db: Db) {
+    const MESSAGES: i64 = 800;
+    let Some(system) = System::builder()
+        .gateway_config(|c| {
+            c.socket_queue = 8;
+            // No pings: a client answering a ping queued behind the frames
+            // would write into a socket the server has closed, and miss the code.
+            c.ping_interval = Duration::from_secs(3600);
+            c.idle_timeout = Duration::from_secs(7200);
+        })
+        .start(db)
+        .await
+    else {
+        return;
+    };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut stalled, _) = Ws::open(&system.ws(0), &bob).await;
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+
+    // Bob's device stops reading. Once the kernel's buffers towards it are
+    // full (a few MB), frames wait in its queue of 8, and a full queue closes
+    // it. The sender is not slowed down: every send is acknowledged.
+    let body = "x".repeat(16_000);
+    for n in 1..=MESSAGES {
+        let ack = alice_ws.send_message(n, &conversation, &format!("m{n}"), &body).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let (frames, code) = stalled.frames_until_close().await;
+    assert_eq!(code, 4408, "closed as too slow");
+    let received: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "message").collect();
+    assert!((received.len() as i64) < MESSAGES, "the socket was closed before it had everything");
+    assert_eq!(seqs(&received), (1..=received.len() as u64).collect::<Vec<_>>(), "what it got, in order");
+
+    // Nothing is lost: from the last cursor it got, the device gets the rest.
+    let cursor =
+        received.last().map(|f| f["cursor"].as_str().expect("cursor").to_owned()).expect("some frames arrived");
+    let (mut back, _) = Ws::open(&format!("{}?cursor={cursor}", system.ws(0)), &bob).await;
+    let rest = read_messages(&mut back, (MESSAGES as usize) - received.len()).await;
+    back.expect("synced").await;
+    assert_eq!(
+        seqs(&rest),
+        (received.len() as u64 + 1..=MESSAGES as u64).collect::<Vec<_>>(),
+        "the rest, in order, once"
+    );
     system.stop().await;
 }
