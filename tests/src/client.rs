@@ -247,21 +247,6 @@ impl Ws {
         }
     }
 
-    /// Waits for the server's close frame and returns its code.
-    pub async fn expect_close(&mut self) -> u16 {
-        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a close within the timeout");
-            match next {
-                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
-                Some(Ok(Message::Close(None))) => panic!("closed without a code"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
-                None => panic!("socket ended without a close frame"),
-            }
-        }
-    }
-
     /// Reads every text frame up to the server's close frame (frames read
     /// ahead first); returns them and the close code.
     pub async fn frames_until_close(&mut self) -> (Vec<Value>, u16) {
@@ -278,6 +263,11 @@ impl Ws {
                 other => panic!("expected frames and then a close frame, got {other:?}"),
             }
         }
+    }
+
+    /// Waits for the server's close frame (skipping the frames before it) and returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        self.frames_until_close().await.1
     }
 
     /// Waits until the server ends the socket: `Some(code)` for a close frame,

@@ -146,7 +146,15 @@ fn request_span(request: &http::Request<()>) -> tracing::Span {
 /// Largest reply a client of history accepts (tonic's default is 4 MiB). A
 /// catch-up page is up to 500 messages of up to 16 KB of body each, about
 /// 8 MB; a conversation list carries each conversation's last message.
-pub const HISTORY_REPLY_MAX_BYTES: usize = 64 * 1024 * 1024;
+const HISTORY_REPLY_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A client of history that accepts its largest replies.
+pub fn history_client(
+    channel: Channel,
+) -> chat_proto::history::v1::history_service_client::HistoryServiceClient<Channel> {
+    chat_proto::history::v1::history_service_client::HistoryServiceClient::new(channel)
+        .max_decoding_message_size(HISTORY_REPLY_MAX_BYTES)
+}
 
 /// A lazily connecting channel to another service's gRPC address (`host:port`
 /// or a full `http://` URL).

@@ -161,10 +161,7 @@ impl Registry {
         for user_id in local {
             let Some(user) = users.get(user_id) else { continue };
             for socket in user.sockets.values().filter(|s| Some(s.device_id.as_str()) != except_device) {
-                let event = Outbound::Live { stream_seq, frame: frame.clone() };
-                if socket.outbox.push(event).is_err() {
-                    socket.outbox.close(crate::ws::close::TOO_SLOW);
-                }
+                socket.outbox.deliver(Outbound::Live { stream_seq, frame: frame.clone() });
             }
         }
     }
@@ -238,9 +235,7 @@ impl Registry {
             for socket in user.sockets.values() {
                 // Unlike typing, a lost change would leave a wrong dot: a socket
                 // too slow to take it reconnects and gets the current state.
-                if socket.outbox.push(Outbound::Ephemeral { frame: frame.clone() }).is_err() {
-                    socket.outbox.close(crate::ws::close::TOO_SLOW);
-                }
+                socket.outbox.deliver(Outbound::Ephemeral { frame: frame.clone() });
             }
         }
     }
@@ -272,7 +267,7 @@ impl Registry {
         for user in local.iter().filter(|u| *u != except_user).filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // A full queue drops the indicator: it is not worth closing a socket over.
-                let _ = socket.outbox.push(Outbound::Ephemeral { frame: frame.clone() });
+                socket.outbox.offer(Outbound::Ephemeral { frame: frame.clone() });
             }
         }
     }

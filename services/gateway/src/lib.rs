@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
-use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use tokio::net::TcpListener;
@@ -73,8 +72,7 @@ impl App {
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
         let services = state::Services {
             auth: AuthServiceClient::new(channel(&config.auth_url)?),
-            history: HistoryServiceClient::new(channel(&config.history_url)?)
-                .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES),
+            history: chat_common::grpc::history_client(channel(&config.history_url)?),
             presence: PresenceServiceClient::new(channel(&config.presence_url)?),
             notification: NotificationServiceClient::new(channel(&config.notification_url)?),
         };

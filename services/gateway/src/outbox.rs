@@ -29,7 +29,7 @@ struct Inner {
 
 /// The queue already holds its limit of frames.
 #[derive(Debug)]
-pub struct Full;
+struct Full;
 
 impl Outbox {
     /// A queue that holds at most `limit` frames.
@@ -41,11 +41,22 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Queues a frame the socket must get (a stream event, a presence change).
+    /// A socket too far behind to take it is closed as too slow (4408): it
+    /// reconnects and catches up, and nobody else waits for it.
+    pub fn deliver(&self, frame: Outbound) {
+        if self.push(frame).is_err() {
+            self.close(crate::ws::close::TOO_SLOW);
+        }
+    }
+
+    /// Queues a frame only worth having now (typing); dropped when the queue is full.
+    pub fn offer(&self, frame: Outbound) {
+        let _ = self.push(frame);
+    }
+
     /// Queues a frame. Once the socket is asked to close, frames are dropped.
-    ///
-    /// # Errors
-    /// [`Full`] when the socket has not kept up; the frame is dropped.
-    pub fn push(&self, frame: Outbound) -> Result<(), Full> {
+    fn push(&self, frame: Outbound) -> Result<(), Full> {
         let mut inner = self.lock();
         if inner.close.is_some() {
             return Ok(());
@@ -161,6 +172,16 @@ mod tests {
         // Frames handed to a closing socket are dropped, not refused.
         assert!(outbox.push(frame(8)).is_ok());
         assert_eq!(seq(outbox.pop()), None);
+    }
+
+    #[test]
+    fn a_frame_that_must_arrive_closes_a_full_socket_and_one_only_offered_does_not() {
+        let outbox = Outbox::new(1);
+        outbox.deliver(frame(1));
+        outbox.offer(frame(2));
+        assert_eq!(outbox.close_requested(), None, "a dropped typing frame closes nothing");
+        outbox.deliver(frame(3));
+        assert_eq!(outbox.close_requested(), Some(crate::ws::close::TOO_SLOW));
     }
 
     #[test]

@@ -24,7 +24,6 @@ use async_nats::jetstream::consumer::PullConsumer;
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
-use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::DeadLetter;
 use chat_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use tokio::net::TcpListener;
@@ -82,8 +81,7 @@ impl App {
             webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject).await.map_err(|e| unexpected(&e))?;
         let sender = Arc::new(send::Sender::new(vapid, config.push_timeout));
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
-        let history = HistoryServiceClient::new(channel(&config.history_url)?)
-            .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES);
+        let history = chat_common::grpc::history_client(channel(&config.history_url)?);
         let auth = AuthServiceClient::new(channel(&config.auth_url)?);
 
         let sockets = Arc::new(Mutex::new(SocketIndex::default()));

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use chat_common::nats::presence::Buckets;
 use chat_common::shutdown::CancellationToken;
-use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::presence::v1::presence_service_server::PresenceServiceServer;
 use tokio::net::TcpListener;
 
@@ -49,9 +48,9 @@ impl App {
         let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: None };
         let js = async_nats::jetstream::new(nats);
         let buckets = chat_common::nats::presence::buckets(&js, config.replicas).await.map_err(|e| unexpected(&e))?;
-        let history =
-            HistoryServiceClient::new(chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?)
-                .max_decoding_message_size(chat_common::grpc::HISTORY_REPLY_MAX_BYTES);
+        let history = chat_common::grpc::history_client(
+            chat_common::grpc::channel(&config.history_url).map_err(|e| unexpected(&e))?,
+        );
         let tracker = Arc::new(tracker::Tracker::new(config.grace));
         let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| unexpected(&e))?;
         let (routes, health) = chat_common::grpc::with_health_and_reflection(
