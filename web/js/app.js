@@ -89,13 +89,15 @@ function titleOf(conversation) {
 function adopt(raw) {
   const known = state.conversations.get(raw.conversation_id);
   const conversation = known || { messages: new Map(), pending: new Map(), markers: new Map(), hasMore: true, loaded: false };
+  // A reply that left before a live frame was counted is older than that count.
+  const stale = (raw.last_message?.seq ?? 0) < (conversation.last_message?.seq ?? 0);
   Object.assign(conversation, {
     conversation_id: raw.conversation_id,
     kind: raw.kind,
     title: raw.title,
     members: raw.members,
     last_message: newer(raw.last_message, conversation.last_message),
-    unread_count: raw.unread_count ?? conversation.unread_count ?? 0,
+    unread_count: (stale ? undefined : raw.unread_count) ?? conversation.unread_count ?? 0,
   });
   for (const marker of raw.read_markers || []) conversation.markers.set(marker.user_id, marker.seq);
   state.conversations.set(raw.conversation_id, conversation);

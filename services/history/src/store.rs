@@ -365,13 +365,14 @@ impl Store {
         }
         let member_ids = members.iter().map(|m| m.user_id.clone()).collect();
         let last_message = self.last_message(conversation_id).await?;
+        let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
         Ok(Conversation {
             conversation_id: row.try_get("id")?,
             kind: row.try_get("kind")?,
             title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
             member_ids,
-            last_seq: last_message.as_ref().map_or(0, |m| m.seq),
-            unread_count: self.unread_count(conversation_id, user_id).await?,
+            last_seq,
+            unread_count: self.unread_count(conversation_id, user_id, last_seq).await?,
             last_message,
             members,
             created_at_ms: row.try_get("created_at_ms")?,
@@ -490,15 +491,20 @@ impl Store {
         Ok(row.as_ref().map(message_from_row).transpose()?)
     }
 
-    async fn unread_count(&self, conversation_id: &str, user_id: &str) -> Result<u64, Error> {
+    /// Messages from others after the user's read marker, up to `last_seq`.
+    /// The bound keeps the count in step with the `last_message` read just
+    /// before it: ingest may commit in between, and a client that sees the
+    /// newer count beside the older last message counts a live frame twice.
+    async fn unread_count(&self, conversation_id: &str, user_id: &str, last_seq: u64) -> Result<u64, Error> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages m
-             WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL
+             WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL AND m.seq <= $3
                AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
                                      WHERE r.conversation_id = $1 AND r.user_id = $2), 0)",
         )
         .bind(conversation_id)
         .bind(user_id)
+        .bind(db_int(last_seq))
         .fetch_one(&self.pool)
         .await?;
         Ok(count.max(0) as u64)
