@@ -1,12 +1,14 @@
 //! Delivery guarantees across gateways and reconnects: gap-free seq under
 //! concurrent senders on different gateways, catch-up from a cursor with no
-//! gap and no duplicate, a clean 1001 when a gateway shuts down, and 4408 for
-//! a device that stops reading (which then catches up with nothing lost).
+//! gap and no duplicate, a clean 1001 when a gateway shuts down, 4408 for a
+//! device that stops reading (which then catches up with nothing lost), and
+//! a dropped socket for one that never reads again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chat_system_tests::{Db, System, Ws, on_both_databases};
+use chat_system_tests::client::Api;
+use chat_system_tests::{Db, Device, System, Ws, on_both_databases};
 use serde_json::{Value, json};
 
 on_both_databases!(
@@ -16,6 +18,7 @@ on_both_databases!(
     gateway_shutdown_closes_sockets_with_going_away,
     a_socket_that_stops_answering_pings_is_closed,
     a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after,
+    a_device_that_never_reads_again_is_dropped_after_the_write_timeout,
 );
 
 /// Reads `count` message frames and returns their seqs per conversation.
@@ -44,7 +47,7 @@ async fn concurrent_senders_on_two_gateways_get_gap_free_seqs_and_everyone_sees_
     let (mut bob_reader, _) = Ws::open(&system.ws(1), &bob).await;
 
     const EACH: usize = 40;
-    let send_all = |url: String, device: chat_system_tests::Device, prefix: &'static str| {
+    let send_all = |url: String, device: Device, prefix: &'static str| {
         let conversation = conversation.clone();
         tokio::spawn(async move {
             let (mut ws, _) = Ws::open(&url, &device).await;
@@ -250,5 +253,55 @@ async fn a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after(
         (received.len() as u64 + 1..=MESSAGES as u64).collect::<Vec<_>>(),
         "the rest, in order, once"
     );
+    system.stop().await;
+}
+
+/// Polls `who`'s presence, as `asker` sees it, until it is `wanted`.
+async fn wait_for_status(api: &Api, asker: &Device, who: &Device, wanted: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let path = format!("/v1/presence?user_ids={}", who.user_id);
+        let (status, body) = api.get(&path, Some(&asker.access_token)).await;
+        assert_eq!(status, 200, "{body}");
+        if body["presence"][0]["status"] == wanted {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not {wanted} within 15 s: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_device_that_never_reads_again_is_dropped_after_the_write_timeout(db: Db) {
+    // More than the kernel's buffers towards the device hold (a few MB each way).
+    const MESSAGES: i64 = 1000;
+    let Some(system) = System::builder()
+        .gateway_config(|c| {
+            c.write_timeout = Duration::from_secs(1);
+            c.ping_interval = Duration::from_secs(3600);
+            c.idle_timeout = Duration::from_secs(7200);
+        })
+        .presence_config(|c| c.grace = Duration::ZERO)
+        .start(db)
+        .await
+    else {
+        return;
+    };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    // Bob's device stays connected and never reads.
+    let (_stalled, _) = Ws::open(&system.ws(0), &bob).await;
+    wait_for_status(&api, &alice, &bob, "online").await;
+
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let body = "x".repeat(16_000);
+    for n in 1..=MESSAGES {
+        let ack = alice_ws.send_message(n, &conversation, &format!("m{n}"), &body).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    // A write to it now waits for a reader that never comes: the gateway
+    // drops the socket, and bob goes offline although his connection is open.
+    wait_for_status(&api, &alice, &bob, "offline").await;
     system.stop().await;
 }

@@ -39,6 +39,10 @@ pub struct Config {
     /// `GATEWAY_IDLE_TIMEOUT_SECS` (default 30): a socket from which nothing,
     /// not even a pong, has arrived for this long is half-open and is closed.
     pub idle_timeout: Duration,
+    /// `GATEWAY_WRITE_TIMEOUT_SECS` (default 30): a write to a socket that
+    /// has not completed after this long (the client stopped reading, and the
+    /// kernel's buffers towards it are full) drops the socket.
+    pub write_timeout: Duration,
     /// `GATEWAY_PRESENCE_TTL_SECS` (default 15): this gateway's heartbeat key
     /// lives this long without a refresh (refreshed every third of it). If the
     /// gateway dies, its users go offline this long plus presence's grace period later.
@@ -75,6 +79,7 @@ impl Config {
             auth_timeout: Duration::from_secs(config::parse("GATEWAY_AUTH_TIMEOUT_SECS", 10)?),
             ping_interval: Duration::from_secs(config::parse("GATEWAY_PING_INTERVAL_SECS", 10)?),
             idle_timeout: Duration::from_secs(config::parse("GATEWAY_IDLE_TIMEOUT_SECS", 30)?),
+            write_timeout: Duration::from_secs(config::parse("GATEWAY_WRITE_TIMEOUT_SECS", 30)?),
             presence_ttl: Duration::from_secs(config::parse("GATEWAY_PRESENCE_TTL_SECS", 15)?),
             access_token_ttl: Duration::from_secs(config::parse("ACCESS_TOKEN_TTL_SECS", 900)?),
             trust_forwarded_for: config::parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
@@ -102,6 +107,7 @@ impl Config {
             auth_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(900),
             trust_forwarded_for: false,

@@ -2,6 +2,7 @@
 //! frame loop, and a clean close (1001 on shutdown, 4408 when too slow).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::rate_limit::{Bucket, Rate};
@@ -24,7 +25,7 @@ use super::close::{GOING_AWAY, INTERNAL, TOO_LARGE, UNAUTHORIZED};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
-const TYPING_RATE: Rate = Rate { burst: 5, refill: std::time::Duration::from_secs(1) };
+const TYPING_RATE: Rate = Rate { burst: 5, refill: Duration::from_secs(1) };
 
 /// Sends and read markers waiting to be stored, per socket; beyond this the
 /// client is told to slow down.
@@ -44,6 +45,8 @@ enum Work {
 /// (no split halves: those would put it behind a shared lock of its own).
 pub struct Socket {
     ws: WebSocket,
+    /// How long one write may wait for the client to read.
+    write_timeout: Duration,
     /// Highest stream position delivered to this socket; anything at or below
     /// it is never sent again.
     pub delivered: u64,
@@ -58,7 +61,7 @@ impl Socket {
 
     pub async fn text(&mut self, text: String) -> Result<(), axum::Error> {
         crate::metrics::get().frames_out.inc();
-        self.ws.send(WsMessage::Text(text.into())).await
+        bounded(self.write_timeout, self.ws.send(WsMessage::Text(text.into()))).await
     }
 
     /// Sends a stream event unless this socket already has it.
@@ -68,7 +71,7 @@ impl Socket {
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         self.feed(outbound).await?;
-        self.ws.flush().await
+        bounded(self.write_timeout, self.ws.flush()).await
     }
 
     /// Writes what is queued for this socket (up to [`WRITE_BATCH`] frames)
@@ -80,7 +83,7 @@ impl Socket {
                 None => break,
             }
         }
-        self.ws.flush().await
+        bounded(self.write_timeout, self.ws.flush()).await
     }
 
     /// Queues a frame in the socket's write buffer without flushing it.
@@ -94,18 +97,27 @@ impl Socket {
             Outbound::Ephemeral { frame } => frame,
         };
         crate::metrics::get().frames_out.inc();
-        self.ws.feed(WsMessage::Text(frame)).await
+        bounded(self.write_timeout, self.ws.feed(WsMessage::Text(frame))).await
     }
 
     async fn ping(&mut self) -> Result<(), axum::Error> {
-        self.ws.send(WsMessage::Ping(Default::default())).await
+        bounded(self.write_timeout, self.ws.send(WsMessage::Ping(Default::default()))).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = self.ws.send(WsMessage::Close(Some(frame))).await;
-        let _ = self.ws.close().await;
+        let _ = bounded(self.write_timeout, self.ws.send(WsMessage::Close(Some(frame)))).await;
+        let _ = bounded(self.write_timeout, self.ws.close()).await;
     }
+}
+
+/// A write that waits longer than `limit` fails, and its socket is dropped:
+/// a client that stops reading would otherwise hold its socket's task (its
+/// pings, its close and its memory) for as long as it keeps the connection.
+async fn bounded(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), axum::Error> {
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or_else(|_| Err(axum::Error::new("write timed out: the client is not reading")))
 }
 
 /// Serves one socket from its upgrade to its end. This future lives as long
@@ -113,7 +125,7 @@ impl Socket {
 /// `Arc`, and everything awaited only now and then (the start, a frame's
 /// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
 pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
-    let mut socket = Socket { ws, delivered: 0 };
+    let mut socket = Socket { ws, write_timeout: state.config.write_timeout, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
         Some(identity) => (identity, None),
         None => match Box::pin(authenticate(&state, &mut socket)).await {
@@ -286,7 +298,8 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
                 }
             }},
         };
-        if written.is_err() {
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "socket write failed; dropping it");
             return;
         }
     }
