@@ -94,6 +94,15 @@ struct Floor {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // On SIGINT or SIGTERM the run is dropped rather than the process killed,
+    // so the services and nats-server it started are killed with their handles.
+    tokio::select! {
+        result = run() => result,
+        () = chat_common::shutdown::signal() => bail!("interrupted"),
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "all".to_owned());
     if scenario == "echo-server" {
