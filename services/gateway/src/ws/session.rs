@@ -106,8 +106,12 @@ impl Socket {
 
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = bounded(self.write_timeout, self.ws.send(WsMessage::Close(Some(frame)))).await;
-        let _ = bounded(self.write_timeout, self.ws.close()).await;
+        let ws = &mut self.ws;
+        let _ = bounded(self.write_timeout, async move {
+            ws.send(WsMessage::Close(Some(frame))).await?;
+            ws.close().await
+        })
+        .await;
     }
 }
 
