@@ -18,6 +18,10 @@ pub struct Config {
     pub stream: StreamSettings,
     /// `HISTORY_INGEST_BATCH`: at most this many messages per insert transaction.
     pub ingest_batch: usize,
+    /// `HISTORY_INGEST_WRITERS`: transactions stored side by side, each for its
+    /// own share of the conversations. 0, the default, means 2 on PostgreSQL
+    /// and 1 on SQLite (which writes one transaction at a time whatever the number).
+    pub ingest_writers: usize,
     /// `HISTORY_ACK_WAIT_SECS` (default 10): after a crash, entries the dead
     /// instance had taken are redelivered this long after they were handed out.
     pub ack_wait: std::time::Duration,
@@ -39,6 +43,7 @@ impl Config {
             nats_url: config::string("NATS_URL", "nats://127.0.0.1:4222"),
             stream: StreamSettings::from_env()?,
             ingest_batch: config::parse("HISTORY_INGEST_BATCH", 1024)?,
+            ingest_writers: config::parse("HISTORY_INGEST_WRITERS", 0)?,
             ack_wait: std::time::Duration::from_secs(config::parse("HISTORY_ACK_WAIT_SECS", 10)?),
             consume: config::parse("HISTORY_CONSUME", true)?,
         })
@@ -54,6 +59,7 @@ impl Config {
             nats_url: nats_url.to_owned(),
             stream: StreamSettings::default(),
             ingest_batch: 1024,
+            ingest_writers: 0,
             ack_wait: std::time::Duration::from_secs(10),
             consume: true,
         }

@@ -2,7 +2,12 @@
 //! shared by every history instance, so each message is written once; batches
 //! are inserted in one transaction and acknowledged only after commit, so a
 //! crash redelivers them and the unique keys make the rewrite a no-op.
+//! Conversations are shared among a few writers, each with its own
+//! transactions, so PostgreSQL stores on several cores; a conversation's
+//! entries always go to the same writer, in stream order. Catch-up trusts only
+//! the consumer's ack floor, which never passes an entry not yet stored.
 
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -13,6 +18,7 @@ use chat_common::shutdown::CancellationToken;
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use futures::StreamExt;
 use prost::Message as _;
+use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::store::{Entry, Store};
@@ -32,10 +38,17 @@ pub struct Ingest {
     consumer: PullConsumer,
     store: Store,
     batch: usize,
+    writers: usize,
 }
 
 impl Ingest {
-    pub async fn new(stream: Stream, store: Store, batch: usize, ack_wait: Duration) -> Result<Self, Error> {
+    pub async fn new(
+        stream: Stream,
+        store: Store,
+        batch: usize,
+        writers: usize,
+        ack_wait: Duration,
+    ) -> Result<Self, Error> {
         // The whole stream, not a filter per subject kind: JetStream matches a
         // multi-subject filter against every conversation's subjects on each
         // delivery (most of the server's time with many conversations), and
@@ -53,7 +66,7 @@ impl Ingest {
             })
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
-        Ok(Self { consumer, store, batch: batch.max(1) })
+        Ok(Self { consumer, store, batch: batch.max(1), writers: writers.max(1) })
     }
 
     /// The durable consumer (for its lag).
@@ -61,6 +74,7 @@ impl Ingest {
         self.consumer.clone()
     }
 
+    /// Hands each entry to its conversation's writer until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut messages = self
             .consumer
@@ -69,19 +83,73 @@ impl Ingest {
             .messages()
             .await
             .map_err(|e| Error::Unexpected(e.into()))?;
-        loop {
-            let first = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+        let (lanes, writers): (Vec<_>, Vec<_>) = (0..self.writers)
+            .map(|_| {
+                let (lane, incoming) = mpsc::channel(self.batch);
+                let writer = Writer { store: self.store.clone(), batch: self.batch, incoming };
+                (lane, tokio::spawn(writer.run(shutdown.clone())))
+            })
+            .unzip();
+        let ended = loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
                 next = messages.next() => next,
             };
-            let mut batch = match first {
-                Some(Ok(message)) => vec![message],
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "history consumer hiccup; continuing");
-                    continue;
+            match next {
+                Some(Ok(message)) => {
+                    let lane = &lanes[lane_of(&message.subject, lanes.len())];
+                    if lane.send(message).await.is_err() {
+                        break Ok(()); // the writer stopped: shutting down
+                    }
                 }
-                None => return Err(Error::Unavailable("the history consumer stream ended".into())),
+                Some(Err(e)) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
+                None => break Err(Error::Unavailable("the history consumer stream ended".into())),
+            }
+        };
+        drop(lanes);
+        for writer in writers {
+            let _ = writer.await;
+        }
+        ended
+    }
+}
+
+/// Entries of one conversation always go to the same writer, so each
+/// conversation is stored in stream order; different conversations are
+/// stored side by side. What was handed out but not stored by shutdown is
+/// redelivered.
+fn lane_of(subject: &str, lanes: usize) -> usize {
+    let conversation = match parse_chat_subject(subject) {
+        Some(
+            ChatSubject::Message { conversation_id }
+            | ChatSubject::Read { conversation_id }
+            | ChatSubject::Edit { conversation_id }
+            | ChatSubject::Membership { conversation_id },
+        ) => conversation_id,
+        None => "",
+    };
+    let mut hasher = std::hash::DefaultHasher::new();
+    conversation.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+/// Stores the entries of its lane in batches, each in one transaction,
+/// acknowledged after the commit.
+struct Writer {
+    store: Store,
+    batch: usize,
+    incoming: mpsc::Receiver<async_nats::jetstream::Message>,
+}
+
+impl Writer {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = self.incoming.recv() => next,
             };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
             // Fill the batch for a moment: one transaction per message would
             // cost several times the CPU of the insert itself. Past the linger,
             // go on only while the stream says more is pending (a backlog
@@ -96,49 +164,56 @@ impl Ingest {
                 } else {
                     break;
                 };
-                match tokio::time::timeout(wait, messages.next()).await {
-                    Ok(Some(Ok(message))) => batch.push(message),
-                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
+                match tokio::time::timeout(wait, self.incoming.recv()).await {
+                    Ok(Some(message)) => batch.push(message),
                     Ok(None) | Err(_) => break,
                 }
             }
-            // One span per entry, from its producer's trace, open until the batch is stored.
-            let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
-            let rows = decode(&batch);
-            let mut backoff = Duration::from_millis(50);
-            let started = std::time::Instant::now();
-            let not_yet = loop {
-                match self.store.apply_batch(&rows).await {
-                    Ok(not_yet) => {
-                        let metrics = crate::metrics::get();
-                        metrics.batch_size.observe(rows.len() as f64);
-                        metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
-                        break not_yet;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(backoff) => {},
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            };
-            drop(spans);
-            for message in &batch {
-                let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
-                let acked = if later {
-                    // Its message is being stored by another instance: try again shortly.
-                    message.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await
-                } else {
-                    message.ack().await
-                };
-                if let Err(e) = acked {
-                    tracing::warn!(error = %e, "ack failed; the entry will be redelivered and skipped");
-                }
+            if !self.store_and_ack(&batch, &shutdown).await {
+                return;
             }
         }
+    }
+
+    /// Stores a batch, retrying until it is stored; false when shut down first.
+    async fn store_and_ack(&self, batch: &[async_nats::jetstream::Message], shutdown: &CancellationToken) -> bool {
+        // One span per entry, from its producer's trace, open until the batch is stored.
+        let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
+        let rows = decode(batch);
+        let mut backoff = Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let not_yet = loop {
+            match self.store.apply_batch(&rows).await {
+                Ok(not_yet) => {
+                    let metrics = crate::metrics::get();
+                    metrics.batch_size.observe(rows.len() as f64);
+                    metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                    break not_yet;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, batch = rows.len(), "storing messages failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(backoff) => {},
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        drop(spans);
+        for message in batch {
+            let later = message.info().is_ok_and(|i| not_yet.contains(&i.stream_sequence));
+            let acked = if later {
+                // Its message is being stored by another instance: try again shortly.
+                message.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await
+            } else {
+                message.ack().await
+            };
+            if let Err(e) = acked {
+                tracing::warn!(error = %e, "ack failed; the entry will be redelivered and skipped");
+            }
+        }
+        true
     }
 }
 
@@ -181,4 +256,32 @@ fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Entry)> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_of;
+
+    #[test]
+    fn every_entry_of_a_conversation_goes_to_the_same_writer() {
+        for lanes in 1..=4 {
+            for n in 0..50 {
+                let id = format!("conversation-{n}");
+                let lane = lane_of(&format!("chat.conv.{id}.msg"), lanes);
+                assert!(lane < lanes);
+                for kind in ["read", "edit", "members"] {
+                    assert_eq!(lane_of(&format!("chat.conv.{id}.{kind}"), lanes), lane, "{id} {kind}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conversations_are_spread_over_the_writers() {
+        let mut used = [0; 2];
+        for n in 0..100 {
+            used[lane_of(&format!("chat.conv.conversation-{n}.msg"), 2)] += 1;
+        }
+        assert!(used.iter().all(|&count| count > 20), "{used:?}");
+    }
 }

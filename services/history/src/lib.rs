@@ -72,7 +72,13 @@ impl App {
         let stream =
             chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| Error::Unexpected(e.into()))?;
         // The durable consumer exists either way: its ack floor is what catch-up trusts.
-        let ingest = ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch, config.ack_wait).await?;
+        let writers = match (config.ingest_writers, backend) {
+            (0, chat_common::db::Backend::Postgres) => 2,
+            (0, chat_common::db::Backend::Sqlite) => 1,
+            (writers, _) => writers,
+        };
+        let ingest =
+            ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch, writers, config.ack_wait).await?;
         let ingest = config.consume.then_some(ingest);
 
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
