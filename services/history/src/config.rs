@@ -19,8 +19,9 @@ pub struct Config {
     /// `HISTORY_INGEST_BATCH`: at most this many messages per insert transaction.
     pub ingest_batch: usize,
     /// `HISTORY_INGEST_WRITERS`: transactions stored side by side, each for its
-    /// own share of the conversations. 0, the default, means 2 on PostgreSQL
-    /// and 1 on SQLite (which writes one transaction at a time whatever the number).
+    /// own share of the conversations, each on a connection of its own. 0, the
+    /// default, means 2 on PostgreSQL and 1 on SQLite (which writes one
+    /// transaction at a time whatever the number).
     pub ingest_writers: usize,
     /// `HISTORY_ACK_WAIT_SECS` (default 10): after a crash, entries the dead
     /// instance had taken are redelivered this long after they were handed out.

@@ -77,8 +77,21 @@ impl App {
             (0, chat_common::db::Backend::Sqlite) => 1,
             (writers, _) => writers,
         };
-        let ingest =
-            ingest::Ingest::new(stream.clone(), store.clone(), config.ingest_batch, writers, config.ack_wait).await?;
+        // The writers have connections of their own: SQLite's page cache is
+        // per connection and starts cold on one that another has written
+        // since, so a writer that takes the pool's next connection for every
+        // batch reads back the pages it has just written.
+        let writes = chat_common::db::connect(&config.database_url, writers as u32)
+            .await
+            .map_err(|e| Error::Unexpected(e.into()))?;
+        let ingest = ingest::Ingest::new(
+            stream.clone(),
+            store::Store::new(writes, backend),
+            config.ingest_batch,
+            writers,
+            config.ack_wait,
+        )
+        .await?;
         let ingest = config.consume.then_some(ingest);
 
         let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
