@@ -86,30 +86,30 @@ impl Ingest {
         let (lanes, writers): (Vec<_>, Vec<_>) = (0..self.writers)
             .map(|_| {
                 let (lane, incoming) = mpsc::channel(self.batch);
-                let writer = Writer { store: self.store.clone(), batch: self.batch, incoming };
-                (lane, tokio::spawn(writer.run(shutdown.clone())))
+                (lane, Writer { store: self.store.clone(), batch: self.batch, incoming }.run(shutdown.clone()))
             })
             .unzip();
-        let ended = loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    let lane = &lanes[lane_of(&message.subject, lanes.len())];
-                    if lane.send(message).await.is_err() {
-                        break Ok(()); // the writer stopped: shutting down
+        // The writers run in this task, not spawned: stopping or aborting it
+        // stops them too, as killing the process would.
+        let dispatch = async move {
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let lane = &lanes[lane_of(&message.subject, lanes.len())];
+                        if lane.send(message).await.is_err() {
+                            return Ok(()); // writers stop only at shutdown
+                        }
                     }
+                    Some(Err(e)) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
+                    None => return Err(Error::Unavailable("the history consumer stream ended".into())),
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
-                None => break Err(Error::Unavailable("the history consumer stream ended".into())),
             }
         };
-        drop(lanes);
-        for writer in writers {
-            let _ = writer.await;
-        }
+        let (ended, _) = tokio::join!(dispatch, futures::future::join_all(writers));
         ended
     }
 }
