@@ -206,15 +206,30 @@ async fn a_socket_that_stops_answering_pings_is_closed(db: Db) {
     system.stop().await;
 }
 
+/// No pings for a client that stops reading: answering a ping queued behind
+/// the frames, it would write into a socket the server has closed and miss
+/// the close code, and silence would close it as half-open first.
+fn without_pings(config: &mut chat_gateway::Config) {
+    config.ping_interval = Duration::from_secs(3600);
+    config.idle_timeout = Duration::from_secs(7200);
+}
+
+/// Sends `count` messages of 16 KB, each acknowledged: the sender is never
+/// slowed by a reader that stopped.
+async fn send_large_messages(ws: &mut Ws, conversation: &str, count: i64) {
+    let body = "x".repeat(16_000);
+    for n in 1..=count {
+        let ack = ws.send_message(n, conversation, &format!("m{n}"), &body).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+}
+
 async fn a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after(db: Db) {
     const MESSAGES: i64 = 800;
     let Some(system) = System::builder()
         .gateway_config(|c| {
             c.socket_queue = 8;
-            // No pings: a client answering a ping queued behind the frames
-            // would write into a socket the server has closed, and miss the code.
-            c.ping_interval = Duration::from_secs(3600);
-            c.idle_timeout = Duration::from_secs(7200);
+            without_pings(c);
         })
         .start(db)
         .await
@@ -231,11 +246,7 @@ async fn a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after(
     // Bob's device stops reading. Once the kernel's buffers towards it are
     // full (a few MB), frames wait in its queue of 8, and a full queue closes
     // it. The sender is not slowed down: every send is acknowledged.
-    let body = "x".repeat(16_000);
-    for n in 1..=MESSAGES {
-        let ack = alice_ws.send_message(n, &conversation, &format!("m{n}"), &body).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
+    send_large_messages(&mut alice_ws, &conversation, MESSAGES).await;
     let (frames, code) = stalled.frames_until_close().await;
     assert_eq!(code, 4408, "closed as too slow");
     let received: Vec<Value> = frames.into_iter().filter(|f| f["type"] == "message").collect();
@@ -277,8 +288,7 @@ async fn a_device_that_never_reads_again_is_dropped_after_the_write_timeout(db: 
     let Some(system) = System::builder()
         .gateway_config(|c| {
             c.write_timeout = Duration::from_secs(1);
-            c.ping_interval = Duration::from_secs(3600);
-            c.idle_timeout = Duration::from_secs(7200);
+            without_pings(c);
         })
         .presence_config(|c| c.grace = Duration::ZERO)
         .start(db)
@@ -295,11 +305,7 @@ async fn a_device_that_never_reads_again_is_dropped_after_the_write_timeout(db: 
     wait_for_status(&api, &alice, &bob, "online").await;
 
     let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
-    let body = "x".repeat(16_000);
-    for n in 1..=MESSAGES {
-        let ack = alice_ws.send_message(n, &conversation, &format!("m{n}"), &body).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
-    }
+    send_large_messages(&mut alice_ws, &conversation, MESSAGES).await;
     // A write to it now waits for a reader that never comes: the gateway
     // drops the socket, and bob goes offline although his connection is open.
     wait_for_status(&api, &alice, &bob, "offline").await;

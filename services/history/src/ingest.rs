@@ -119,6 +119,9 @@ impl Ingest {
 /// stored side by side. What was handed out but not stored by shutdown is
 /// redelivered.
 fn lane_of(subject: &str, lanes: usize) -> usize {
+    if lanes == 1 {
+        return 0;
+    }
     let conversation = match parse_chat_subject(subject) {
         Some(
             ChatSubject::Message { conversation_id }

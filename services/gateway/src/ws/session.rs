@@ -70,23 +70,33 @@ impl Socket {
     }
 
     pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
-        self.feed(outbound).await?;
-        bounded(self.write_timeout, self.ws.flush()).await
+        let limit = self.write_timeout;
+        bounded(limit, async {
+            self.feed(outbound).await?;
+            self.ws.flush().await
+        })
+        .await
     }
 
     /// Writes what is queued for this socket (up to [`WRITE_BATCH`] frames)
-    /// with one flush: under load, one system call carries many frames.
+    /// with one flush: under load, one system call carries many frames. The
+    /// whole batch has one write bound, not each frame.
     async fn write_queued(&mut self, outbox: &Outbox) -> Result<(), axum::Error> {
-        for _ in 0..WRITE_BATCH {
-            match outbox.pop() {
-                Some(next) => self.feed(next).await?,
-                None => break,
+        let limit = self.write_timeout;
+        bounded(limit, async {
+            for _ in 0..WRITE_BATCH {
+                match outbox.pop() {
+                    Some(next) => self.feed(next).await?,
+                    None => break,
+                }
             }
-        }
-        bounded(self.write_timeout, self.ws.flush()).await
+            self.ws.flush().await
+        })
+        .await
     }
 
-    /// Queues a frame in the socket's write buffer without flushing it.
+    /// Queues a frame in the socket's write buffer without flushing it (a
+    /// full buffer is written out); the caller bounds the whole write.
     async fn feed(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         let frame = match outbound {
             Outbound::Live { stream_seq, .. } if stream_seq <= self.delivered => return Ok(()),
@@ -97,7 +107,7 @@ impl Socket {
             Outbound::Ephemeral { frame } => frame,
         };
         crate::metrics::get().frames_out.inc();
-        bounded(self.write_timeout, self.ws.feed(WsMessage::Text(frame))).await
+        self.ws.feed(WsMessage::Text(frame)).await
     }
 
     async fn ping(&mut self) -> Result<(), axum::Error> {
