@@ -445,6 +445,26 @@ impl System {
         count
     }
 
+    /// History's dead letters: the stream position and reason of each entry it set aside.
+    pub async fn dead_letters(&self) -> Vec<(i64, String)> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.history_db_url).await.expect("history database");
+        let rows = sqlx::query("SELECT stream_seq, reason FROM dead_letters ORDER BY stream_seq")
+            .fetch_all(&pool)
+            .await
+            .expect("dead letters");
+        pool.close().await;
+        rows.iter().map(|row| (row.get("stream_seq"), row.get("reason"))).collect()
+    }
+
+    /// Writes `payload` straight into the CHAT stream under `subject`, as no
+    /// service would: for entries the services must survive. Returns its position.
+    pub async fn publish_raw(&self, subject: String, payload: Vec<u8>) -> u64 {
+        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        let js = async_nats::jetstream::new(client);
+        js.publish(subject, payload.into()).await.expect("publish").await.expect("stored").sequence
+    }
+
     /// Stops every service and removes PostgreSQL databases.
     pub async fn stop(mut self) {
         for index in 0..self.gateways.len() {

@@ -6,6 +6,8 @@
 //! transactions, so PostgreSQL stores on several cores; a conversation's
 //! entries always go to the same writer, in stream order. Catch-up trusts only
 //! the consumer's ack floor, which never passes an entry not yet stored.
+//! An entry that can never be stored is set aside (`dead_letters`), so no
+//! single entry stops the ones after it.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
+use crate::dead_letters::DeadLetter;
 use crate::error::Error;
 use crate::store::{Entry, Store};
 
@@ -179,14 +182,16 @@ impl Writer {
     }
 
     /// Stores a batch, retrying until it is stored; false when shut down first.
+    /// An entry that cannot be stored at all is set aside as a dead letter, so
+    /// it never holds back the entries after it.
     async fn store_and_ack(&self, batch: &[async_nats::jetstream::Message], shutdown: &CancellationToken) -> bool {
         // One span per entry, from its producer's trace, open until the batch is stored.
         let spans: Vec<tracing::Span> = batch.iter().map(persist_span).collect();
-        let rows = decode(batch);
+        let (rows, undecodable) = decode(batch);
         let mut backoff = Duration::from_millis(50);
         let started = std::time::Instant::now();
         let not_yet = loop {
-            match self.store.apply_batch(&rows).await {
+            match self.store_rows(batch, &rows, &undecodable).await {
                 Ok(not_yet) => {
                     let metrics = crate::metrics::get();
                     metrics.batch_size.observe(rows.len() as f64);
@@ -218,6 +223,40 @@ impl Writer {
         }
         true
     }
+
+    /// Stores the rows in one transaction. When the database refuses the
+    /// data, stores them one by one instead and sets aside each one it
+    /// refuses. An error left is trouble with the database itself: retry.
+    async fn store_rows(
+        &self,
+        batch: &[async_nats::jetstream::Message],
+        rows: &[(u64, Entry)],
+        undecodable: &[DeadLetter],
+    ) -> Result<Vec<u64>, Error> {
+        for letter in undecodable {
+            self.store.set_aside(letter).await?;
+        }
+        match self.store.apply_batch(rows).await {
+            Err(e) if self.store.refuses_data(&e) => {}
+            stored => return stored,
+        }
+        let mut not_yet = Vec::new();
+        for row in rows {
+            match self.store.apply_batch(std::slice::from_ref(row)).await {
+                Ok(later) => not_yet.extend(later),
+                Err(e) if self.store.refuses_data(&e) => {
+                    let raw = batch.iter().find(|m| m.info().is_ok_and(|i| i.stream_sequence == row.0));
+                    if let Some(raw) = raw {
+                        self.store
+                            .set_aside(&DeadLetter::of(raw, row.0, format!("refused by the database: {e}")))
+                            .await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(not_yet)
+    }
 }
 
 /// Whether the consumer holds more messages after this one.
@@ -231,34 +270,31 @@ fn persist_span(m: &async_nats::jetstream::Message) -> tracing::Span {
     span
 }
 
-/// Stream position and content of each entry; entries that do not decode are
-/// logged and dropped (they were acknowledged with the batch, never retried forever).
-fn decode(batch: &[async_nats::jetstream::Message]) -> Vec<(u64, Entry)> {
-    batch
-        .iter()
-        .filter_map(|m| {
-            let stream_seq = match m.info() {
-                Ok(info) => info.stream_sequence,
-                Err(e) => {
-                    tracing::error!(error = %e, "stream message without metadata; skipped");
-                    return None;
-                }
-            };
-            let decoded = match parse_chat_subject(&m.subject) {
-                Some(ChatSubject::Message { .. }) => Message::decode(m.payload.as_ref()).map(Entry::Message),
-                Some(ChatSubject::Read { .. }) => ReadMarkerMoved::decode(m.payload.as_ref()).map(Entry::Read),
-                Some(ChatSubject::Edit { .. }) => MessageChanged::decode(m.payload.as_ref()).map(Entry::Change),
-                _ => return None,
-            };
-            match decoded {
-                Ok(entry) => Some((stream_seq, entry)),
-                Err(e) => {
-                    tracing::error!(error = %e, stream_seq, "undecodable entry in the stream; skipped");
-                    None
-                }
+/// Stream position and content of each entry, and the entries that do not
+/// decode (set aside, never retried).
+fn decode(batch: &[async_nats::jetstream::Message]) -> (Vec<(u64, Entry)>, Vec<DeadLetter>) {
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut undecodable = Vec::new();
+    for m in batch {
+        let stream_seq = match m.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => {
+                tracing::error!(error = %e, "stream message without metadata; skipped");
+                continue;
             }
-        })
-        .collect()
+        };
+        let decoded = match parse_chat_subject(&m.subject) {
+            Some(ChatSubject::Message { .. }) => Message::decode(m.payload.as_ref()).map(Entry::Message),
+            Some(ChatSubject::Read { .. }) => ReadMarkerMoved::decode(m.payload.as_ref()).map(Entry::Read),
+            Some(ChatSubject::Edit { .. }) => MessageChanged::decode(m.payload.as_ref()).map(Entry::Change),
+            _ => continue,
+        };
+        match decoded {
+            Ok(entry) => rows.push((stream_seq, entry)),
+            Err(e) => undecodable.push(DeadLetter::of(m, stream_seq, format!("undecodable: {e}"))),
+        }
+    }
+    (rows, undecodable)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod dead_letters;
 mod edits;
 pub mod error;
 mod groups;

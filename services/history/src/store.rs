@@ -187,6 +187,14 @@ impl Store {
         Self { pool, backend }
     }
 
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Creates the conversation, or for a direct pair that exists already,
     /// returns the existing id with `false`.
     pub async fn create_conversation(&self, new: &NewConversation, now_ms: i64) -> Result<(String, bool), Error> {
