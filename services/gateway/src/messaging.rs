@@ -46,11 +46,25 @@ pub fn validate(input: &SendInput) -> Result<(), ApiError> {
     if input.client_msg_id.chars().any(char::is_control) {
         return Err(ApiError::invalid_argument("client_msg_id must not contain control characters"));
     }
-    if input.body.is_empty() {
+    body(&input.body)
+}
+
+/// Checks a message body, sent or edited: 1 to [`BODY_MAX_BYTES`] bytes,
+/// without U+0000, which PostgreSQL's text refuses (and no client means).
+/// What the gateway accepts every store can keep: one refused entry in the
+/// stream would otherwise be set aside by history, after it was acked.
+///
+/// # Errors
+/// `invalid_argument` or `too_large`, saying which rule failed.
+pub fn body(body: &str) -> Result<(), ApiError> {
+    if body.is_empty() {
         return Err(ApiError::invalid_argument("body must not be empty"));
     }
-    if input.body.len() > BODY_MAX_BYTES {
+    if body.len() > BODY_MAX_BYTES {
         return Err(ApiError::too_large(format!("body must be at most {BODY_MAX_BYTES} bytes")));
+    }
+    if body.contains('\0') {
+        return Err(ApiError::invalid_argument("body must not contain U+0000 (NUL)"));
     }
     Ok(())
 }

@@ -45,19 +45,23 @@ pub async fn change(
         "delete" => true,
         _ => return Err(Error::InvalidArgument("change must be \"edit\" or \"delete\"".into())),
     };
-    if !deleting && (req.body.is_empty() || req.body.len() > BODY_MAX_BYTES) {
-        return Err(Error::InvalidArgument(format!("body must be 1 to {BODY_MAX_BYTES} bytes")));
+    if !deleting && (req.body.is_empty() || req.body.len() > BODY_MAX_BYTES || req.body.contains('\0')) {
+        return Err(Error::InvalidArgument(format!("body must be 1 to {BODY_MAX_BYTES} bytes, without U+0000")));
     }
     let role = match store.access(&conversation_id, &who.user_id).await? {
         Access::Active { role } => role,
         _ if store.conversation_exists(&conversation_id).await? => return Err(Error::NotMember),
         _ => return Err(Error::NotFound),
     };
+    // Only a group has moderators: the creator of a direct conversation is
+    // stored as its owner, but holds no power over the other person's messages.
+    let moderator = (role == "owner" || role == "admin")
+        && store.conversation_kind(&conversation_id).await?.as_deref() == Some("group");
     let subject = chat_common::nats::edit_subject(&conversation_id);
     loop {
         let latest = latest_change_applied(store, stream, &subject).await?;
         let message = stored_message(store, &conversation_id, &message_id).await?;
-        let (message, event) = decide(message, &who, &role, deleting, &req.body)?;
+        let (message, event) = decide(message, &who, moderator, deleting, &req.body)?;
         let Some(event) = event else { return Ok(message) };
         let mut headers = async_nats::HeaderMap::new();
         chat_common::nats::inject_trace_context(&mut headers);
@@ -84,7 +88,7 @@ pub async fn change(
 fn decide(
     mut message: Message,
     who: &groups::Who,
-    role: &str,
+    moderator: bool,
     deleting: bool,
     body: &str,
 ) -> Result<(Message, Option<MessageChanged>), Error> {
@@ -101,7 +105,6 @@ fn decide(
     let is_sender = message.sender_id == who.user_id;
     let now = chat_common::time::now_ms();
     if deleting {
-        let moderator = role == "owner" || role == "admin";
         if !is_sender && !moderator {
             return Err(Error::Forbidden("only the sender, or a group's owner or admin, deletes a message".into()));
         }

@@ -292,12 +292,7 @@ pub async fn edit_message(
     JsonBody(body): JsonBody<EditBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
-    if body.body.is_empty() {
-        return Err(ApiError::invalid_argument("body must not be empty"));
-    }
-    if body.body.len() > messaging::BODY_MAX_BYTES {
-        return Err(ApiError::too_large(format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES)));
-    }
+    messaging::body(&body.body)?;
     let message = messaging::change(&state, &me, &conversation_id, &message_id, Some(body.body)).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
@@ -321,6 +316,9 @@ pub async fn search(
     let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
     if q.is_empty() || q.chars().count() > 200 {
         return Err(ApiError::invalid_argument("q must be 1 to 200 characters"));
+    }
+    if q.chars().any(char::is_control) {
+        return Err(ApiError::invalid_argument("q must not contain control characters"));
     }
     let limit: u32 = parse_number(&query, "limit")?.unwrap_or(20);
     if !(1..=50).contains(&limit) {

@@ -144,16 +144,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 .to_string();
             let body = if kind == "edit" {
                 let body = f.string("body")?;
-                if body.is_empty() {
-                    return Err(f.invalid_argument("body must not be empty"));
-                }
-                if body.len() > messaging::BODY_MAX_BYTES {
-                    return Err(FrameError {
-                        req: Some(req),
-                        code: "too_large",
-                        message: format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES),
-                    });
-                }
+                messaging::body(body).map_err(|e| FrameError::from_api(Some(req), &e))?;
                 Some(body.to_owned())
             } else {
                 None
