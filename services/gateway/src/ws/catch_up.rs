@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::outbox::Outbox;
 use crate::state::AppState;
 use crate::tokens::Identity;
+use crate::ws::close::TOO_SLOW;
 
 const PAGE: u32 = 500;
 /// Longest wait for the next stream entry of the tail before giving up.
@@ -38,7 +39,8 @@ const TAIL_STALL: Duration = Duration::from_secs(5);
 /// Replays `(from, now]` to `out`, then flushes the live frames held back meanwhile.
 ///
 /// # Errors
-/// `unavailable` when history or the stream cannot be read.
+/// `unavailable` when history or the stream cannot be read, or when the
+/// socket is to be closed (too slow to take the replay, or revoked).
 pub async fn run(
     state: &AppState,
     identity: &Identity,
@@ -51,14 +53,21 @@ pub async fn run(
         let replay = replay(state, identity, out, from);
         tokio::pin!(replay);
         // Live frames are taken out of the queue meanwhile, so that a long
-        // replay does not fill it; a close request is acted on after it.
-        let mut closing = false;
+        // replay does not fill it, and held back; no more of them than the
+        // queue itself would hold, or a client that reads slowly during a
+        // long replay would never meet the slow-reader close.
         loop {
             tokio::select! {
                 result = &mut replay => break result,
-                () = outbox.ready(), if !closing => {
+                () = outbox.ready() => {
                     held.extend(std::iter::from_fn(|| outbox.pop()));
-                    closing = outbox.close_requested().is_some();
+                    if held.len() > state.config.socket_queue {
+                        outbox.close(TOO_SLOW);
+                    }
+                    if outbox.close_requested().is_some() {
+                        // Too slow, or revoked: the caller closes it as asked.
+                        return Err(ApiError::unavailable("the socket is closing"));
+                    }
                 }
             }
         }
@@ -132,7 +141,7 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
     }
 
     // 2. The tail history has not stored yet, straight from the stream.
-    let tail_from = from.max(persisted_through) + 1;
+    let tail_from = from.max(persisted_through).saturating_add(1);
     if tail_from <= snapshot {
         let conversations = state.registry.conversations_of(&identity.user_id);
         let unavailable = |e: &dyn std::fmt::Display| {

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use super::catch_up;
 use super::frames::{self, ClientFrame, FrameError};
-use crate::delivery::{Frame, Outbound, SocketHandle};
+use crate::delivery::{Frame, Lease, Outbound, SocketHandle};
+use crate::error::ApiError;
 use crate::messaging::{self, SendInput};
 use crate::offline;
 use crate::outbox::Outbox;
@@ -47,8 +48,12 @@ pub struct Socket {
     ws: WebSocket,
     /// How long one write may wait for the client to read.
     write_timeout: Duration,
-    /// Highest stream position delivered to this socket; anything at or below
-    /// it is never sent again.
+    /// This socket has had every event in `(floor, delivered]`, and only
+    /// those: an event in that range is never sent again, one outside it is
+    /// (a `sync` naming a cursor before `floor` replays what the socket
+    /// never had, as for a socket that connected without a cursor).
+    pub floor: u64,
+    /// Highest stream position delivered to this socket.
     pub delivered: u64,
 }
 
@@ -99,15 +104,20 @@ impl Socket {
     /// full buffer is written out); the caller bounds the whole write.
     async fn feed(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
         let frame = match outbound {
-            Outbound::Live { stream_seq, .. } if stream_seq <= self.delivered => return Ok(()),
+            Outbound::Live { stream_seq, .. } if self.has(stream_seq) => return Ok(()),
             Outbound::Live { stream_seq, frame } => {
-                self.delivered = stream_seq;
+                self.delivered = self.delivered.max(stream_seq);
                 frame
             }
             Outbound::Ephemeral { frame } => frame,
         };
         crate::metrics::get().frames_out.inc();
         self.ws.feed(WsMessage::Text(frame)).await
+    }
+
+    /// Whether the event at `stream_seq` has been sent to this socket.
+    fn has(&self, stream_seq: u64) -> bool {
+        self.floor < stream_seq && stream_seq <= self.delivered
     }
 
     async fn ping(&mut self) -> Result<(), axum::Error> {
@@ -139,7 +149,7 @@ async fn bounded(limit: Duration, write: impl Future<Output = Result<(), axum::E
 /// `Arc`, and everything awaited only now and then (the start, a frame's
 /// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
 pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
-    let mut socket = Socket { ws, write_timeout: state.config.write_timeout, delivered: 0 };
+    let mut socket = Socket { ws, write_timeout: state.config.write_timeout, floor: 0, delivered: 0 };
     let (identity, auth_cursor) = match pre_authenticated {
         Some(identity) => (identity, None),
         None => match Box::pin(authenticate(&state, &mut socket)).await {
@@ -170,14 +180,17 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
     let socket_id = state.next_socket_id();
     let handle = SocketHandle { device_id: identity.device_id.clone(), outbox: outbox.clone() };
     let attached_at = lease.attach(socket_id, handle);
-    let metrics = crate::metrics::get();
-    metrics.connections.inc();
+    let _registration = Registration::new(&state, socket_id, lease);
     // A revocation that landed between token check and registration.
     if state.revocations.is_revoked(&identity.device_id) {
         outbox.close(UNAUTHORIZED);
     }
 
-    let start = cursor.as_deref().map(|c| decode_cursor(c).ok_or(c));
+    let start = match cursor.as_deref().map(decode_cursor) {
+        None => None,
+        Some(Some(position)) => Some(Box::pin(known_position(&state, position, attached_at)).await),
+        Some(None) => Some(Err(ApiError::invalid_argument(UNKNOWN_CURSOR))),
+    };
     let ready_cursor = match start {
         Some(Ok(position)) => position,
         _ => attached_at,
@@ -186,26 +199,30 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
     let mut ok = socket.text(ready_frame(&identity, ready_cursor, waiting)).await.is_ok();
     // Recorded after `ready`, so the round trip does not delay it.
     Box::pin(state.presence.opened(socket_id, &identity)).await;
-    socket.delivered = attached_at;
+    (socket.floor, socket.delivered) = (attached_at, attached_at);
     match start {
         Some(Ok(position)) if ok => {
-            socket.delivered = position;
+            (socket.floor, socket.delivered) = (position, position);
             ok = match Box::pin(catch_up::run(&state, &identity, &mut socket, &outbox, position)).await {
                 Ok(()) => socket.text(synced_frame(None, socket.delivered)).await.is_ok(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, "catch-up failed");
-                    socket.close(INTERNAL, "catch-up failed").await;
+                    close_as_asked(&mut socket, &outbox, INTERNAL, "catch-up failed").await;
                     false
                 }
             };
         }
-        Some(Err(_)) if ok => {
-            let err = FrameError {
-                req: None,
-                code: "invalid_argument",
-                message: "unknown or malformed cursor; delivering from now".into(),
-            };
+        Some(Err(e)) if ok && e.code == "invalid_argument" => {
+            let message = format!("{UNKNOWN_CURSOR}; delivering from now");
+            let err = FrameError { req: None, code: e.code, message };
             ok = socket.text(err.to_frame()).await.is_ok();
+        }
+        Some(Err(e)) if ok => {
+            // The cursor could not be checked: the client reconnects with it
+            // rather than lose what it missed.
+            tracing::warn!(error = %e.message, "cannot check a cursor");
+            socket.close(INTERNAL, "catch-up failed").await;
+            ok = false;
         }
         _ => {}
     }
@@ -223,9 +240,73 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
     if ok {
         serve(&state, &identity, &mut socket, &outbox).await;
     }
-    drop(lease);
-    metrics.connections.dec();
-    state.presence.closed(socket_id);
+}
+
+const UNKNOWN_CURSOR: &str = "unknown or malformed cursor";
+
+/// A socket's place in live delivery and presence, undone however its task
+/// ends (a panic included): a socket that is gone must neither stay counted
+/// nor keep its user online.
+struct Registration {
+    state: AppState,
+    socket_id: u64,
+    lease: Option<Lease>,
+}
+
+impl Registration {
+    fn new(state: &AppState, socket_id: u64, lease: Lease) -> Self {
+        crate::metrics::get().connections.inc();
+        Self { state: state.clone(), socket_id, lease: Some(lease) }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        drop(self.lease.take());
+        crate::metrics::get().connections.dec();
+        self.state.presence.closed(self.socket_id);
+    }
+}
+
+/// A cursor the stream has reached. One ahead of the stream's head names
+/// nothing this server issued: taken as valid, it would make the socket skip
+/// every live event up to it.
+///
+/// # Errors
+/// `invalid_argument` for a position past the head, `unavailable` when the
+/// stream cannot be asked.
+async fn known_position(state: &AppState, position: u64, attached_at: u64) -> Result<u64, ApiError> {
+    if position <= attached_at {
+        return Ok(position);
+    }
+    let head = state
+        .stream
+        .clone()
+        .info()
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot read the chat stream state");
+            ApiError::unavailable("message stream unavailable")
+        })?
+        .state
+        .last_sequence;
+    if position <= head { Ok(position) } else { Err(ApiError::invalid_argument(UNKNOWN_CURSOR)) }
+}
+
+/// Closes the socket with the code asked of its outbox (too slow, revoked),
+/// or with `code` when nothing was asked.
+async fn close_as_asked(socket: &mut Socket, outbox: &Outbox, code: u16, reason: &'static str) {
+    match outbox.close_requested() {
+        Some(asked) => socket.close(asked, close_reason(asked)).await,
+        None => socket.close(code, reason).await,
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        UNAUTHORIZED => "device revoked",
+        _ => "too slow: the send queue filled",
+    }
 }
 
 /// Waits for the first frame, which must be `auth` with a valid token.
@@ -279,11 +360,7 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
             }
             () = outbox.ready() => match outbox.close_requested() {
                 Some(code) => {
-                    let reason = match code {
-                        UNAUTHORIZED => "device revoked",
-                        _ => "too slow: the send queue filled",
-                    };
-                    socket.close(code, reason).await;
+                    socket.close(code, close_reason(code)).await;
                     return;
                 }
                 None => socket.write_queued(outbox).await,
@@ -345,24 +422,29 @@ async fn handle_text(
         ClientFrame::Read { conversation_id, seq } => {
             enqueue(socket, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
         }
-        ClientFrame::Sync { req, cursor } => match decode_cursor(&cursor) {
-            Some(position) => {
-                // A socket only moves forward: what it has is never sent again.
-                let from = position.max(socket.delivered);
-                match Box::pin(catch_up::run(state, identity, socket, outbox, from)).await {
-                    Ok(()) => socket.text(synced_frame(Some(req), socket.delivered)).await,
-                    Err(e) => socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
+        ClientFrame::Sync { req, cursor } => {
+            let position = match decode_cursor(&cursor) {
+                Some(position) => Box::pin(known_position(state, position, socket.delivered)).await,
+                None => Err(ApiError::invalid_argument(UNKNOWN_CURSOR)),
+            };
+            let position = match position {
+                Ok(position) => position,
+                Err(e) => return socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
+            };
+            // What the socket has is never sent again: from its newest event
+            // on, or, for a cursor before anything it had, everything from the
+            // cursor except what it had.
+            let from = if position >= socket.floor { position.max(socket.delivered) } else { position };
+            match Box::pin(catch_up::run(state, identity, socket, outbox, from)).await {
+                Ok(()) => {
+                    socket.floor = socket.floor.min(from);
+                    socket.text(synced_frame(Some(req), socket.delivered)).await
                 }
+                // The frame loop closes it as asked.
+                Err(_) if outbox.close_requested().is_some() => Ok(()),
+                Err(e) => socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
             }
-            None => {
-                let err = FrameError {
-                    req: Some(req),
-                    code: "invalid_argument",
-                    message: "unknown or malformed cursor".into(),
-                };
-                socket.text(err.to_frame()).await
-            }
-        },
+        }
         ClientFrame::Auth { .. } => {
             let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
             socket.text(err.to_frame()).await

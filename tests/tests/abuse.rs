@@ -1,0 +1,285 @@
+//! Hostile input and abuse: what one user, or one bad entry, can do to
+//! everyone else. Each test reproduces a hole that was open, and shows it shut.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chat_system_tests::{Db, System, Ws, on_both_databases};
+use prost::Message as _;
+use serde_json::json;
+
+on_both_databases!(
+    a_body_with_a_nul_character_is_refused_at_the_edge,
+    an_entry_history_cannot_store_is_set_aside_and_everything_after_it_flows,
+    in_a_direct_conversation_nobody_deletes_the_other_persons_messages,
+    a_device_reading_slowly_during_a_long_catch_up_is_closed_as_too_slow,
+    a_sync_within_a_socket_that_connected_without_a_cursor_replays_what_it_missed,
+    cursors_past_the_head_of_the_stream_are_refused_and_the_socket_goes_live,
+);
+
+async fn a_body_with_a_nul_character_is_refused_at_the_edge(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let token = Some(alice.access_token.as_str());
+
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let (status, body) = api.post(&path, token, json!({ "client_msg_id": "n1", "body": "a\u{0}b" })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_argument")), "{body}");
+
+    let (mut ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let refused = ws.send_message(1, &conversation, "n2", "a\u{0}b").await;
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("invalid_argument")));
+
+    // Edits are checked alike, on both paths.
+    let ack = ws.send_message(2, &conversation, "ok", "fine").await;
+    let message_id = ack["message"]["message_id"].as_str().expect("message_id").to_owned();
+    ws.send_json(
+        json!({ "type": "edit", "req": 3, "conversation_id": conversation, "message_id": message_id, "body": "\u{0}" }),
+    )
+    .await;
+    let refused = ws.reply(3).await;
+    assert_eq!(refused["code"], "invalid_argument", "{refused}");
+    let (status, body) = api
+        .request(reqwest::Method::PATCH, &format!("{path}/{message_id}"), token, Some(json!({ "body": "x\u{0}" })))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_argument")), "{body}");
+
+    // Nothing refused was stored: history holds the one good message, unedited.
+    let stored = api.wait_for_history(&alice, &conversation, 1).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["body"], "fine");
+    system.stop().await;
+}
+
+/// A message with U+0000 (which PostgreSQL's text refuses) and an entry that
+/// does not decode, written straight into the stream as no gateway would:
+/// history stores everything around them and sets aside what it cannot store.
+async fn an_entry_history_cannot_store_is_set_aside_and_everything_after_it_flows(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut ws, _) = Ws::open(&system.ws(0), &alice).await;
+    assert_eq!(ws.send_message(1, &conversation, "before", "before").await["type"], "ack");
+    api.wait_for_history(&alice, &conversation, 1).await;
+
+    let poisoned = chat_proto::events::v1::Message {
+        conversation_id: conversation.clone(),
+        message_id: uuid::Uuid::now_v7().to_string(),
+        seq: 2,
+        sender_id: alice.user_id.clone(),
+        sender_device_id: alice.device_id.clone(),
+        client_msg_id: "poison".into(),
+        body: "poi\u{0}son".into(),
+        sent_at_ms: 1,
+        ..Default::default()
+    };
+    let subject = |id: &str| format!("chat.conv.{id}.msg");
+    let nul_at = system.publish_raw(subject(&conversation), poisoned.encode_to_vec()).await;
+    let garbage_at = system.publish_raw(subject(&uuid::Uuid::new_v4().to_string()), vec![0xff; 7]).await;
+
+    // Later messages are stored, in that conversation and in others.
+    for i in 0..5 {
+        let ack = ws.send_message(10 + i, &conversation, &format!("after-{i}"), "after").await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let carol = api.new_user("carol").await;
+    let other = api.direct(&alice, &carol).await;
+    assert_eq!(ws.send_message(20, &other, "elsewhere", "elsewhere").await["type"], "ack");
+    let refuses_nul = db == Db::Postgres;
+    let stored = api.wait_for_history(&alice, &conversation, if refuses_nul { 6 } else { 7 }).await;
+    assert_eq!(stored.last().expect("messages")["body"], "after");
+    api.wait_for_history(&carol, &other, 1).await;
+
+    let mut expected = vec![garbage_at as i64];
+    if refuses_nul {
+        expected.insert(0, nul_at as i64);
+    }
+    let letters = system.dead_letters().await;
+    assert_eq!(letters.iter().map(|(at, _)| *at).collect::<Vec<_>>(), expected, "{letters:?}");
+    assert!(letters.iter().all(|(_, reason)| !reason.is_empty()));
+    // Counted (the registry is shared by every history in this test process: at least these).
+    let metrics = reqwest::get(format!("http://{}/metrics", system.metrics_addrs["history"]))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let counted: usize = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("history_dead_letters_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("history_dead_letters_total");
+    assert!(counted >= expected.len(), "{metrics}");
+
+    // A restart does not bring the refused entries back: nothing is recorded twice.
+    let mut system = system;
+    system.kill_history().await;
+    system.start_history().await;
+    assert_eq!(ws.send_message(30, &conversation, "last", "last").await["type"], "ack");
+    api.wait_for_history(&alice, &conversation, stored.len() + 1).await;
+    assert_eq!(system.dead_letters().await.len(), expected.len());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    system.stop().await;
+}
+
+async fn in_a_direct_conversation_nobody_deletes_the_other_persons_messages(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    // alice starts the conversation (and is stored as its owner).
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+    let ack = bob_ws.send_message(1, &conversation, "b1", "mine").await;
+    let message_id = ack["message"]["message_id"].as_str().expect("message_id").to_owned();
+
+    let path = format!("/v1/conversations/{conversation}/messages/{message_id}");
+    let (status, body) = api.request(reqwest::Method::DELETE, &path, Some(&alice.access_token), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    alice_ws
+        .send_json(json!({ "type": "delete", "req": 2, "conversation_id": conversation, "message_id": message_id }))
+        .await;
+    assert_eq!(alice_ws.reply(2).await["code"], "forbidden");
+
+    // Bob still deletes his own.
+    let (status, body) = api.request(reqwest::Method::DELETE, &path, Some(&bob.access_token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["deleted_at"].is_string());
+    system.stop().await;
+}
+
+/// Live frames that arrive during a replay are held back until it ends; a
+/// device that reads slowly meanwhile must meet the same bound as any other.
+async fn a_device_reading_slowly_during_a_long_catch_up_is_closed_as_too_slow(db: Db) {
+    let Some(system) = System::builder()
+        .gateway_config(|c| {
+            c.socket_queue = 8;
+            c.ping_interval = Duration::from_secs(3600);
+            c.idle_timeout = Duration::from_secs(7200);
+        })
+        .start(db)
+        .await
+    else {
+        return;
+    };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (bob_ws, ready) = Ws::open(&system.ws(0), &bob).await;
+    let cursor = ready["cursor"].as_str().expect("cursor").to_owned();
+    bob_ws.close().await;
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    // More than the kernel's socket buffers hold, so the replay waits for bob to read.
+    let body = "x".repeat(16_000);
+    for n in 1..=800 {
+        assert_eq!(alice_ws.send_message(n, &conversation, &format!("m{n}"), &body).await["type"], "ack");
+    }
+    api.wait_for_history(&alice, &conversation, 200).await;
+
+    let url = format!("{}?cursor={cursor}", system.ws(0));
+    let mut bob_ws = Ws::connect_with_header(&url, &bob.access_token).await;
+    // bob does not read while the replay runs and live messages keep coming.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 1..=40 {
+        let ack = alice_ws.send_message(1000 + n, &conversation, &format!("live{n}"), "live").await;
+        assert_eq!(ack["type"], "ack");
+    }
+    let (frames, code) = bob_ws.frames_until_close().await;
+    assert_eq!(code, 4408, "closed as too slow after {} frames", frames.len());
+    assert!(frames.iter().all(|f| f["type"] != "synced"), "the replay was cut short");
+    system.stop().await;
+}
+
+async fn a_sync_within_a_socket_that_connected_without_a_cursor_replays_what_it_missed(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (bob_ws, ready) = Ws::open(&system.ws(0), &bob).await;
+    let stored_cursor = ready["cursor"].as_str().expect("cursor").to_owned();
+    bob_ws.close().await;
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    for n in 1..=3 {
+        assert_eq!(
+            alice_ws.send_message(n, &conversation, &format!("m{n}"), &format!("missed {n}")).await["type"],
+            "ack"
+        );
+    }
+
+    // Connected without a cursor: live from now.
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+    assert_eq!(alice_ws.send_message(4, &conversation, "m4", "live").await["type"], "ack");
+    assert_eq!(bob_ws.expect("message").await["message"]["seq"], 4);
+
+    bob_ws.send_json(json!({ "type": "sync", "req": 9, "cursor": stored_cursor })).await;
+    let mut replayed = Vec::new();
+    let synced = loop {
+        let frame = bob_ws.next_json().await;
+        match frame["type"].as_str() {
+            Some("message") => replayed.push(frame["message"]["seq"].as_u64().expect("seq")),
+            Some("synced") => break frame,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    };
+    assert_eq!(replayed, [1, 2, 3], "what the socket missed, and not what it had");
+    assert_eq!(synced["req"], 9);
+
+    // The same sync again replays nothing: the socket has it all now.
+    bob_ws.send_json(json!({ "type": "sync", "req": 10, "cursor": stored_cursor })).await;
+    assert_eq!(bob_ws.expect("synced").await["req"], 10);
+    assert_eq!(alice_ws.send_message(5, &conversation, "m5", "live again").await["type"], "ack");
+    assert_eq!(bob_ws.expect("message").await["message"]["seq"], 5);
+    system.stop().await;
+}
+
+fn cursor_at(position: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s1:{position}"))
+}
+
+async fn cursors_past_the_head_of_the_stream_are_refused_and_the_socket_goes_live(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+
+    for (n, position) in [(1, u64::MAX), (2, 1_000_000)] {
+        let url = format!("{}?cursor={}", system.ws(0), cursor_at(position));
+        let mut bob_ws = Ws::connect_with_header(&url, &bob.access_token).await;
+        bob_ws.expect("ready").await;
+        let refused = bob_ws.expect("error").await;
+        assert_eq!(refused["code"], "invalid_argument", "{refused}");
+        // Live from now: the next message arrives, none is skipped.
+        assert_eq!(alice_ws.send_message(n, &conversation, &format!("m{n}"), "hello").await["type"], "ack");
+        assert_eq!(bob_ws.expect("message").await["message"]["seq"], n);
+
+        // The same cursors in a `sync` frame.
+        bob_ws.send_json(json!({ "type": "sync", "req": 7, "cursor": cursor_at(position) })).await;
+        let refused = bob_ws.reply(7).await;
+        assert_eq!(refused["code"], "invalid_argument", "{refused}");
+        bob_ws.send_json(json!({ "type": "ping", "req": 8 })).await;
+        assert_eq!(bob_ws.expect("pong").await["req"], 8);
+        bob_ws.close().await;
+    }
+
+    // bob's sockets are gone, and so is he: he goes offline for alice.
+    let path = format!("/v1/presence?user_ids={}", bob.user_id);
+    for _ in 0..200 {
+        let (_, body) = api.get(&path, Some(&alice.access_token)).await;
+        if body["presence"][0]["status"] == "offline" {
+            system.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("bob stayed online");
+}
