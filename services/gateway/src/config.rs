@@ -49,7 +49,7 @@ pub struct Config {
     pub presence_ttl: Duration,
     /// `ACCESS_TOKEN_TTL_SECS` (as auth): how long a revocation must be remembered.
     pub access_token_ttl: Duration,
-    /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from the first
+    /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from the last
     /// `X-Forwarded-For` entry (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
 }

@@ -22,16 +22,20 @@ pub struct RegisterBody {
     display_name: Option<String>,
 }
 
-/// The end client's address, for auth's rate limits.
+/// The end client's address, for auth's rate limits. Behind a trusted proxy,
+/// the last `X-Forwarded-For` entry: the one that proxy appended. Entries
+/// before it are whatever the client wrote, so trusting the first would let
+/// anyone pick a fresh address for every request.
 fn client_address(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
     if state.config.trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = forwarded {
+        let appended_by_proxy = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = appended_by_proxy {
             return ip.to_string();
         }
     }
