@@ -17,6 +17,11 @@ on_both_databases!(
     cursors_past_the_head_of_the_stream_are_refused_and_the_socket_goes_live,
 );
 
+#[tokio::test]
+async fn a_client_cannot_dodge_address_limits_by_writing_its_own_forwarded_for() {
+    chat_system_tests::within_limit(forwarded_for_entries_written_by_the_client_are_ignored()).await;
+}
+
 async fn a_body_with_a_nul_character_is_refused_at_the_edge(db: Db) {
     let Some(system) = System::start(db).await else { return };
     let api = system.api();
@@ -282,4 +287,34 @@ async fn cursors_past_the_head_of_the_stream_are_refused_and_the_socket_goes_liv
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("bob stayed online");
+}
+
+/// Behind a proxy, the address that counts is the one the proxy appended
+/// last; whatever the client wrote before it is its own choice.
+async fn forwarded_for_entries_written_by_the_client_are_ignored() {
+    let Some(system) = System::builder()
+        .gateway_config(|c| c.trust_forwarded_for = true)
+        .auth_config(|c| {
+            c.login_per_address = chat_common::rate_limit::Rate { burst: 3, refill: Duration::from_secs(600) }
+        })
+        .start(Db::Sqlite)
+        .await
+    else {
+        return;
+    };
+    system.api().new_user("alice").await; // one login from 127.0.0.1 (no header)
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let response = http
+            .post(format!("{}/v1/auth/login", system.http(0)))
+            .header("X-Forwarded-For", format!("10.9.8.{n}, 203.0.113.7"))
+            .json(&json!({ "username": "alice", "password": chat_system_tests::client::PASSWORD }))
+            .send()
+            .await
+            .expect("gateway answers");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "one address, whatever the client prepends");
+    system.stop().await;
 }
