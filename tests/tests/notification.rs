@@ -676,3 +676,46 @@ async fn undecodable_entries_on_the_chat_stream_are_set_aside_and_pushes_keep_fl
     assert_eq!(metric(&system, "notification", "notification_dead_events_total").await, 2.0);
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_failing_is_set_aside_after_its_attempts_and_later_ones_flow() {
+    let mut system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, endpoint } = Pair::new(&system).await;
+    webhook(&api, &bob, &endpoint.url("hook")).await;
+    send(&api, &alice, &conversation, "before").await;
+    endpoint.wait_for("hook", 1).await;
+
+    // A fresh notification (no member lists cached) with two attempts per
+    // event; history is down, so the next message's members cannot be read.
+    system.kill_notification().await;
+    system.set_notification_config(|c| c.intake_attempts = 2);
+    system.start_notification().await;
+    system.kill_history().await;
+    send(&api, &alice, &conversation, "while history is down").await;
+
+    let nats = async_nats::connect(system.nats.url()).await.expect("nats");
+    let dead_events = async_nats::jetstream::new(nats).get_key_value("notify_dead_events").await.expect("bucket");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        let keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(dead_events.keys().await.expect("keys"))
+            .await
+            .into_iter()
+            .map(|key| key.expect("a key"))
+            .collect();
+        if let Some(key) = keys.first() {
+            break serde_json::from_slice::<Value>(&dead_events.get(key).await.unwrap().unwrap()).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert!(record["reason"].as_str().unwrap().starts_with("failed 2 times; last: history answered"), "{record}");
+    assert_eq!(record["subject"], format!("chat.conv.{conversation}.msg"));
+
+    system.start_history().await;
+    send(&api, &alice, &conversation, "after").await;
+    let pushed = endpoint.wait_for("hook", 2).await;
+    assert_eq!(serde_json::from_slice::<Value>(&pushed[1].body).unwrap()["body"], "after");
+    assert_eq!(metric(&system, "notification", "notification_dead_events_total").await, 1.0);
+    system.stop().await;
+}
