@@ -21,9 +21,10 @@ pub use system::System;
 /// holding CI until its own limit.
 pub const SCENARIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// Runs a scenario under [`SCENARIO_TIMEOUT`].
+/// Runs a scenario under [`SCENARIO_TIMEOUT`], on the heap: a whole
+/// scenario's future can outgrow a test thread's stack in a debug build.
 pub async fn within_limit(scenario: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await.is_err() {
+    if tokio::time::timeout(SCENARIO_TIMEOUT, Box::pin(scenario)).await.is_err() {
         panic!("the scenario did not finish within {SCENARIO_TIMEOUT:?}");
     }
 }

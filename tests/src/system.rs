@@ -66,7 +66,7 @@ impl SystemBuilder {
     }
 
     /// Changes notification's configuration (after the test defaults: http
-    /// endpoints allowed, a 300 ms coalescing window).
+    /// endpoints and private addresses allowed, a 300 ms coalescing window).
     pub fn notification_config(
         mut self,
         change: impl Fn(&mut chat_notification::Config) + Send + Sync + 'static,
@@ -311,6 +311,8 @@ impl System {
     fn notification_config(&self) -> chat_notification::Config {
         let mut config = chat_notification::Config::local(&self.nats.url(), &self.auth_addr, &self.history_addr);
         config.allow_http_endpoints = true;
+        // The tests' push endpoints listen on 127.0.0.1.
+        config.allow_private_endpoints = true;
         config.coalesce = Duration::from_millis(300);
         config.stream = self.stream.clone();
         (self.notification_settings)(&mut config);
@@ -335,6 +337,12 @@ impl System {
         self.notification_addr = notification.grpc_addr().to_string();
         self.metrics_addrs.insert("notification", notification.metrics_addr());
         self.notification = Some(spawn(|t| notification.run(t)));
+    }
+
+    /// Changes notification's configuration for its next start (after the
+    /// test defaults), replacing the builder's change.
+    pub fn set_notification_config(&mut self, change: impl Fn(&mut chat_notification::Config) + Send + Sync + 'static) {
+        self.notification_settings = Box::new(change);
     }
 
     /// Kills notification abruptly (its task is dropped mid-work, as in a crash).

@@ -309,15 +309,26 @@ async fn the_queue_survives_a_nats_server_restart() {
     system.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_push_subscriptions_are_refused() {
-    let system = System::builder()
-        .notification_config(|c| c.allow_http_endpoints = false)
-        .start(Db::Sqlite)
-        .await
-        .expect("sqlite needs no server");
+/// A system on SQLite with notification's configuration changed, and bob.
+async fn system_with_bob(
+    change: impl Fn(&mut chat_notification::Config) + Send + Sync + 'static,
+) -> (System, Api, Device) {
+    let system = System::builder().notification_config(change).start(Db::Sqlite).await.expect("sqlite needs no server");
     let api = system.api();
     let bob = api.new_user("bob").await;
+    (system, api, bob)
+}
+
+/// Registers `body` for `device`, expecting 400 `invalid_argument`; returns the message.
+async fn refused_registration(api: &Api, device: &Device, body: Value) -> String {
+    let (status, answer) = api.post("/v1/push/subscriptions", Some(&device.access_token), body.clone()).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_argument")), "{body}: {answer}");
+    answer["error"]["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_push_subscriptions_are_refused() {
+    let (system, api, bob) = system_with_bob(|c| c.allow_http_endpoints = false).await;
     let browser = BrowserSubscription::new();
     let cases = [
         json!({ "type": "webhook", "url": "http://example.com/hook" }),
@@ -329,8 +340,7 @@ async fn bad_push_subscriptions_are_refused() {
         json!({ "type": "webhook" }),
     ];
     for body in cases {
-        let (status, answer) = api.post("/v1/push/subscriptions", Some(&bob.access_token), body.clone()).await;
-        assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_argument")), "{body}: {answer}");
+        refused_registration(&api, &bob, body).await;
     }
     let (status, _) =
         api.post("/v1/push/subscriptions", None, json!({ "type": "webhook", "url": "https://a.example/" })).await;
@@ -351,5 +361,362 @@ async fn bad_push_subscriptions_are_refused() {
         )
         .await;
     assert_eq!(status, 404);
+    system.stop().await;
+}
+
+/// The push subscriptions `device` sees listed.
+async fn listed_urls(api: &Api, device: &Device) -> Vec<String> {
+    let (status, listed) = api.get("/v1/push/subscriptions", Some(&device.access_token)).await;
+    assert_eq!(status, 200, "{listed}");
+    listed["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["url"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until `device` sees exactly `urls` listed.
+async fn wait_for_listed(api: &Api, device: &Device, urls: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = listed_urls(api, device).await;
+        if listed == urls {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "listed {listed:?}, expected {urls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How a device stops being logged in.
+#[derive(Clone, Copy)]
+enum Revocation {
+    Logout,
+    RevokedFromAnotherDevice,
+    RefreshTokenReused,
+}
+
+async fn revoke(api: &Api, device: &Device, other: &Device, how: Revocation) {
+    match how {
+        Revocation::Logout => {
+            let (status, body) = api.post("/v1/auth/logout", Some(&device.access_token), json!({})).await;
+            assert_eq!(status, 204, "{body}");
+        }
+        Revocation::RevokedFromAnotherDevice => {
+            let path = format!("/v1/devices/{}", device.device_id);
+            let (status, body) = api.request(reqwest::Method::DELETE, &path, Some(&other.access_token), None).await;
+            assert_eq!(status, 204, "{body}");
+        }
+        Revocation::RefreshTokenReused => {
+            let refresh = json!({ "refresh_token": device.refresh_token });
+            assert_eq!(api.post("/v1/auth/refresh", None, refresh.clone()).await.0, 200);
+            let (status, body) = api.post("/v1/auth/refresh", None, refresh).await;
+            assert_eq!(status, 401, "the re-used token revokes the device: {body}");
+        }
+    }
+}
+
+/// Bob's device A and device B each register a webhook; A is revoked (while
+/// notification runs, or while it is down when `restart` says so); bob is
+/// offline and alice writes: B is pushed, A is not, and A's subscription is
+/// no longer listed.
+async fn a_revoked_devices_subscription_gets_no_push(db: Db, how: Revocation, notification_down: bool) {
+    let Some(mut system) = System::start(db).await else { return };
+    let Pair { api, alice, bob: device_a, conversation, endpoint } = Pair::new(&system).await;
+    let device_b = api.login("bob").await;
+    webhook(&api, &device_a, &endpoint.url("a")).await;
+    webhook(&api, &device_b, &endpoint.url("b")).await;
+    assert_eq!(listed_urls(&api, &device_b).await.len(), 2);
+
+    if notification_down {
+        system.kill_notification().await;
+    }
+    revoke(&api, &device_a, &device_b, how).await;
+    if notification_down {
+        system.start_notification().await;
+    }
+    wait_for_listed(&api, &device_b, &[endpoint.url("b")]).await;
+
+    send(&api, &alice, &conversation, "for bob's devices still logged in").await;
+    endpoint.wait_for("b", 1).await;
+    expect_no_more(&endpoint, "a", 0).await;
+    system.stop().await;
+}
+
+on_both_databases!(
+    a_logged_out_devices_subscription_gets_no_push,
+    a_revoked_devices_subscription_is_dropped_and_gets_no_push,
+    a_device_revoked_for_a_reused_refresh_token_gets_no_push,
+    a_device_revoked_while_notification_was_down_gets_no_push,
+);
+
+async fn a_logged_out_devices_subscription_gets_no_push(db: Db) {
+    a_revoked_devices_subscription_gets_no_push(db, Revocation::Logout, false).await;
+}
+
+async fn a_revoked_devices_subscription_is_dropped_and_gets_no_push(db: Db) {
+    a_revoked_devices_subscription_gets_no_push(db, Revocation::RevokedFromAnotherDevice, false).await;
+}
+
+async fn a_device_revoked_for_a_reused_refresh_token_gets_no_push(db: Db) {
+    a_revoked_devices_subscription_gets_no_push(db, Revocation::RefreshTokenReused, false).await;
+}
+
+async fn a_device_revoked_while_notification_was_down_gets_no_push(db: Db) {
+    a_revoked_devices_subscription_gets_no_push(db, Revocation::Logout, true).await;
+}
+
+/// A TCP listener on 127.0.0.1 that only counts the connections it accepts:
+/// proof that nothing connected to a refused endpoint.
+struct ConnectionCounter {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectionCounter {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_endpoints_on_private_addresses_are_refused_at_registration() {
+    let (system, api, bob) = system_with_bob(|c| c.allow_private_endpoints = false).await;
+    let browser = BrowserSubscription::new();
+    let counter = ConnectionCounter::start().await;
+    let port = counter.addr.port();
+    let cases = [
+        (json!({ "type": "webhook", "url": format!("http://127.0.0.1:{port}/hook") }), "loopback"),
+        (json!({ "type": "webhook", "url": "http://10.0.0.1/hook" }), "private"),
+        (json!({ "type": "webhook", "url": format!("http://[::1]:{port}/hook") }), "loopback"),
+        (json!({ "type": "webhook", "url": "http://169.254.169.254/latest/meta-data/" }), "link-local"),
+        (json!({ "type": "webhook", "url": "http://100.64.0.1/hook" }), "carrier-grade NAT"),
+        (json!({ "type": "webhook", "url": "https://[fd00::1]/hook" }), "unique local"),
+        (json!({ "type": "webhook", "url": "http://[::ffff:169.254.169.254]/" }), "link-local"),
+        (json!({ "type": "webhook", "url": format!("http://localhost:{port}/hook") }), "loopback"),
+        (json!({ "type": "web_push", "endpoint": "https://192.168.1.1/push", "keys": browser.keys() }), "private"),
+    ];
+    for (body, kind) in cases {
+        let message = refused_registration(&api, &bob, body.clone()).await;
+        assert!(message.contains("must not point at a") && message.contains(kind), "{body}: {message}");
+    }
+    assert!(listed_urls(&api, &bob).await.is_empty());
+    assert_eq!(counter.accepted(), 0, "registration connects nowhere");
+    system.stop().await;
+}
+
+/// One dead letter per subscription whose `last_error` starts with `reason`.
+async fn wait_for_dead_letters(system: &System, user: &Device, count: usize, reason: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = notification(system)
+            .await
+            .list_dead_letters(ListDeadLettersRequest { user_id: user.user_id.clone(), limit: 100 })
+            .await
+            .expect("ListDeadLetters")
+            .into_inner()
+            .dead_letters;
+        let matching: Vec<String> =
+            letters.iter().filter(|l| l.last_error.starts_with(reason)).map(|l| l.target.clone()).collect();
+        if matching.len() >= count {
+            return matching;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dead letters {letters:?}, expected {count} for {reason}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of a metric series on a service's `/metrics`, 0 when absent.
+async fn metric(system: &System, service: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", system.metrics_addrs[service]))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_stored_before_the_endpoint_policy_tightened_are_never_connected_to() {
+    let mut system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, .. } = Pair::new(&system).await;
+    let counter = ConnectionCounter::start().await;
+    let port = counter.addr.port();
+    // Stored while private addresses and http were allowed (as in development).
+    let literal = format!("http://127.0.0.1:{port}/hook");
+    let named = format!("http://localhost:{port}/hook");
+    webhook(&api, &bob, &literal).await;
+    webhook(&api, &bob, &named).await;
+
+    // Private addresses are disallowed now: nothing is sent, both are dead letters.
+    system.kill_notification().await;
+    system.set_notification_config(|c| c.allow_private_endpoints = false);
+    system.start_notification().await;
+    send(&api, &alice, &conversation, "to nowhere private").await;
+    let mut targets = wait_for_dead_letters(&system, &bob, 2, "refused: must not point at a loopback address").await;
+    targets.sort();
+    assert_eq!(targets, vec![literal.clone(), named.clone()]);
+    assert!(metric(&system, "notification", "notification_pushes_total{outcome=\"refused\"}").await >= 2.0);
+
+    // Private addresses allowed again, but http no longer.
+    system.kill_notification().await;
+    system.set_notification_config(|c| c.allow_http_endpoints = false);
+    system.start_notification().await;
+    send(&api, &alice, &conversation, "to nowhere plain").await;
+    wait_for_dead_letters(&system, &bob, 2, "refused: must be an https URL").await;
+    assert_eq!(counter.accepted(), 0, "no connection to a refused endpoint, ever");
+    system.stop().await;
+}
+
+/// The CHAT stream captures only `subjects` from now on (a way to make one
+/// kind of publish fail, as when nats-server refuses it).
+async fn chat_stream_subjects(system: &System, subjects: &[&str]) {
+    let nats = async_nats::connect(system.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js.get_stream(chat_common::nats::CHAT_STREAM).await.expect("the CHAT stream");
+    let mut config = stream.info().await.expect("stream info").config.clone();
+    config.subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+    js.update_stream(config).await.expect("the stream's subjects change");
+}
+
+on_both_databases!(a_removed_member_gets_no_preview_even_when_the_membership_snapshot_after_the_removal_fails);
+
+async fn a_removed_member_gets_no_preview_even_when_the_membership_snapshot_after_the_removal_fails(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let (alice, bob, carol) = (api.new_user("alice").await, api.new_user("bob").await, api.new_user("carol").await);
+    let endpoint = PushEndpoint::start().await;
+    webhook(&api, &bob, &endpoint.url("bob")).await;
+    webhook(&api, &carol, &endpoint.url("carol")).await;
+    let (status, created) = api
+        .post(
+            "/v1/conversations",
+            Some(&alice.access_token),
+            json!({ "kind": "group", "title": "Team", "members": [bob.user_id, carol.user_id] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let group = created["conversation_id"].as_str().unwrap().to_owned();
+    send(&api, &alice, &group, "hello team").await;
+    endpoint.wait_for("bob", 1).await;
+    endpoint.wait_for("carol", 1).await;
+
+    // Alice removes carol; the removal is committed (its system message and
+    // history's row), but the membership snapshot after it cannot be published.
+    chat_stream_subjects(&system, &["chat.conv.*.msg", "chat.conv.*.read", "chat.conv.*.edit"]).await;
+    let path = format!("/v1/conversations/{group}/members/{}", carol.user_id);
+    let (status, answer) = api.request(reqwest::Method::DELETE, &path, Some(&alice.access_token), None).await;
+    assert_eq!(status, 503, "the snapshot failed: {answer}");
+    chat_stream_subjects(&system, &[chat_common::nats::CHAT_SUBJECTS]).await;
+    let (status, conversation) = api.get(&format!("/v1/conversations/{group}"), Some(&alice.access_token)).await;
+    assert_eq!(status, 200, "{conversation}");
+    assert_eq!(conversation["members"], json!([alice.user_id, bob.user_id]), "carol is no longer a member");
+
+    send(&api, &alice, &group, "only for the team as it is now").await;
+    let pushed = endpoint.wait_for("bob", 2).await;
+    assert_eq!(serde_json::from_slice::<Value>(&pushed[1].body).unwrap()["body"], "only for the team as it is now");
+    expect_no_more(&endpoint, "carol", 1).await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_entries_on_the_chat_stream_are_set_aside_and_pushes_keep_flowing() {
+    let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, endpoint } = Pair::new(&system).await;
+    webhook(&api, &bob, &endpoint.url("hook")).await;
+
+    // Garbage straight onto the stream (subjects of a conversation nobody
+    // writes to, so the conversation's own log stays readable).
+    let nats = async_nats::connect(system.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let elsewhere = uuid::Uuid::new_v4();
+    let mut garbage_seqs = Vec::new();
+    for subject in [format!("chat.conv.{elsewhere}.msg"), format!("chat.conv.{elsewhere}.members")] {
+        let ack = js.publish(subject, vec![0xff, 0xff, 0xff, 0xff].into()).await.expect("published");
+        garbage_seqs.push(ack.await.expect("stored").sequence);
+    }
+
+    send(&api, &alice, &conversation, "still flowing").await;
+    let pushed = endpoint.wait_for("hook", 1).await;
+    assert_eq!(serde_json::from_slice::<Value>(&pushed[0].body).unwrap()["body"], "still flowing");
+
+    let dead_events = js.get_key_value("notify_dead_events").await.expect("the dead events bucket");
+    for seq in garbage_seqs {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let record = loop {
+            if let Some(record) = dead_events.get(seq.to_string()).await.expect("readable") {
+                break record;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no dead event for stream entry {seq}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let record: Value = serde_json::from_slice(&record).expect("JSON");
+        assert_eq!(record["stream_seq"], seq);
+        assert!(record["reason"].as_str().unwrap().starts_with("undecodable payload"), "{record}");
+        assert!(record["subject"].as_str().unwrap().starts_with(&format!("chat.conv.{elsewhere}.")), "{record}");
+    }
+    // At least: the counter is shared by every notification in this test process.
+    assert!(metric(&system, "notification", "notification_dead_events_total").await >= 2.0);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_failing_is_set_aside_after_its_attempts_and_later_ones_flow() {
+    let mut system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, endpoint } = Pair::new(&system).await;
+    webhook(&api, &bob, &endpoint.url("hook")).await;
+    send(&api, &alice, &conversation, "before").await;
+    endpoint.wait_for("hook", 1).await;
+
+    // A fresh notification (no member lists cached) with two attempts per
+    // event; history is down, so the next message's members cannot be read.
+    system.kill_notification().await;
+    system.set_notification_config(|c| c.intake_attempts = 2);
+    system.start_notification().await;
+    system.kill_history().await;
+    send(&api, &alice, &conversation, "while history is down").await;
+
+    let nats = async_nats::connect(system.nats.url()).await.expect("nats");
+    let dead_events = async_nats::jetstream::new(nats).get_key_value("notify_dead_events").await.expect("bucket");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let record = loop {
+        let keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(dead_events.keys().await.expect("keys"))
+            .await
+            .into_iter()
+            .map(|key| key.expect("a key"))
+            .collect();
+        if let Some(key) = keys.first() {
+            break serde_json::from_slice::<Value>(&dead_events.get(key).await.unwrap().unwrap()).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert!(record["reason"].as_str().unwrap().starts_with("failed 2 times; last: history answered"), "{record}");
+    assert_eq!(record["subject"], format!("chat.conv.{conversation}.msg"));
+
+    system.start_history().await;
+    send(&api, &alice, &conversation, "after").await;
+    let pushed = endpoint.wait_for("hook", 2).await;
+    assert_eq!(serde_json::from_slice::<Value>(&pushed[1].body).unwrap()["body"], "after");
+    assert!(metric(&system, "notification", "notification_dead_events_total").await >= 1.0);
     system.stop().await;
 }

@@ -39,6 +39,7 @@ async fn one_message_is_one_trace_across_the_services() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
             ("NOTIFICATION_ALLOW_HTTP_ENDPOINTS", "true".to_owned()),
+            ("NOTIFICATION_ALLOW_PRIVATE_ENDPOINTS", "true".to_owned()),
             ("NOTIFICATION_COALESCE_MS", "200".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "info,chat_gateway=debug".to_owned()),

@@ -17,6 +17,9 @@ pub const CLAIMS: &str = "notify_claims";
 pub const SENT: &str = "notify_sent";
 /// Pushes that failed every attempt: `<user>.<notification>.<subscription>` → `DeadLetter`.
 pub const DEAD: &str = "notify_dead";
+/// Events of the CHAT stream the intake set aside: `<stream sequence>` →
+/// JSON `{stream_seq, subject, reason, attempts, failed_at_ms}`.
+pub const DEAD_EVENTS: &str = "notify_dead_events";
 /// Push subscriptions: `<user>.<subscription>` → `PushSubscription`.
 pub const SUBSCRIPTIONS: &str = "notify_subscriptions";
 /// The VAPID key pair: `vapid` → PKCS#8 DER of the P-256 private key.
@@ -32,6 +35,7 @@ pub struct Buckets {
     pub claims: kv::Store,
     pub sent: kv::Store,
     pub dead: kv::Store,
+    pub dead_events: kv::Store,
     pub subscriptions: kv::Store,
     pub keys: kv::Store,
 }
@@ -51,6 +55,7 @@ impl Buckets {
             claims: bucket(CLAIMS, PENDING_MAX_AGE).await?,
             sent: bucket(SENT, SENT_MAX_AGE).await?,
             dead: bucket(DEAD, DEAD_MAX_AGE).await?,
+            dead_events: bucket(DEAD_EVENTS, DEAD_MAX_AGE).await?,
             subscriptions: bucket(SUBSCRIPTIONS, Duration::ZERO).await?,
             keys: bucket(KEYS, Duration::ZERO).await?,
         })

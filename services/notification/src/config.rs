@@ -35,6 +35,16 @@ pub struct Config {
     /// `NOTIFICATION_ALLOW_HTTP_ENDPOINTS` (default false): accept `http://`
     /// push endpoints and webhooks (development and tests only).
     pub allow_http_endpoints: bool,
+    /// `NOTIFICATION_ALLOW_PRIVATE_ENDPOINTS` (default false): accept push
+    /// endpoints and webhooks on loopback, private, link-local and other
+    /// non-public addresses (development and tests only: otherwise anyone
+    /// could make this service send requests into its own network).
+    pub allow_private_endpoints: bool,
+    /// `NOTIFICATION_INTAKE_ATTEMPTS` (default 10): attempts at an event of
+    /// the CHAT stream that keeps failing before it is set aside as a dead
+    /// event (one that can never succeed, such as an undecodable payload, is
+    /// set aside at once).
+    pub intake_attempts: u32,
     /// `NOTIFICATION_VAPID_SUBJECT` (default `mailto:admin@localhost`): the
     /// contact push services see in the VAPID token.
     pub vapid_subject: String,
@@ -57,6 +67,8 @@ impl Config {
             ack_wait: Duration::from_secs(config::parse("NOTIFICATION_ACK_WAIT_SECS", 30)?),
             push_timeout: Duration::from_millis(config::parse("NOTIFICATION_PUSH_TIMEOUT_MS", 10_000)?),
             allow_http_endpoints: config::parse("NOTIFICATION_ALLOW_HTTP_ENDPOINTS", false)?,
+            allow_private_endpoints: config::parse("NOTIFICATION_ALLOW_PRIVATE_ENDPOINTS", false)?,
+            intake_attempts: config::parse("NOTIFICATION_INTAKE_ATTEMPTS", 10)?,
             vapid_subject: config::string("NOTIFICATION_VAPID_SUBJECT", "mailto:admin@localhost"),
         })
     }
@@ -76,6 +88,8 @@ impl Config {
             ack_wait: Duration::from_secs(30),
             push_timeout: Duration::from_secs(10),
             allow_http_endpoints: false,
+            allow_private_endpoints: false,
+            intake_attempts: 10,
             vapid_subject: "mailto:admin@localhost".to_owned(),
         }
     }

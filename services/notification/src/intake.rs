@@ -2,6 +2,19 @@
 //! instance, so each event is handled once) and keeps the offline queue:
 //! a message is queued for each member with no connected device; a read
 //! marker drops that member's deliveries it passed.
+//!
+//! Membership: each conversation's member list is cached, kept current by the
+//! membership snapshots on the stream and, first, by the group's system
+//! messages (`member_removed`, `member_left`, `members_added`): history writes
+//! a removal's system message before anything else of the removal, so a
+//! removed member is dropped here even if the snapshot after it never comes.
+//!
+//! No entry can stall the consumer: one that can never be handled (its
+//! payload does not decode, or history refuses its ids) is set aside at once,
+//! one that keeps failing after `NOTIFICATION_INTAKE_ATTEMPTS` attempts (with
+//! backoff); either way as a dead event in the `notify_dead_events` bucket
+//! (key: its stream sequence) with the reason, counted in
+//! `notification_dead_events` and logged once, while later entries flow.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +27,7 @@ use chat_common::grpc::Channel;
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
-use chat_proto::events::v1::{MembershipChanged, Message, ReadMarkerMoved};
+use chat_proto::events::v1::{MembershipChanged, Message, ReadMarkerMoved, SystemEvent};
 use chat_proto::history::v1::GetConversationRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::PendingDelivery;
@@ -30,11 +43,46 @@ pub const CONSUMER: &str = "notification";
 const PREVIEW_CHARS: usize = 120;
 /// Member lists cached at most (then the cache starts over).
 const MAX_CACHED: usize = 100_000;
-/// How long an event that could not be handled waits before it is retried.
+/// How long an event that could not be handled waits before it is retried
+/// the first time; each next retry waits twice as long, up to `RETRY_MAX`.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Why an event was not handled.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// It can never be handled: set aside at once.
+    #[error("{0}")]
+    Poison(String),
+    /// Worth retrying (a dependency is down).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        let reason = format!("history answered {:?}: {}", status.code(), status.message());
+        match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Failure::Poison(reason),
+            _ => Failure::Transient(reason),
+        }
+    }
+}
+
+/// An event set aside: in `notify_dead_events` under its stream sequence.
+#[derive(Debug, serde::Serialize)]
+struct DeadEvent<'a> {
+    stream_seq: u64,
+    subject: &'a str,
+    reason: String,
+    attempts: u64,
+    failed_at_ms: i64,
+}
 
 pub struct Intake {
     consumer: PullConsumer,
+    attempts: u64,
+    dead_events: async_nats::jetstream::kv::Store,
     pending: Arc<Pending>,
     sockets: Arc<Mutex<SocketIndex>>,
     history: HistoryServiceClient<Channel>,
@@ -47,6 +95,8 @@ impl Intake {
     /// When the consumer cannot be created.
     pub async fn new(
         stream: &Stream,
+        attempts: u32,
+        dead_events: async_nats::jetstream::kv::Store,
         pending: Arc<Pending>,
         sockets: Arc<Mutex<SocketIndex>>,
         history: HistoryServiceClient<Channel>,
@@ -67,7 +117,15 @@ impl Intake {
                 ..Default::default()
             })
             .await?;
-        Ok(Self { consumer, pending, sockets, history, members: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            consumer,
+            attempts: u64::from(attempts.max(1)),
+            dead_events,
+            pending,
+            sockets,
+            history,
+            members: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The durable consumer (for its lag).
@@ -97,10 +155,7 @@ impl Intake {
                     Some(Ok(message)) => {
                         let ack = match self.handle(&message).await {
                             Ok(()) => AckKind::Ack,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "event not handled; retrying");
-                                AckKind::Nak(Some(RETRY_AFTER))
-                            }
+                            Err(failure) => self.after(&message, failure).await,
                         };
                         if let Err(e) = message.ack_with(ack).await {
                             tracing::warn!(error = %e, "cannot acknowledge an event");
@@ -113,12 +168,46 @@ impl Intake {
         }
     }
 
-    async fn handle(&self, message: &async_nats::jetstream::Message) -> Result<(), tonic::Status> {
+    /// What to do with an event that failed: retry it later, or set it aside.
+    async fn after(&self, message: &async_nats::jetstream::Message, failure: Failure) -> AckKind {
+        let (stream_seq, delivered) = message.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or_default();
+        let delivered = delivered.max(1) as u64;
+        let reason = match failure {
+            Failure::Transient(reason) if delivered < self.attempts => {
+                let delay =
+                    RETRY_AFTER.saturating_mul(2u32.saturating_pow(delivered.min(16) as u32 - 1)).min(RETRY_MAX);
+                tracing::warn!(error = %reason, attempt = delivered, ?delay, "event not handled; retrying");
+                return AckKind::Nak(Some(delay));
+            }
+            Failure::Transient(reason) => format!("failed {delivered} times; last: {reason}"),
+            Failure::Poison(reason) => reason,
+        };
+        let dead = DeadEvent {
+            stream_seq,
+            subject: &message.subject,
+            reason,
+            attempts: delivered,
+            failed_at_ms: chat_common::time::now_ms(),
+        };
+        let value = serde_json::to_vec(&dead).expect("a dead event serialises");
+        if let Err(e) = self.dead_events.put(stream_seq.to_string(), value.into()).await {
+            tracing::warn!(error = %e, "cannot record a dead event; retrying it");
+            return AckKind::Nak(Some(RETRY_AFTER));
+        }
+        tracing::error!(stream_seq, subject = %dead.subject, reason = %dead.reason, "event set aside as a dead event");
+        crate::metrics::get().dead_events.inc();
+        // Never redelivered.
+        AckKind::Term
+    }
+
+    async fn handle(&self, message: &async_nats::jetstream::Message) -> Result<(), Failure> {
         let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let undecodable = |e: prost::DecodeError| Failure::Poison(format!("undecodable payload: {e}"));
         match parse_chat_subject(&message.subject) {
-            Some(ChatSubject::Message { .. }) => {
-                let Ok(chat) = Message::decode(message.payload.as_ref()) else { return Ok(()) };
-                if chat.system.is_some() {
+            Some(ChatSubject::Message { conversation_id }) => {
+                let chat = Message::decode(message.payload.as_ref()).map_err(undecodable)?;
+                if let Some(system) = &chat.system {
+                    self.apply_system_event(conversation_id, system);
                     return Ok(()); // membership changes notify nobody
                 }
                 let span = tracing::info_span!(
@@ -133,20 +222,18 @@ impl Intake {
                     Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
                         Ok(())
                     }
-                    other => other,
+                    other => other.map_err(Failure::from),
                 }
             }
             Some(ChatSubject::Membership { conversation_id }) => {
-                if let Ok(event) = MembershipChanged::decode(message.payload.as_ref()) {
-                    self.remember(conversation_id, event.member_ids);
-                }
+                let event = MembershipChanged::decode(message.payload.as_ref()).map_err(undecodable)?;
+                self.remember(conversation_id, event.member_ids);
                 Ok(())
             }
             Some(ChatSubject::Read { conversation_id }) => {
-                if let Ok(read) = ReadMarkerMoved::decode(message.payload.as_ref()) {
-                    let seq = read.seq;
-                    self.pending.remove(&read.user_id, |d| d.conversation_id == conversation_id && d.seq <= seq).await;
-                }
+                let read = ReadMarkerMoved::decode(message.payload.as_ref()).map_err(undecodable)?;
+                let seq = read.seq;
+                self.pending.remove(&read.user_id, |d| d.conversation_id == conversation_id && d.seq <= seq).await;
                 Ok(())
             }
             Some(ChatSubject::Edit { .. }) | None => Ok(()),
@@ -196,6 +283,26 @@ impl Intake {
             .await?
             .into_inner();
         Ok(self.remember(conversation_id, conversation.member_ids))
+    }
+
+    /// Applies a group's system message to the cached member list: a removal
+    /// takes effect here at its place in the stream, snapshot or not.
+    fn apply_system_event(&self, conversation_id: &str, event: &SystemEvent) {
+        let mut cache = self.lock();
+        let Some(members) = cache.get_mut(conversation_id) else { return };
+        let mut updated = members.as_ref().clone();
+        match event.event.as_str() {
+            "member_removed" | "member_left" => updated.retain(|m| !event.user_ids.contains(m)),
+            "members_added" | "created" => {
+                for user_id in &event.user_ids {
+                    if !updated.contains(user_id) {
+                        updated.push(user_id.clone());
+                    }
+                }
+            }
+            _ => return,
+        }
+        *members = Arc::new(updated);
     }
 
     fn remember(&self, conversation_id: &str, member_ids: Vec<String>) -> Arc<Vec<String>> {

@@ -7,12 +7,14 @@
 
 mod buckets;
 pub mod config;
+mod endpoint;
 mod grpc;
 mod index;
 mod intake;
 mod metrics;
 mod pending;
 mod pusher;
+mod revocations;
 mod send;
 mod subscriptions;
 mod webpush;
@@ -58,6 +60,7 @@ pub struct App {
     intake: intake::Intake,
     pusher: Arc<pusher::Pusher>,
     pusher_consumer: PullConsumer,
+    js: async_nats::jetstream::Context,
     health: chat_common::grpc::Health,
     metrics: chat_common::metrics::Endpoint,
 }
@@ -79,19 +82,29 @@ impl App {
         let buckets = buckets::Buckets::open(&js, replicas).await.map_err(|e| unexpected(&e))?;
         let vapid =
             webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject).await.map_err(|e| unexpected(&e))?;
-        let sender = Arc::new(send::Sender::new(vapid, config.push_timeout));
+        let policy = endpoint::EndpointPolicy {
+            allow_http: config.allow_http_endpoints,
+            allow_private: config.allow_private_endpoints,
+        };
+        let sender = Arc::new(send::Sender::new(vapid, config.push_timeout, policy));
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
         let history = chat_common::grpc::history_client(channel(&config.history_url)?);
         let auth = AuthServiceClient::new(channel(&config.auth_url)?);
 
         let sockets = Arc::new(Mutex::new(SocketIndex::default()));
         let pending = Arc::new(pending::Pending::new(js.clone(), buckets.pending.clone()));
-        let subscriptions =
-            Arc::new(subscriptions::Subscriptions::new(buckets.subscriptions.clone(), config.allow_http_endpoints));
+        let subscriptions = Arc::new(subscriptions::Subscriptions::new(buckets.subscriptions.clone(), policy));
         let dead = Arc::new(index::UserIndex::new());
-        let intake = intake::Intake::new(&chat, pending.clone(), sockets.clone(), history.clone())
-            .await
-            .map_err(|e| unexpected(&e))?;
+        let intake = intake::Intake::new(
+            &chat,
+            config.intake_attempts,
+            buckets.dead_events.clone(),
+            pending.clone(),
+            sockets.clone(),
+            history.clone(),
+        )
+        .await
+        .map_err(|e| unexpected(&e))?;
         let settings = pusher::Settings {
             coalesce: config.coalesce,
             attempts: config.push_attempts.max(1),
@@ -138,6 +151,7 @@ impl App {
             intake,
             pusher,
             pusher_consumer,
+            js,
             health,
             metrics,
         })
@@ -170,6 +184,7 @@ impl App {
             chat_common::sockets::follow(&self.presence, &self.sockets, &shutdown),
             self.pending.index.clone().follow(self.buckets.pending.clone(), shutdown.clone()),
             self.subscriptions.index.clone().follow(self.buckets.subscriptions.clone(), shutdown.clone()),
+            revocations::follow(self.js.clone(), self.subscriptions.clone(), shutdown.clone()),
             self.dead.clone().follow(self.buckets.dead.clone(), shutdown.clone()),
             self.intake.run(shutdown.clone()),
             self.pusher.run(self.pusher_consumer, shutdown.clone()),

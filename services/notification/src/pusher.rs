@@ -12,6 +12,13 @@
 //! yet marked sent. Failed sends are retried with exponential backoff (a NAK
 //! with delay); after the last attempt each failed subscription gets a dead
 //! letter. 404 or 410 removes the subscription.
+//!
+//! Before sending, the pusher confirms with history that the user is still a
+//! member of every conversation the notification previews, and with auth
+//! which of the user's devices are still logged in: only their subscriptions
+//! are sent to (the others are removed). Either check failing makes the push
+//! wait, never go out unchecked. An endpoint the policy refuses now
+//! (`endpoint`) gets no request and a dead letter at once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,10 +31,10 @@ use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
-use chat_proto::history::v1::ListConversationsRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::history::v1::{GetConversationRequest, ListConversationsRequest};
 use chat_proto::notification::v1::push_subscription::Target;
-use chat_proto::notification::v1::{DeadLetter, PendingDelivery};
+use chat_proto::notification::v1::{DeadLetter, PendingDelivery, PushSubscription};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use prost::Message as _;
@@ -264,22 +271,50 @@ impl Pusher {
         }
     }
 
-    /// Sends the claim's notification to every subscription not yet sent to.
+    /// Sends the claim's notification to every subscription not yet sent to,
+    /// if the user is still a member of every conversation it previews, and
+    /// only to subscriptions of devices still logged in.
     #[tracing::instrument(name = "notification.push", skip_all, fields(attempt))]
     async fn push(&self, user_id: &str, claim: &Claim, attempt: u32) -> Verdict {
+        let retry_later = Verdict::RetryIn(self.settings.retry_base * 2u32.saturating_pow(attempt.min(8) - 1));
+        let subscriptions = self.subscriptions.of(user_id);
+        if subscriptions.is_empty() {
+            return Verdict::Done;
+        }
+        match self.still_member_of_all(user_id, claim).await {
+            Ok(true) => {}
+            Ok(false) => return Verdict::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm the user's membership; the push waits");
+                return retry_later;
+            }
+        }
+        let active = match crate::revocations::active_devices(&self.auth, user_id).await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot confirm the user's devices; the push waits");
+                return retry_later;
+            }
+        };
         let mut failed = Vec::new();
-        for subscription in self.subscriptions.of(user_id) {
+        for subscription in subscriptions {
+            if !active.contains(&subscription.device_id) {
+                tracing::info!("push subscription of a revoked device; removing it");
+                count_push("revoked");
+                let _ = self.subscriptions.remove(user_id, &subscription.subscription_id).await;
+                continue;
+            }
             let sent_key = format!("{}.{}", claim.notification_id, subscription.subscription_id);
             if matches!(self.sent.get(&sent_key).await, Ok(Some(_))) {
                 continue;
             }
             let outcome = self.sender.send(&subscription, &claim.notification_id, claim.payload.as_bytes()).await;
-            let label = match outcome {
+            count_push(match outcome {
                 Outcome::Delivered => "delivered",
                 Outcome::Gone => "gone",
                 Outcome::Failed(_) => "failed",
-            };
-            crate::metrics::get().pushes.get_or_create(&chat_common::metrics::label("outcome", label)).inc();
+                Outcome::Refused(_) => "refused",
+            });
             match outcome {
                 Outcome::Delivered => {
                     if let Err(e) = self.sent.put(&sent_key, Default::default()).await {
@@ -289,6 +324,11 @@ impl Pusher {
                 Outcome::Gone => {
                     tracing::info!("push subscription gone; removing it");
                     let _ = self.subscriptions.remove(user_id, &subscription.subscription_id).await;
+                }
+                Outcome::Refused(reason) => {
+                    // Retrying cannot help while the policy stands.
+                    tracing::warn!(reason, "push endpoint refused by policy; nothing sent, dead letter recorded");
+                    self.dead_letter(user_id, claim, &subscription, attempt, format!("refused: {reason}")).await;
                 }
                 Outcome::Failed(reason) => failed.push((subscription, reason)),
             }
@@ -302,28 +342,69 @@ impl Pusher {
             return Verdict::RetryIn(delay);
         }
         for (subscription, reason) in failed {
-            let target = match &subscription.target {
-                Some(Target::WebPush(t)) => t.endpoint.clone(),
-                Some(Target::Webhook(t)) => t.url.clone(),
-                None => String::new(),
-            };
-            let letter = DeadLetter {
-                user_id: user_id.to_owned(),
-                subscription_id: subscription.subscription_id.clone(),
-                notification_id: claim.notification_id.clone(),
-                attempts: attempt,
-                last_error: reason,
-                failed_at_ms: chat_common::time::now_ms(),
-                target,
-            };
-            let key = format!("{user_id}.{}.{}", claim.notification_id, subscription.subscription_id);
             tracing::warn!(attempts = attempt, "push failed for good; dead letter recorded");
-            crate::metrics::get().pushes.get_or_create(&chat_common::metrics::label("outcome", "dead_letter")).inc();
-            if let Err(e) = self.dead.put(&key, letter.encode_to_vec().into()).await {
-                tracing::error!(error = %e, "cannot record a dead letter");
-            }
+            self.dead_letter(user_id, claim, &subscription, attempt, reason).await;
         }
         Verdict::Done
+    }
+
+    /// Whether the user is still a member of every conversation the claim
+    /// previews, asked of history (the record of membership) at send time,
+    /// so a removal takes effect even when its membership snapshot never
+    /// reached this service. The deliveries of a conversation the user left
+    /// are dropped; nothing of the batch is pushed.
+    ///
+    /// # Errors
+    /// When history cannot answer (the push waits: fail closed).
+    async fn still_member_of_all(&self, user_id: &str, claim: &Claim) -> Result<bool, tonic::Status> {
+        let mut conversations: Vec<&str> = claim.covered.iter().filter_map(|key| key.split('.').nth(1)).collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        let mut member_of_all = true;
+        for conversation_id in conversations {
+            let request =
+                GetConversationRequest { conversation_id: conversation_id.to_owned(), user_id: user_id.to_owned() };
+            match self.history.clone().get_conversation(request).await {
+                Ok(_) => {}
+                Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) => {
+                    tracing::info!("no longer a member; the conversation's deliveries are dropped unpushed");
+                    count_push("not_member");
+                    self.pending.remove(user_id, |d| d.conversation_id == conversation_id).await;
+                    member_of_all = false;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Ok(member_of_all)
+    }
+
+    async fn dead_letter(
+        &self,
+        user_id: &str,
+        claim: &Claim,
+        subscription: &PushSubscription,
+        attempts: u32,
+        reason: String,
+    ) {
+        let target = match &subscription.target {
+            Some(Target::WebPush(t)) => t.endpoint.clone(),
+            Some(Target::Webhook(t)) => t.url.clone(),
+            None => String::new(),
+        };
+        let letter = DeadLetter {
+            user_id: user_id.to_owned(),
+            subscription_id: subscription.subscription_id.clone(),
+            notification_id: claim.notification_id.clone(),
+            attempts,
+            last_error: reason,
+            failed_at_ms: chat_common::time::now_ms(),
+            target,
+        };
+        let key = format!("{user_id}.{}.{}", claim.notification_id, subscription.subscription_id);
+        count_push("dead_letter");
+        if let Err(e) = self.dead.put(&key, letter.encode_to_vec().into()).await {
+            tracing::error!(error = %e, "cannot record a dead letter");
+        }
     }
 
     /// The notification JSON for a batch of deliveries.
@@ -396,6 +477,10 @@ pub fn text(senders: &[String], previews: Vec<&str>) -> (String, String) {
     };
     let title = if senders.len() == 1 { first } else { "New messages".to_owned() };
     (title, format!("{} new messages from {from}", previews.len()))
+}
+
+fn count_push(outcome: &'static str) {
+    crate::metrics::get().pushes.get_or_create(&chat_common::metrics::label("outcome", outcome)).inc();
 }
 
 fn time_since(then: time::OffsetDateTime) -> Duration {

@@ -14,6 +14,7 @@ use chat_proto::notification::v1::push_subscription::Target;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::endpoint::{EndpointPolicy, refusal_in};
 use crate::webpush::{self, Vapid};
 
 /// How long a push service keeps an undelivered Web Push message.
@@ -26,11 +27,14 @@ pub enum Outcome {
     Gone,
     /// Worth retrying later.
     Failed(String),
+    /// The endpoint is not allowed (now): nothing was sent, nor connected to.
+    Refused(String),
 }
 
 pub struct Sender {
     http: reqwest::Client,
     vapid: Vapid,
+    policy: EndpointPolicy,
 }
 
 /// The webhook signature of `body` sent at `timestamp`.
@@ -43,27 +47,30 @@ pub fn webhook_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 impl Sender {
-    pub fn new(vapid: Vapid, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client with default TLS settings");
-        Self { http, vapid }
+    pub fn new(vapid: Vapid, timeout: Duration, policy: EndpointPolicy) -> Self {
+        Self { http: policy.http_client(timeout), vapid, policy }
     }
 
     pub fn vapid_public_key(&self) -> &str {
         &self.vapid.public_key
     }
 
-    /// Sends `payload` (JSON) with idempotency key `id`.
+    /// Sends `payload` (JSON) with idempotency key `id`, if the endpoint is
+    /// allowed under today's policy (it may have changed since registration).
     pub async fn send(&self, subscription: &PushSubscription, id: &str, payload: &[u8]) -> Outcome {
         let now = chat_common::time::now_ms() / 1000;
+        let url = match &subscription.target {
+            Some(Target::WebPush(target)) => &target.endpoint,
+            Some(Target::Webhook(target)) => &target.url,
+            None => return Outcome::Gone,
+        };
+        let Ok(url) = reqwest::Url::parse(url) else { return Outcome::Gone };
+        if let Err(refused) = self.policy.check(&url) {
+            return Outcome::Refused(refused.0);
+        }
         let request = match &subscription.target {
             Some(Target::WebPush(target)) => {
-                let Ok(endpoint) = reqwest::Url::parse(&target.endpoint) else {
-                    return Outcome::Gone;
-                };
+                let endpoint = url;
                 let body = match webpush::encrypt(&target.p256dh, &target.auth, payload) {
                     Ok(body) => body,
                     Err(e) => return Outcome::Failed(e.to_string()),
@@ -78,9 +85,9 @@ impl Sender {
                     .header("Idempotency-Key", id)
                     .body(body)
             }
-            Some(Target::Webhook(target)) => self
+            Some(Target::Webhook(_)) => self
                 .http
-                .post(&target.url)
+                .post(url)
                 .header("Content-Type", "application/json")
                 .header("Idempotency-Key", id)
                 .header("X-Chat-Timestamp", now.to_string())
@@ -92,9 +99,11 @@ impl Sender {
             Ok(response) if response.status().is_success() => Outcome::Delivered,
             Ok(response) if matches!(response.status().as_u16(), 404 | 410) => Outcome::Gone,
             Ok(response) => Outcome::Failed(format!("HTTP {}", response.status().as_u16())),
-            Err(e) => {
-                Outcome::Failed(if e.is_timeout() { "timed out".to_owned() } else { "connection failed".to_owned() })
-            }
+            Err(e) => match refusal_in(&e) {
+                Some(refused) => Outcome::Refused(refused.0),
+                None if e.is_timeout() => Outcome::Failed("timed out".to_owned()),
+                None => Outcome::Failed("connection failed".to_owned()),
+            },
         }
     }
 }

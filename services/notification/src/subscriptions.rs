@@ -1,6 +1,8 @@
 //! Push subscriptions of users' devices, in the `notify_subscriptions` bucket
 //! under `<user>.<subscription>`. Everything a client sends is checked here:
-//! URLs, key lengths, how many subscriptions a user may hold.
+//! URLs (and where they point, see `endpoint`), key lengths, how many
+//! subscriptions a user may hold. A subscription lives as long as the device
+//! that registered it: `revocations` drops those of a revoked device.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use prost::Message as _;
 use tonic::Status;
 
 use crate::buckets::MARKER_TTL;
+use crate::endpoint::EndpointPolicy;
 use crate::index::UserIndex;
 
 /// Subscriptions one user may hold (a few per device is plenty).
@@ -23,7 +26,7 @@ const MAX_URL_BYTES: usize = 2048;
 pub struct Subscriptions {
     bucket: kv::Store,
     pub index: Arc<UserIndex<PushSubscription>>,
-    allow_http: bool,
+    policy: EndpointPolicy,
 }
 
 fn uuid(field: &str, value: &str) -> Result<(), Status> {
@@ -31,24 +34,20 @@ fn uuid(field: &str, value: &str) -> Result<(), Status> {
 }
 
 impl Subscriptions {
-    pub fn new(bucket: kv::Store, allow_http: bool) -> Self {
-        Self { bucket, index: Arc::new(UserIndex::new()), allow_http }
+    pub fn new(bucket: kv::Store, policy: EndpointPolicy) -> Self {
+        Self { bucket, index: Arc::new(UserIndex::new()), policy }
     }
 
-    fn check_url(&self, field: &str, url: &str) -> Result<String, Status> {
+    async fn check_url(&self, field: &str, url: &str) -> Result<String, Status> {
         let invalid = |why: &str| Status::invalid_argument(format!("{field} {why}"));
         if url.len() > MAX_URL_BYTES {
             return Err(invalid("is too long"));
         }
         let parsed = reqwest::Url::parse(url).map_err(|_| invalid("is not a URL"))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if self.allow_http => {}
-            _ => return Err(invalid("must be an https URL")),
-        }
         if parsed.host_str().is_none() || !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(invalid("must name a host and carry no credentials"));
         }
+        self.policy.check_with_names(&parsed).await.map_err(|refused| invalid(&refused.0))?;
         Ok(parsed.to_string())
     }
 
@@ -62,7 +61,7 @@ impl Subscriptions {
         uuid("device_id", &req.device_id)?;
         let target = match req.target {
             Some(RequestedTarget::WebPush(mut web_push)) => {
-                web_push.endpoint = self.check_url("endpoint", &web_push.endpoint)?;
+                web_push.endpoint = self.check_url("endpoint", &web_push.endpoint).await?;
                 let key = B64.decode(web_push.p256dh.trim_end_matches('=')).unwrap_or_default();
                 if key.len() != 65 || p256::PublicKey::from_sec1_bytes(&key).is_err() {
                     return Err(Status::invalid_argument("p256dh must be an uncompressed P-256 public key, base64url"));
@@ -75,7 +74,7 @@ impl Subscriptions {
                 Target::WebPush(web_push)
             }
             Some(RequestedTarget::Webhook(mut webhook)) => {
-                webhook.url = self.check_url("url", &webhook.url)?;
+                webhook.url = self.check_url("url", &webhook.url).await?;
                 Target::Webhook(webhook)
             }
             None => return Err(Status::invalid_argument("a web_push or webhook target is required")),
@@ -124,6 +123,18 @@ impl Subscriptions {
     /// The user's subscriptions as stored (for sending).
     pub fn of(&self, user_id: &str) -> Vec<PushSubscription> {
         self.index.of(user_id).into_iter().map(|(_, _, s)| s).collect()
+    }
+
+    /// Removes every subscription `device_id` registered; returns how many.
+    pub async fn remove_device(&self, user_id: &str, device_id: &str) -> usize {
+        let mut removed = 0;
+        for (_, _, subscription) in self.index.of(user_id) {
+            if subscription.device_id == device_id && self.remove(user_id, &subscription.subscription_id).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Removes a subscription.
