@@ -33,8 +33,8 @@ pub struct Config {
     pub login_failures_per_username: Rate,
     /// `AUTH_REGISTER_RATE_PER_ADDRESS`, default `10/60`: registrations per client address.
     pub register_per_address: Rate,
-    /// `AUTH_HASH_CONCURRENCY`, default the number of CPUs: password hashes
-    /// computed at once, 19 MiB of memory each.
+    /// `AUTH_HASH_CONCURRENCY`, default `0` (the number of CPUs): password
+    /// hashes computed at once, 19 MiB of memory each.
     pub hash_concurrency: usize,
     /// `AUTH_HASH_QUEUE`, default 64: registrations and logins that may wait
     /// for a hashing thread; more are refused at once with 429.
