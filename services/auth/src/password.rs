@@ -194,6 +194,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_every_thread_and_queue_place_taken_a_hash_is_refused_at_once() {
+        let hasher = Hasher::new(1, 1).await.expect("hasher");
+        let taken = hasher.admission.clone().try_acquire_many_owned(2).expect("both places");
+        assert!(matches!(hasher.hash("correct horse".to_owned()).await, Err(Error::Busy)));
+        assert!(matches!(hasher.verify("correct horse".to_owned(), None).await, Err(Error::Busy)));
+        drop(taken);
+        assert!(hasher.hash("correct horse".to_owned()).await.is_ok(), "a place freed is usable again");
+    }
+
+    #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let hasher = Hasher::new(1, 4).await.expect("hasher");
         assert!(!hasher.verify("not a real password".to_owned(), None).await.expect("verify"));
