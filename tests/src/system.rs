@@ -41,12 +41,27 @@ pub struct SystemBuilder {
     presence: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
     notification: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
+    auth_process_env: Option<Vec<(String, String)>>,
 }
 
 impl SystemBuilder {
+    /// Runs auth as a process of its own (its binary, on the system's
+    /// database and NATS, with `env` added), so a test can read its memory;
+    /// everything else still runs in this process and calls it.
+    pub fn auth_as_process(mut self, env: &[(&str, &str)]) -> Self {
+        self.auth_process_env = Some(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        self
+    }
+
     /// JetStream's de-duplication window of the CHAT stream.
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.stream.duplicate_window = window;
+        self
+    }
+
+    /// How long the client-message-id index keeps an entry.
+    pub fn client_msg_id_index_age(mut self, age: Duration) -> Self {
+        self.stream.client_msg_id_index_age = age;
         self
     }
 
@@ -110,6 +125,7 @@ pub struct System {
     presence_settings: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
     notification_settings: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     auth: Option<Running>,
+    auth_process: Option<ServiceProcess>,
     notification: Option<Running>,
     more_notifications: Vec<Running>,
     presences: Vec<Option<Running>>,
@@ -131,6 +147,19 @@ where
         }
     });
     Running { shutdown, task }
+}
+
+async fn start_auth_process(database_url: &str, nats_url: &str, extra: &[(String, String)]) -> ServiceProcess {
+    let addr = crate::processes::free_addr();
+    let env = [
+        ("AUTH_GRPC_ADDR", addr.to_string()),
+        ("AUTH_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("AUTH_DATABASE_URL", database_url.to_owned()),
+        ("NATS_URL", nats_url.to_owned()),
+    ];
+    let env: Vec<(String, String)> =
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).chain(extra.iter().cloned()).collect();
+    ServiceProcess::start("auth", addr, &env, None).await
 }
 
 async fn launch_gateway(config: chat_gateway::Config) -> Gateway {
@@ -156,6 +185,7 @@ impl System {
             presence: Box::new(|_| {}),
             notification: Box::new(|_| {}),
             stream: Default::default(),
+            auth_process_env: None,
         }
     }
 
@@ -190,17 +220,27 @@ impl System {
         };
         let nats = NatsServer::start().await;
 
-        let mut auth_config = chat_auth::Config::local(&auth_db_url, &nats.url());
-        (builder.auth)(&mut auth_config);
-        let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
-        let auth_addr = auth.grpc_addr().to_string();
-        let mut metrics_addrs = std::collections::BTreeMap::from([("auth", auth.metrics_addr())]);
+        let mut metrics_addrs = std::collections::BTreeMap::new();
+        let (auth, auth_process, auth_addr) = match &builder.auth_process_env {
+            None => {
+                let mut auth_config = chat_auth::Config::local(&auth_db_url, &nats.url());
+                (builder.auth)(&mut auth_config);
+                let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
+                metrics_addrs.insert("auth", auth.metrics_addr());
+                let auth_addr = auth.grpc_addr().to_string();
+                (Some(spawn(|t| auth.run(t))), None, auth_addr)
+            }
+            Some(extra) => {
+                let process = start_auth_process(&auth_db_url, &nats.url(), extra).await;
+                let auth_addr = process.addr.to_string();
+                (None, Some(process), auth_addr)
+            }
+        };
         let mut history_config = chat_history::Config::local(&history_db_url, &nats.url());
         history_config.stream = builder.stream.clone();
         let history = chat_history::App::build(history_config).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
         metrics_addrs.insert("history", history.metrics_addr());
-        let auth = Some(spawn(|t| auth.run(t)));
         let history = Some(spawn(|t| history.run(t)));
         let mut system = Self {
             metrics_addrs,
@@ -219,6 +259,7 @@ impl System {
             presence_settings: builder.presence,
             notification_settings: builder.notification,
             auth,
+            auth_process,
             notification: None,
             more_notifications: Vec::new(),
             presences: Vec::new(),
@@ -243,8 +284,14 @@ impl System {
         Some(system)
     }
 
+    /// The auth process's id, when auth runs as a process of its own.
+    pub fn auth_pid(&self) -> Option<u32> {
+        self.auth_process.as_ref().and_then(ServiceProcess::pid)
+    }
+
     /// Stops auth and starts a new instance on the same address and database.
     pub async fn restart_auth(&mut self) {
+        assert!(self.auth_process.is_none(), "auth runs as a process");
         if let Some(auth) = self.auth.take() {
             auth.stop().await;
         }

@@ -33,11 +33,23 @@ pub struct Config {
     pub login_failures_per_username: Rate,
     /// `AUTH_REGISTER_RATE_PER_ADDRESS`, default `10/60`: registrations per client address.
     pub register_per_address: Rate,
+    /// `AUTH_HASH_CONCURRENCY`, default `0` (the number of CPUs): password
+    /// hashes computed at once, 19 MiB of memory each.
+    pub hash_concurrency: usize,
+    /// `AUTH_HASH_QUEUE`, default 64: registrations and logins that may wait
+    /// for a hashing thread; more are refused at once with 429.
+    pub hash_queue: usize,
 }
 
 const LOGIN_PER_ADDRESS: Rate = Rate { burst: 30, refill: Duration::from_secs(2) };
 const LOGIN_FAILURES_PER_USERNAME: Rate = Rate { burst: 5, refill: Duration::from_secs(30) };
 const REGISTER_PER_ADDRESS: Rate = Rate { burst: 10, refill: Duration::from_secs(60) };
+const HASH_QUEUE: usize = 64;
+
+/// One hashing thread per CPU: argon2 is CPU-bound, so more only queue inside the kernel.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
 
 impl Config {
     /// # Errors
@@ -60,7 +72,12 @@ impl Config {
                 LOGIN_FAILURES_PER_USERNAME,
             )?,
             register_per_address: config::parse("AUTH_REGISTER_RATE_PER_ADDRESS", REGISTER_PER_ADDRESS)?,
+            hash_concurrency: config::parse("AUTH_HASH_CONCURRENCY", cpus())?,
+            hash_queue: config::parse("AUTH_HASH_QUEUE", HASH_QUEUE)?,
         };
+        if config.hash_concurrency == 0 {
+            return Err(ConfigError { name: "AUTH_HASH_CONCURRENCY".into(), reason: "must be at least 1".into() });
+        }
         if config.access_token_ttl_secs < 30 {
             return Err(ConfigError {
                 name: "ACCESS_TOKEN_TTL_SECS".into(),
@@ -86,6 +103,8 @@ impl Config {
             login_per_address: LOGIN_PER_ADDRESS,
             login_failures_per_username: LOGIN_FAILURES_PER_USERNAME,
             register_per_address: REGISTER_PER_ADDRESS,
+            hash_concurrency: cpus(),
+            hash_queue: HASH_QUEUE,
         }
     }
 }

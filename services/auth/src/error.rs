@@ -25,6 +25,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("too many attempts; retry later")]
     RateLimited(Duration),
+    /// Every password-hashing thread and queue place is taken.
+    #[error("too many logins and registrations at once; retry shortly")]
+    Busy,
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -50,14 +53,9 @@ impl From<Error> for Status {
             Error::UserNotFound | Error::DeviceNotFound => Status::not_found(err.to_string()),
             Error::NotFound(msg) => Status::not_found(msg),
             Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
-            Error::RateLimited(wait) => {
-                let mut status = Status::resource_exhausted(err.to_string());
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                if let Ok(value) = secs.to_string().parse() {
-                    status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-                }
-                status
-            }
+            Error::RateLimited(wait) => retry_after(&err, wait),
+            // A queued hash takes a fraction of a second, so the shortest wait.
+            Error::Busy => retry_after(&err, Duration::from_secs(1)),
             Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "auth call failed");
@@ -65,4 +63,14 @@ impl From<Error> for Status {
             }
         }
     }
+}
+
+/// `RESOURCE_EXHAUSTED` with the whole seconds to wait (at least one).
+fn retry_after(err: &Error, wait: Duration) -> Status {
+    let mut status = Status::resource_exhausted(err.to_string());
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(value) = secs.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
 }

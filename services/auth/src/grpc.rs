@@ -312,7 +312,7 @@ impl AuthService for AuthGrpc {
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::InvalidCredentials) => "refused",
-            Err(Error::RateLimited(_)) => "rate_limited",
+            Err(Error::RateLimited(_) | Error::Busy) => "rate_limited",
             Err(_) => "error",
         };
         crate::metrics::get().logins.get_or_create(&chat_common::metrics::label("outcome", outcome)).inc();

@@ -76,7 +76,7 @@ impl App {
         MIGRATOR.run(&pool).await.map_err(|e| Error::Unexpected(e.into()))?;
         let store = store::Store::new(pool.clone());
         let keys = Arc::new(keys::Keyring::load(&store, &config).await?);
-        let passwords = password::Hasher::new()?;
+        let passwords = password::Hasher::new(config.hash_concurrency, config.hash_queue).await?;
 
         let unavailable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("NATS: {e}"));
         let nats = chat_common::nats::connect(&config.nats_url, "auth").await.map_err(|e| unavailable(&e))?;

@@ -11,12 +11,35 @@
 //! hot path is one publish and no database round trip; on a conflict it
 //! re-reads the conversation's newest message and tries again.
 //!
-//! Idempotency is permanent. `Nats-Msg-Id` is derived from (sender,
-//! `client_msg_id`), so JetStream itself refuses a re-send inside its duplicate
-//! window (also two re-sends racing each other) and answers with the original's
-//! position; and every stored message is indexed under the same key in a
-//! key-value bucket that is checked before publishing, so a re-send after the
-//! window is recognised too. Neither burns a `seq`.
+//! Idempotency is permanent: a re-send of a known (sender, `client_msg_id`),
+//! however late, is answered with the original and never burns a `seq`. Three
+//! records cover a message's life, and each takes over before the one before
+//! it ends:
+//!
+//! 1. JetStream's duplicate window. `Nats-Msg-Id` is derived from (sender,
+//!    `client_msg_id`), so inside the window JetStream itself refuses a
+//!    re-send, two re-sends racing each other included, and answers with the
+//!    original's position.
+//! 2. The index bucket ([`crate::nats::CLIENT_MSG_IDS_BUCKET`]): every stored
+//!    message is put under the same key right after its publish (off the
+//!    caller's path, which the duplicate window covers meanwhile). Entries live
+//!    for the bucket's max age (a day by default), so what NATS holds is
+//!    bounded by the messages of that age, not by every message ever sent.
+//! 3. History's `messages` table, unique on (sender, `client_msg_id`), which
+//!    keeps every message for good. A key the bucket does not know is looked
+//!    up there ([`SentArchive`]) before publishing.
+//!
+//! Exactly once holds as long as history stores a message before its index
+//! entry expires, that is while history's ingest lag stays below the bucket's
+//! age: a re-send then finds the original in the bucket (sent less than the
+//! age ago) or in history (older), never in neither. The age is therefore
+//! hours where the lag is seconds, and a history stalled for longer than the
+//! age shows as consumer lag long before. Two re-sends racing each other after
+//! the window both miss the bucket and find history, or (both newer than the
+//! age) find the bucket; they never both publish. When history cannot be asked
+//! the send goes ahead, so sending never waits on history: only a re-send
+//! older than the bucket's age, during a history outage, could then be stored
+//! twice, and that is logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +50,7 @@ use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self};
 use chat_proto::events::v1::{Message, SystemEvent};
+use futures::future::BoxFuture;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
@@ -73,29 +97,60 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// The permanent record of sent messages (history's store), asked for a
+/// (sender, `client_msg_id`) the index bucket no longer holds.
+pub trait SentArchive: Send + Sync {
+    /// The stored message, `None` when there is none, an error (its cause)
+    /// when the archive cannot be asked.
+    fn find_sent<'a>(
+        &'a self,
+        sender_id: &'a str,
+        client_msg_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Message>, String>>;
+}
+
 pub struct ConversationLog {
     js: jetstream::Context,
     stream: Stream,
-    /// (sender, `client_msg_id`) → stream position of the original.
+    /// (sender, `client_msg_id`) → stream position of the original, for the
+    /// bucket's max age.
     sent: kv::Store,
+    archive: Arc<dyn SentArchive>,
     heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
 impl ConversationLog {
-    pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store) -> Self {
-        Self { js, stream, sent, heads: Mutex::new(HashMap::new()) }
+    pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store, archive: Arc<dyn SentArchive>) -> Self {
+        Self { js, stream, sent, archive, heads: Mutex::new(HashMap::new()) }
     }
 
-    /// The original of a known (sender, `client_msg_id`), if any.
-    async fn original(&self, msg_id: &str) -> Result<Option<Message>, AppendError> {
-        match self.sent.get(msg_id).await.map_err(|e| unavailable(&e))? {
-            None => Ok(None),
-            Some(value) => {
-                let stream_seq = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| AppendError::Corrupt(format!("client message id index entry {msg_id}")))?;
-                self.message_at(stream_seq).await.map(Some)
+    /// The original of a known (sender, `client_msg_id`), if any: from the
+    /// index and the stream, else from the archive.
+    async fn original(&self, msg_id: &str, out: &Outgoing<'_>) -> Result<Option<Message>, AppendError> {
+        if let Some(value) = self.sent.get(msg_id).await.map_err(|e| unavailable(&e))? {
+            let stream_seq = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| AppendError::Corrupt(format!("client message id index entry {msg_id}")))?;
+            match self.stream.direct_get(stream_seq).await {
+                Ok(stored) => {
+                    let message = Message::decode(stored.payload.as_ref())
+                        .map_err(|e| AppendError::Corrupt(format!("stream entry {stream_seq}: {e}")))?;
+                    return Ok(Some(message));
+                }
+                // Aged out of the stream (`CHAT_STREAM_MAX_AGE_SECS`): history has it.
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        match self.archive.find_sent(out.sender_id, out.client_msg_id).await {
+            Ok(found) => Ok(found),
+            Err(cause) => {
+                tracing::warn!(
+                    %cause,
+                    "history cannot be asked about a client_msg_id unknown to the index; sending it as new"
+                );
+                Ok(None)
             }
         }
     }
@@ -129,7 +184,7 @@ impl ConversationLog {
     #[tracing::instrument(name = "jetstream.publish", skip_all, fields(otel.kind = "producer"))]
     pub async fn append(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, AppendError> {
         let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
-        if let Some(message) = self.original(&msg_id).await? {
+        if let Some(message) = self.original(&msg_id, out).await? {
             return Ok(Published { message, duplicate: true });
         }
         let slot = self.head_slot(out.conversation_id);

@@ -27,9 +27,10 @@ pub const KEYS_CHANGED_SUBJECT: &str = "chat.auth.keys";
 /// Key-value bucket of revoked devices (key: device id, value: user id). An
 /// entry only needs to outlive the device's last access token.
 pub const REVOKED_DEVICES_BUCKET: &str = "auth_revoked_devices";
-/// Key-value bucket indexing every sent message by (sender, `client_msg_id`)
-/// (key: the idempotency hash, value: the message's CHAT stream position), so a
-/// re-send is recognised however late it comes.
+/// Key-value bucket indexing recently sent messages by (sender, `client_msg_id`)
+/// (key: the idempotency hash, value: the message's CHAT stream position) for
+/// [`StreamSettings::client_msg_id_index_age`]; history's store answers for
+/// older ones (see `conversation_log`).
 pub const CLIENT_MSG_IDS_BUCKET: &str = "chat_client_msg_ids";
 /// The header carrying a message's per-conversation seq, so readers can learn it
 /// without decoding the payload.
@@ -88,22 +89,40 @@ pub struct StreamSettings {
     /// needs to persist it.
     pub max_age: Duration,
     pub replicas: usize,
+    /// How long the client-message-id index keeps a message's entry. Must
+    /// comfortably exceed history's ingest lag: older re-sends are looked up
+    /// in history.
+    pub client_msg_id_index_age: Duration,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { duplicate_window: Duration::from_secs(10 * 60), max_age: Duration::ZERO, replicas: 1 }
+        Self {
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_age: Duration::ZERO,
+            replicas: 1,
+            client_msg_id_index_age: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
 impl StreamSettings {
-    /// Reads `CHAT_STREAM_DUPLICATE_WINDOW_SECS`, `CHAT_STREAM_MAX_AGE_SECS`, `CHAT_STREAM_REPLICAS`.
+    /// Reads `CHAT_STREAM_DUPLICATE_WINDOW_SECS`, `CHAT_STREAM_MAX_AGE_SECS`, `CHAT_STREAM_REPLICAS`,
+    /// `CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS`.
     ///
     /// # Errors
-    /// When a variable is set but not a number.
+    /// When a variable is set but not a number, or the index age is zero.
     pub fn from_env() -> Result<Self, crate::config::ConfigError> {
         let d = Self::default();
+        let index_age = crate::config::parse("CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS", d.client_msg_id_index_age.as_secs())?;
+        if index_age == 0 {
+            return Err(crate::config::ConfigError {
+                name: "CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS".into(),
+                reason: "must be at least 1 (the index is bounded by design)".into(),
+            });
+        }
         Ok(Self {
+            client_msg_id_index_age: Duration::from_secs(index_age),
             duplicate_window: Duration::from_secs(crate::config::parse(
                 "CHAT_STREAM_DUPLICATE_WINDOW_SECS",
                 d.duplicate_window.as_secs(),
@@ -158,16 +177,27 @@ pub async fn revoked_devices(
     key_value(js, REVOKED_DEVICES_BUCKET, access_token_ttl + Duration::from_secs(60), replicas).await
 }
 
-/// The client-message-id index, created when missing. It keeps every key
-/// (idempotency is permanent); only the newest value per key is stored.
+/// The client-message-id index, created when missing, its entries kept for
+/// `settings.client_msg_id_index_age`. A bucket made with another age (one
+/// made before the index was bounded keeps entries forever) is changed to it.
 ///
 /// # Errors
-/// When JetStream is unavailable.
+/// When JetStream is unavailable or refuses the change.
 pub async fn client_msg_ids(
     js: &jetstream::Context,
-    replicas: usize,
-) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
-    key_value(js, CLIENT_MSG_IDS_BUCKET, Duration::ZERO, replicas).await
+    settings: &StreamSettings,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    let age = settings.client_msg_id_index_age;
+    let bucket = key_value(js, CLIENT_MSG_IDS_BUCKET, age, settings.replicas).await?;
+    let mut stream = js.get_stream(format!("KV_{CLIENT_MSG_IDS_BUCKET}")).await?;
+    let mut config = stream.info().await?.config.clone();
+    if config.max_age != age {
+        config.max_age = age;
+        // JetStream requires the duplicate window to fit inside the age.
+        config.duplicate_window = config.duplicate_window.min(age);
+        js.update_stream(config).await?;
+    }
+    Ok(bucket)
 }
 
 /// How long purge markers stay in the key-value buckets, so every watcher sees them.

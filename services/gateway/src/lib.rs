@@ -81,12 +81,13 @@ impl App {
             .map_err(|e| unexpected(&e))?;
         let key_changes = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
         let typing_events = nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.map_err(|e| unexpected(&e))?;
-        let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
+        let sent = chat_common::nats::client_msg_ids(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
         let presence_buckets =
             chat_common::nats::presence::buckets(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
         let presence_users = presence_buckets.users.clone();
         let presence = presence::PresenceReporter::new(js.clone(), &presence_buckets, config.presence_ttl);
-        let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent);
+        let archive = std::sync::Arc::new(messaging::HistoryArchive(services.history.clone()));
+        let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent, archive);
         let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
         let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
         let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;

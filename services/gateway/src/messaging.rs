@@ -2,8 +2,12 @@
 //! `POST /v1/conversations/{id}/messages`: validate, check membership (cached),
 //! then sequence and store through JetStream. And moving a read marker.
 
+use std::time::Duration;
+
+use chat_common::grpc::Channel;
 use chat_proto::events::v1::Message;
-use chat_proto::history::v1::{Actor, ChangeMessageRequest, MarkReadRequest};
+use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageRequest, MarkReadRequest};
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
@@ -13,6 +17,31 @@ use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Publ
 
 pub const BODY_MAX_BYTES: usize = 16_384;
 pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
+/// How long a send waits for history to say whether an unindexed
+/// `client_msg_id` was sent long ago, before sending it as new.
+const ARCHIVE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// History, asked for re-sends older than the client-message-id index.
+pub struct HistoryArchive(pub HistoryServiceClient<Channel>);
+
+impl chat_common::conversation_log::SentArchive for HistoryArchive {
+    fn find_sent<'a>(
+        &'a self,
+        sender_id: &'a str,
+        client_msg_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Message>, String>> {
+        let request =
+            FindSentMessageRequest { sender_id: sender_id.to_owned(), client_msg_id: client_msg_id.to_owned() };
+        let mut history = self.0.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(ARCHIVE_LOOKUP_TIMEOUT, history.find_sent_message(request)).await {
+                Ok(Ok(found)) => Ok(found.into_inner().message),
+                Ok(Err(status)) => Err(status.to_string()),
+                Err(_) => Err(format!("no answer within {ARCHIVE_LOOKUP_TIMEOUT:?}")),
+            }
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SendInput {

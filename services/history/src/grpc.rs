@@ -7,11 +7,11 @@ use chat_common::conversation_log::ConversationLog;
 use chat_proto::events::v1::{MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
     AddMembersRequest, CatchUpRequest, CatchUpResponse, ChangeMessageRequest, Conversation, CreateConversationRequest,
-    CreateConversationResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
-    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
-    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, RemoveMemberRequest,
-    RenameConversationRequest, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest,
-    history_service_server::HistoryService,
+    CreateConversationResponse, FindSentMessageRequest, FindSentMessageResponse, GetConversationRequest,
+    ListContactsRequest, ListContactsResponse, ListConversationsRequest, ListConversationsResponse,
+    ListMessagesRequest, ListMessagesResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest,
+    ReadMarkersSinceResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
+    SearchMessagesResponse, SetMemberRoleRequest, history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -364,6 +364,20 @@ impl HistoryService for HistoryGrpc {
 
     async fn mark_read(&self, request: Request<MarkReadRequest>) -> Result<Response<MarkReadResponse>, Status> {
         Ok(Response::new(self.mark_read(request.into_inner()).await?))
+    }
+
+    async fn find_sent_message(
+        &self,
+        request: Request<FindSentMessageRequest>,
+    ) -> Result<Response<FindSentMessageResponse>, Status> {
+        let req = request.into_inner();
+        let sender_id = validate::uuid("sender_id", &req.sender_id)?;
+        if !(1..=validate::CLIENT_MSG_ID_MAX_CHARS).contains(&req.client_msg_id.chars().count()) {
+            let message = format!("client_msg_id must be 1 to {} characters", validate::CLIENT_MSG_ID_MAX_CHARS);
+            return Err(Error::InvalidArgument(message).into());
+        }
+        let message = self.store.sent_message(&sender_id, &req.client_msg_id).await?;
+        Ok(Response::new(FindSentMessageResponse { message }))
     }
 
     async fn read_markers_since(

@@ -95,10 +95,11 @@ impl App {
         .await?;
         let ingest = config.consume.then_some(ingest);
 
-        let sent = chat_common::nats::client_msg_ids(&js, config.stream.replicas)
+        let sent = chat_common::nats::client_msg_ids(&js, &config.stream)
             .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent);
+            .map_err(|e| Error::Unexpected(anyhow::anyhow!("client message id index: {e}")))?;
+        let archive = std::sync::Arc::new(store.clone());
+        let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent, archive);
         let service = grpc::HistoryGrpc::new(store, js, stream, log);
         let (listener, grpc_addr) =
             chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;

@@ -73,6 +73,14 @@ const SEARCH_SQLITE: &str =
        AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
      ORDER BY m.stream_seq DESC LIMIT $5";
 
+const MESSAGE_BY_ID: &str =
+    "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
+            system_event, edited_at_ms, deleted_at_ms
+     FROM messages WHERE conversation_id = $1 AND message_id = $2";
+const MESSAGE_BY_CLIENT_MSG_ID: &str =
+    "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
+            system_event, edited_at_ms, deleted_at_ms
+     FROM messages WHERE sender_id = $1 AND client_msg_id = $2";
 const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
             edited_at_ms, deleted_at_ms
      FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1";
@@ -622,15 +630,17 @@ impl Store {
 
     /// One message of a conversation by id.
     pub async fn message(&self, conversation_id: &str, message_id: &str) -> Result<Option<Message>, Error> {
-        let row = sqlx::query(
-            "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
-                    system_event, edited_at_ms, deleted_at_ms
-             FROM messages WHERE conversation_id = $1 AND message_id = $2",
-        )
-        .bind(conversation_id)
-        .bind(message_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        self.one_message(MESSAGE_BY_ID, conversation_id, message_id).await
+    }
+
+    /// The message `sender_id` sent under `client_msg_id`, if stored (the
+    /// pair is unique).
+    pub async fn sent_message(&self, sender_id: &str, client_msg_id: &str) -> Result<Option<Message>, Error> {
+        self.one_message(MESSAGE_BY_CLIENT_MSG_ID, sender_id, client_msg_id).await
+    }
+
+    async fn one_message(&self, query: &'static str, first: &str, second: &str) -> Result<Option<Message>, Error> {
+        let row = sqlx::query(query).bind(first).bind(second).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(message_from_row).transpose()?)
     }
 
@@ -808,6 +818,17 @@ fn read_marker(row: &AnyRow) -> Result<ReadMarker, sqlx::Error> {
         seq: row.try_get::<i64, _>("seq")? as u64,
         stream_seq: row.try_get::<i64, _>("stream_seq")? as u64,
     })
+}
+
+/// History's store is the permanent record behind idempotency.
+impl chat_common::conversation_log::SentArchive for Store {
+    fn find_sent<'a>(
+        &'a self,
+        sender_id: &'a str,
+        client_msg_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Message>, String>> {
+        Box::pin(async move { self.sent_message(sender_id, client_msg_id).await.map_err(|e| e.to_string()) })
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ pub const MAX_GROUP_MEMBERS: usize = 256;
 pub const TITLE_MAX: usize = 128;
 pub const PAGE_MAX: u32 = 200;
 pub const CATCH_UP_MAX: u32 = 1000;
+/// As the protocol bounds a `client_msg_id`.
+pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 
 pub fn uuid(field: &str, value: &str) -> Result<String, Error> {
     uuid::Uuid::parse_str(value)
