@@ -2,12 +2,17 @@
 //! changes that a hostile or careless client reaches: the closing handshake,
 //! frames that break the framing rules, and member changes by a stranger.
 //!
-//! The framing tests do not depend on the database and run on SQLite.
+//! The framing tests do not depend on the database and run on SQLite; the
+//! member changes run on both databases.
 
-use chat_system_tests::{Db, System, Ws, within_limit};
+use chat_system_tests::{Db, System, Ws, on_both_databases, within_limit};
+use reqwest::Method;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+on_both_databases!(a_stranger_is_forbidden_to_change_any_conversation_and_a_member_of_a_direct_one_gets_conflict);
 
 async fn sqlite_system() -> System {
     System::start(Db::Sqlite).await.expect("sqlite needs no server")
@@ -90,4 +95,54 @@ async fn frames_over_the_size_limit_close_with_1009() {
         system.stop().await;
     })
     .await;
+}
+
+async fn a_stranger_is_forbidden_to_change_any_conversation_and_a_member_of_a_direct_one_gets_conflict(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let mallory = api.new_user("mallory").await;
+    let direct = api.direct(&alice, &bob).await;
+    let (status, group) = api
+        .post(
+            "/v1/conversations",
+            Some(&alice.access_token),
+            json!({ "kind": "group", "title": "team", "members": [bob.user_id] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let group = group["conversation_id"].as_str().expect("conversation_id").to_owned();
+
+    // Every change a client can ask for, on a conversation of either kind.
+    let changes = |conversation: &str| {
+        let path = format!("/v1/conversations/{conversation}");
+        vec![
+            (Method::PATCH, path.clone(), Some(json!({ "title": "mine now" }))),
+            (Method::POST, format!("{path}/members"), Some(json!({ "members": [mallory.user_id] }))),
+            (Method::DELETE, format!("{path}/members/{}", bob.user_id), None),
+            (Method::PATCH, format!("{path}/members/{}", bob.user_id), Some(json!({ "role": "admin" }))),
+        ]
+    };
+    for conversation in [&direct, &group] {
+        for (method, path, body) in changes(conversation) {
+            let (status, answer) = api.request(method.clone(), &path, Some(&mallory.access_token), body).await;
+            assert_eq!(
+                (status, answer["error"]["code"].clone()),
+                (403, Value::from("forbidden")),
+                "a stranger's {method} {path}: {answer}"
+            );
+        }
+    }
+
+    // A member of the direct conversation learns that it cannot change.
+    for (method, path, body) in changes(&direct) {
+        let (status, answer) = api.request(method.clone(), &path, Some(&alice.access_token), body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].clone()),
+            (409, Value::from("conflict")),
+            "a member's {method} {path}: {answer}"
+        );
+    }
+    system.stop().await;
 }
