@@ -322,6 +322,11 @@ pub async fn search(
     if q.is_empty() || q.chars().count() > 200 {
         return Err(ApiError::invalid_argument("q must be 1 to 200 characters"));
     }
+    // Whitespace separates words; other control characters match nothing,
+    // and a NUL is refused by both databases' query parsers.
+    if q.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(ApiError::invalid_argument("q must not contain control characters"));
+    }
     let limit: u32 = parse_number(&query, "limit")?.unwrap_or(20);
     if !(1..=50).contains(&limit) {
         return Err(ApiError::invalid_argument("limit must be between 1 and 50"));
