@@ -47,23 +47,26 @@ export PATH="$root/.tools/cargo/bin:$PATH"
 cd fuzz
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-toolchain=""
-for candidate in stable nightly; do
-  rustup run "$candidate" rustc --version >/dev/null 2>&1 || continue
-  echo "fuzz: building the targets with $candidate Rust"
-  if cargo "+$candidate" fuzz build --dev -s none --target-dir "$fuzz_target_dir" >"$log" 2>&1; then
+# rustup's stable, then its nightly; without rustup, whatever cargo is installed
+# (the toolchain argument stays unquoted: empty means none).
+if command -v rustup >/dev/null 2>&1; then candidates=(+stable +nightly); else candidates=(""); fi
+toolchain=none
+for candidate in "${candidates[@]}"; do
+  [ -z "$candidate" ] || rustup run "${candidate#+}" rustc --version >/dev/null 2>&1 || continue
+  echo "fuzz: building the targets with ${candidate:-the installed} Rust"
+  if cargo $candidate fuzz build --dev -s none --target-dir "$fuzz_target_dir" >"$log" 2>&1; then
     toolchain="$candidate"
     break
   fi
   tail -n 20 "$log"
 done
-[ -n "$toolchain" ] || unable "the fuzz targets build with neither stable nor nightly Rust"
+[ "$toolchain" != none ] || unable "the fuzz targets build with neither stable nor nightly Rust"
 
 for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s"
   # -max_total_time bounds the run; a crash, an input taking over 10 s or a
   # process over 1 GiB stops it with a failure.
-  if ! cargo "+$toolchain" fuzz run --dev -s none --target-dir "$fuzz_target_dir" "$target" -- \
+  if ! cargo $toolchain fuzz run --dev -s none --target-dir "$fuzz_target_dir" "$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz: $target failed; the input is in fuzz/artifacts/$target/" >&2
