@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{file}", get(web::file))
         .route("/js/{file}", get(web::script))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -1,0 +1,26 @@
+//! Answers of the HTTP API to requests no route serves: every one carries the
+//! protocol's error body. Found while fuzzing the API (tests/suites/http_fuzz.sh).
+//! The database plays no part: SQLite only.
+
+use chat_system_tests::{Db, System, within_limit};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_a_path_does_not_serve_gets_405_with_allow_and_the_error_body() {
+    within_limit(async {
+        let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+        let response = reqwest::Client::new()
+            .put(format!("{}/v1/users/me", system.http(0)))
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(response.status(), 405);
+        let allow = response.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(allow.contains("GET"), "Allow names the methods served: {allow:?}");
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+        system.stop().await;
+    })
+    .await;
+}
