@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::history::v1::{
@@ -14,7 +14,7 @@ use chat_proto::history::v1::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{AuthUser, JsonBody};
+use super::extract::{AuthUser, JsonBody, Path};
 use crate::error::ApiError;
 use crate::messaging::{self, SendInput};
 use crate::state::AppState;
