@@ -2,17 +2,13 @@
 //! protocol's error body. Found while fuzzing the API (tests/suites/http_fuzz.sh).
 //! The database plays no part: SQLite only.
 
-use chat_system_tests::{Db, System, within_limit};
+use chat_system_tests::{System, within_limit};
 use serde_json::Value;
-
-async fn sqlite_system() -> System {
-    System::start(Db::Sqlite).await.expect("sqlite needs no server")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_a_path_does_not_serve_gets_405_with_allow_and_the_error_body() {
     within_limit(async {
-        let system = sqlite_system().await;
+        let system = System::start_sqlite().await;
         let response = reqwest::Client::new()
             .put(format!("{}/v1/users/me", system.http(0)))
             .send()
@@ -32,7 +28,7 @@ async fn a_method_a_path_does_not_serve_gets_405_with_allow_and_the_error_body()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_that_is_not_utf8_gets_400_with_the_error_body() {
     within_limit(async {
-        let system = sqlite_system().await;
+        let system = System::start_sqlite().await;
         let api = system.api();
         let alice = api.new_user("alice").await;
         for path in ["/v1/users/%FF", "/v1/users/by-username/%FF%FE", "/v1/conversations/%C3/messages", "/%FF"] {

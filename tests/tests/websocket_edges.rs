@@ -14,10 +14,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 on_both_databases!(a_stranger_is_forbidden_to_change_any_conversation_and_a_member_of_a_direct_one_gets_conflict);
 
-async fn sqlite_system() -> System {
-    System::start(Db::Sqlite).await.expect("sqlite needs no server")
-}
-
 /// A text frame carrying `payload` as it is, valid UTF-8 or not.
 fn raw_text_frame(payload: &[u8]) -> Message {
     Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(Data::Text), true))
@@ -26,7 +22,7 @@ fn raw_text_frame(payload: &[u8]) -> Message {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_close_is_echoed_with_its_code_and_the_connection_ends_cleanly() {
     within_limit(async {
-        let system = sqlite_system().await;
+        let system = System::start_sqlite().await;
         let api = system.api();
         let alice = api.new_user("alice").await;
 
@@ -49,7 +45,7 @@ async fn a_client_close_is_echoed_with_its_code_and_the_connection_ends_cleanly(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_closes_with_1007_and_broken_framing_with_1002() {
     within_limit(async {
-        let system = sqlite_system().await;
+        let system = System::start_sqlite().await;
         let api = system.api();
         let alice = api.new_user("alice").await;
 
