@@ -92,8 +92,9 @@ def file_header(path: Path) -> str:
     return "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
 
 
-async def relay(token: str, upstream_host: str, upstream_port: int) -> asyncio.Server:
-    """A TCP relay that adds the bearer token to each upgrade request."""
+async def relay(token: str, upstream_host: str, upstream_port: int, connections: set) -> asyncio.Server:
+    """A TCP relay that adds the bearer token to each upgrade request; the
+    task of each connection it relays is added to `connections`."""
     authorization = f"Authorization: Bearer {token}\r\n".encode()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,6 +113,7 @@ async def relay(token: str, upstream_host: str, upstream_port: int) -> asyncio.S
                     pass
 
     async def serve(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        connections.add(asyncio.current_task())
         try:
             head = await client_reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -135,7 +137,8 @@ async def relay(token: str, upstream_host: str, upstream_port: int) -> asyncio.S
 async def run_cases(gateway_url: str, excluded: list[str], parallelism: int) -> list:
     gateway = urlsplit(gateway_url)
     token = register_user(gateway_url, "autobahn")
-    server = await relay(token, gateway.hostname, gateway.port)
+    connections: set = set()
+    server = await relay(token, gateway.hostname, gateway.port, connections)
     port = server.sockets[0].getsockname()[1]
     try:
         return await run_fuzzingclient(f"ws://127.0.0.1:{port}/v1/ws", None, excluded, concurrency=parallelism)
@@ -144,6 +147,10 @@ async def run_cases(gateway_url: str, excluded: list[str], parallelism: int) -> 
         return failure.results
     finally:
         server.close()
+        # Connections kosoku dropped may still wait for the gateway's side.
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
 
 
 def main() -> int:
