@@ -2,6 +2,8 @@
 # Runs every test: unit tests of each crate, and the whole-system tests that
 # start a real nats-server and all five services against SQLite and PostgreSQL.
 #
+# Then the hostile-input suites (scripts/suites.sh; docs/security.md).
+#
 # The web client's test drives Debian's Chromium with playwright-core
 # (scripts/install-browser.sh installs both, with apt and npm).
 #
@@ -29,3 +31,6 @@ fi
 # The whole-system tests start some services as processes of their own.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+# Hostile-input suites against running systems of their own (WebSocket
+# conformance, HTTP API fuzzing, cargo fuzz targets), each bounded in time.
+scripts/suites.sh

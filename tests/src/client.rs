@@ -192,6 +192,28 @@ impl Ws {
         !self.presence && text.contains(r#""type":"presence""#)
     }
 
+    /// Sends a message as it is: a raw frame (reserved bits, bytes that are
+    /// not UTF-8) or a close, for tests of the framing layer.
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("ws send");
+    }
+
+    /// Starts the closing handshake with `code` and waits for the server's
+    /// answer: `Some(code)` of the close frame it echoes (frames before it
+    /// are skipped), `None` when the connection ended without one, which a
+    /// browser reports as 1006.
+    pub async fn close_with(&mut self, code: u16) -> Option<u16> {
+        let frame = CloseFrame { code: code.into(), reason: "done".into() };
+        self.stream.send(Message::Close(Some(frame))).await.expect("ws close");
+        self.expect_ended().await
+    }
+
+    /// True when the server ends the TCP connection after the closing
+    /// handshake (within the frame timeout) without sending anything more.
+    pub async fn ends_cleanly(&mut self) -> bool {
+        matches!(tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await, Ok(None))
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;
     }

@@ -195,6 +195,12 @@ impl System {
         Self::builder().start(db).await
     }
 
+    /// Everything with one gateway on SQLite, for tests where the database
+    /// plays no part.
+    pub async fn start_sqlite() -> Self {
+        Self::start(Db::Sqlite).await.expect("sqlite needs no server")
+    }
+
     pub async fn start_with_gateways(db: Db, gateways: usize) -> Option<Self> {
         Self::builder().gateways(gateways).start(db).await
     }

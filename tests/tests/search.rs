@@ -7,7 +7,10 @@ use std::time::Duration;
 use chat_system_tests::{Db, Device, System, on_both_databases};
 use serde_json::{Value, json};
 
-on_both_databases!(search_finds_only_my_messages_newest_first_and_follows_edits);
+on_both_databases!(
+    search_finds_only_my_messages_newest_first_and_follows_edits,
+    a_search_with_control_characters_is_refused_as_invalid,
+);
 
 async fn search(system: &System, device: &Device, query: &str) -> (u16, Value) {
     system.api().get(&format!("/v1/search?{query}"), Some(&device.access_token)).await
@@ -117,5 +120,36 @@ async fn search_finds_only_my_messages_newest_first_and_follows_edits(db: Db) {
         let (got, body) = search(&system, &alice, query).await;
         assert_eq!(got, status, "{query}: {body}");
     }
+    system.stop().await;
+}
+
+/// Found by schemathesis (tests/suites/http_fuzz.sh): a NUL in `q` ended the
+/// quoted FTS5 string early on SQLite and is refused by PostgreSQL's text
+/// type, and the search answered 500.
+async fn a_search_with_control_characters_is_refused_as_invalid(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (status, _) = api
+        .post(
+            &format!("/v1/conversations/{conversation}/messages"),
+            Some(&alice.access_token),
+            json!({ "client_msg_id": "m-1", "body": "lunch at noon" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    for q in ["lunch%00", "%00", "lun%1Bch", "lunch%7F"] {
+        let (status, answer) = search(&system, &alice, &format!("q={q}")).await;
+        assert_eq!(
+            (status, answer["error"]["code"].clone()),
+            (400, Value::from("invalid_argument")),
+            "q={q}: {answer}"
+        );
+    }
+    // Whitespace still separates words.
+    search_until(&system, &alice, "q=lunch%09noon", &["lunch at noon"]).await;
     system.stop().await;
 }

@@ -22,6 +22,13 @@ mod typing;
 mod wire;
 mod ws;
 
+/// The parsers of what a client sends, public for the fuzz targets in
+/// `fuzz/` (they must take any input without panicking).
+pub mod client_input {
+    pub use crate::wire::{decode_cursor, encode_cursor};
+    pub use crate::ws::frames::{ClientFrame, FrameError, parse as parse_frame};
+}
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

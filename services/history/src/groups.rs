@@ -54,19 +54,19 @@ pub fn title(raw: &str) -> Result<String, Error> {
 }
 
 impl Groups<'_> {
-    /// The actor's role in a group they are an active member of.
+    /// The actor's role in a group they are an active member of. Membership
+    /// is checked before the kind, so a stranger is refused alike for a
+    /// direct conversation and a group and learns nothing about either; only
+    /// a member hears that a direct conversation cannot change.
     async fn role_in_group(&self, conversation_id: &str, who: &Who) -> Result<String, Error> {
-        match self.store.conversation_kind(conversation_id).await?.as_deref() {
-            None => return Err(Error::NotFound),
-            Some("group") => {}
-            Some(_) => {
-                return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into()));
-            }
+        let kind = self.store.conversation_kind(conversation_id).await?.ok_or(Error::NotFound)?;
+        let Access::Active { role } = self.store.access(conversation_id, &who.user_id).await? else {
+            return Err(Error::NotMember);
+        };
+        if kind != "group" {
+            return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into()));
         }
-        match self.store.access(conversation_id, &who.user_id).await? {
-            Access::Active { role } => Ok(role),
-            _ => Err(Error::NotMember),
-        }
+        Ok(role)
     }
 
     /// Appends a system message; returns its `seq`.

@@ -225,6 +225,11 @@ impl HistoryGrpc {
         if query.is_empty() || query.chars().count() > 200 {
             return Err(Error::InvalidArgument("query must be 1 to 200 characters".into()));
         }
+        // A NUL ends FTS5's quoted strings early and PostgreSQL's text refuses
+        // it: either database would fail the query (the gateway refuses these too).
+        if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+            return Err(Error::InvalidArgument("query must not contain control characters".into()));
+        }
         if !(1..=50).contains(&req.limit) {
             return Err(Error::InvalidArgument("limit must be between 1 and 50".into()));
         }

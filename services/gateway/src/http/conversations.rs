@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::history::v1::{
@@ -14,7 +14,7 @@ use chat_proto::history::v1::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{AuthUser, JsonBody};
+use super::extract::{AuthUser, JsonBody, Path};
 use crate::error::ApiError;
 use crate::messaging::{self, SendInput};
 use crate::state::AppState;
@@ -292,7 +292,12 @@ pub async fn edit_message(
     JsonBody(body): JsonBody<EditBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
-    messaging::body(&body.body)?;
+    if body.body.is_empty() {
+        return Err(ApiError::invalid_argument("body must not be empty"));
+    }
+    if body.body.len() > messaging::BODY_MAX_BYTES {
+        return Err(ApiError::too_large(format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES)));
+    }
     let message = messaging::change(&state, &me, &conversation_id, &message_id, Some(body.body)).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
@@ -317,7 +322,9 @@ pub async fn search(
     if q.is_empty() || q.chars().count() > 200 {
         return Err(ApiError::invalid_argument("q must be 1 to 200 characters"));
     }
-    if q.chars().any(char::is_control) {
+    // Whitespace separates words; other control characters match nothing,
+    // and a NUL is refused by both databases' query parsers.
+    if q.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(ApiError::invalid_argument("q must not contain control characters"));
     }
     let limit: u32 = parse_number(&query, "limit")?.unwrap_or(20);

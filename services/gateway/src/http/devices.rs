@@ -2,12 +2,12 @@
 //! revoking one of them (as logout does for the current one).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chat_proto::auth::v1::{ListDevicesRequest, RevokeDeviceRequest};
 use serde_json::{Value, json};
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, Path};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::rfc3339_ms;

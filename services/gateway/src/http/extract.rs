@@ -31,6 +31,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Path parameters, as axum's `Path` parses them, but a path that does not
+/// parse (bytes that are not UTF-8, say) is refused with the protocol's error
+/// body instead of axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| ApiError::invalid_argument(rejection.body_text()))
+    }
+}
+
 /// The caller, from `Authorization: Bearer <access token>`.
 pub struct AuthUser(pub Identity);
 

@@ -58,6 +58,79 @@ pub fn router(state: AppState) -> Router {
         .route("/{file}", get(web::file))
         .route("/js/{file}", get(web::script))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The router's routes as written above, and the OpenAPI description's
+    /// paths, both as `METHOD path`.
+    const ROUTER_SOURCE: &str = include_str!("mod.rs");
+    const OPENAPI: &str = include_str!("../../../../docs/openapi.yaml");
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+    fn router_routes() -> BTreeSet<String> {
+        let mut routes = BTreeSet::new();
+        let source = ROUTER_SOURCE.split("#[cfg(test)]").next().unwrap_or_default();
+        for call in source.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).expect("a route's path is a string literal");
+            // The handlers of this route: up to the parenthesis closing `.route(`.
+            let mut depth = 1;
+            let end = call
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map_or(call.len(), |(i, _)| i);
+            let handlers = &call[..end];
+            for method in METHODS {
+                let called = handlers
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| i == 0 || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_'));
+                if called {
+                    routes.insert(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        routes
+    }
+
+    fn openapi_operations() -> BTreeSet<String> {
+        let mut operations = BTreeSet::new();
+        let paths = OPENAPI.split("\npaths:\n").nth(1).expect("a paths section");
+        let paths = paths.split("\ncomponents:").next().unwrap_or_default();
+        let mut current = None;
+        for line in paths.lines() {
+            if let Some(path) = line.strip_prefix("  /").and_then(|rest| rest.strip_suffix(':')) {
+                current = Some(format!("/{path}"));
+            } else if let (Some(path), Some(key)) = (&current, line.strip_prefix("    "))
+                && let Some(method) = key.strip_suffix(':').filter(|m| METHODS.contains(m))
+            {
+                operations.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        operations
+    }
+
+    #[test]
+    fn openapi_paths_match_the_router() {
+        let routes = router_routes();
+        assert!(routes.len() > 20, "the router's routes were not found: {routes:?}");
+        let described = openapi_operations();
+        let missing: Vec<_> = routes.difference(&described).collect();
+        let extra: Vec<_> = described.difference(&routes).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "docs/openapi.yaml is out of step with the router: not described {missing:?}; described but not routed {extra:?}"
+        );
+    }
 }

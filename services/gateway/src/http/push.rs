@@ -2,7 +2,7 @@
 //! notifications go: a browser's Web Push subscription, or a webhook.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chat_proto::notification::v1::push_subscription::Target;
 use chat_proto::notification::v1::register_push_subscription_request::Target as RequestedTarget;
@@ -13,7 +13,7 @@ use chat_proto::notification::v1::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{AuthUser, JsonBody};
+use super::extract::{AuthUser, JsonBody, Path};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::rfc3339_ms;

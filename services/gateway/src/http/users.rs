@@ -1,11 +1,11 @@
 //! `/v1/users/*`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chat_proto::auth::v1::{GetUserByUsernameRequest, GetUserRequest, User};
 use serde_json::{Value, json};
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, Path};
 use crate::error::ApiError;
 use crate::state::AppState;
 

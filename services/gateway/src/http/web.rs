@@ -3,10 +3,10 @@
 //! ES modules: there is no build step. A strict Content-Security-Policy allows
 //! only this origin's scripts, styles and connections.
 
-use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::extract::Path;
 use crate::error::ApiError;
 
 /// (path, content type, bytes) of every file of the client.

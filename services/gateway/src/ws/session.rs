@@ -22,7 +22,7 @@ use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
 
-use super::close::{GOING_AWAY, INTERNAL, TOO_LARGE, UNAUTHORIZED};
+use super::close::{GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, TOO_LARGE, UNAUTHORIZED};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
@@ -124,11 +124,21 @@ impl Socket {
         bounded(self.write_timeout, self.ws.send(WsMessage::Ping(Default::default()))).await
     }
 
+    /// Completes a closing handshake the client started. tungstenite has
+    /// queued the echo of the client's close frame (its code, or 1002 for a
+    /// code no endpoint may send); it only goes out when the socket is
+    /// flushed, and a socket dropped unflushed leaves the client with 1006.
+    async fn answer_close(&mut self) {
+        let _ = bounded(self.write_timeout, self.ws.flush()).await;
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
         let ws = &mut self.ws;
         let _ = bounded(self.write_timeout, async move {
-            ws.send(WsMessage::Close(Some(frame))).await?;
+            // Refused when the client's close frame came first; closing then
+            // sends the echo tungstenite has queued instead.
+            let _ = ws.send(WsMessage::Close(Some(frame))).await;
             ws.close().await
         })
         .await;
@@ -142,6 +152,22 @@ async fn bounded(limit: Duration, write: impl Future<Output = Result<(), axum::E
     tokio::time::timeout(limit, write)
         .await
         .unwrap_or_else(|_| Err(axum::Error::new("write timed out: the client is not reading")))
+}
+
+/// The close a failed read earns, per RFC 6455 section 7.4.1: a frame or
+/// message over the size limit 1009, a text message that is not UTF-8 1007,
+/// any other breach of the framing protocol 1002. `None` when the connection
+/// itself is gone and no close can reach the client.
+fn close_for_read_error(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::Error;
+    use tungstenite::error::ProtocolError;
+    match error.into_inner().downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some((TOO_LARGE, "frame too large")),
+        Error::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some((PROTOCOL_ERROR, "WebSocket protocol error")),
+        _ => None,
+    }
 }
 
 /// Serves one socket from its upgrade to its end. This future lives as long
@@ -381,10 +407,16 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
                     socket.text(err.to_frame()).await
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
-                Some(Ok(WsMessage::Close(_))) | None => return,
+                Some(Ok(WsMessage::Close(_))) => {
+                    socket.answer_close().await;
+                    return;
+                }
+                None => return,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "socket read failed");
-                    socket.close(TOO_LARGE, "unreadable or oversized frame").await;
+                    if let Some((code, reason)) = close_for_read_error(e) {
+                        socket.close(code, reason).await;
+                    }
                     return;
                 }
             }},
