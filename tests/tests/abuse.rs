@@ -15,11 +15,36 @@ on_both_databases!(
     a_device_reading_slowly_during_a_long_catch_up_is_closed_as_too_slow,
     a_sync_within_a_socket_that_connected_without_a_cursor_replays_what_it_missed,
     cursors_past_the_head_of_the_stream_are_refused_and_the_socket_goes_live,
+    retiring_a_signing_key_closes_the_sockets_its_tokens_opened,
 );
 
-#[tokio::test]
-async fn a_client_cannot_dodge_address_limits_by_writing_its_own_forwarded_for() {
-    chat_system_tests::within_limit(forwarded_for_entries_written_by_the_client_are_ignored()).await;
+/// Scenarios where the database plays no part run on SQLite only.
+macro_rules! on_sqlite {
+    ($($test:ident => $scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                chat_system_tests::within_limit($scenario()).await;
+            }
+        )*
+    };
+}
+
+on_sqlite!(
+    a_client_cannot_dodge_address_limits_by_writing_its_own_forwarded_for => forwarded_for_entries_written_by_the_client_are_ignored,
+    sending_faster_than_the_brakes_allow_is_refused_with_a_retry_hint => sends_and_new_conversations_beyond_their_rates_are_refused,
+    a_socket_that_floods_frames_is_closed_and_syncs_are_rate_limited => frames_and_syncs_beyond_their_rates,
+    sockets_beyond_the_per_user_and_per_gateway_limits_are_refused => sockets_beyond_their_limits,
+    slow_request_headers_and_bodies_are_cut_off => slow_headers_and_bodies,
+);
+
+/// A whole system on SQLite with the gateway's configuration changed.
+async fn on_sqlite_with(change: impl Fn(&mut chat_gateway::Config) + Send + Sync + 'static) -> System {
+    System::builder().gateway_config(change).start(Db::Sqlite).await.expect("SQLite always starts")
+}
+
+fn rate(burst: u32, refill_secs: u64) -> chat_common::rate_limit::Rate {
+    chat_common::rate_limit::Rate { burst, refill: Duration::from_secs(refill_secs) }
 }
 
 async fn a_body_with_a_nul_character_is_refused_at_the_edge(db: Db) {
@@ -107,19 +132,9 @@ async fn an_entry_history_cannot_store_is_set_aside_and_everything_after_it_flow
     let letters = system.dead_letters().await;
     assert_eq!(letters.iter().map(|(at, _)| *at).collect::<Vec<_>>(), expected, "{letters:?}");
     assert!(letters.iter().all(|(_, reason)| !reason.is_empty()));
-    // Counted (the registry is shared by every history in this test process: at least these).
-    let metrics = reqwest::get(format!("http://{}/metrics", system.metrics_addrs["history"]))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let counted: usize = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("history_dead_letters_total "))
-        .and_then(|n| n.parse().ok())
-        .expect("history_dead_letters_total");
-    assert!(counted >= expected.len(), "{metrics}");
+    // Counted (each registry is shared by every instance in this test process: at least these).
+    assert!(counter(&system, "history", "history_dead_letters_total").await >= expected.len());
+    assert!(counter(&system, "gateway", "gateway_skipped_entries_total").await >= 1, "live delivery passed it over");
 
     // A restart does not bring the refused entries back: nothing is recorded twice.
     let mut system = system;
@@ -295,7 +310,7 @@ async fn forwarded_for_entries_written_by_the_client_are_ignored() {
     let Some(system) = System::builder()
         .gateway_config(|c| c.trust_forwarded_for = true)
         .auth_config(|c| {
-            c.login_per_address = chat_common::rate_limit::Rate { burst: 3, refill: Duration::from_secs(600) }
+            c.login_per_address = rate(3, 600);
         })
         .start(Db::Sqlite)
         .await
@@ -317,4 +332,174 @@ async fn forwarded_for_entries_written_by_the_client_are_ignored() {
     }
     assert_eq!(statuses, [200, 200, 200, 429], "one address, whatever the client prepends");
     system.stop().await;
+}
+
+async fn sends_and_new_conversations_beyond_their_rates_are_refused() {
+    let system = on_sqlite_with(|c| {
+        c.send_rate_per_socket = rate(3, 60);
+        c.send_rate_per_user = rate(5, 60);
+        c.conversation_rate_per_user = rate(2, 60);
+    })
+    .await;
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let (mut ws, _) = Ws::open(&system.ws(0), &alice).await;
+    for n in 1..=3 {
+        assert_eq!(ws.send_message(n, &conversation, &format!("m{n}"), "hi").await["type"], "ack");
+    }
+    let refused = ws.send_message(4, &conversation, "m4", "hi").await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(refused["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0 && ms <= 60_000), "{refused}");
+
+    // The user's own allowance spans sockets and HTTP: two more, then 429.
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let token = Some(alice.access_token.as_str());
+    for n in 5..=6 {
+        let (status, body) = api.post(&path, token, json!({ "client_msg_id": format!("m{n}"), "body": "hi" })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, headers, body) = api
+        .request_with_headers(reqwest::Method::POST, &path, token, Some(json!({ "client_msg_id": "m7", "body": "hi" })))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Nothing refused was stored.
+    assert_eq!(api.wait_for_history(&alice, &conversation, 5).await.len(), 5);
+
+    // Starting conversations: the first one above and one more, then 429.
+    api.direct(&alice, &carol).await;
+    let (status, headers, body) = api
+        .request_with_headers(
+            reqwest::Method::POST,
+            "/v1/conversations",
+            token,
+            Some(json!({ "kind": "group", "title": "g", "members": [bob.user_id] })),
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(headers.contains_key("retry-after"));
+    system.stop().await;
+}
+
+async fn frames_and_syncs_beyond_their_rates() {
+    let system = on_sqlite_with(|c| {
+        c.frame_rate_per_socket = rate(20, 600);
+        c.sync_rate_per_socket = rate(2, 60);
+    })
+    .await;
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let (mut ws, ready) = Ws::open(&system.ws(0), &alice).await;
+    let cursor = ready["cursor"].as_str().expect("cursor").to_owned();
+    for req in 1..=2 {
+        ws.send_json(json!({ "type": "sync", "req": req, "cursor": cursor })).await;
+        assert_eq!(ws.expect("synced").await["req"], req);
+    }
+    ws.send_json(json!({ "type": "sync", "req": 3, "cursor": cursor })).await;
+    let refused = ws.reply(3).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(refused["retry_after_ms"].as_u64().is_some(), "{refused}");
+
+    // 3 frames so far: 17 more pings are within the rate, the 18th closes the
+    // socket (no more than that: unread bytes at the close would reset the connection).
+    for req in 10..28 {
+        ws.send_json(json!({ "type": "ping", "req": req })).await;
+    }
+    let (frames, code) = ws.frames_until_close().await;
+    assert_eq!(code, 4429, "{frames:?}");
+    assert_eq!(frames.iter().filter(|f| f["type"] == "pong").count(), 17, "the frames within the rate were answered");
+    system.stop().await;
+}
+
+async fn sockets_beyond_their_limits() {
+    let system = on_sqlite_with(|c| {
+        c.max_sockets_per_user = 2;
+        c.max_sockets = 3;
+    })
+    .await;
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let (_first, _) = Ws::open(&system.ws(0), &alice).await;
+    let (_second, _) = Ws::open(&system.ws(0), &alice).await;
+    // A third of alice's: refused at the upgrade with a header, closed 4429 after an auth frame.
+    assert_eq!(Ws::refused_status(&system.ws(0), Some(&alice.access_token), None).await, 429);
+    let mut third = Ws::connect(&system.ws(0)).await;
+    third.send_json(json!({ "type": "auth", "token": alice.access_token })).await;
+    assert_eq!(third.expect_close().await, 4429);
+
+    // Bob's first fills the gateway; the next upgrade of anyone is 503.
+    let (_bob, _) = Ws::open(&system.ws(0), &bob).await;
+    assert_eq!(Ws::refused_status(&system.ws(0), Some(&bob.access_token), None).await, 503);
+    system.stop().await;
+}
+
+async fn slow_headers_and_bodies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let system = on_sqlite_with(|c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Headers that never end: the connection is answered 408 and closed.
+    let mut slow = tokio::net::TcpStream::connect(system.gateway_addr(0)).await.expect("connects");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("writes");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .expect("the gateway ends the connection")
+        .expect("reads");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A body that stops arriving: 408 with the protocol's error body.
+    let mut slow = tokio::net::TcpStream::connect(system.gateway_addr(0)).await.expect("connects");
+    let head = "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user";
+    slow.write_all(head.as_bytes()).await.expect("writes");
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("the gateway answers")
+        .expect("reads");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    system.stop().await;
+}
+
+async fn retiring_a_signing_key_closes_the_sockets_its_tokens_opened(db: Db) {
+    use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+    use chat_proto::auth::v1::{RetireSigningKeyRequest, RotateSigningKeyRequest};
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let header = jsonwebtoken::decode_header(&alice.access_token).expect("a JWT");
+    let old_kid = header.kid.expect("kid");
+    let (mut old_socket, _) = Ws::open(&system.ws(0), &alice).await;
+
+    let mut auth = AuthServiceClient::connect(format!("http://{}", system.auth_addr)).await.expect("auth gRPC");
+    auth.rotate_signing_key(RotateSigningKeyRequest {}).await.expect("rotate");
+    let laptop = api.login("alice").await;
+    let (mut new_socket, _) = Ws::open(&system.ws(0), &laptop).await;
+    auth.retire_signing_key(RetireSigningKeyRequest { kid: old_kid }).await.expect("retire");
+
+    assert_eq!(old_socket.expect_close().await, 4401, "the retired key's socket is closed");
+    new_socket.send_json(json!({ "type": "ping", "req": 1 })).await;
+    assert_eq!(new_socket.expect("pong").await["req"], 1, "the new key's socket stays");
+    system.stop().await;
+}
+
+/// A counter's value on a service's `/metrics`.
+async fn counter(system: &System, service: &str, name: &str) -> usize {
+    let metrics = reqwest::get(format!("http://{}/metrics", system.metrics_addrs[service]))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("{name} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse().ok()).unwrap_or(0)
 }

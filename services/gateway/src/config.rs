@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use chat_common::config::{self, ConfigError};
 use chat_common::nats::StreamSettings;
+use chat_common::rate_limit::Rate;
+
+use crate::brakes::defaults;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,6 +55,24 @@ pub struct Config {
     /// `GATEWAY_TRUST_FORWARDED_FOR`: take the client address from the last
     /// `X-Forwarded-For` entry (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// `GATEWAY_SEND_RATE_PER_SOCKET`, `<burst>/<seconds per refill>`: messages one socket sends.
+    pub send_rate_per_socket: Rate,
+    /// `GATEWAY_SEND_RATE_PER_USER`: messages one user sends through this gateway (sockets and HTTP).
+    pub send_rate_per_user: Rate,
+    /// `GATEWAY_FRAME_RATE_PER_SOCKET`: frames of any kind from one socket; beyond it, close 4429.
+    pub frame_rate_per_socket: Rate,
+    /// `GATEWAY_SYNC_RATE_PER_SOCKET`: `sync` frames from one socket.
+    pub sync_rate_per_socket: Rate,
+    /// `GATEWAY_CONVERSATION_RATE_PER_USER`: conversations one user starts.
+    pub conversation_rate_per_user: Rate,
+    /// `GATEWAY_MAX_SOCKETS_PER_USER`: open sockets of one user on this gateway.
+    pub max_sockets_per_user: usize,
+    /// `GATEWAY_MAX_SOCKETS`: open sockets on this gateway; beyond, 503 at the upgrade.
+    pub max_sockets: usize,
+    /// `GATEWAY_HEADER_TIMEOUT_SECS` (default 10): a request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// `GATEWAY_BODY_TIMEOUT_SECS` (default 10): a request's body must arrive within this.
+    pub body_timeout: Duration,
 }
 
 impl Config {
@@ -83,6 +104,18 @@ impl Config {
             presence_ttl: Duration::from_secs(config::parse("GATEWAY_PRESENCE_TTL_SECS", 15)?),
             access_token_ttl: Duration::from_secs(config::parse("ACCESS_TOKEN_TTL_SECS", 900)?),
             trust_forwarded_for: config::parse("GATEWAY_TRUST_FORWARDED_FOR", false)?,
+            send_rate_per_socket: config::parse("GATEWAY_SEND_RATE_PER_SOCKET", defaults::SEND_PER_SOCKET)?,
+            send_rate_per_user: config::parse("GATEWAY_SEND_RATE_PER_USER", defaults::SEND_PER_USER)?,
+            frame_rate_per_socket: config::parse("GATEWAY_FRAME_RATE_PER_SOCKET", defaults::FRAME_PER_SOCKET)?,
+            sync_rate_per_socket: config::parse("GATEWAY_SYNC_RATE_PER_SOCKET", defaults::SYNC_PER_SOCKET)?,
+            conversation_rate_per_user: config::parse(
+                "GATEWAY_CONVERSATION_RATE_PER_USER",
+                defaults::CONVERSATION_PER_USER,
+            )?,
+            max_sockets_per_user: config::parse("GATEWAY_MAX_SOCKETS_PER_USER", defaults::MAX_SOCKETS_PER_USER)?,
+            max_sockets: config::parse("GATEWAY_MAX_SOCKETS", defaults::MAX_SOCKETS)?,
+            header_timeout: Duration::from_secs(config::parse("GATEWAY_HEADER_TIMEOUT_SECS", 10)?),
+            body_timeout: Duration::from_secs(config::parse("GATEWAY_BODY_TIMEOUT_SECS", 10)?),
             http_addr,
         })
     }
@@ -111,6 +144,15 @@ impl Config {
             presence_ttl: Duration::from_secs(15),
             access_token_ttl: Duration::from_secs(900),
             trust_forwarded_for: false,
+            send_rate_per_socket: defaults::SEND_PER_SOCKET,
+            send_rate_per_user: defaults::SEND_PER_USER,
+            frame_rate_per_socket: defaults::FRAME_PER_SOCKET,
+            sync_rate_per_socket: defaults::SYNC_PER_SOCKET,
+            conversation_rate_per_user: defaults::CONVERSATION_PER_USER,
+            max_sockets_per_user: defaults::MAX_SOCKETS_PER_USER,
+            max_sockets: defaults::MAX_SOCKETS,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }

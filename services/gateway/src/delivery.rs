@@ -62,6 +62,8 @@ pub fn read_frame(event: &ReadMarkerMoved) -> String {
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
     pub device_id: String,
+    /// The key that signed the token the socket was opened with.
+    pub kid: String,
     pub outbox: Arc<Outbox>,
 }
 
@@ -141,6 +143,11 @@ impl Registry {
     pub fn lease(self: &Arc<Self>, user_id: &str) -> Lease {
         self.lock().users.entry(user_id.to_owned()).or_default().leases += 1;
         Lease { registry: self.clone(), user_id: user_id.to_owned(), socket_id: None }
+    }
+
+    /// Open sockets of `user_id` on this gateway.
+    pub fn sockets_of(&self, user_id: &str) -> usize {
+        self.lock().users.get(user_id).map_or(0, |u| u.sockets.len())
     }
 
     pub fn last_dispatched(&self) -> u64 {
@@ -277,6 +284,16 @@ impl Registry {
         let inner = self.lock();
         if let Some(user) = inner.users.get(user_id) {
             for socket in user.sockets.values().filter(|s| s.device_id == device_id) {
+                socket.outbox.close(code);
+            }
+        }
+    }
+
+    /// Closes every local socket opened with a token of a key not in `kids`.
+    pub fn close_unless_signed_by(&self, kids: &HashSet<String>, code: u16) {
+        let inner = self.lock();
+        for socket in inner.users.values().flat_map(|u| u.sockets.values()) {
+            if !kids.contains(&socket.kid) {
                 socket.outbox.close(code);
             }
         }
@@ -422,41 +439,38 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
                     membership.remove_members(conversation_id, &system.user_ids);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, stream_seq, "undecodable message skipped");
-                registry.advance(stream_seq);
-            }
+            Err(e) => skip(registry, stream_seq, "message", &e),
         },
         Some(ChatSubject::Membership { .. }) => match MembershipChanged::decode(m.payload.as_ref()) {
             Ok(event) => {
                 registry.apply_membership(stream_seq, &event);
                 membership.update(&event.conversation_id, event.member_ids);
             }
-            Err(e) => {
-                tracing::error!(error = %e, stream_seq, "undecodable membership event skipped");
-                registry.advance(stream_seq);
-            }
+            Err(e) => skip(registry, stream_seq, "membership event", &e),
         },
         Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
             Ok(MessageChanged { message: Some(message), .. }) => {
                 let frame: Frame = change_frame(&message, stream_seq).into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
             }
-            Ok(_) | Err(_) => {
-                tracing::error!(stream_seq, "undecodable message change skipped");
-                registry.advance(stream_seq);
-            }
+            Ok(_) => skip(registry, stream_seq, "message change", &"no message"),
+            Err(e) => skip(registry, stream_seq, "message change", &e),
         },
         Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
             Ok(event) => {
                 let frame: Frame = read_frame(&event).into();
                 registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
             }
-            Err(e) => {
-                tracing::error!(error = %e, stream_seq, "undecodable read marker skipped");
-                registry.advance(stream_seq);
-            }
+            Err(e) => skip(registry, stream_seq, "read marker", &e),
         },
         None => registry.advance(stream_seq),
     }
+}
+
+/// An entry no socket can be given is passed over, logged and counted; the
+/// stream goes on (history and notification keep the dead-letter records).
+fn skip(registry: &Registry, stream_seq: u64, what: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(%error, stream_seq, what, "undecodable stream entry skipped");
+    crate::metrics::get().skipped_entries.inc();
+    registry.advance(stream_seq);
 }

@@ -12,11 +12,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// The same wait to the millisecond, for WebSocket `error` frames.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+        Self { status, code, message: message.into(), retry_after_secs: None, retry_after_ms: None }
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -52,7 +54,27 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
+            retry_after_ms: Some(retry_after_secs.max(1) * 1000),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
+        }
+    }
+
+    /// `rate_limited` after a brake: retry after `wait` (at least a second over HTTP).
+    pub fn rate_limited_for(wait: std::time::Duration) -> Self {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        Self { retry_after_ms: Some(ms), ..Self::rate_limited(wait.as_secs_f64().ceil() as u64) }
+    }
+
+    /// The request's headers or body did not arrive in time.
+    pub fn request_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request did not arrive in time")
+    }
+
+    /// This gateway holds all the sockets it may: try another, or later.
+    pub fn gateway_full() -> Self {
+        Self {
+            retry_after_secs: Some(5),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "this gateway is full; retry later")
         }
     }
 

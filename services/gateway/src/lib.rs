@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod brakes;
 pub mod config;
 mod delivery;
 pub mod error;
@@ -147,6 +148,7 @@ impl App {
         let key_changes = tokio::spawn(tokens::watch_key_changes(
             self.key_changes,
             state.verifier.clone(),
+            state.registry.clone(),
             KEYS_SAFETY_REFRESH,
             shutdown.clone(),
         ));
@@ -159,9 +161,8 @@ impl App {
         let heartbeat = tokio::spawn(state.presence.clone().heartbeat(heartbeat_stop.clone()));
         let metrics = tokio::spawn(self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()));
         let sockets = state.sockets.clone();
-        let router = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served =
-            axum::serve(self.listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+        let header_timeout = state.config.header_timeout;
+        http::serve(self.listener, http::router(state), header_timeout, shutdown.clone()).await;
         shutdown.cancel();
         sockets.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, sockets.wait()).await.is_err() {
@@ -169,6 +170,6 @@ impl App {
         }
         heartbeat_stop.cancel();
         let _ = tokio::join!(dispatcher, revocations, key_changes, typing, announcements, heartbeat, metrics);
-        served.map_err(|e| Error::Unexpected(e.into()))
+        Ok(())
     }
 }

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub fan_out: Histogram,
     /// Errors answered, by protocol code (HTTP and WebSocket).
     pub errors: CounterFamily,
+    /// Requests and frames refused by a brake (rate or count), by brake.
+    pub brakes: CounterFamily,
+    /// Stream entries live delivery passed over because they do not decode.
+    pub skipped_entries: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -39,6 +43,24 @@ pub fn get() -> &'static Metrics {
             fan_out.clone(),
         );
         registry.register("gateway_errors", "Errors answered, by code", errors.clone());
-        Metrics { registry: Arc::new(registry), connections, frames_in, frames_out, send_to_ack, fan_out, errors }
+        let brakes = CounterFamily::default();
+        registry.register("gateway_brakes", "Requests and frames refused by a brake, by brake", brakes.clone());
+        let skipped_entries = Counter::default();
+        registry.register(
+            "gateway_skipped_entries",
+            "Stream entries live delivery passed over (undecodable)",
+            skipped_entries.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            connections,
+            frames_in,
+            frames_out,
+            send_to_ack,
+            fan_out,
+            errors,
+            brakes,
+            skipped_entries,
+        }
     })
 }

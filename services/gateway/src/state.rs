@@ -56,6 +56,7 @@ pub struct Shared {
     pub log: Arc<ConversationLog>,
     pub membership: Arc<MembershipCache>,
     pub registry: Arc<Registry>,
+    pub brakes: crate::brakes::Brakes,
     pub typing: Arc<Typing>,
     pub presence: Arc<PresenceReporter>,
     pub shutdown: CancellationToken,
@@ -79,7 +80,9 @@ impl AppState {
         let registry = Arc::new(Registry::default());
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
+        let brakes = crate::brakes::Brakes::new(&config);
         Self(Arc::new(Shared {
+            brakes,
             revocations,
             membership: Arc::new(MembershipCache::new(history.clone())),
             verifier: Arc::new(verifier),

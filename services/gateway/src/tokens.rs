@@ -22,6 +22,8 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Identity {
     pub user_id: String,
     pub device_id: String,
+    /// The key that signed the token: a socket it opened lives as long as that key.
+    pub kid: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +92,12 @@ impl Verifier {
         if self.revocations.is_revoked(&data.claims.did) {
             return Err(TokenError::Invalid);
         }
-        Ok(Identity { user_id: data.claims.sub, device_id: data.claims.did })
+        Ok(Identity { user_id: data.claims.sub, device_id: data.claims.did, kid })
+    }
+
+    /// The ids of the keys tokens may be signed with now.
+    pub fn kids(&self) -> std::collections::HashSet<String> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
     }
 
     fn has_key(&self, kid: &str) -> bool {
@@ -142,10 +149,13 @@ impl Verifier {
 }
 
 /// Keeps the key set current: refetched whenever auth announces a change, and
-/// every `safety_interval` in case an announcement was missed.
+/// every `safety_interval` in case an announcement was missed. Sockets opened
+/// with a token of a key that is gone (retired, after a compromise say) are
+/// closed with 4401: they would otherwise outlive the key for good.
 pub async fn watch_key_changes(
     mut changes: async_nats::Subscriber,
     verifier: Arc<Verifier>,
+    registry: Arc<crate::delivery::Registry>,
     safety_interval: Duration,
     shutdown: chat_common::shutdown::CancellationToken,
 ) {
@@ -158,8 +168,9 @@ pub async fn watch_key_changes(
             _ = tick.tick() => {},
             next = changes.next() => if next.is_none() { return },
         }
-        if let Err(e) = verifier.refresh_keys().await {
-            tracing::warn!(error = %e, "cannot refresh token signing keys");
+        match verifier.refresh_keys().await {
+            Ok(()) => registry.close_unless_signed_by(&verifier.kids(), crate::ws::close::UNAUTHORIZED),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh token signing keys"),
         }
     }
 }

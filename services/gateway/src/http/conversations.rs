@@ -56,6 +56,7 @@ pub async fn create(
     AuthUser(me): AuthUser,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.brakes.new_conversation(&me.user_id)?;
     if body.kind != "direct" && body.kind != "group" {
         return Err(ApiError::invalid_argument("kind must be \"direct\" or \"group\""));
     }
@@ -267,6 +268,7 @@ pub async fn send(
     Path(conversation_id): Path<String>,
     JsonBody(body): JsonBody<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state.brakes.send(&me.user_id)?;
     let input = SendInput { conversation_id, client_msg_id: body.client_msg_id, body: body.body };
     let published = messaging::send(&state.membership, &state.log, &me, &input).await?;
     let status = if published.duplicate { StatusCode::OK } else { StatusCode::CREATED };

@@ -7,6 +7,7 @@ mod extract;
 mod health;
 mod presence;
 mod push;
+mod server;
 mod users;
 mod web;
 
@@ -18,6 +19,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use extract::{Credentials, credentials, verify as verify_token};
+pub use server::serve;
 
 /// Request bodies larger than this are refused with 413 before parsing.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -60,7 +62,31 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time))
         .with_state(state)
+}
+
+/// A request's body must arrive within `GATEWAY_BODY_TIMEOUT_SECS`: a client
+/// trickling its body would otherwise hold a connection and a task for as
+/// long as it likes. Bodies are small (at most [`BODY_LIMIT`]), so reading
+/// each whole before its handler costs nothing worth keeping.
+async fn body_in_time(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, BODY_LIMIT + 1);
+    let bytes = match tokio::time::timeout(state.config.body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return ApiError::too_large("request body is too large").into_response(),
+        Err(_) => {
+            crate::brakes::count("body_timeout");
+            return ApiError::request_timeout().into_response();
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 #[cfg(test)]

@@ -74,13 +74,27 @@ impl FrameError {
         Self { req, code: err.code, message: err.message.clone() }
     }
 
+    /// The `error` frame of a refusal by a brake, with `retry_after_ms`
+    /// (addition): how long until the same frame would be accepted.
+    pub fn refusal(req: Option<i64>, err: &ApiError) -> String {
+        let mut frame = Self::from_api(req, err).value();
+        if let Some(ms) = err.retry_after_ms {
+            frame["retry_after_ms"] = ms.into();
+        }
+        frame.to_string()
+    }
+
     pub fn to_frame(&self) -> String {
+        self.value().to_string()
+    }
+
+    fn value(&self) -> Value {
         crate::metrics::get().errors.get_or_create(&chat_common::metrics::label("code", self.code)).inc();
         let mut frame = serde_json::json!({ "type": "error", "code": self.code, "message": self.message });
         if let Some(req) = self.req {
             frame["req"] = req.into();
         }
-        frame.to_string()
+        frame
     }
 }
 

@@ -14,6 +14,7 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     pub const UNAUTHORIZED: u16 = 4401;
     pub const TOO_SLOW: u16 = 4408;
+    pub const RATE_LIMITED: u16 = 4429;
 }
 
 use std::collections::HashMap;
@@ -40,6 +41,10 @@ pub async fn upgrade(
             return ApiError::forbidden("origin not allowed").into_response();
         }
     }
+    if state.sockets.len() >= state.config.max_sockets {
+        crate::brakes::count("sockets_per_gateway");
+        return ApiError::gateway_full().into_response();
+    }
     let pre_authenticated = match credentials(&headers) {
         Credentials::Bearer(token) => match crate::http::verify_token(&state.verifier, token).await {
             Ok(identity) => Some(identity),
@@ -48,6 +53,12 @@ pub async fn upgrade(
         Credentials::Malformed => return ApiError::unauthorized("malformed Authorization header").into_response(),
         Credentials::None => None,
     };
+    if let Some(identity) = &pre_authenticated
+        && state.registry.sockets_of(&identity.user_id) >= state.config.max_sockets_per_user
+    {
+        crate::brakes::count("sockets_per_user");
+        return ApiError::rate_limited(5).into_response();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(_) => return ApiError::invalid_argument("expected a WebSocket upgrade request").into_response(),

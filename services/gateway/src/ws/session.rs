@@ -22,7 +22,8 @@ use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
 
-use super::close::{GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, TOO_LARGE, UNAUTHORIZED};
+use super::close::{GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED};
+use crate::brakes::{SocketBrakes, Verdict};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
@@ -202,9 +203,15 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
             return;
         }
     }
+    if state.registry.sockets_of(&identity.user_id) >= state.config.max_sockets_per_user {
+        crate::brakes::count("sockets_per_user");
+        socket.close(RATE_LIMITED, "too many sockets for this user").await;
+        return;
+    }
     let outbox = Arc::new(Outbox::new(state.config.socket_queue));
     let socket_id = state.next_socket_id();
-    let handle = SocketHandle { device_id: identity.device_id.clone(), outbox: outbox.clone() };
+    let handle =
+        SocketHandle { device_id: identity.device_id.clone(), kid: identity.kid.clone(), outbox: outbox.clone() };
     let attached_at = lease.attach(socket_id, handle);
     let _registration = Registration::new(&state, socket_id, lease);
     // A revocation that landed between token check and registration.
@@ -330,7 +337,7 @@ async fn close_as_asked(socket: &mut Socket, outbox: &Outbox, code: u16, reason:
 
 fn close_reason(code: u16) -> &'static str {
     match code {
-        UNAUTHORIZED => "device revoked",
+        UNAUTHORIZED => "credentials revoked",
         _ => "too slow: the send queue filled",
     }
 }
@@ -366,6 +373,7 @@ async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity
 async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbox: &Outbox) {
     let mut worker = Worker::default();
     let mut typing_limit = Bucket::new(TYPING_RATE);
+    let mut brakes = SocketBrakes::new(&state.config);
     // Pings find half-open sockets: a peer that vanished without closing
     // answers nothing, and is closed after the idle timeout.
     let mut ping = tokio::time::interval(state.config.ping_interval);
@@ -394,13 +402,19 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
             Some(reply) = worker.reply() => socket.text(reply).await,
             frame = socket.recv() => {
                 last_heard = tokio::time::Instant::now();
+                if matches!(frame, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))))
+                    && matches!(brakes.frame(), Verdict::Close)
+                {
+                    socket.close(RATE_LIMITED, "too many frames").await;
+                    return;
+                }
                 match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     if text.len() > state.config.max_frame_bytes {
                         socket.close(TOO_LARGE, "frame too large").await;
                         return;
                     }
-                    Box::pin(handle_text(state, identity, socket, outbox, &mut worker, &mut typing_limit, &text)).await
+                    Box::pin(handle_text(state, identity, socket, outbox, &mut worker, (&mut typing_limit, &mut brakes), &text)).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
                     let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
@@ -434,7 +448,7 @@ async fn handle_text(
     socket: &mut Socket,
     outbox: &Outbox,
     worker: &mut Worker,
-    typing_limit: &mut Bucket,
+    (typing_limit, brakes): (&mut Bucket, &mut SocketBrakes),
     text: &str,
 ) -> Result<(), axum::Error> {
     let frame = match frames::parse(text) {
@@ -445,6 +459,9 @@ async fn handle_text(
     match frame {
         ClientFrame::Ping { req } => socket.text(json!({ "type": "pong", "req": req }).to_string()).await,
         ClientFrame::Send { req, input } => {
+            if let Verdict::Refuse(e) = brakes.send(&state.brakes, &identity.user_id) {
+                return socket.text(FrameError::refusal(Some(req), &e)).await;
+            }
             enqueue(socket, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
         }
         ClientFrame::Change { req, conversation_id, message_id, body } => {
@@ -455,6 +472,9 @@ async fn handle_text(
             enqueue(socket, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
         }
         ClientFrame::Sync { req, cursor } => {
+            if let Verdict::Refuse(e) = brakes.sync() {
+                return socket.text(FrameError::refusal(Some(req), &e)).await;
+            }
             let position = match decode_cursor(&cursor) {
                 Some(position) => Box::pin(known_position(state, position, socket.delivered)).await,
                 None => Err(ApiError::invalid_argument(UNKNOWN_CURSOR)),
