@@ -33,6 +33,9 @@ const TYPING_RATE: Rate = Rate { burst: 5, refill: Duration::from_secs(1) };
 /// client is told to slow down.
 const WORK_QUEUE: usize = 64;
 
+/// How long a closed socket waits for the client's answering close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
 /// Live frames written to a socket with one flush, at most.
 const WRITE_BATCH: usize = 64;
 
@@ -143,6 +146,11 @@ impl Socket {
             ws.close().await
         })
         .await;
+        // Read what the client still sends until it answers the close: bytes
+        // left unread when the connection is dropped make the kernel reset it,
+        // and the reset can destroy the close frame before the client reads it.
+        let ws = &mut self.ws;
+        let _ = tokio::time::timeout(CLOSE_LINGER, async move { while let Some(Ok(_)) = ws.recv().await {} }).await;
     }
 }
 
