@@ -78,18 +78,22 @@ pub async fn run(
     result
 }
 
+/// The CHAT stream's last position now.
+///
+/// # Errors
+/// `unavailable` when the stream cannot be asked.
+pub async fn stream_head(state: &AppState) -> Result<u64, ApiError> {
+    let mut stream = state.stream.clone();
+    let info = stream.info().await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the chat stream state");
+        ApiError::unavailable("message stream unavailable")
+    })?;
+    Ok(info.state.last_sequence)
+}
+
 async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u64) -> Result<(), ApiError> {
     let closed = |_| ApiError::unavailable("socket closed");
-    let mut stream = state.stream.clone();
-    let snapshot = stream
-        .info()
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read the chat stream state");
-            ApiError::unavailable("message stream unavailable")
-        })?
-        .state
-        .last_sequence;
+    let snapshot = stream_head(state).await?;
 
     // 1. What history has stored, up to its persisted floor.
     let mut after = from;

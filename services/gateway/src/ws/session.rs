@@ -320,17 +320,7 @@ async fn known_position(state: &AppState, position: u64, attached_at: u64) -> Re
     if position <= attached_at {
         return Ok(position);
     }
-    let head = state
-        .stream
-        .clone()
-        .info()
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read the chat stream state");
-            ApiError::unavailable("message stream unavailable")
-        })?
-        .state
-        .last_sequence;
+    let head = catch_up::stream_head(state).await?;
     if position <= head { Ok(position) } else { Err(ApiError::invalid_argument(UNKNOWN_CURSOR)) }
 }
 
