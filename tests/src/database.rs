@@ -10,14 +10,21 @@ pub enum Db {
     Postgres,
 }
 
-fn admin_url() -> String {
+/// The test PostgreSQL server's URL.
+pub fn admin_url() -> String {
     std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates a database named `name` and returns its URL, or `None` when
 /// PostgreSQL cannot be reached outside CI (in CI that is a failure).
 pub async fn create_postgres(name: &str) -> Option<String> {
-    let admin = admin_url();
+    create_postgres_on(&admin_url(), name).await
+}
+
+/// Creates a database named `name` on the server of `admin` (a URL of any
+/// database on it) and returns its URL, `None` as for `create_postgres`.
+pub async fn create_postgres_on(admin: &str, name: &str) -> Option<String> {
+    let admin = admin.to_owned();
     let mut conn = match sqlx::PgConnection::connect(&admin).await {
         Ok(conn) => conn,
         Err(e) if !crate::in_ci() => {
@@ -36,7 +43,12 @@ pub async fn create_postgres(name: &str) -> Option<String> {
 
 /// Drops a database made by `create_postgres`.
 pub async fn drop_postgres(name: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+    drop_postgres_on(&admin_url(), name).await;
+}
+
+/// Drops a database made by `create_postgres_on`.
+pub async fn drop_postgres_on(admin: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
         let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod database;
+pub mod faults;
 pub mod nats;
 pub mod otlp;
 pub mod processes;

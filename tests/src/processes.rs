@@ -10,9 +10,14 @@ use std::time::Duration;
 
 use crate::nats::NatsServer;
 
-/// One running service binary.
+/// One service binary, run as a child process: it can be killed (SIGKILL),
+/// stopped (SIGTERM, waiting for it to exit) and started again on the same
+/// address with the same environment.
 pub struct ServiceProcess {
-    child: tokio::process::Child,
+    name: String,
+    env: Vec<(String, String)>,
+    log: Option<std::path::PathBuf>,
+    child: Option<tokio::process::Child>,
     /// Where it serves: gRPC for the services, HTTP for the gateway.
     pub addr: SocketAddr,
 }
@@ -23,8 +28,15 @@ impl ServiceProcess {
     /// stdout, a failure on stderr) goes to `log` if given, else is shown with
     /// `TEST_LOG`.
     pub async fn start(name: &str, addr: SocketAddr, env: &[(String, String)], log: Option<&Path>) -> Self {
-        let binary = crate::service_binary(name);
-        let output = || match log {
+        let mut process =
+            Self { name: name.to_owned(), env: env.to_vec(), log: log.map(Path::to_owned), child: None, addr };
+        process.spawn().await;
+        process
+    }
+
+    async fn spawn(&mut self) {
+        let binary = crate::service_binary(&self.name);
+        let output = || match &self.log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("a log file");
                 std::process::Stdio::from(file)
@@ -36,17 +48,17 @@ impl ServiceProcess {
         command
             .env_clear()
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(output())
             .stderr(output())
             .kill_on_drop(true);
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} did not come up on {addr}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "{} did not come up on {}", self.name, self.addr);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Self { child, addr }
     }
 
     /// The gateway's WebSocket URL (for a gateway process).
@@ -54,14 +66,41 @@ impl ServiceProcess {
         format!("ws://{}/v1/ws", self.addr)
     }
 
-    /// The process id (to read its memory from /proc).
+    /// The process id, while it runs (to read its memory from /proc).
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref().and_then(tokio::process::Child::id)
     }
 
     /// SIGKILL: no goodbye to anyone.
-    pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill the process");
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill the process");
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns how long it took
+    /// and whether it exited successfully. Killed if it takes over `limit`.
+    pub async fn terminate(&mut self, limit: Duration) -> (Duration, bool) {
+        let Some(mut child) = self.child.take() else { return (Duration::ZERO, true) };
+        let started = tokio::time::Instant::now();
+        if let Some(pid) = child.id() {
+            let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            assert!(sent.is_ok_and(|s| s.success()), "SIGTERM to {} ({pid})", self.name);
+        }
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => (started.elapsed(), status.is_ok_and(|s| s.success())),
+            Err(_) => {
+                let _ = child.kill().await;
+                (started.elapsed(), false)
+            }
+        }
+    }
+
+    /// Starts it again (after `kill` or `terminate`) on the same address with
+    /// the same environment and log.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
     }
 }
 
@@ -74,9 +113,46 @@ fn var(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-/// All five services as processes on one nats-server, with SQLite databases
-/// in `data_dir` and each service's log in `data_dir/<service>.log`. `env`
-/// is added to every service's environment.
+/// Where auth and history keep their tables.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    pub auth: String,
+    pub history: String,
+    /// PostgreSQL databases made for this system, dropped by `Processes::stop`,
+    /// with the server URL to drop them through.
+    created: Option<(String, Vec<String>)>,
+}
+
+impl Databases {
+    /// SQLite files in `dir`.
+    pub fn sqlite(dir: &Path) -> Self {
+        let url = |name: &str| format!("sqlite://{}", dir.join(name).display());
+        Self { auth: url("auth.db"), history: url("history.db"), created: None }
+    }
+
+    /// Two new databases on the PostgreSQL server of `server_url` (a URL of
+    /// any database on it): `None` outside CI when the server cannot be
+    /// reached (in CI that is a failure).
+    pub async fn postgres_on(server_url: &str) -> Option<Self> {
+        let base = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
+        let names = vec![format!("{base}_auth"), format!("{base}_history")];
+        let auth = crate::database::create_postgres_on(server_url, &names[0]).await?;
+        let history = crate::database::create_postgres_on(server_url, &names[1]).await?;
+        Some(Self { auth, history, created: Some((server_url.to_owned(), names)) })
+    }
+
+    /// Fresh databases of kind `db`: SQLite files in `dir`, or new databases
+    /// on the test PostgreSQL server (`None` as for `postgres_on`).
+    pub async fn of(db: crate::Db, dir: &Path) -> Option<Self> {
+        match db {
+            crate::Db::Sqlite => Some(Self::sqlite(dir)),
+            crate::Db::Postgres => Self::postgres_on(&crate::database::admin_url()).await,
+        }
+    }
+}
+
+/// All five services as processes on one nats-server, each service's log in
+/// `data_dir/<service>.log`. `env` is added to every service's environment.
 pub struct Processes {
     pub auth: ServiceProcess,
     pub history: ServiceProcess,
@@ -86,20 +162,26 @@ pub struct Processes {
     /// What every service is started with: where the others are, and `env`.
     shared_env: Vec<(String, String)>,
     data_dir: std::path::PathBuf,
+    databases: Databases,
 }
 
 impl Processes {
+    /// The five services on SQLite files in `data_dir`.
     pub async fn start(nats: &NatsServer, data_dir: &Path, env: &[(String, String)]) -> Self {
+        Self::start_with(&nats.url(), data_dir, Databases::sqlite(data_dir), env).await
+    }
+
+    /// The five services on `databases`, connected to NATS at `nats_url`.
+    pub async fn start_with(nats_url: &str, data_dir: &Path, databases: Databases, env: &[(String, String)]) -> Self {
         let [auth, history, presence, notification, gateway] = std::array::from_fn(|_| free_addr());
         let mut shared_env = vec![
-            var("NATS_URL", nats.url()),
+            var("NATS_URL", nats_url),
             var("AUTH_GRPC_URL", auth),
             var("HISTORY_GRPC_URL", history),
             var("PRESENCE_GRPC_URL", presence),
             var("NOTIFICATION_GRPC_URL", notification),
         ];
         shared_env.extend(env.iter().cloned());
-        let sqlite = |name: &str| format!("sqlite://{}", data_dir.join(name).display());
         let start = |name: &'static str, addr: SocketAddr, own: Vec<(String, String)>| {
             start_service(data_dir, &shared_env, name, name, addr, own)
         };
@@ -109,7 +191,7 @@ impl Processes {
             vec![
                 var("AUTH_GRPC_ADDR", auth),
                 var("AUTH_METRICS_ADDR", free_addr()),
-                var("AUTH_DATABASE_URL", sqlite("auth.db")),
+                var("AUTH_DATABASE_URL", &databases.auth),
             ],
         )
         .await;
@@ -119,7 +201,7 @@ impl Processes {
             vec![
                 var("HISTORY_GRPC_ADDR", history),
                 var("HISTORY_METRICS_ADDR", free_addr()),
-                var("HISTORY_DATABASE_URL", sqlite("history.db")),
+                var("HISTORY_DATABASE_URL", &databases.history),
             ],
         )
         .await;
@@ -135,13 +217,18 @@ impl Processes {
             vec![var("NOTIFICATION_GRPC_ADDR", notification), var("NOTIFICATION_METRICS_ADDR", free_addr())],
         )
         .await;
-        let gateway = start_gateway(data_dir, &shared_env, "gateway", gateway).await;
-        Self { auth, history, presence, notification, gateway, shared_env, data_dir: data_dir.to_owned() }
+        let gateway = start_gateway(data_dir, &shared_env, "gateway", gateway, &[]).await;
+        Self { auth, history, presence, notification, gateway, shared_env, data_dir: data_dir.to_owned(), databases }
     }
 
     /// One more gateway process, logging to `data_dir/gateway-<n>.log`.
     pub async fn start_gateway(&self, n: usize) -> ServiceProcess {
-        start_gateway(&self.data_dir, &self.shared_env, &format!("gateway-{n}"), free_addr()).await
+        self.start_gateway_with(n, &[]).await
+    }
+
+    /// One more gateway process with `env` added (over the shared settings).
+    pub async fn start_gateway_with(&self, n: usize, env: &[(String, String)]) -> ServiceProcess {
+        start_gateway(&self.data_dir, &self.shared_env, &format!("gateway-{n}"), free_addr(), env).await
     }
 
     /// What `service` has logged so far.
@@ -152,6 +239,25 @@ impl Processes {
     pub fn api(&self) -> crate::client::Api {
         crate::client::Api::new(&format!("http://{}", self.gateway.addr))
     }
+
+    /// Where auth and history keep their tables.
+    pub fn databases(&self) -> &Databases {
+        &self.databases
+    }
+
+    /// Kills every service and drops the PostgreSQL databases made for them.
+    pub async fn stop(mut self) {
+        for service in
+            [&mut self.gateway, &mut self.notification, &mut self.presence, &mut self.history, &mut self.auth]
+        {
+            service.kill().await;
+        }
+        if let Some((server, names)) = &self.databases.created {
+            for name in names {
+                crate::database::drop_postgres_on(server, name).await;
+            }
+        }
+    }
 }
 
 async fn start_gateway(
@@ -159,9 +265,11 @@ async fn start_gateway(
     shared_env: &[(String, String)],
     log: &str,
     addr: SocketAddr,
+    extra: &[(String, String)],
 ) -> ServiceProcess {
     let own = vec![var("GATEWAY_HTTP_ADDR", addr), var("GATEWAY_METRICS_ADDR", free_addr())];
-    start_service(data_dir, shared_env, "gateway", log, addr, own).await
+    let shared: Vec<(String, String)> = shared_env.iter().chain(extra).cloned().collect();
+    start_service(data_dir, &shared, "gateway", log, addr, own).await
 }
 
 async fn start_service(

@@ -193,7 +193,7 @@ async fn the_users_of_a_killed_gateway_go_offline() {
         .expect("sqlite needs no server");
     let (api, alice, bob, mut bob_ws) = alice_and_bob_watching(&system).await;
 
-    let gateway = system.spawn_gateway_process().await;
+    let mut gateway = system.spawn_gateway_process().await;
     let (_alice_ws, _) = Ws::open(&gateway.ws(), &alice).await;
     expect_presence(&mut bob_ws, &alice, "online").await;
 
