@@ -216,6 +216,11 @@ impl Traffic {
         self.healed = Some(Instant::now());
     }
 
+    /// A device of a chatting user (for a test's own requests).
+    pub fn device(&self) -> &Device {
+        &self.cast.senders[0].0
+    }
+
     /// Messages acked so far.
     pub fn acked(&self) -> usize {
         self.acked.load(std::sync::atomic::Ordering::Relaxed)
@@ -242,7 +247,8 @@ impl Traffic {
         }
         let sending = self.started.elapsed();
         let acked: Vec<&(String, u64, String, String)> = senders.iter().flat_map(|s| &s.acked).collect();
-        let mut problems = Vec::new();
+        // Every queue drained first: history has then stored all it will.
+        let mut problems = check_queues(system.nats_url).await;
 
         let mut stored = HashMap::new();
         for (conversation, reader) in &self.cast.readers {
@@ -272,7 +278,6 @@ impl Traffic {
         let for_offline: usize =
             self.cast.offline_conversations.iter().map(|c| stored.get(c).map_or(0, Vec::len)).sum();
         problems.extend(check_pushes(&self.push, for_offline).await);
-        problems.extend(check_queues(system.nats_url).await);
         let dead = dead_letters(system.history_database).await;
         if !dead.is_empty() {
             problems.push(format!("history set aside {} entries: {dead:?}", dead.len()));

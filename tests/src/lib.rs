@@ -9,8 +9,11 @@ pub mod database;
 pub mod faults;
 pub mod nats;
 pub mod otlp;
+pub mod postgres_server;
 pub mod processes;
+pub mod proxy;
 pub mod push;
+pub mod small_disk;
 pub mod system;
 
 pub use client::{Device, Ws};

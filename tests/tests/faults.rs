@@ -7,7 +7,10 @@
 //! Everything runs as real processes: the service binaries of this build, a
 //! real nats-server, SQLite files or PostgreSQL databases.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chat_system_tests::postgres_server::PostgresServer;
+use chat_system_tests::proxy::Proxy;
 
 use chat_system_tests::faults::{Checked, Gateways, Report, Traffic, TrafficOptions};
 use chat_system_tests::processes::{Databases, Processes, ServiceProcess};
@@ -39,11 +42,17 @@ impl Stage {
     async fn start(db: Db) -> Option<Self> {
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::of(db, data.path()).await?;
+        Some(Self::start_on(data, databases, &[]).await)
+    }
+
+    /// A stage on `databases`, its second gateway started with `second_env`
+    /// added (where it finds NATS, say).
+    async fn start_on(data: tempfile::TempDir, databases: Databases, second_env: &[(String, String)]) -> Self {
         let nats = NatsServer::start().await;
         let system = Processes::start_with(&nats.url(), data.path(), databases, &settings()).await;
-        let second_gateway = system.start_gateway(2).await;
+        let second_gateway = system.start_gateway_with(2, second_env).await;
         let gateways = Gateways::new([system.gateway.addr, second_gateway.addr]);
-        Some(Self { nats, system, second_gateway, gateways, _data: data })
+        Self { nats, system, second_gateway, gateways, _data: data }
     }
 
     async fn traffic(&self) -> Traffic {
@@ -87,6 +96,139 @@ async fn nats_server_killed_and_restarted() {
         stage.nats.kill().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         stage.nats.restart().await;
+        traffic.healed();
+        traffic.wait_for_acks(100).await;
+        stage.finish(traffic).await;
+    })
+    .await;
+}
+
+/// The service a test kills.
+#[derive(Debug, Clone, Copy)]
+enum Service {
+    Auth,
+    History,
+    Presence,
+    Notification,
+    Gateway,
+}
+
+impl Stage {
+    fn process(&mut self, service: Service) -> &mut ServiceProcess {
+        match service {
+            Service::Auth => &mut self.system.auth,
+            Service::History => &mut self.system.history,
+            Service::Presence => &mut self.system.presence,
+            Service::Notification => &mut self.system.notification,
+            Service::Gateway => &mut self.system.gateway,
+        }
+    }
+}
+
+/// kill -9 of `service` mid-traffic; it is started again `down` later.
+async fn killed_and_restarted(db: Db, service: Service, down: Duration) -> Option<Report> {
+    let mut stage = Stage::start(db).await?;
+    let mut traffic = stage.traffic().await;
+    traffic.wait_for_acks(100).await;
+    stage.process(service).kill().await;
+    tokio::time::sleep(down).await;
+    stage.process(service).restart().await;
+    traffic.healed();
+    traffic.wait_for_acks(100).await;
+    Some(stage.finish(traffic).await)
+}
+
+/// Services the send path does not wait on: clients notice nothing.
+async fn killed_unnoticed(db: Db, service: Service) {
+    if let Some(report) = killed_and_restarted(db, service, Duration::from_secs(3)).await {
+        assert_eq!(report.retries, 0, "{service:?} down: no send failed");
+    }
+}
+
+chat_system_tests::on_both_databases!(history_killed);
+
+async fn history_killed(db: Db) {
+    killed_unnoticed(db, Service::History).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_killed() {
+    within_limit(killed_unnoticed(Db::Sqlite, Service::Notification)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_killed() {
+    within_limit(killed_unnoticed(Db::Sqlite, Service::Presence)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_killed() {
+    within_limit(killed_unnoticed(Db::Sqlite, Service::Auth)).await;
+}
+
+/// kill -9 of a gateway: its clients move to the other one, with their
+/// cursors, and send again what was not acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_killed() {
+    within_limit(async {
+        killed_and_restarted(Db::Sqlite, Service::Gateway, Duration::from_secs(3)).await;
+    })
+    .await;
+}
+
+/// PostgreSQL (a server of the test's own) crashes mid-traffic and is back
+/// 3 s later: history and auth reconnect, history stores what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_and_restarted() {
+    within_limit(async {
+        let Some(postgres) = PostgresServer::start().await else { return };
+        let data = tempfile::tempdir().expect("temp dir");
+        let databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
+        let stage = Stage::start_on(data, databases, &[]).await;
+        let mut traffic = stage.traffic().await;
+        traffic.wait_for_acks(100).await;
+        postgres.crash();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        postgres.start_again().await;
+        traffic.healed();
+        traffic.wait_for_acks(100).await;
+        let report = stage.finish(traffic).await;
+        assert_eq!(report.retries, 0, "sends do not wait on PostgreSQL");
+    })
+    .await;
+}
+
+/// PostgreSQL unreachable for 30 s (a partition: nothing answers, nothing is
+/// closed): reads of history answer 503 within seconds instead of hanging,
+/// sends go on, and history stores everything once the network is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_for_30_seconds() {
+    within_limit(async {
+        let Some(postgres) = PostgresServer::start().await else { return };
+        let proxy = Proxy::start(postgres.addr()).await;
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
+        let through_proxy = |url: &str| url.replace(&postgres.addr().to_string(), &proxy.addr.to_string());
+        databases.auth = through_proxy(&databases.auth);
+        databases.history = through_proxy(&databases.history);
+        let stage = Stage::start_on(data, databases, &[]).await;
+        let mut traffic = stage.traffic().await;
+        traffic.wait_for_acks(100).await;
+
+        proxy.cut();
+        let cut = Instant::now();
+        // History's health probe finds the database gone within about 2 s
+        // (two failed probes); calls in between wait for their deadline.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let api = stage.system.api();
+        let device = traffic.device();
+        let asked = Instant::now();
+        let (status, body) = api.get("/v1/conversations", Some(&device.access_token)).await;
+        println!("conversations while PostgreSQL is unreachable: {status} after {:?}", asked.elapsed());
+        assert_eq!(status, 503, "{body}");
+        assert!(asked.elapsed() < Duration::from_secs(2), "an answer, not a hang");
+        tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
+        proxy.heal();
         traffic.healed();
         traffic.wait_for_acks(100).await;
         stage.finish(traffic).await;

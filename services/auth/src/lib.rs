@@ -86,14 +86,14 @@ impl App {
             chat_common::nats::revoked_devices(&js, ttl, config.replicas).await.map_err(|e| unavailable(&e))?;
         let subscriber = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unavailable(&e))?;
         let key_changes = KeyChanges { subscriber, keys: keys.clone(), store: store.clone() };
-        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: Some(pool) };
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool));
         let announcer = grpc::Announcer { nats, revoked };
         let service = grpc::AuthGrpc::new(config.clone(), store, keys, passwords, announcer);
 
         let (listener, grpc_addr) =
             chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let (routes, health) = chat_common::grpc::with_health_and_reflection(
-            tonic::service::Routes::new(AuthServiceServer::new(service)),
+            tonic::service::Routes::new(AuthServiceServer::with_interceptor(service, dependencies.database_gate())),
             &["chat.auth.v1.AuthService"],
             dependencies,
         );

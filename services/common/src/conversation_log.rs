@@ -183,6 +183,11 @@ impl ConversationLog {
     /// `Corrupt` when the stream holds unreadable entries.
     #[tracing::instrument(name = "jetstream.publish", skip_all, fields(otel.kind = "producer"))]
     pub async fn append(&self, out: &Outgoing<'_>, persisted_last_seq: u64) -> Result<Published, AppendError> {
+        // Without a server, a publish would wait in the client's buffer until
+        // its timeout: refuse at once, so the sender retries (elsewhere).
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(AppendError::Unavailable("not connected to NATS".into()));
+        }
         let msg_id = idempotency_key(out.sender_id, out.client_msg_id);
         if let Some(message) = self.original(&msg_id, out).await? {
             return Ok(Published { message, duplicate: true });

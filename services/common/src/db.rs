@@ -37,6 +37,25 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
 }
 
+/// Whether an error means the database could not be reached, went away or
+/// is starting or stopping (worth retrying shortly), rather than that it
+/// refused the query.
+pub fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08: connection exceptions; 57P01-57P03: the server
+        // is shutting down or starting up.
+        sqlx::Error::Database(e) => {
+            e.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 /// Opens a pool. For SQLite the file (and its directory) is created when
 /// missing and WAL mode is switched on, so readers never wait for the writer.
 ///

@@ -23,16 +23,23 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
 
 /// What a service needs to do its work; its gRPC health follows them.
 pub struct Dependencies {
-    pub nats: async_nats::Client,
-    pub db: Option<sqlx::AnyPool>,
+    nats: async_nats::Client,
+    db: Option<sqlx::AnyPool>,
+    database_up: DatabaseGate,
 }
 
 impl Dependencies {
-    /// Whether NATS is connected and the database (if any) answers within a second.
-    async fn up(&self) -> bool {
-        if self.nats.connection_state() != async_nats::connection::State::Connected {
-            return false;
-        }
+    pub fn new(nats: async_nats::Client, db: Option<sqlx::AnyPool>) -> Self {
+        Self { nats, db, database_up: DatabaseGate::default() }
+    }
+
+    /// The gate that refuses calls while the database does not answer.
+    pub fn database_gate(&self) -> DatabaseGate {
+        self.database_up.clone()
+    }
+
+    /// Whether the database (if any) answers within the probe's timeout.
+    async fn database_answers(&self) -> bool {
         match &self.db {
             None => true,
             Some(pool) => matches!(
@@ -43,8 +50,41 @@ impl Dependencies {
     }
 }
 
+/// Refuses gRPC calls with `UNAVAILABLE` at once while the service's
+/// database does not answer, instead of letting each call hang until the
+/// database is back (a partition closes nothing, so a query on an open
+/// connection would wait for TCP to give up). Open until the health watcher
+/// ([`Health::watch`]) finds the database gone; a tonic interceptor.
+#[derive(Clone, Debug)]
+pub struct DatabaseGate(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Default for DatabaseGate {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+impl DatabaseGate {
+    fn set(&self, up: bool) {
+        self.0.store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl tonic::service::Interceptor for DatabaseGate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unavailable("the database does not answer; retry shortly"))
+        }
+    }
+}
+
 const HEALTH_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Probes that must fail in a row before the database counts as gone: one
+/// slow answer under load is not an outage.
+const FAILED_PROBES_FOR_DOWN: u32 = 2;
 
 /// A server's `grpc.health.v1` status: SERVING while its dependencies answer,
 /// NOT_SERVING otherwise, for each of its services and for the server (`""`).
@@ -62,18 +102,26 @@ impl Health {
         }
     }
 
-    /// Checks the dependencies every second until `shutdown`, reporting changes.
+    /// Checks the dependencies every second until `shutdown`, reporting
+    /// changes: NOT_SERVING while NATS is disconnected or after the database
+    /// failed [`FAILED_PROBES_FOR_DOWN`] probes in a row (which also closes
+    /// the [`DatabaseGate`]); SERVING again at the first good probe.
     pub async fn watch(self, shutdown: CancellationToken) {
         let mut every = tokio::time::interval(HEALTH_EVERY);
         let mut last = true;
+        let mut failed_probes = 0;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let up = self.dependencies.up().await;
+            failed_probes = if self.dependencies.database_answers().await { 0 } else { failed_probes + 1 };
+            let database_up = failed_probes < FAILED_PROBES_FOR_DOWN;
+            self.dependencies.database_up.set(database_up);
+            let nats_up = self.dependencies.nats.connection_state() == async_nats::connection::State::Connected;
+            let up = database_up && nats_up;
             if up != last {
-                tracing::warn!(up, "dependencies changed; health follows");
+                tracing::warn!(up, nats_up, database_up, "dependencies changed; health follows");
                 self.set(up).await;
                 last = up;
             }
@@ -156,8 +204,13 @@ pub fn history_client(
         .max_decoding_message_size(HISTORY_REPLY_MAX_BYTES)
 }
 
+/// The longest a call to another service may take: past it the caller gets
+/// `DEADLINE_EXCEEDED` (the gateway answers 503) rather than waiting on a
+/// service that is stuck or cut off.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A lazily connecting channel to another service's gRPC address (`host:port`
-/// or a full `http://` URL).
+/// or a full `http://` URL); every call bounded by [`CALL_TIMEOUT`].
 ///
 /// # Errors
 /// When the address is not a valid URI.
@@ -170,6 +223,7 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Channel(
         tonic::transport::Endpoint::from_shared(uri)?
             .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy(),
     ))

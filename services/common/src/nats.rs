@@ -133,12 +133,56 @@ impl StreamSettings {
     }
 }
 
-/// Connects to NATS with the service's name (visible in `nats-server` monitoring).
+/// Counts a client's connections: it changes each time the client has
+/// connected again after losing its server (see [`connect_following`]).
+pub type Reconnections = tokio::sync::watch::Receiver<u64>;
+
+/// The longest pause between two attempts to reach a lost server: a server
+/// back from a restart is found within this (the client's own default grows
+/// to 4 s).
+const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// Connects to NATS with the service's name (visible in `nats-server`
+/// monitoring). Losing and regaining the server is logged.
 ///
 /// # Errors
 /// When the server cannot be reached.
 pub async fn connect(url: &str, service: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new().name(service).connection_timeout(Duration::from_secs(5)).connect(url).await
+    Ok(connect_following(url, service).await?.0)
+}
+
+/// Like [`connect`], with [`Reconnections`]: long-lived readers that the
+/// server forgets when it restarts (ordered consumers) start over as soon as
+/// the connection is back, instead of after their missed heartbeats.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn connect_following(
+    url: &str,
+    service: &str,
+) -> Result<(async_nats::Client, Reconnections), async_nats::ConnectError> {
+    let (connections, reconnections) = tokio::sync::watch::channel(0_u64);
+    let client = async_nats::ConnectOptions::new()
+        .name(service)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            let doubling = Duration::from_millis(25).saturating_mul(1 << attempts.min(10));
+            if attempts <= 1 { Duration::ZERO } else { doubling.min(MAX_RECONNECT_DELAY) }
+        })
+        .event_callback(move |event| {
+            match &event {
+                async_nats::Event::Connected => {
+                    connections.send_modify(|n| *n += 1);
+                    tracing::info!("connected to NATS");
+                }
+                async_nats::Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
+                other => tracing::warn!(event = %other, "NATS connection event"),
+            }
+            std::future::ready(())
+        })
+        .connect(url)
+        .await?;
+    Ok((client, reconnections))
 }
 
 /// Creates the CHAT stream, or returns it when it exists already.

@@ -363,15 +363,19 @@ pub fn message_frame(message: &Message, stream_seq: u64) -> String {
 
 /// Reads the CHAT stream from `start_after + 1` and dispatches every event
 /// until `shutdown`. The ordered consumer recreates itself on gaps; if its
-/// stream ends, it is started again from the last dispatched position.
+/// stream ends, or the connection to NATS comes back (a restarted server has
+/// forgotten the consumer), it is started again from the last dispatched
+/// position at once.
 pub async fn run_dispatcher(
     stream: Stream,
     start_after: u64,
+    mut reconnections: chat_common::nats::Reconnections,
     registry: Arc<Registry>,
     membership: Arc<MembershipCache>,
     shutdown: CancellationToken,
 ) {
     registry.advance(start_after);
+    reconnections.mark_unchanged();
     while !shutdown.is_cancelled() {
         let from = registry.last_dispatched() + 1;
         let consumer = stream
@@ -399,6 +403,10 @@ pub async fn run_dispatcher(
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
+                Ok(()) = reconnections.changed() => {
+                    tracing::info!("NATS is back; the live consumer starts over");
+                    break;
+                }
                 next = messages.next() => next,
             };
             match next {

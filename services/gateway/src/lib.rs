@@ -43,6 +43,8 @@ pub use config::Config;
 
 /// How long shutdown waits for sockets to say goodbye.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a JetStream request (a publish's ack included) may take.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Signing keys are refetched this often even without an announcement.
 const KEYS_SAFETY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -59,6 +61,7 @@ pub struct App {
     metrics: chat_common::metrics::Endpoint,
     state: state::AppState,
     stream_start: u64,
+    reconnections: chat_common::nats::Reconnections,
     revoked_bucket: async_nats::jetstream::kv::Store,
     key_changes: async_nats::Subscriber,
     typing_events: async_nats::Subscriber,
@@ -73,8 +76,12 @@ impl App {
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, Error> {
         let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
-        let nats = chat_common::nats::connect(&config.nats_url, "gateway").await.map_err(|e| unexpected(&e))?;
-        let js = async_nats::jetstream::new(nats.clone());
+        let (nats, reconnections) =
+            chat_common::nats::connect_following(&config.nats_url, "gateway").await.map_err(|e| unexpected(&e))?;
+        let mut js = async_nats::jetstream::new(nats.clone());
+        // A send is answered within this, stored or `unavailable` (a retry
+        // with the same client_msg_id is safe): never a hang.
+        js.set_timeout(STORE_TIMEOUT);
         let stream = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
         let stream_start = stream.cached_info().state.last_sequence;
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
@@ -109,6 +116,7 @@ impl App {
             metrics,
             state,
             stream_start,
+            reconnections,
             revoked_bucket,
             key_changes,
             typing_events,
@@ -135,6 +143,7 @@ impl App {
         let dispatcher = tokio::spawn(delivery::run_dispatcher(
             state.stream.clone(),
             self.stream_start,
+            self.reconnections,
             state.registry.clone(),
             state.membership.clone(),
             shutdown.clone(),

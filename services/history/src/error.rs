@@ -23,7 +23,11 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        Self::Unexpected(err.into())
+        if chat_common::db::is_unreachable(&err) {
+            Self::Unavailable(format!("the database is unavailable: {err}"))
+        } else {
+            Self::Unexpected(err.into())
+        }
     }
 }
 

@@ -68,7 +68,7 @@ impl App {
 
         let nats =
             chat_common::nats::connect(&config.nats_url, "history").await.map_err(|e| Error::Unexpected(e.into()))?;
-        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: Some(pool) };
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool));
         let js = async_nats::jetstream::new(nats);
         let stream =
             chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| Error::Unexpected(e.into()))?;
@@ -104,7 +104,7 @@ impl App {
         let (listener, grpc_addr) =
             chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
         let (routes, health) = chat_common::grpc::with_health_and_reflection(
-            tonic::service::Routes::new(HistoryServiceServer::new(service)),
+            tonic::service::Routes::new(HistoryServiceServer::with_interceptor(service, dependencies.database_gate())),
             &["chat.history.v1.HistoryService"],
             dependencies,
         );

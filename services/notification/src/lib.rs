@@ -74,7 +74,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
         let nats = chat_common::nats::connect(&config.nats_url, "notification").await.map_err(|e| unexpected(&e))?;
-        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: None };
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), None);
         let js = async_nats::jetstream::new(nats);
         let replicas = config.stream.replicas;
         let chat = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;

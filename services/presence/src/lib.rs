@@ -45,7 +45,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
         let nats = chat_common::nats::connect(&config.nats_url, "presence").await.map_err(|e| unexpected(&e))?;
-        let dependencies = chat_common::grpc::Dependencies { nats: nats.clone(), db: None };
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), None);
         let js = async_nats::jetstream::new(nats);
         let buckets = chat_common::nats::presence::buckets(&js, config.replicas).await.map_err(|e| unexpected(&e))?;
         let history = chat_common::grpc::history_client(
