@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use chat_system_tests::postgres_server::PostgresServer;
 use chat_system_tests::proxy::Proxy;
+use chat_system_tests::small_disk::SmallDisk;
 
+use chat_system_tests::client::Api;
 use chat_system_tests::faults::{Checked, Gateways, Report, Traffic, TrafficOptions};
 use chat_system_tests::processes::{Databases, Processes, ServiceProcess};
 use chat_system_tests::{Db, NatsServer, within_limit};
@@ -42,17 +44,27 @@ impl Stage {
     async fn start(db: Db) -> Option<Self> {
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::of(db, data.path()).await?;
-        Some(Self::start_on(data, databases, &[]).await)
+        Some(Self::start_on(data, databases, None).await)
     }
 
-    /// A stage on `databases`, its second gateway started with `second_env`
-    /// added (where it finds NATS, say).
-    async fn start_on(data: tempfile::TempDir, databases: Databases, second_env: &[(String, String)]) -> Self {
+    /// A stage on `databases`; its second gateway reaches NATS through
+    /// `nats_proxy` when given (a proxy to be pointed at the stage's NATS).
+    async fn start_on(data: tempfile::TempDir, databases: Databases, nats_proxy: Option<&mut Option<Proxy>>) -> Self {
         let nats = NatsServer::start().await;
         let system = Processes::start_with(&nats.url(), data.path(), databases, &settings()).await;
-        let second_gateway = system.start_gateway_with(2, second_env).await;
+        let mut second_env = Vec::new();
+        if let Some(slot) = nats_proxy {
+            let proxy = Proxy::start(nats.addr()).await;
+            second_env.push(("NATS_URL".to_owned(), format!("nats://{}", proxy.addr)));
+            *slot = Some(proxy);
+        }
+        let second_gateway = system.start_gateway_with(2, &second_env).await;
         let gateways = Gateways::new([system.gateway.addr, second_gateway.addr]);
         Self { nats, system, second_gateway, gateways, _data: data }
+    }
+
+    fn second_api(&self) -> Api {
+        Api::new(&format!("http://{}", self.second_gateway.addr))
     }
 
     async fn traffic(&self) -> Traffic {
@@ -62,7 +74,7 @@ impl Stage {
     /// Runs the checker (through the second gateway, which every test keeps),
     /// then stops everything.
     async fn finish(self, traffic: Traffic) -> Report {
-        let api = chat_system_tests::client::Api::new(&format!("http://{}", self.second_gateway.addr));
+        let api = self.second_api();
         let checked =
             Checked { api: &api, nats_url: &self.nats.url(), history_database: &self.system.databases().history };
         let report = traffic.finish(&checked).await;
@@ -184,7 +196,7 @@ async fn postgres_crashed_and_restarted() {
         let Some(postgres) = PostgresServer::start().await else { return };
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
-        let stage = Stage::start_on(data, databases, &[]).await;
+        let stage = Stage::start_on(data, databases, None).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
         postgres.crash();
@@ -211,7 +223,7 @@ async fn postgres_unreachable_for_30_seconds() {
         let through_proxy = |url: &str| url.replace(&postgres.addr().to_string(), &proxy.addr.to_string());
         databases.auth = through_proxy(&databases.auth);
         databases.history = through_proxy(&databases.history);
-        let stage = Stage::start_on(data, databases, &[]).await;
+        let stage = Stage::start_on(data, databases, None).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
 
@@ -232,6 +244,67 @@ async fn postgres_unreachable_for_30_seconds() {
         traffic.healed();
         traffic.wait_for_acks(100).await;
         stage.finish(traffic).await;
+    })
+    .await;
+}
+
+/// A gateway cut off from NATS for 10 s (a partition: its connection stays
+/// open and nothing gets through): its clients' sends are answered
+/// `unavailable` within the store timeout instead of hanging, its readiness
+/// turns 503, and once the network is back everything acked arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_cut_off_from_nats_for_10_seconds() {
+    within_limit(async {
+        let data = tempfile::tempdir().expect("temp dir");
+        let databases = Databases::sqlite(data.path());
+        let mut proxy = None;
+        let stage = Stage::start_on(data, databases, Some(&mut proxy)).await;
+        let proxy = proxy.expect("the second gateway's proxy");
+        let mut traffic = stage.traffic().await;
+        traffic.wait_for_acks(100).await;
+
+        proxy.cut();
+        let cut = Instant::now();
+        let readiness = stage.second_api();
+        let mut not_ready_after = None;
+        while cut.elapsed() < Duration::from_secs(10) {
+            let (status, _) = readiness.get("/readyz", None).await;
+            if status == 503 && not_ready_after.is_none() {
+                not_ready_after = Some(cut.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("the cut-off gateway said it was not ready after {not_ready_after:?}");
+        assert!(not_ready_after.is_some(), "readiness noticed the partition");
+        proxy.heal();
+        traffic.healed();
+        traffic.wait_for_acks(100).await;
+        let report = stage.finish(traffic).await;
+        assert!(report.longest_wait < Duration::from_secs(3), "answers, not hangs: {report}");
+    })
+    .await;
+}
+
+/// The disk under history's SQLite file runs full mid-traffic, and space
+/// comes back 5 s later: history keeps what it could not store yet and
+/// stores it then, once each; sends never notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_under_history() {
+    within_limit(async {
+        let Some(disk) = SmallDisk::mount(32) else { return };
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut databases = Databases::sqlite(data.path());
+        databases.history = format!("sqlite://{}", disk.path().join("history.db").display());
+        let stage = Stage::start_on(data, databases, None).await;
+        let mut traffic = stage.traffic().await;
+        traffic.wait_for_acks(100).await;
+        disk.fill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        disk.free();
+        traffic.healed();
+        traffic.wait_for_acks(100).await;
+        let report = stage.finish(traffic).await;
+        assert_eq!(report.retries, 0, "sends do not wait on history's disk");
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! Persistence of users, devices, refresh tokens and signing keys. Every query
 //! binds its values; none is built by formatting.
 
+use chat_common::db::WriteConnection;
 use sqlx::{AnyPool, Row};
 
 use crate::error::Error;
@@ -111,7 +112,8 @@ impl Store {
         now_ms: i64,
         refresh_expires_ms: i64,
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         sqlx::query(
             "INSERT INTO devices (id, user_id, name, created_at_ms, last_seen_at_ms) VALUES ($1, $2, $3, $4, $4)",
         )
@@ -123,6 +125,7 @@ impl Store {
         .await?;
         insert_refresh(&mut tx, refresh_hash, device_id, now_ms, refresh_expires_ms).await?;
         tx.commit().await?;
+        connection.succeeded();
         Ok(())
     }
 
@@ -155,7 +158,8 @@ impl Store {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let spent =
             sqlx::query("UPDATE refresh_tokens SET used_at_ms = $1 WHERE token_hash = $2 AND used_at_ms IS NULL")
                 .bind(now_ms)
@@ -164,6 +168,8 @@ impl Store {
                 .await?
                 .rows_affected();
         if spent != 1 {
+            tx.rollback().await?;
+            connection.succeeded();
             return Ok(false);
         }
         insert_refresh(&mut tx, new_hash, device_id, now_ms, expires_ms).await?;
@@ -173,6 +179,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        connection.succeeded();
         Ok(true)
     }
 

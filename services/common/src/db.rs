@@ -37,6 +37,49 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
 }
 
+/// A pool connection for one write transaction, closed rather than returned
+/// to the pool unless the work on it ended well ([`WriteConnection::succeeded`]).
+///
+/// After some errors (a full disk) SQLite rolls the transaction back by
+/// itself, which sqlx does not notice: that connection's next transaction
+/// would be a savepoint inside one that is never committed, so its writes
+/// would report success and be lost (seen in the disk-full fault test). A
+/// fresh connection has no such past.
+pub struct WriteConnection {
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+    succeeded: bool,
+}
+
+impl WriteConnection {
+    /// # Errors
+    /// When no connection can be had.
+    pub async fn acquire(pool: &AnyPool) -> Result<Self, sqlx::Error> {
+        Ok(Self { connection: pool.acquire().await?, succeeded: false })
+    }
+
+    /// Begins a transaction on this connection.
+    ///
+    /// # Errors
+    /// When the database refuses.
+    pub async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        sqlx::Connection::begin(&mut *self.connection).await
+    }
+
+    /// The transaction was committed, or rolled back on purpose: the
+    /// connection may serve again.
+    pub fn succeeded(&mut self) {
+        self.succeeded = true;
+    }
+}
+
+impl Drop for WriteConnection {
+    fn drop(&mut self) {
+        if !self.succeeded {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
 /// Whether an error means the database could not be reached, went away or
 /// is starting or stopping (worth retrying shortly), rather than that it
 /// refused the query.

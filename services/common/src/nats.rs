@@ -141,6 +141,10 @@ pub type Reconnections = tokio::sync::watch::Receiver<u64>;
 /// back from a restart is found within this (the client's own default grows
 /// to 4 s).
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// How often the client pings its server. Two unanswered pings count as a
+/// lost connection, so a server cut off by the network (which closes
+/// nothing) is noticed within a few of these, not minutes (the default is 60 s).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Connects to NATS with the service's name (visible in `nats-server`
 /// monitoring). Losing and regaining the server is logged.
@@ -165,6 +169,7 @@ pub async fn connect_following(
     let client = async_nats::ConnectOptions::new()
         .name(service)
         .connection_timeout(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL)
         .reconnect_delay_callback(|attempts| {
             let doubling = Duration::from_millis(25).saturating_mul(1 << attempts.min(10));
             if attempts <= 1 { Duration::ZERO } else { doubling.min(MAX_RECONNECT_DELAY) }

@@ -2,7 +2,7 @@
 //! query binds its values; the one query text made at run time (the
 //! multi-row insert of messages) consists of placeholders only.
 
-use chat_common::db::Backend;
+use chat_common::db::{Backend, WriteConnection};
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved, SystemEvent};
 use chat_proto::history::v1::{ChangedMessage, Conversation, Member, ReadMarker, StreamMessage};
 use sqlx::any::AnyRow;
@@ -211,7 +211,8 @@ impl Store {
         {
             return Ok((existing, false));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO conversations (id, kind, title, direct_key, created_by, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -229,6 +230,7 @@ impl Store {
             // Two requests raced to create the same direct pair: the other won.
             Err(e) if chat_common::db::is_unique_violation(&e) && new.direct_key.is_some() => {
                 drop(tx);
+                drop(connection);
                 let key = new.direct_key.as_deref().unwrap_or_default();
                 let existing = self.direct_conversation(key).await?.ok_or(Error::NotFound)?;
                 return Ok((existing, false));
@@ -248,6 +250,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        connection.succeeded();
         Ok((new.id.clone(), true))
     }
 
@@ -298,7 +301,8 @@ impl Store {
         user_ids: &[String],
         now_ms: i64,
     ) -> Result<Vec<String>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let mut added = Vec::new();
         for user_id in user_ids {
             let done = sqlx::query(
@@ -319,6 +323,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        connection.succeeded();
         Ok(added)
     }
 
@@ -563,7 +568,8 @@ impl Store {
     /// yet (possible when several instances share the consumer): the caller
     /// has them redelivered rather than lose them.
     pub async fn apply_batch(&self, batch: &[(u64, Entry)]) -> Result<Vec<u64>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
         let mut not_yet = Vec::new();
         // Consecutive messages are inserted together; anything else first
         // flushes them, so the batch still applies in stream order.
@@ -625,6 +631,7 @@ impl Store {
         }
         insert_messages(&mut tx, self.backend, &messages).await?;
         tx.commit().await?;
+        connection.succeeded();
         Ok(not_yet)
     }
 
