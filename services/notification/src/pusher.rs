@@ -233,7 +233,7 @@ impl Pusher {
             Some(claim) if claim.covered.iter().any(|k| still_waiting.contains(k)) => claim,
             Some(_) => return Verdict::Done, // all read or drained meanwhile
             None => {
-                let key = format!("{}.{}.{}", delivery.user_id, delivery.conversation_id, delivery.seq);
+                let key = crate::pending::key_of(&delivery);
                 if !still_waiting.contains(&key) {
                     return Verdict::Done; // read or drained during the window
                 }
