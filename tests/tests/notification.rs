@@ -292,6 +292,36 @@ async fn two_instances_push_each_batch_once() {
     system.stop().await;
 }
 
+/// An event the intake gets again, as it does when its acknowledgement was
+/// lost (nats-server killed before it kept the consumer's acks, or
+/// notification killed mid-event), queues nothing new: no second
+/// notification covers its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_seen_again_is_not_pushed_again() {
+    let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, endpoint } = Pair::new(&system).await;
+    webhook(&api, &bob, &endpoint.url("hook")).await;
+    send(&api, &alice, &conversation, "once").await;
+    endpoint.wait_for("hook", 1).await;
+
+    // The message's event once more on the CHAT stream, as a redelivery brings it.
+    let js = async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.expect("nats"));
+    let subject = format!("chat.conv.{conversation}.msg");
+    let stream = js.get_stream(chat_common::nats::CHAT_STREAM).await.expect("the CHAT stream");
+    let event = stream.get_last_raw_message_by_subject(&subject).await.expect("the message's event");
+    js.publish(subject, event.payload).await.expect("published").await.expect("stored");
+    expect_no_more(&endpoint, "hook", 1).await;
+    assert_eq!(pending_of(&system, &bob).await, 1, "the message is queued once");
+
+    // The next message is notified on its own.
+    send(&api, &alice, &conversation, "twice?").await;
+    let received = endpoint.wait_for("hook", 2).await;
+    let next: Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!((next["count"].as_u64(), next["body"].as_str()), (Some(1), Some("twice?")), "{next}");
+    expect_no_more(&endpoint, "hook", 2).await;
+    system.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_survives_a_nats_server_restart() {
     let mut system = System::start(Db::Sqlite).await.expect("sqlite needs no server");

@@ -404,24 +404,6 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
     });
 }
 
-/// Puts `value` under `key` in `bucket` like `kv::Store::put`, with the
-/// current span's trace context in the entry's headers, so whoever consumes
-/// the bucket's stream continues the trace. Returns the entry's revision.
-///
-/// # Errors
-/// When JetStream does not store it.
-pub async fn put_with_trace_context(
-    js: &async_nats::jetstream::Context,
-    bucket: &async_nats::jetstream::kv::Store,
-    key: &str,
-    value: bytes::Bytes,
-) -> Result<u64, async_nats::Error> {
-    let mut headers = HeaderMap::new();
-    inject_trace_context(&mut headers);
-    let subject = format!("{}{key}", bucket.put_prefix.as_ref().unwrap_or(&bucket.prefix));
-    Ok(js.publish_with_headers(subject, headers, value).await?.await?.sequence)
-}
-
 /// Makes `span` a child of the trace context found in NATS headers, if any.
 pub fn follow_trace_context(span: &tracing::Span, headers: Option<&HeaderMap>) {
     if !crate::telemetry::exporting() {

@@ -1,7 +1,9 @@
 //! Reads the CHAT stream (a durable consumer shared by every notification
-//! instance, so each event is handled once) and keeps the offline queue:
+//! instance, so each event goes to one of them) and keeps the offline queue:
 //! a message is queued for each member with no connected device; a read
-//! marker drops that member's deliveries it passed.
+//! marker drops that member's deliveries it passed. An event can come again
+//! (its acknowledgement lost to a crash of nats-server or of notification):
+//! handling it again queues nothing new, as `pending` queues each delivery once.
 //!
 //! Membership: each conversation's member list is cached, kept current by the
 //! membership snapshots on the stream and, first, by the group's system
@@ -260,13 +262,23 @@ impl Intake {
             };
             async move { self.pending.queue(&delivery).await }
         });
-        let results = futures::future::join_all(queued).await;
-        tracing::Span::current().record("queued", results.len());
-        for result in results {
-            result.map_err(|e| tonic::Status::unavailable(format!("cannot queue a delivery: {e}")))?;
-            crate::metrics::get().queued.inc();
+        let (mut newly_queued, mut failed) = (0, None);
+        for result in futures::future::join_all(queued).await {
+            match result {
+                Ok(true) => {
+                    newly_queued += 1;
+                    crate::metrics::get().queued.inc();
+                }
+                Ok(false) => {} // queued when this event was handled before
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(())
+        tracing::Span::current().record("queued", newly_queued);
+        match failed {
+            // The retry queues only the deliveries missing.
+            Some(e) => Err(tonic::Status::unavailable(format!("cannot queue a delivery: {e}"))),
+            None => Ok(()),
+        }
     }
 
     async fn members_of(&self, conversation_id: &str, member: &str) -> Result<Arc<Vec<String>>, tonic::Status> {

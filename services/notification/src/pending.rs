@@ -2,9 +2,20 @@
 //! bucket, one key per user, conversation and message. Every instance follows
 //! it (`UserIndex`), so counting a user's deliveries, dropping those a read
 //! marker passed and draining them when a device catches up need no scan.
+//!
+//! A delivery is queued once: its key is written only if it has never been
+//! written (JetStream checks the key's last sequence is 0). The intake sees an
+//! event again whenever an acknowledgement is lost (nats-server killed before
+//! it kept the consumer's acks, notification killed mid-event, a failed put
+//! retried for all members), and the pusher covers deliveries by bucket
+//! revision; a second write would give the same delivery a newer revision,
+//! which a second notification would cover again.
 
 use std::sync::Arc;
 
+use async_nats::HeaderMap;
+use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use chat_proto::notification::v1::PendingDelivery;
 use prost::Message as _;
@@ -23,17 +34,28 @@ impl Pending {
         Self { js, bucket, index: Arc::new(UserIndex::new()) }
     }
 
-    /// Queues a delivery (writing the same one twice is harmless), carrying
-    /// the message's trace to the pusher.
+    /// Queues a delivery unless it was queued before (it may since have been
+    /// read or drained: its removal marker counts as written), carrying the
+    /// message's trace to the pusher. Returns whether it was queued now.
     ///
     /// # Errors
-    /// When JetStream does not store it.
-    pub async fn queue(&self, delivery: &PendingDelivery) -> Result<u64, async_nats::Error> {
-        let key = format!("{}.{}.{}", delivery.user_id, delivery.conversation_id, delivery.seq);
+    /// When JetStream does not answer (it may have stored it: queueing again
+    /// is safe).
+    pub async fn queue(&self, delivery: &PendingDelivery) -> Result<bool, async_nats::Error> {
+        let key = key_of(delivery);
+        let mut headers = HeaderMap::new();
+        chat_common::nats::inject_trace_context(&mut headers);
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let subject = format!("{}{key}", self.bucket.put_prefix.as_ref().unwrap_or(&self.bucket.prefix));
         let value = delivery.encode_to_vec().into();
-        let revision = chat_common::nats::put_with_trace_context(&self.js, &self.bucket, &key, value).await?;
-        self.index.insert(&key, revision, delivery.clone());
-        Ok(revision)
+        match self.js.publish_with_headers(subject, headers, value).await?.await {
+            Ok(ack) => {
+                self.index.insert(&key, ack.sequence, delivery.clone());
+                Ok(true)
+            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The user's waiting deliveries, oldest first, with their bucket revisions.
@@ -61,4 +83,9 @@ impl Pending {
         }
         keys.len()
     }
+}
+
+/// A delivery's key: `<user>.<conversation>.<seq>`, one per user and message.
+pub fn key_of(delivery: &PendingDelivery) -> String {
+    format!("{}.{}.{}", delivery.user_id, delivery.conversation_id, delivery.seq)
 }

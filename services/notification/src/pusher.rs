@@ -9,9 +9,11 @@
 //! records a claim for the user by compare-and-set before sending. A claim
 //! names its notification id (the idempotency key), and a redelivered trigger
 //! finds its own claim and resends the same payload to the subscriptions not
-//! yet marked sent. Failed sends are retried with exponential backoff (a NAK
-//! with delay); after the last attempt each failed subscription gets a dead
-//! letter. 404 or 410 removes the subscription.
+//! yet marked sent; so does a trigger retried because its claim's write went
+//! unanswered (nats-server lost mid-write: the claim may be stored, and only
+//! its trigger sends it). Failed sends are retried with exponential backoff
+//! (a NAK with delay); after the last attempt each failed subscription gets a
+//! dead letter. 404 or 410 removes the subscription.
 //!
 //! Before sending, the pusher confirms with history that the user is still a
 //! member of every conversation the notification previews, and with auth
@@ -233,14 +235,19 @@ impl Pusher {
             Some(claim) if claim.covered.iter().any(|k| still_waiting.contains(k)) => claim,
             Some(_) => return Verdict::Done, // all read or drained meanwhile
             None => {
-                let key = format!("{}.{}.{}", delivery.user_id, delivery.conversation_id, delivery.seq);
+                let key = crate::pending::key_of(&delivery);
                 if !still_waiting.contains(&key) {
                     return Verdict::Done; // read or drained during the window
                 }
                 let after = claim.as_ref().map_or(0, |c| c.through_revision);
                 match self.claim(&user_id, &notification_id, after, claim_revision).await {
-                    Some(claim) => claim,
-                    None => return Verdict::Done,
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => return Verdict::Done,
+                    Err(e) => {
+                        // It may be stored all the same: the retry finds it as its own.
+                        tracing::warn!(error = %e, "cannot record the push claim; retrying");
+                        return Verdict::RetryIn(self.settings.retry_base);
+                    }
                 }
             }
         };
@@ -250,10 +257,21 @@ impl Pusher {
     /// Covers the user's waiting deliveries after `after` with one
     /// notification, recorded by compare-and-set. `None` when another
     /// instance claimed first (its notification covers these deliveries).
-    async fn claim(&self, user_id: &str, notification_id: &str, after: u64, claim_revision: u64) -> Option<Claim> {
+    ///
+    /// # Errors
+    /// When JetStream does not answer: the claim may or may not be stored,
+    /// so the trigger must be retried (acknowledging it could leave a stored
+    /// claim that nobody sends).
+    async fn claim(
+        &self,
+        user_id: &str,
+        notification_id: &str,
+        after: u64,
+        claim_revision: u64,
+    ) -> Result<Option<Claim>, kv::UpdateError> {
         let batch: Vec<(String, u64, PendingDelivery)> =
             self.pending.index.of(user_id).into_iter().filter(|(_, revision, _)| *revision > after).collect();
-        let through_revision = batch.iter().map(|(_, revision, _)| *revision).max()?;
+        let Some(through_revision) = batch.iter().map(|(_, revision, _)| *revision).max() else { return Ok(None) };
         let payload = self.payload(user_id, notification_id, &batch).await;
         let claim = Claim {
             through_revision,
@@ -263,11 +281,12 @@ impl Pusher {
         };
         let value = serde_json::to_vec(&claim).expect("a claim serialises");
         match self.claims.update(user_id, value.into(), claim_revision).await {
-            Ok(_) => Some(claim),
-            Err(e) => {
+            Ok(_) => Ok(Some(claim)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::debug!(error = %e, "another instance claimed these deliveries");
-                None
+                Ok(None)
             }
+            Err(e) => Err(e),
         }
     }
 
