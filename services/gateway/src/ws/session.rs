@@ -32,6 +32,8 @@ const TYPING_RATE: Rate = Rate { burst: 5, refill: Duration::from_secs(1) };
 /// Sends and read markers waiting to be stored, per socket; beyond this the
 /// client is told to slow down.
 const WORK_QUEUE: usize = 64;
+/// How long a socket closing at shutdown waits for the work it already took.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a closed socket waits for the client's answering close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -380,7 +382,9 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
     loop {
         let written = tokio::select! {
             () = state.shutdown.cancelled() => {
-                socket.close(GOING_AWAY, "server going away").await;
+                // No new frames are read; what was already taken is done and answered.
+                worker.finish(socket).await;
+                socket.close(GOING_AWAY, "server going away; reconnect").await;
                 return;
             }
             _ = ping.tick() => {
@@ -538,6 +542,21 @@ struct Worker {
 impl Worker {
     fn queue(&mut self, state: &AppState, identity: &Identity) -> &mpsc::Sender<Work> {
         &self.running.get_or_insert_with(|| spawn_worker(state.clone(), identity.clone())).0
+    }
+
+    /// Takes no more work, lets the worker finish what it has (each send is
+    /// bounded by the store timeout; all of it by [`FINISH_TIMEOUT`]) and
+    /// writes its answers, so a send in flight at shutdown is acked or
+    /// refused, not left without an answer.
+    async fn finish(&mut self, socket: &mut Socket) {
+        let Some((queue, mut replies)) = self.running.take() else { return };
+        drop(queue);
+        let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
+        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.recv()).await {
+            if socket.text(reply).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The next answer to send; never, while no worker runs.
