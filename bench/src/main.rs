@@ -3,7 +3,7 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--nats-sync-always] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 
@@ -110,22 +110,25 @@ async fn run() -> anyhow::Result<()> {
     }
     let mut sizes = Sizes::full();
     let mut out = std::path::PathBuf::from("target/bench/results.md");
+    let mut sync_always = false;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => sizes = Sizes::quick(),
+            "--nats-sync-always" => sync_always = true,
             "--out" => out = args.next().context("--out needs a file")?.into(),
             _ => bail!("unknown option {flag}"),
         }
     }
     let known = ["all", "floor", "latency", "max-rate", "fanout", "idle", "connect", "ingest"];
     if !known.contains(&scenario.as_str()) {
-        bail!("usage: chat-bench [{}] [--quick] [--out FILE]", known.join("|"));
+        bail!("usage: chat-bench [{}] [--quick] [--nats-sync-always] [--out FILE]", known.join("|"));
     }
     let wants = |name: &str| scenario == "all" || scenario == name;
     let mut report = Report::default();
-    report.note(&format!("Run of `chat-bench {scenario}` on {}", machine()));
+    let sync = if sync_always { "JetStream syncing every write to disk" } else { "JetStream's default sync (every 2 minutes)" };
+    report.note(&format!("Run of `chat-bench {scenario}` on {}; {sync}", machine()));
 
-    let bench = Bench::start().await?;
+    let bench = Bench::start(sync_always).await?;
     let floor =
         if scenario == "ingest" { Floor::default() } else { measure_floor(&bench, &sizes, &mut report).await? };
     if wants("latency") || wants("max-rate") {

@@ -20,8 +20,10 @@ pub struct Bench {
 const SETUP_CONCURRENCY: usize = 8;
 
 impl Bench {
-    pub async fn start() -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await;
+    /// The system, its nats-server syncing every write to disk when
+    /// `sync_always` (see `--nats-sync-always`).
+    pub async fn start(sync_always: bool) -> anyhow::Result<Self> {
+        let nats = if sync_always { NatsServer::start_syncing_always().await } else { NatsServer::start().await };
         let data = tempfile::tempdir()?;
         let env: Vec<(String, String)> = [
             ("AUTH_REGISTER_RATE_PER_ADDRESS", "100000/1"),

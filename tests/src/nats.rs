@@ -13,6 +13,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// A configuration file for the server, if any.
+    config: Option<PathBuf>,
 }
 
 fn binary() -> PathBuf {
@@ -34,13 +36,30 @@ fn free_port() -> u16 {
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let mut server = Self { child: None, port: free_port(), store: tempfile::tempdir().expect("temp dir") };
+        let mut server =
+            Self { child: None, port: free_port(), store: tempfile::tempdir().expect("temp dir"), config: None };
+        server.spawn().await;
+        server
+    }
+
+    /// A server that writes every JetStream write to disk before it acks
+    /// (`sync_interval: always`, as deploy/nats/nats.conf sets it), where
+    /// the default syncs every two minutes.
+    pub async fn start_syncing_always() -> Self {
+        let store = tempfile::tempdir().expect("temp dir");
+        let config = store.path().join("nats.conf");
+        std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n").expect("nats.conf");
+        let mut server = Self { child: None, port: free_port(), store, config: Some(config) };
         server.spawn().await;
         server
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.store.path())
             .stdout(Stdio::null())

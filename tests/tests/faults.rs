@@ -239,6 +239,12 @@ async fn postgres_unreachable_for_30_seconds() {
         println!("conversations while PostgreSQL is unreachable: {status} after {:?}", asked.elapsed());
         assert_eq!(status, 503, "{body}");
         assert!(asked.elapsed() < Duration::from_secs(2), "an answer, not a hang");
+        let asked = Instant::now();
+        let login = serde_json::json!({ "username": device.username, "password": chat_system_tests::client::PASSWORD });
+        let (status, body) = api.post("/v1/auth/login", None, login).await;
+        println!("login while PostgreSQL is unreachable: {status} after {:?}", asked.elapsed());
+        assert_eq!(status, 503, "{body}");
+        assert!(asked.elapsed() < Duration::from_secs(2), "an answer, not a hang");
         tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
         proxy.heal();
         traffic.healed();

@@ -100,7 +100,11 @@ pub fn is_unreachable(err: &sqlx::Error) -> bool {
 }
 
 /// Opens a pool. For SQLite the file (and its directory) is created when
-/// missing and WAL mode is switched on, so readers never wait for the writer.
+/// missing and WAL mode is switched on, so readers never wait for the writer;
+/// `synchronous = FULL` puts each commit on disk before it returns, so what
+/// history acknowledged to its consumer survives a power loss as the stream
+/// does (NORMAL could lose the last commits, which the stream would then
+/// never deliver again).
 ///
 /// # Errors
 /// When the URL is unsupported or the database cannot be reached.
@@ -117,7 +121,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")
+                    let synchronous = std::env::var("XX_SQLITE_SYNC").unwrap_or_else(|_| "FULL".into());
+                    conn.execute(format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;").as_str())
                         .await?;
                 }
                 Ok(())
