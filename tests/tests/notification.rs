@@ -2,7 +2,8 @@
 //! notification per batch of messages, over a signed webhook and a Web Push
 //! the test decrypts; a connected device or a read elsewhere means no push;
 //! a crash mid-push redoes it under the same idempotency key; failures are
-//! retried with backoff and then dead-lettered; 410 removes a subscription;
+//! retried with backoff and then dead-lettered, while history being down only
+//! delays a push; 410 removes a subscription;
 //! the queue survives restarts and is handed over when a device connects.
 
 use std::time::Duration;
@@ -262,6 +263,63 @@ async fn failing_pushes_back_off_then_dead_letter_and_410_removes_the_subscripti
     assert_eq!(letters[0].subscription_id, broken["subscription_id"].as_str().unwrap());
     assert_eq!((letters[0].attempts, letters[0].last_error.as_str()), (3, "HTTP 500"));
     assert_eq!(letters[0].target, endpoint.url("broken"));
+    system.stop().await;
+}
+
+/// History down for a few seconds while messages come in, apart (beyond the
+/// coalescing window): the push waits, never goes out unchecked; once history
+/// is back it goes out within seconds and covers every message once, and the
+/// wait spent none of its attempts (the first send after it fails and is
+/// still retried, not dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_held_up_by_history_goes_out_soon_after_and_keeps_its_attempts() {
+    let mut system = System::builder()
+        .notification_config(|c| {
+            c.push_attempts = 2;
+            c.retry_base = Duration::from_millis(500);
+        })
+        .start(Db::Sqlite)
+        .await
+        .expect("sqlite needs no server");
+    let Pair { api, alice, bob, conversation, endpoint } = Pair::new(&system).await;
+    webhook(&api, &bob, &endpoint.url("hook")).await;
+    send(&api, &alice, &conversation, "before").await;
+    endpoint.wait_for("hook", 1).await;
+
+    system.kill_history().await;
+    for i in 0..3 {
+        send(&api, &alice, &conversation, &format!("while history is down {i}")).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    // Long enough for the waiting pushes to have been tried a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(endpoint.received("hook").len(), 1, "nothing pushed unchecked");
+
+    endpoint.answer("hook", 500);
+    system.start_history().await;
+    let back = tokio::time::Instant::now();
+    endpoint.wait_for("hook", 2).await;
+    let resumed = back.elapsed();
+    assert!(resumed < Duration::from_secs(4), "pushed {resumed:?} after history came back");
+    endpoint.answer("hook", 200);
+    let received = endpoint.wait_for("hook", 3).await;
+    expect_no_more(&endpoint, "hook", 3).await;
+
+    let mut counts = std::collections::HashMap::new();
+    for request in &received[1..] {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        counts.insert(request.headers["idempotency-key"].to_str().unwrap().to_owned(), body["count"].as_u64());
+    }
+    assert_eq!(counts.len(), 1, "one notification, sent again after its failure: {counts:?}");
+    assert_eq!(counts.values().map(|c| c.unwrap_or(0)).sum::<u64>(), 3, "covering the three messages");
+    let letters = notification(&system)
+        .await
+        .list_dead_letters(ListDeadLettersRequest { user_id: bob.user_id.clone(), limit: 10 })
+        .await
+        .expect("ListDeadLetters")
+        .into_inner()
+        .dead_letters;
+    assert!(letters.is_empty(), "the wait spent no attempt: {letters:?}");
     system.stop().await;
 }
 

@@ -11,7 +11,8 @@ pub use chat_common::nats::MARKER_TTL;
 
 /// Deliveries waiting for a user: `<user>.<conversation>.<seq>` → `PendingDelivery`.
 pub const PENDING: &str = "notify_pending";
-/// Which notification covers a user's deliveries: `<user>` → `Claim`.
+/// How far a user's deliveries are covered, and the notifications claimed
+/// but not finished: `<user>` → `Claims` (JSON).
 pub const CLAIMS: &str = "notify_claims";
 /// Pushes that reached a subscription: `<notification>.<subscription>` → empty.
 pub const SENT: &str = "notify_sent";

@@ -6,23 +6,32 @@
 //! delivery of the user not covered before ("3 new messages from Alice").
 //!
 //! Exactly one notification per batch: the instance that covers a batch
-//! records a claim for the user by compare-and-set before sending. A claim
-//! names its notification id (the idempotency key), and a redelivered trigger
-//! finds its own claim and resends the same payload to the subscriptions not
-//! yet marked sent; so does a trigger retried because its claim's write went
-//! unanswered (nats-server lost mid-write: the claim may be stored, and only
-//! its trigger sends it). Failed sends are retried with exponential backoff
-//! (a NAK with delay); after the last attempt each failed subscription gets a
-//! dead letter. 404 or 410 removes the subscription.
+//! records a claim for the user by compare-and-set before sending. The user's
+//! entry in the claims bucket says how far the user's deliveries are covered
+//! and lists every claimed notification not yet finished; each is sent by
+//! the trigger that claimed it, and leaves the list once sent to every
+//! subscription (or dead-lettered). A later claim therefore never hides an
+//! earlier one still being retried: a retried trigger finds its own
+//! notification in the list and resends the same payload to the
+//! subscriptions not yet marked sent; so does a trigger retried because its
+//! claim's write went unanswered (nats-server lost mid-write: the claim may be
+//! stored, and only its trigger sends it).
 //!
-//! Before sending, the pusher confirms with history that the user is still a
-//! member of every conversation the notification previews, and with auth
-//! which of the user's devices are still logged in: only their subscriptions
-//! are sent to (the others are removed). Either check failing makes the push
-//! wait, never go out unchecked. An endpoint the policy refuses now
+//! Before claiming, and again before each send, the pusher confirms with
+//! history that the user is still a member of every conversation the
+//! notification previews, and with auth which of the user's devices are still
+//! logged in: only their subscriptions are sent to (the others are removed).
+//! Either check failing makes the push wait, never go out unchecked; as the
+//! checks come before the claim, deliveries that arrive meanwhile are not
+//! covered by a notification stuck waiting, and once the dependency answers
+//! again the next retry covers them all. Such a wait is retried every few
+//! seconds at most and is not an attempt: only failed sends count. Failed
+//! sends are retried with exponential backoff (a NAK with delay); after the
+//! last attempt each failed subscription gets a dead letter. 404 or 410
+//! removes the subscription. An endpoint the policy refuses now
 //! (`endpoint`) gets no request and a dead letter at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,17 +62,85 @@ pub const CONSUMER: &str = "pusher";
 const IN_FLIGHT: usize = 64;
 const NAMES_CACHED: usize = 10_000;
 
-/// Who covers a user's deliveries: stored in the claims bucket under the user.
+/// Longest wait before a push held up by a dependency (history or auth not
+/// answering, JetStream not answering a claim) is tried again: short, so
+/// pushes resume within seconds of the dependency coming back. Such waits are
+/// not push attempts.
+const DEPENDENCY_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Shortest such wait (however small the configured retry base).
+const DEPENDENCY_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Compare-and-set tries on a user's claims entry before the trigger retries later.
+const CAS_TRIES: usize = 10;
+
+/// A user's entry in the claims bucket (key: the user id): how far the user's
+/// deliveries are covered, and the notifications claimed but not finished.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Claims {
+    /// Every delivery of the user up to this pending-bucket revision is
+    /// covered by a notification.
+    through_revision: u64,
+    /// Claimed notifications not yet sent to every subscription (nor
+    /// dead-lettered), each sent and retried by the trigger that claimed it.
+    #[serde(default)]
+    unfinished: Vec<Claim>,
+}
+
+/// One claimed notification.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Claim {
-    /// Every delivery of the user up to this pending-bucket revision is covered.
-    through_revision: u64,
     /// The notification's id: the idempotency key receivers see.
     notification_id: String,
     /// The pending keys it covers (a retry is pointless once all are gone).
     covered: Vec<String>,
     /// The JSON sent, identical on every attempt.
     payload: String,
+    /// Send attempts that failed so far; waiting for a dependency is not one.
+    #[serde(default)]
+    failed_attempts: u32,
+}
+
+impl Claims {
+    /// Reads a stored entry, also one of the earlier format (a single claim,
+    /// taken as unfinished: only its trigger knows, and it finishes it).
+    fn parse(value: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Single {
+            through_revision: u64,
+            notification_id: String,
+            covered: Vec<String>,
+            payload: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Single(Single),
+            Current(Claims),
+        }
+        Some(match serde_json::from_slice(value).ok()? {
+            Stored::Single(c) => Claims {
+                through_revision: c.through_revision,
+                unfinished: vec![Claim {
+                    notification_id: c.notification_id,
+                    covered: c.covered,
+                    payload: c.payload,
+                    failed_attempts: 0,
+                }],
+            },
+            Stored::Current(claims) => claims,
+        })
+    }
+
+    fn find(&self, notification_id: &str) -> Option<&Claim> {
+        self.unfinished.iter().find(|c| c.notification_id == notification_id)
+    }
+}
+
+/// What the checks before a push found.
+enum Checked {
+    /// Still a member of every conversation; these devices are logged in.
+    Allowed(HashSet<String>),
+    /// No longer a member of some conversation (its deliveries are dropped).
+    NotMember,
 }
 
 pub struct Settings {
@@ -194,7 +271,7 @@ impl Pusher {
             return Verdict::Done;
         }
         let revision = info.stream_sequence;
-        let attempt = info.delivered.max(1) as u32;
+        let delivered = info.delivered.max(1) as u32;
         let queued_at = info.published;
 
         // Let more messages arrive, so they share one notification.
@@ -206,115 +283,249 @@ impl Pusher {
 
         let user_id = delivery.user_id.clone();
         let notification_id = format!("{user_id}-{revision}");
-        let claim = match self.claims.entry(&user_id).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the user's push claim");
-                return Verdict::RetryIn(self.settings.retry_base);
-            }
-        };
-        let (claim_revision, claim) = match claim {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                (entry.revision, serde_json::from_slice::<Claim>(&entry.value).ok())
-            }
-            Some(entry) => (entry.revision, None),
-            None => (0, None),
-        };
-        let ours = claim.as_ref().filter(|c| c.notification_id == notification_id).cloned();
-        if ours.is_none() && claim.as_ref().is_some_and(|c| c.through_revision >= revision) {
-            return Verdict::Done; // another notification covers this one
-        }
-
-        let still_waiting: BTreeSet<String> = self.pending.index.of(&user_id).into_iter().map(|(k, _, _)| k).collect();
-        if self.sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_connected(&user_id) {
-            // A connected device gets everything live or in its catch-up.
-            self.pending.remove(&user_id, |_| true).await;
-            return Verdict::Done;
-        }
-        let claim = match ours {
-            Some(claim) if claim.covered.iter().any(|k| still_waiting.contains(k)) => claim,
-            Some(_) => return Verdict::Done, // all read or drained meanwhile
-            None => {
-                let key = crate::pending::key_of(&delivery);
-                if !still_waiting.contains(&key) {
-                    return Verdict::Done; // read or drained during the window
+        let key = crate::pending::key_of(&delivery);
+        // Looked at again when another instance claims between our read and write.
+        for _ in 0..CAS_TRIES {
+            let (claims_revision, claims) = match self.claims_of(&user_id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the user's push claims");
+                    return self.wait(delivered);
                 }
-                let after = claim.as_ref().map_or(0, |c| c.through_revision);
-                match self.claim(&user_id, &notification_id, after, claim_revision).await {
-                    Ok(Some(claim)) => claim,
-                    Ok(None) => return Verdict::Done,
-                    Err(e) => {
-                        // It may be stored all the same: the retry finds it as its own.
-                        tracing::warn!(error = %e, "cannot record the push claim; retrying");
-                        return Verdict::RetryIn(self.settings.retry_base);
-                    }
+            };
+            let connected =
+                self.sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_connected(&user_id);
+            if let Some(ours) = claims.find(&notification_id).cloned() {
+                // A retry of a claimed notification: finish it.
+                if connected {
+                    // A connected device gets everything live or in its catch-up.
+                    self.pending.remove(&user_id, |_| true).await;
+                    return self.finish(&user_id, &notification_id).await;
+                }
+                let still_waiting = self.still_waiting(&user_id);
+                if !ours.covered.iter().any(|k| still_waiting.contains(k)) {
+                    return self.finish(&user_id, &notification_id).await; // all read or drained meanwhile
+                }
+                return self.push(&user_id, &ours, None, delivered).await;
+            }
+            if claims.through_revision >= revision {
+                return Verdict::Done; // another notification covers this one
+            }
+            if connected {
+                self.pending.remove(&user_id, |_| true).await;
+                return Verdict::Done;
+            }
+            let still_waiting = self.still_waiting(&user_id);
+            if !still_waiting.contains(&key) {
+                return Verdict::Done; // read or drained during the window
+            }
+            let batch: Vec<(String, u64, PendingDelivery)> = self
+                .pending
+                .index
+                .of(&user_id)
+                .into_iter()
+                .filter(|(_, revision, _)| *revision > claims.through_revision)
+                .collect();
+            // Checked before the claim: a notification that has to wait for a
+            // dependency covers nothing yet, so whichever trigger finds the
+            // dependency back first covers everything waiting.
+            let to_send = !self.subscriptions.of(&user_id).is_empty();
+            let active = if to_send {
+                match self.check(&user_id, batch.iter().map(|(key, _, _)| key.as_str()), delivered).await {
+                    Some(Checked::Allowed(active)) => Some(active),
+                    // Those deliveries are dropped now; look again at the rest.
+                    Some(Checked::NotMember) => continue,
+                    None => return self.wait(delivered),
+                }
+            } else {
+                None
+            };
+            match self.claim(&user_id, &notification_id, batch, claims, claims_revision, &still_waiting, to_send).await
+            {
+                Ok(Some(claim)) => {
+                    return match active {
+                        Some(active) => self.push(&user_id, &claim, Some(active), delivered).await,
+                        None => Verdict::Done, // nowhere to send it
+                    };
+                }
+                Ok(None) => continue, // another instance claimed first: does it cover this one?
+                Err(e) => {
+                    // It may be stored all the same: the retry finds it as its own.
+                    tracing::warn!(error = %e, "cannot record the push claim; retrying");
+                    return self.wait(delivered);
                 }
             }
-        };
-        self.push(&user_id, &claim, attempt).await
+        }
+        self.wait(delivered)
     }
 
-    /// Covers the user's waiting deliveries after `after` with one
-    /// notification, recorded by compare-and-set. `None` when another
-    /// instance claimed first (its notification covers these deliveries).
+    /// The keys of the user's waiting deliveries.
+    fn still_waiting(&self, user_id: &str) -> BTreeSet<String> {
+        self.pending.index.of(user_id).into_iter().map(|(key, _, _)| key).collect()
+    }
+
+    /// The user's claims entry and its revision (0 if there is none).
+    ///
+    /// # Errors
+    /// When JetStream does not answer.
+    async fn claims_of(&self, user_id: &str) -> Result<(u64, Claims), kv::EntryError> {
+        Ok(match self.claims.entry(user_id).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                (entry.revision, Claims::parse(&entry.value).unwrap_or_default())
+            }
+            Some(entry) => (entry.revision, Claims::default()),
+            None => (0, Claims::default()),
+        })
+    }
+
+    /// Covers `batch` (the user's waiting deliveries after the entry's
+    /// `through_revision`) with one notification, recorded by compare-and-set
+    /// on the entry read at `claims_revision`; listed as unfinished when it
+    /// is `to_send`. `None` when another instance wrote the entry first.
     ///
     /// # Errors
     /// When JetStream does not answer: the claim may or may not be stored,
     /// so the trigger must be retried (acknowledging it could leave a stored
     /// claim that nobody sends).
+    #[allow(clippy::too_many_arguments)]
     async fn claim(
         &self,
         user_id: &str,
         notification_id: &str,
-        after: u64,
-        claim_revision: u64,
+        batch: Vec<(String, u64, PendingDelivery)>,
+        mut claims: Claims,
+        claims_revision: u64,
+        still_waiting: &BTreeSet<String>,
+        to_send: bool,
     ) -> Result<Option<Claim>, kv::UpdateError> {
-        let batch: Vec<(String, u64, PendingDelivery)> =
-            self.pending.index.of(user_id).into_iter().filter(|(_, revision, _)| *revision > after).collect();
         let Some(through_revision) = batch.iter().map(|(_, revision, _)| *revision).max() else { return Ok(None) };
         let payload = self.payload(user_id, notification_id, &batch).await;
         let claim = Claim {
-            through_revision,
             notification_id: notification_id.to_owned(),
             covered: batch.into_iter().map(|(key, _, _)| key).collect(),
             payload,
+            failed_attempts: 0,
         };
-        let value = serde_json::to_vec(&claim).expect("a claim serialises");
-        match self.claims.update(user_id, value.into(), claim_revision).await {
+        claims.through_revision = through_revision;
+        // One whose deliveries are all read or drained is past sending (its
+        // trigger may be gone with them).
+        claims.unfinished.retain(|c| c.covered.iter().any(|k| still_waiting.contains(k)));
+        if to_send {
+            claims.unfinished.push(claim.clone());
+        }
+        let value = serde_json::to_vec(&claims).expect("claims serialise");
+        match self.claims.update(user_id, value.into(), claims_revision).await {
             Ok(_) => Ok(Some(claim)),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                tracing::debug!(error = %e, "another instance claimed these deliveries");
+                tracing::debug!(error = %e, "another instance claimed first");
                 Ok(None)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Sends the claim's notification to every subscription not yet sent to,
-    /// if the user is still a member of every conversation it previews, and
-    /// only to subscriptions of devices still logged in.
-    #[tracing::instrument(name = "notification.push", skip_all, fields(attempt))]
-    async fn push(&self, user_id: &str, claim: &Claim, attempt: u32) -> Verdict {
-        let retry_later = Verdict::RetryIn(self.settings.retry_base * 2u32.saturating_pow(attempt.min(8) - 1));
-        let subscriptions = self.subscriptions.of(user_id);
-        if subscriptions.is_empty() {
-            return Verdict::Done;
-        }
-        match self.still_member_of_all(user_id, claim).await {
-            Ok(true) => {}
-            Ok(false) => return Verdict::Done,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot confirm the user's membership; the push waits");
-                return retry_later;
+    /// Changes the user's claims entry with `change` (which says whether it
+    /// changed anything), by compare-and-set, reading it again on a conflict.
+    ///
+    /// # Errors
+    /// When JetStream does not answer, or the entry keeps changing under us.
+    async fn update_claims(
+        &self,
+        user_id: &str,
+        change: impl Fn(&mut Claims) -> bool,
+    ) -> Result<(), async_nats::Error> {
+        for _ in 0..CAS_TRIES {
+            let (revision, mut claims) = self.claims_of(user_id).await?;
+            if !change(&mut claims) {
+                return Ok(());
+            }
+            let value = serde_json::to_vec(&claims).expect("claims serialise");
+            match self.claims.update(user_id, value.into(), revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let active = match crate::revocations::active_devices(&self.auth, user_id).await {
-            Ok(active) => active,
+        Err("the push claims kept changing".into())
+    }
+
+    /// Takes a notification off the user's unfinished list: it is sent (or
+    /// dead-lettered, or no longer worth sending). Retried later if that
+    /// cannot be recorded (the retry sends nothing already marked sent).
+    async fn finish(&self, user_id: &str, notification_id: &str) -> Verdict {
+        let finished = self
+            .update_claims(user_id, |claims| {
+                let before = claims.unfinished.len();
+                claims.unfinished.retain(|c| c.notification_id != notification_id);
+                claims.unfinished.len() != before
+            })
+            .await;
+        match finished {
+            Ok(()) => Verdict::Done,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot confirm the user's devices; the push waits");
-                return retry_later;
+                tracing::warn!(error = %e, "cannot record a finished push; retrying");
+                Verdict::RetryIn(self.settings.retry_base.max(DEPENDENCY_RETRY_MIN))
+            }
+        }
+    }
+
+    /// How long a push waits for a dependency before it is tried again: the
+    /// retry base, doubling with each delivery, at most `DEPENDENCY_RETRY_MAX`.
+    fn wait(&self, delivered: u32) -> Verdict {
+        let doubled = 2u32.saturating_pow(delivered.saturating_sub(1).min(8));
+        let delay = self.settings.retry_base.saturating_mul(doubled);
+        Verdict::RetryIn(delay.clamp(DEPENDENCY_RETRY_MIN, DEPENDENCY_RETRY_MAX))
+    }
+
+    /// Asks history whether the user is still a member of every conversation
+    /// of `keys` (pending keys), and auth which of the user's devices are
+    /// logged in. `None` when either cannot answer (logged; the push waits).
+    async fn check(&self, user_id: &str, keys: impl Iterator<Item = &str>, delivered: u32) -> Option<Checked> {
+        let conversations: BTreeSet<&str> = keys.filter_map(|key| key.split('.').nth(1)).collect();
+        // Logged once per trigger at warn: every waiting trigger asks again.
+        let log = |what: &str, e: &tonic::Status| {
+            if delivered <= 1 {
+                tracing::warn!(error = %e, "cannot confirm the user's {what}; the push waits");
+            } else {
+                tracing::debug!(error = %e, "cannot confirm the user's {what}; the push waits");
             }
         };
+        match self.still_member_of_all(user_id, conversations).await {
+            Ok(true) => {}
+            Ok(false) => return Some(Checked::NotMember),
+            Err(e) => {
+                log("membership", &e);
+                return None;
+            }
+        }
+        match crate::revocations::active_devices(&self.auth, user_id).await {
+            Ok(active) => Some(Checked::Allowed(active)),
+            Err(e) => {
+                log("devices", &e);
+                None
+            }
+        }
+    }
+
+    /// Sends the claim's notification to every subscription not yet sent to,
+    /// if the user is still a member of every conversation it previews, and
+    /// only to subscriptions of devices still logged in (`active`, when just
+    /// asked; else asked now).
+    #[tracing::instrument(name = "notification.push", skip_all, fields(attempt = claim.failed_attempts + 1))]
+    async fn push(&self, user_id: &str, claim: &Claim, active: Option<HashSet<String>>, delivered: u32) -> Verdict {
+        let subscriptions = self.subscriptions.of(user_id);
+        if subscriptions.is_empty() {
+            return self.finish(user_id, &claim.notification_id).await;
+        }
+        let active = match active {
+            Some(active) => active,
+            None => match self.check(user_id, claim.covered.iter().map(String::as_str), delivered).await {
+                Some(Checked::Allowed(active)) => active,
+                Some(Checked::NotMember) => return self.finish(user_id, &claim.notification_id).await,
+                None => return self.wait(delivered),
+            },
+        };
+        let attempt = claim.failed_attempts + 1;
         let mut failed = Vec::new();
         for subscription in subscriptions {
             if !active.contains(&subscription.device_id) {
@@ -353,32 +564,41 @@ impl Pusher {
             }
         }
         if failed.is_empty() {
-            return Verdict::Done;
+            return self.finish(user_id, &claim.notification_id).await;
         }
         if attempt < self.settings.attempts {
             let delay = self.settings.retry_base * 2u32.saturating_pow(attempt - 1);
             tracing::info!(attempt, failed = failed.len(), ?delay, "push failed; retrying");
+            let notification_id = claim.notification_id.as_str();
+            let counted = self
+                .update_claims(user_id, |claims| {
+                    let ours = claims.unfinished.iter_mut().find(|c| c.notification_id == notification_id);
+                    ours.map(|c| c.failed_attempts = c.failed_attempts.max(attempt)).is_some()
+                })
+                .await;
+            if let Err(e) = counted {
+                // The attempt is made again as the same one: never fewer attempts than promised.
+                tracing::warn!(error = %e, "cannot record a failed push attempt");
+            }
             return Verdict::RetryIn(delay);
         }
         for (subscription, reason) in failed {
             tracing::warn!(attempts = attempt, "push failed for good; dead letter recorded");
             self.dead_letter(user_id, claim, &subscription, attempt, reason).await;
         }
-        Verdict::Done
+        self.finish(user_id, &claim.notification_id).await
     }
 
-    /// Whether the user is still a member of every conversation the claim
-    /// previews, asked of history (the record of membership) at send time,
+    /// Whether the user is still a member of every one of `conversations`
+    /// (those a notification previews), asked of history (the record of
+    /// membership) before claiming and at send time,
     /// so a removal takes effect even when its membership snapshot never
     /// reached this service. The deliveries of a conversation the user left
     /// are dropped; nothing of the batch is pushed.
     ///
     /// # Errors
     /// When history cannot answer (the push waits: fail closed).
-    async fn still_member_of_all(&self, user_id: &str, claim: &Claim) -> Result<bool, tonic::Status> {
-        let mut conversations: Vec<&str> = claim.covered.iter().filter_map(|key| key.split('.').nth(1)).collect();
-        conversations.sort_unstable();
-        conversations.dedup();
+    async fn still_member_of_all(&self, user_id: &str, conversations: BTreeSet<&str>) -> Result<bool, tonic::Status> {
         let mut member_of_all = true;
         for conversation_id in conversations {
             let request =
@@ -510,6 +730,19 @@ fn time_since(then: time::OffsetDateTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_of_the_earlier_format_stays_unfinished() {
+        let single = br#"{"through_revision":7,"notification_id":"u-5","covered":["u.c.1"],"payload":"{}"}"#;
+        let claims = Claims::parse(single).expect("parses");
+        assert_eq!(claims.through_revision, 7);
+        assert_eq!(claims.find("u-5").map(|c| c.covered.clone()), Some(vec!["u.c.1".to_owned()]));
+
+        let current = serde_json::to_vec(&claims).expect("serialises");
+        let again = Claims::parse(&current).expect("parses");
+        assert_eq!((again.through_revision, again.unfinished.len()), (7, 1));
+        assert!(Claims::parse(b"not json").is_none());
+    }
 
     #[test]
     fn the_text_says_who_and_how_many() {
