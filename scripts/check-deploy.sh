@@ -23,6 +23,7 @@ import fnmatch
 import glob
 import os
 import re
+import subprocess
 import sys
 from urllib.parse import urlsplit
 
@@ -520,6 +521,15 @@ def main():
             conf_path = os.path.normpath(os.path.join(DEPLOY, conf_src))
             conf = open(conf_path).read()
             conf_src = rel(conf_path)
+            # The pinned nats-server itself parses the file (`-t`: test the configuration).
+            server = os.path.join(ROOT, ".tools/bin/nats-server")
+            if os.path.exists(server):
+                tested = subprocess.run([server, "-t", "-c", conf_path], capture_output=True, text=True)
+                if tested.returncode != 0:
+                    fail(f"{conf_src}: nats-server refuses it: {(tested.stderr or tested.stdout).strip()}")
+            # The durability docs/operations.md promises: an fsync before every ack.
+            if not re.search(r"^\s*sync_interval\s*[:=]\s*always\b", conf, re.M):
+                fail(f"{conf_src}: JetStream must set sync_interval: always (docs/operations.md, durability)")
             m = re.search(r"jetstream\s*[:=]?\s*\{[^}]*store_dir\s*[:=]\s*\"?([^\s\"}]+)", conf)
             if not m:
                 fail(f"{conf_src}: needs a jetstream {{ store_dir: ... }} block")

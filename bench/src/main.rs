@@ -125,7 +125,11 @@ async fn run() -> anyhow::Result<()> {
     }
     let wants = |name: &str| scenario == "all" || scenario == name;
     let mut report = Report::default();
-    let sync = if sync_always { "JetStream syncing every write to disk" } else { "JetStream's default sync (every 2 minutes)" };
+    let sync = if sync_always {
+        "JetStream syncing every write to disk"
+    } else {
+        "JetStream's default sync (every 2 minutes)"
+    };
     report.note(&format!("Run of `chat-bench {scenario}` on {}; {sync}", machine()));
 
     let bench = Bench::start(sync_always).await?;

@@ -116,12 +116,20 @@ pub struct ConversationLog {
     /// bucket's max age.
     sent: kv::Store,
     archive: Arc<dyn SentArchive>,
+    archive_warnings: crate::log_throttle::LogThrottle,
     heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
 impl ConversationLog {
     pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store, archive: Arc<dyn SentArchive>) -> Self {
-        Self { js, stream, sent, archive, heads: Mutex::new(HashMap::new()) }
+        Self {
+            js,
+            stream,
+            sent,
+            archive,
+            archive_warnings: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
+            heads: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The original of a known (sender, `client_msg_id`), if any: from the
@@ -146,10 +154,14 @@ impl ConversationLog {
         match self.archive.find_sent(out.sender_id, out.client_msg_id).await {
             Ok(found) => Ok(found),
             Err(cause) => {
-                tracing::warn!(
-                    %cause,
-                    "history cannot be asked about a client_msg_id unknown to the index; sending it as new"
-                );
+                // Once per interval, not once per message, through an outage.
+                if let Some(since) = self.archive_warnings.due() {
+                    tracing::warn!(
+                        %cause,
+                        unlogged_since_last = since,
+                        "history cannot be asked about client_msg_ids unknown to the index; sending them as new"
+                    );
+                }
                 Ok(None)
             }
         }

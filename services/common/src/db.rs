@@ -121,8 +121,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, DbError
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    let synchronous = std::env::var("XX_SQLITE_SYNC").unwrap_or_else(|_| "FULL".into());
-                    conn.execute(format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;").as_str())
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")
                         .await?;
                 }
                 Ok(())

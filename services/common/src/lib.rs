@@ -12,6 +12,7 @@ pub mod config;
 pub mod conversation_log;
 pub mod db;
 pub mod grpc;
+pub mod log_throttle;
 pub mod metrics;
 pub mod nats;
 pub mod rate_limit;
