@@ -42,23 +42,17 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const PUSH_PATH: &str = "offline";
 
 /// The gateways clients may use (`host:port`), in order of preference. A
-/// client whose gateway fails moves on to the next; tests may change the list.
-#[derive(Clone, Default)]
-pub struct Gateways(Arc<Mutex<Vec<String>>>);
+/// client whose gateway fails moves on to the next.
+#[derive(Clone)]
+pub struct Gateways(Arc<[String]>);
 
 impl Gateways {
     pub fn new(addrs: impl IntoIterator<Item = std::net::SocketAddr>) -> Self {
-        Self(Arc::new(Mutex::new(addrs.into_iter().map(|a| a.to_string()).collect())))
-    }
-
-    /// Replaces the list.
-    pub fn set(&self, addrs: impl IntoIterator<Item = std::net::SocketAddr>) {
-        *lock(&self.0) = addrs.into_iter().map(|a| a.to_string()).collect();
+        Self(addrs.into_iter().map(|a| a.to_string()).collect())
     }
 
     fn pick(&self, turn: usize) -> String {
-        let list = lock(&self.0);
-        list[turn % list.len()].clone()
+        self.0[turn % self.0.len()].clone()
     }
 }
 

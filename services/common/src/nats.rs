@@ -141,9 +141,10 @@ pub type Reconnections = tokio::sync::watch::Receiver<u64>;
 /// back from a restart is found within this (the client's own default grows
 /// to 4 s).
 const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// How often the client pings its server. Two unanswered pings count as a
-/// lost connection, so a server cut off by the network (which closes
-/// nothing) is noticed within a few of these, not minutes (the default is 60 s).
+/// How often the client pings its server. A third ping while two are still
+/// unanswered counts as a lost connection, so a server cut off by the network
+/// (which closes nothing) is noticed within about 6 s, not minutes (the
+/// default interval is 60 s).
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Connects to NATS with the service's name (visible in `nats-server`
