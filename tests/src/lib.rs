@@ -87,6 +87,18 @@ pub fn service_binary(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("{} is missing: run `cargo build --workspace --bins` first", above.display()))
 }
 
+/// Runs the project's pinned `grpcurl` (or `GRPCURL_BIN`); returns whether
+/// it succeeded and what it printed (stdout, then stderr).
+pub fn grpcurl(args: &[&str]) -> (bool, String) {
+    let binary = std::env::var_os("GRPCURL_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/bin/grpcurl"));
+    assert!(binary.exists(), "grpcurl not found at {}: run scripts/install-tools.sh", binary.display());
+    let output = std::process::Command::new(binary).args(args).output().expect("grpcurl runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
 /// True when running under CI, where a missing dependency must fail a test.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")

@@ -16,7 +16,7 @@ use chat_system_tests::small_disk::SmallDisk;
 use chat_system_tests::client::Api;
 use chat_system_tests::faults::{Checked, Gateways, Report, Traffic, TrafficOptions};
 use chat_system_tests::processes::{Databases, Processes, ServiceProcess};
-use chat_system_tests::{Db, NatsServer, within_limit};
+use chat_system_tests::{Db, NatsServer, grpcurl, within_limit};
 
 /// A whole system as processes with two gateways, and what the harness needs.
 struct Stage {
@@ -245,6 +245,12 @@ async fn postgres_unreachable_for_30_seconds() {
         println!("login while PostgreSQL is unreachable: {status} after {:?}", asked.elapsed());
         assert_eq!(status, 503, "{body}");
         assert!(asked.elapsed() < Duration::from_secs(2), "an answer, not a hang");
+        // Health says so too, as grpcurl shows an operator.
+        for service in [&stage.system.history, &stage.system.auth] {
+            let addr = service.addr.to_string();
+            let (_, answer) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+            assert!(answer.contains("NOT_SERVING"), "{addr}: {answer}");
+        }
         tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
         proxy.heal();
         traffic.healed();
@@ -315,31 +321,29 @@ async fn disk_full_under_history() {
     .await;
 }
 
+chat_system_tests::on_both_databases!(rolling_restart_with_sigterm);
+
 /// Every service stopped with SIGTERM and started again, one at a time, under
 /// traffic: each drains and exits cleanly within its bound, the gateways'
 /// clients move over and send again, and nothing is lost or doubled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_restart_with_sigterm() {
-    within_limit(async {
-        let Some(mut stage) = Stage::start(Db::Sqlite).await else { return };
-        let traffic = stage.traffic().await;
+async fn rolling_restart_with_sigterm(db: Db) {
+    let Some(mut stage) = Stage::start(db).await else { return };
+    let traffic = stage.traffic().await;
+    traffic.wait_for_acks(50).await;
+    let services = [Service::Auth, Service::History, Service::Presence, Service::Notification, Service::Gateway];
+    for service in services {
+        let (took, clean) = stage.process(service).terminate(DRAIN_LIMIT).await;
+        println!("{service:?} drained and exited in {} ms", took.as_millis());
+        assert!(clean, "{service:?} exits with success after SIGTERM, within {DRAIN_LIMIT:?}");
+        stage.process(service).restart().await;
         traffic.wait_for_acks(50).await;
-        let services = [Service::Auth, Service::History, Service::Presence, Service::Notification, Service::Gateway];
-        for service in services {
-            let (took, clean) = stage.process(service).terminate(DRAIN_LIMIT).await;
-            println!("{service:?} drained and exited in {} ms", took.as_millis());
-            assert!(clean, "{service:?} exits with success after SIGTERM, within {DRAIN_LIMIT:?}");
-            stage.process(service).restart().await;
-            traffic.wait_for_acks(50).await;
-        }
-        let (took, clean) = stage.second_gateway.terminate(DRAIN_LIMIT).await;
-        println!("the second gateway drained and exited in {} ms", took.as_millis());
-        assert!(clean, "the second gateway exits with success after SIGTERM");
-        stage.second_gateway.restart().await;
-        traffic.wait_for_acks(50).await;
-        stage.finish(traffic).await;
-    })
-    .await;
+    }
+    let (took, clean) = stage.second_gateway.terminate(DRAIN_LIMIT).await;
+    println!("the second gateway drained and exited in {} ms", took.as_millis());
+    assert!(clean, "the second gateway exits with success after SIGTERM");
+    stage.second_gateway.restart().await;
+    traffic.wait_for_acks(50).await;
+    stage.finish(traffic).await;
 }
 
 /// The bound within which a service must drain and exit after SIGTERM.

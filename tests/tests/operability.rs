@@ -1,20 +1,8 @@
 //! What an operator relies on: every gRPC service answers `grpc.health.v1`
 //! and reflection through a real `grpcurl`, and the gateway's health endpoints.
 
-use std::process::Command;
-
-use chat_system_tests::{Db, System, workspace_root};
+use chat_system_tests::{Db, System, grpcurl};
 use serde_json::Value;
-
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let binary = std::env::var_os("GRPCURL_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".tools/bin/grpcurl"));
-    assert!(binary.exists(), "grpcurl not found at {}: run scripts/install-tools.sh", binary.display());
-    let output = Command::new(binary).args(args).output().expect("grpcurl runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
 
 /// grpcurl's rendering of an empty message.
 fn empty(answer: &str) -> bool {
