@@ -14,7 +14,9 @@ system_pids=()
 system_start_process() { # name, command...
   local name=$1
   shift
-  "$@" >"$SYSTEM_LOGS/$name.log" 2>&1 &
+  # A session of its own: a Ctrl-C reaches only the script, whose stop_system
+  # then stops the processes in order instead of all at once.
+  setsid "$@" >"$SYSTEM_LOGS/$name.log" 2>&1 &
   system_pids+=($!)
 }
 
@@ -52,8 +54,11 @@ start_system() { # bin, data, nats port, auth, history, presence, notification, 
 }
 
 stop_system() {
-  for ((i=${#system_pids[@]}-1; i>=0; i--)); do kill -TERM "${system_pids[$i]}" 2>/dev/null || true; done
-  for pid in "${system_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # One at a time, each waited for: the gateway drains while NATS is still up.
+  for ((i=${#system_pids[@]}-1; i>=0; i--)); do
+    kill -TERM "${system_pids[$i]}" 2>/dev/null || true
+    wait "${system_pids[$i]}" 2>/dev/null || true
+  done
 }
 
 # True while every process started is still running.

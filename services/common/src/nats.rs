@@ -182,6 +182,9 @@ pub async fn connect_following(
                     tracing::info!("connected to NATS");
                 }
                 async_nats::Event::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
+                // Each failed reconnection attempt: the disconnection above said it.
+                async_nats::Event::ClientError(e) => tracing::debug!(error = %e, "NATS client error"),
+                async_nats::Event::Closed => tracing::info!("NATS connection closed"),
                 other => tracing::warn!(event = %other, "NATS connection event"),
             }
             std::future::ready(())
