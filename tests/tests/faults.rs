@@ -9,13 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use chat_system_tests::postgres_server::PostgresServer;
-use chat_system_tests::proxy::Proxy;
-use chat_system_tests::small_disk::SmallDisk;
-
 use chat_system_tests::client::Api;
 use chat_system_tests::faults::{Checked, Gateways, Report, Traffic, TrafficOptions};
+use chat_system_tests::postgres_server::PostgresServer;
 use chat_system_tests::processes::{Databases, Processes, ServiceProcess};
+use chat_system_tests::proxy::Proxy;
+use chat_system_tests::small_disk::SmallDisk;
 use chat_system_tests::{Db, NatsServer, grpcurl, within_limit};
 
 /// A whole system as processes with two gateways, and what the harness needs.
@@ -23,6 +22,8 @@ struct Stage {
     nats: NatsServer,
     system: Processes,
     second_gateway: ServiceProcess,
+    /// Between the second gateway and NATS, when the test asked for it.
+    nats_proxy: Option<Proxy>,
     gateways: Gateways,
     _data: tempfile::TempDir,
 }
@@ -44,23 +45,20 @@ impl Stage {
     async fn start(db: Db) -> Option<Self> {
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::of(db, data.path()).await?;
-        Some(Self::start_on(data, databases, None).await)
+        Some(Self::start_on(data, databases, false).await)
     }
 
-    /// A stage on `databases`; its second gateway reaches NATS through
-    /// `nats_proxy` when given (a proxy to be pointed at the stage's NATS).
-    async fn start_on(data: tempfile::TempDir, databases: Databases, nats_proxy: Option<&mut Option<Proxy>>) -> Self {
+    /// A stage on `databases`; its second gateway reaches NATS through a
+    /// proxy the test can cut when `proxied`.
+    async fn start_on(data: tempfile::TempDir, databases: Databases, proxied: bool) -> Self {
         let nats = NatsServer::start().await;
         let system = Processes::start_with(&nats.url(), data.path(), databases, &settings()).await;
-        let mut second_env = Vec::new();
-        if let Some(slot) = nats_proxy {
-            let proxy = Proxy::start(nats.addr()).await;
-            second_env.push(("NATS_URL".to_owned(), format!("nats://{}", proxy.addr)));
-            *slot = Some(proxy);
-        }
+        let nats_proxy = if proxied { Some(Proxy::start(nats.addr()).await) } else { None };
+        let second_env: Vec<(String, String)> =
+            nats_proxy.iter().map(|proxy| ("NATS_URL".to_owned(), format!("nats://{}", proxy.addr))).collect();
         let second_gateway = system.start_gateway_with(2, &second_env).await;
         let gateways = Gateways::new([system.gateway.addr, second_gateway.addr]);
-        Self { nats, system, second_gateway, gateways, _data: data }
+        Self { nats, system, second_gateway, nats_proxy, gateways, _data: data }
     }
 
     fn second_api(&self) -> Api {
@@ -196,7 +194,7 @@ async fn postgres_crashed_and_restarted() {
         let Some(postgres) = PostgresServer::start().await else { return };
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
-        let stage = Stage::start_on(data, databases, None).await;
+        let stage = Stage::start_on(data, databases, false).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
         postgres.crash();
@@ -223,7 +221,7 @@ async fn postgres_unreachable_for_30_seconds() {
         let through_proxy = |url: &str| url.replace(&postgres.addr().to_string(), &proxy.addr.to_string());
         databases.auth = through_proxy(&databases.auth);
         databases.history = through_proxy(&databases.history);
-        let stage = Stage::start_on(data, databases, None).await;
+        let stage = Stage::start_on(data, databases, false).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
 
@@ -269,9 +267,8 @@ async fn gateway_cut_off_from_nats_for_10_seconds() {
     within_limit(async {
         let data = tempfile::tempdir().expect("temp dir");
         let databases = Databases::sqlite(data.path());
-        let mut proxy = None;
-        let stage = Stage::start_on(data, databases, Some(&mut proxy)).await;
-        let proxy = proxy.expect("the second gateway's proxy");
+        let stage = Stage::start_on(data, databases, true).await;
+        let proxy = stage.nats_proxy.as_ref().expect("the second gateway's proxy");
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
 
@@ -307,7 +304,7 @@ async fn disk_full_under_history() {
         let data = tempfile::tempdir().expect("temp dir");
         let mut databases = Databases::sqlite(data.path());
         databases.history = format!("sqlite://{}", disk.path().join("history.db").display());
-        let stage = Stage::start_on(data, databases, None).await;
+        let stage = Stage::start_on(data, databases, false).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
         disk.fill();
