@@ -76,10 +76,13 @@ impl Hasher {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |memory| {
             // A caller that gave up while queued no longer needs the work.
-            if !reply.is_closed() {
-                let _ = reply.send(job(memory));
-            }
+            let result = (!reply.is_closed()).then(|| job(memory));
+            // The place is free before the caller hears back, so its next
+            // hash (or the next caller's) is not refused by a place still held.
             drop(permit);
+            if let Some(result) = result {
+                let _ = reply.send(result);
+            }
         });
         self.jobs.send(job).map_err(|_| Error::Unexpected(anyhow::anyhow!("the hashing threads have stopped")))?;
         answer.await.map_err(|_| Error::Unexpected(anyhow::anyhow!("a hashing thread stopped mid-job")))?
