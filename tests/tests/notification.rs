@@ -11,7 +11,7 @@ use std::time::Duration;
 use chat_proto::history::v1::MarkReadRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
-use chat_proto::notification::v1::{GetBadgesRequest, ListDeadLettersRequest, ListPendingRequest};
+use chat_proto::notification::v1::{DeadLetter, GetBadgesRequest, ListDeadLettersRequest, ListPendingRequest};
 use chat_system_tests::client::Api;
 use chat_system_tests::push::{BrowserSubscription, PushEndpoint, verify_webhook};
 use chat_system_tests::{Db, Device, System, Ws, on_both_databases};
@@ -34,6 +34,12 @@ async fn web_push(api: &Api, device: &Device, endpoint: &str, browser: &BrowserS
 
 async fn notification(system: &System) -> NotificationServiceClient<tonic::transport::Channel> {
     NotificationServiceClient::connect(format!("http://{}", system.notification_addr)).await.expect("notification")
+}
+
+/// The user's dead letters, newest first (at most 100).
+async fn dead_letters(system: &System, user: &Device) -> Vec<DeadLetter> {
+    let request = ListDeadLettersRequest { user_id: user.user_id.clone(), limit: 100 };
+    notification(system).await.list_dead_letters(request).await.expect("ListDeadLetters").into_inner().dead_letters
 }
 
 async fn pending_of(system: &System, user: &Device) -> usize {
@@ -252,13 +258,7 @@ async fn failing_pushes_back_off_then_dead_letter_and_410_removes_the_subscripti
     assert_eq!(ids, vec![&broken["subscription_id"]], "410 removed its subscription");
     assert!(listed["subscriptions"][0].get("webhook_secret").is_none(), "secrets are never listed");
 
-    let letters = notification(&system)
-        .await
-        .list_dead_letters(ListDeadLettersRequest { user_id: bob.user_id.clone(), limit: 10 })
-        .await
-        .expect("ListDeadLetters")
-        .into_inner()
-        .dead_letters;
+    let letters = dead_letters(&system, &bob).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].subscription_id, broken["subscription_id"].as_str().unwrap());
     assert_eq!((letters[0].attempts, letters[0].last_error.as_str()), (3, "HTTP 500"));
@@ -312,13 +312,7 @@ async fn a_push_held_up_by_history_goes_out_soon_after_and_keeps_its_attempts() 
     }
     assert_eq!(counts.len(), 1, "one notification, sent again after its failure: {counts:?}");
     assert_eq!(counts.values().map(|c| c.unwrap_or(0)).sum::<u64>(), 3, "covering the three messages");
-    let letters = notification(&system)
-        .await
-        .list_dead_letters(ListDeadLettersRequest { user_id: bob.user_id.clone(), limit: 10 })
-        .await
-        .expect("ListDeadLetters")
-        .into_inner()
-        .dead_letters;
+    let letters = dead_letters(&system, &bob).await;
     assert!(letters.is_empty(), "the wait spent no attempt: {letters:?}");
     system.stop().await;
 }
@@ -612,13 +606,7 @@ async fn push_endpoints_on_private_addresses_are_refused_at_registration() {
 async fn wait_for_dead_letters(system: &System, user: &Device, count: usize, reason: &str) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let letters = notification(system)
-            .await
-            .list_dead_letters(ListDeadLettersRequest { user_id: user.user_id.clone(), limit: 100 })
-            .await
-            .expect("ListDeadLetters")
-            .into_inner()
-            .dead_letters;
+        let letters = dead_letters(system, user).await;
         let matching: Vec<String> =
             letters.iter().filter(|l| l.last_error.starts_with(reason)).map(|l| l.target.clone()).collect();
         if matching.len() >= count {
