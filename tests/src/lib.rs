@@ -9,6 +9,7 @@ pub mod database;
 pub mod faults;
 pub mod nats;
 pub mod otlp;
+pub mod ports;
 pub mod postgres_server;
 pub mod processes;
 pub mod proxy;

@@ -2,7 +2,6 @@
 //! JetStream, on a free port, with its own store directory. Tests can kill and
 //! restart it.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,14 +29,14 @@ fn binary() -> PathBuf {
     local
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
-}
-
 impl NatsServer {
     pub async fn start() -> Self {
-        let mut server =
-            Self { child: None, port: free_port(), store: tempfile::tempdir().expect("temp dir"), config: None };
+        let mut server = Self {
+            child: None,
+            port: crate::ports::free_port(),
+            store: tempfile::tempdir().expect("temp dir"),
+            config: None,
+        };
         server.spawn().await;
         server
     }
@@ -49,7 +48,7 @@ impl NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let config = store.path().join("nats.conf");
         std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n").expect("nats.conf");
-        let mut server = Self { child: None, port: free_port(), store, config: Some(config) };
+        let mut server = Self { child: None, port: crate::ports::free_port(), store, config: Some(config) };
         server.spawn().await;
         server
     }

@@ -22,6 +22,9 @@ pub struct ServiceProcess {
     pub addr: SocketAddr,
 }
 
+/// How much of a log a failing test shows.
+const LOG_TAIL_LINES: usize = 40;
+
 impl ServiceProcess {
     /// Starts binary `name` with exactly `env` (`RUST_LOG` defaults to `warn`)
     /// and waits until it accepts connections on `addr`. Its output (logs on
@@ -52,13 +55,29 @@ impl ServiceProcess {
             .stdout(output())
             .stderr(output())
             .kill_on_drop(true);
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        self.child = Some(child);
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+        loop {
+            // Exited already (its address taken, say): whoever answers on the
+            // address is not it.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited ({status}) while starting:\n{}", self.name, self.log_tail());
+            }
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                break;
+            }
             assert!(tokio::time::Instant::now() < deadline, "{} did not come up on {}", self.name, self.addr);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.child = Some(child);
+    }
+
+    /// The last lines of its log, if it has one.
+    pub fn log_tail(&self) -> String {
+        let Some(path) = &self.log else { return String::new() };
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
 
     /// The gateway's WebSocket URL (for a gateway process).
@@ -104,10 +123,7 @@ impl ServiceProcess {
     }
 }
 
-/// A free TCP address on 127.0.0.1.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
-}
+pub use crate::ports::free_addr;
 
 fn var(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
@@ -255,6 +271,18 @@ impl Processes {
         if let Some((server, names)) = &self.databases.created {
             for name in names {
                 crate::database::drop_postgres_on(server, name).await;
+            }
+        }
+    }
+}
+
+/// A failing test shows what every service logged last: a test's temporary
+/// directory, logs included, is gone once it ends.
+impl Drop for Processes {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for service in [&self.auth, &self.history, &self.presence, &self.notification, &self.gateway] {
+                eprintln!("--- the end of {}'s log ---\n{}", service.name, service.log_tail());
             }
         }
     }

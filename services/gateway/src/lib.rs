@@ -43,8 +43,6 @@ pub use config::Config;
 
 /// How long shutdown waits for sockets to say goodbye.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a JetStream request (a publish's ack included) may take.
-const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Signing keys are refetched this often even without an announcement.
 const KEYS_SAFETY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -79,9 +77,8 @@ impl App {
         let (nats, reconnections) =
             chat_common::nats::connect_following(&config.nats_url, "gateway").await.map_err(|e| unexpected(&e))?;
         let mut js = async_nats::jetstream::new(nats.clone());
-        // A send is answered within this, stored or `unavailable` (a retry
-        // with the same client_msg_id is safe): never a hang.
-        js.set_timeout(STORE_TIMEOUT);
+        // No store request outlasts a send's own deadline.
+        js.set_timeout(messaging::SEND_TIMEOUT);
         let stream = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
         let stream_start = stream.cached_info().state.last_sequence;
         let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));

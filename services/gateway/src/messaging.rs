@@ -17,6 +17,11 @@ use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Publ
 
 pub const BODY_MAX_BYTES: usize = 16_384;
 pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
+/// A send is answered within this, stored or `unavailable` (a retry with the
+/// same `client_msg_id` is safe), however many store requests it makes and
+/// however long it waits its turn behind the conversation's other sends:
+/// never a hang.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a send waits for history to say whether an unindexed
 /// `client_msg_id` was sent long ago, before sending it as new.
 const ARCHIVE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -117,30 +122,28 @@ pub async fn send(
     validate(input)?;
     let conversation_id = conversation_id(&input.conversation_id)?;
     let members = membership.for_member(&conversation_id, &sender.user_id).await?;
-    let published = log
-        .append(
-            &Outgoing {
-                conversation_id: &conversation_id,
-                sender_id: &sender.user_id,
-                sender_device_id: &sender.device_id,
-                client_msg_id: &input.client_msg_id,
-                body: &input.body,
-                system: None,
-            },
-            members.persisted_last_seq,
-        )
+    let outgoing = Outgoing {
+        conversation_id: &conversation_id,
+        sender_id: &sender.user_id,
+        sender_device_id: &sender.device_id,
+        client_msg_id: &input.client_msg_id,
+        body: &input.body,
+        system: None,
+    };
+    let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq))
         .await
-        .map_err(|e| match e {
-            AppendError::Unavailable(cause) => {
-                tracing::warn!(%cause, "JetStream did not confirm a write");
-                ApiError::unavailable("message store unavailable; retry")
-            }
-            AppendError::Busy => ApiError::unavailable("the conversation is too busy; retry"),
-            AppendError::Corrupt(what) => {
-                tracing::error!(%what, "unreadable entry in the chat stream");
-                ApiError::internal()
-            }
-        })?;
+        .unwrap_or_else(|_| Err(AppendError::Unavailable(format!("no answer within {SEND_TIMEOUT:?}"))));
+    let published = appended.map_err(|e| match e {
+        AppendError::Unavailable(cause) => {
+            tracing::warn!(%cause, "JetStream did not confirm a write");
+            ApiError::unavailable("message store unavailable; retry")
+        }
+        AppendError::Busy => ApiError::unavailable("the conversation is too busy; retry"),
+        AppendError::Corrupt(what) => {
+            tracing::error!(%what, "unreadable entry in the chat stream");
+            ApiError::internal()
+        }
+    })?;
     tracing::debug!(seq = published.message.seq, duplicate = published.duplicate, "message durable");
     Ok(published)
 }
