@@ -11,6 +11,7 @@
 pub mod config;
 pub mod conversation_log;
 pub mod db;
+pub mod events;
 pub mod grpc;
 pub mod log_throttle;
 pub mod metrics;

@@ -66,6 +66,18 @@ pub enum ChatSubject<'a> {
     Edit { conversation_id: &'a str },
 }
 
+impl<'a> ChatSubject<'a> {
+    /// The conversation whose subject it is.
+    pub fn conversation_id(self) -> &'a str {
+        match self {
+            Self::Message { conversation_id }
+            | Self::Membership { conversation_id }
+            | Self::Read { conversation_id }
+            | Self::Edit { conversation_id } => conversation_id,
+        }
+    }
+}
+
 /// Parses a CHAT stream subject without allocating.
 pub fn parse_chat_subject(subject: &str) -> Option<ChatSubject<'_>> {
     let rest = subject.strip_prefix("chat.conv.")?;

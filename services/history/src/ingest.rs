@@ -15,11 +15,10 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
+use chat_common::events::{ChatEvent, EventError};
 use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use futures::StreamExt;
-use prost::Message as _;
 use tokio::sync::mpsc;
 
 use crate::dead_letters::DeadLetter;
@@ -125,15 +124,7 @@ fn lane_of(subject: &str, lanes: usize) -> usize {
     if lanes == 1 {
         return 0;
     }
-    let conversation = match parse_chat_subject(subject) {
-        Some(
-            ChatSubject::Message { conversation_id }
-            | ChatSubject::Read { conversation_id }
-            | ChatSubject::Edit { conversation_id }
-            | ChatSubject::Membership { conversation_id },
-        ) => conversation_id,
-        None => "",
-    };
+    let conversation = parse_chat_subject(subject).map_or("", ChatSubject::conversation_id);
     let mut hasher = std::hash::DefaultHasher::new();
     conversation.hash(&mut hasher);
     (hasher.finish() % lanes as u64) as usize
@@ -283,15 +274,13 @@ fn decode(batch: &[async_nats::jetstream::Message]) -> (Vec<(u64, Entry)>, Vec<D
                 continue;
             }
         };
-        let decoded = match parse_chat_subject(&m.subject) {
-            Some(ChatSubject::Message { .. }) => Message::decode(m.payload.as_ref()).map(Entry::Message),
-            Some(ChatSubject::Read { .. }) => ReadMarkerMoved::decode(m.payload.as_ref()).map(Entry::Read),
-            Some(ChatSubject::Edit { .. }) => MessageChanged::decode(m.payload.as_ref()).map(Entry::Change),
-            _ => continue,
-        };
-        match decoded {
-            Ok(entry) => rows.push((stream_seq, entry)),
-            Err(e) => undecodable.push(DeadLetter::of(m, stream_seq, format!("undecodable: {e}"))),
+        match ChatEvent::decode(&m.subject, m.payload.as_ref()) {
+            Ok(ChatEvent::Message(message)) => rows.push((stream_seq, Entry::Message(message))),
+            Ok(ChatEvent::Read(read)) => rows.push((stream_seq, Entry::Read(read))),
+            Ok(ChatEvent::Changed(change)) => rows.push((stream_seq, Entry::Change(change))),
+            // Membership lives in history's own tables; a newer writer's kind is not history's.
+            Ok(ChatEvent::Membership(_)) | Err(EventError::UnknownKind(_)) => {}
+            Err(e) => undecodable.push(DeadLetter::of(m, stream_seq, e.to_string())),
         }
     }
     (rows, undecodable)

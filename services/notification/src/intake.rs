@@ -25,16 +25,15 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
+use chat_common::events::{ChatEvent, EventError};
 use chat_common::grpc::Channel;
-use chat_common::nats::{ChatSubject, parse_chat_subject};
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
-use chat_proto::events::v1::{MembershipChanged, Message, ReadMarkerMoved, SystemEvent};
+use chat_proto::events::v1::{Message, SystemEvent};
 use chat_proto::history::v1::GetConversationRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::PendingDelivery;
 use futures::StreamExt;
-use prost::Message as _;
 use tracing::Instrument;
 
 use crate::pending::Pending;
@@ -204,12 +203,18 @@ impl Intake {
 
     async fn handle(&self, message: &async_nats::jetstream::Message) -> Result<(), Failure> {
         let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
-        let undecodable = |e: prost::DecodeError| Failure::Poison(format!("undecodable payload: {e}"));
-        match parse_chat_subject(&message.subject) {
-            Some(ChatSubject::Message { conversation_id }) => {
-                let chat = Message::decode(message.payload.as_ref()).map_err(undecodable)?;
+        let event = match ChatEvent::decode(&message.subject, message.payload.as_ref()) {
+            Ok(event) => event,
+            // A newer writer's kind: nothing to notify about here.
+            Err(EventError::UnknownKind(_)) => return Ok(()),
+            Err(EventError::Undecodable { kind, reason }) => {
+                return Err(Failure::Poison(format!("undecodable payload ({kind}): {reason}")));
+            }
+        };
+        match event {
+            ChatEvent::Message(chat) => {
                 if let Some(system) = &chat.system {
-                    self.apply_system_event(conversation_id, system);
+                    self.apply_system_event(&chat.conversation_id, system);
                     return Ok(()); // membership changes notify nobody
                 }
                 let span = tracing::info_span!(
@@ -227,18 +232,17 @@ impl Intake {
                     other => other.map_err(Failure::from),
                 }
             }
-            Some(ChatSubject::Membership { conversation_id }) => {
-                let event = MembershipChanged::decode(message.payload.as_ref()).map_err(undecodable)?;
-                self.remember(conversation_id, event.member_ids);
+            ChatEvent::Membership(event) => {
+                self.remember(&event.conversation_id, event.member_ids);
                 Ok(())
             }
-            Some(ChatSubject::Read { conversation_id }) => {
-                let read = ReadMarkerMoved::decode(message.payload.as_ref()).map_err(undecodable)?;
+            ChatEvent::Read(read) => {
                 let seq = read.seq;
-                self.pending.remove(&read.user_id, |d| d.conversation_id == conversation_id && d.seq <= seq).await;
+                let conversation_id = &read.conversation_id;
+                self.pending.remove(&read.user_id, |d| d.conversation_id == *conversation_id && d.seq <= seq).await;
                 Ok(())
             }
-            Some(ChatSubject::Edit { .. }) | None => Ok(()),
+            ChatEvent::Changed(_) => Ok(()),
         }
     }
 
