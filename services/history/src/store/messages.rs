@@ -12,23 +12,34 @@ use sqlx::any::AnyRow;
 use super::{Store, db_int};
 use crate::error::Error;
 
+/// The columns of a message row, read by [`message_from_row`], from
+/// `messages m`. Every query of message rows selects these (some with a
+/// stream position after them). A macro rather than a `const` so that each
+/// query stays one literal, made by `concat!` at compile time.
+macro_rules! message_columns {
+    () => {
+        "m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id, m.body, \
+         m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms"
+    };
+}
+pub(super) use message_columns;
+
 const MESSAGE_BY_ID: &str =
-    "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
-            system_event, edited_at_ms, deleted_at_ms
-     FROM messages WHERE conversation_id = $1 AND message_id = $2";
+    concat!("SELECT ", message_columns!(), " FROM messages m WHERE conversation_id = $1 AND message_id = $2");
 const MESSAGE_BY_CLIENT_MSG_ID: &str =
-    "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms,
-            system_event, edited_at_ms, deleted_at_ms
-     FROM messages WHERE sender_id = $1 AND client_msg_id = $2";
-const LAST_MESSAGE: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
-            edited_at_ms, deleted_at_ms
-     FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1";
-const PAGE_NEWEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
-            edited_at_ms, deleted_at_ms
-     FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4";
-const PAGE_OLDEST_FIRST: &str = "SELECT conversation_id, message_id, seq, sender_id, sender_device_id, client_msg_id, body, sent_at_ms, system_event,
-            edited_at_ms, deleted_at_ms
-     FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4";
+    concat!("SELECT ", message_columns!(), " FROM messages m WHERE sender_id = $1 AND client_msg_id = $2");
+const LAST_MESSAGE: &str =
+    concat!("SELECT ", message_columns!(), " FROM messages m WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1");
+const PAGE_NEWEST_FIRST: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+);
+const PAGE_OLDEST_FIRST: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m WHERE conversation_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4"
+);
 
 pub(super) fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
     Ok(Message {
@@ -238,15 +249,16 @@ impl Store {
     /// Messages in the user's conversations whose latest change lies in
     /// `(after, through]`, as they are now, in the order of those changes.
     pub async fn changed_since(&self, user_id: &str, after: u64, through: u64) -> Result<Vec<ChangedMessage>, Error> {
-        let rows = sqlx::query(
-            "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
-                    m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.change_stream_seq
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", m.change_stream_seq
              FROM messages m
              JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
              WHERE m.change_stream_seq > $2 AND m.change_stream_seq <= $3
                AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
-             ORDER BY m.change_stream_seq",
-        )
+             ORDER BY m.change_stream_seq"
+        ))
         .bind(user_id)
         .bind(db_int(after))
         .bind(db_int(through))
@@ -272,16 +284,17 @@ impl Store {
         through: u64,
         limit: u32,
     ) -> Result<(Vec<StreamMessage>, bool), Error> {
-        let rows = sqlx::query(
-            "SELECT m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id,
-                    m.body, m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.stream_seq
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", m.stream_seq
              FROM messages m
              JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
              WHERE m.stream_seq > $2 AND m.stream_seq <= $3
                AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
              ORDER BY m.stream_seq
-             LIMIT $4",
-        )
+             LIMIT $4"
+        ))
         .bind(user_id)
         .bind(db_int(after))
         .bind(db_int(through))
