@@ -198,30 +198,15 @@ impl Store {
     /// The conversation as `user_id` sees it.
     /// `NotFound` when it does not exist, `NotMember` when the user is not in it.
     pub async fn conversation_for(&self, conversation_id: &str, user_id: &str) -> Result<Conversation, Error> {
-        let row = sqlx::query("SELECT id, kind, title, created_at_ms FROM conversations WHERE id = $1")
-            .bind(conversation_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(Error::NotFound)?;
-        let members = self.members(conversation_id).await?;
-        if !members.iter().any(|m| m.user_id == user_id) {
+        let mut conversation = self.conversation_with_members(conversation_id).await?;
+        if !conversation.member_ids.iter().any(|member| member == user_id) {
             return Err(Error::NotMember);
         }
-        let member_ids = members.iter().map(|m| m.user_id.clone()).collect();
         let last_message = self.last_message(conversation_id).await?;
-        let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
-        Ok(Conversation {
-            conversation_id: row.try_get("id")?,
-            kind: row.try_get("kind")?,
-            title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
-            member_ids,
-            last_seq,
-            unread_count: self.unread_count(conversation_id, user_id, last_seq).await?,
-            last_message,
-            members,
-            created_at_ms: row.try_get("created_at_ms")?,
-            read_markers: Vec::new(),
-        })
+        conversation.last_seq = last_message.as_ref().map_or(0, |m| m.seq);
+        conversation.unread_count = self.unread_count(conversation_id, user_id, conversation.last_seq).await?;
+        conversation.last_message = last_message;
+        Ok(conversation)
     }
 
     /// Ids of the conversations the user is an active member of.
@@ -310,6 +295,14 @@ impl Store {
 
     /// The conversation and its active members, as anyone sees it (no unread count).
     pub async fn conversation_state(&self, conversation_id: &str) -> Result<Conversation, Error> {
+        let mut conversation = self.conversation_with_members(conversation_id).await?;
+        conversation.last_seq = self.last_seq(conversation_id).await?;
+        Ok(conversation)
+    }
+
+    /// The conversation's own row and its active members; nothing about its
+    /// messages. `NotFound` when it does not exist.
+    async fn conversation_with_members(&self, conversation_id: &str) -> Result<Conversation, Error> {
         let row = sqlx::query("SELECT id, kind, title, created_at_ms FROM conversations WHERE id = $1")
             .bind(conversation_id)
             .fetch_optional(&self.pool)
@@ -322,11 +315,8 @@ impl Store {
             title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
             member_ids: members.iter().map(|m| m.user_id.clone()).collect(),
             members,
-            last_seq: self.last_seq(conversation_id).await?,
-            last_message: None,
-            unread_count: 0,
             created_at_ms: row.try_get("created_at_ms")?,
-            read_markers: Vec::new(),
+            ..Default::default()
         })
     }
 
