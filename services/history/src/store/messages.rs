@@ -24,6 +24,17 @@ macro_rules! message_columns {
 }
 pub(super) use message_columns;
 
+/// The join that keeps to the messages `m` the user bound as `$1` may see:
+/// those of conversations they are in, and of those they were removed from
+/// or left, up to the removal.
+macro_rules! seen_by_user {
+    () => {
+        "JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+              AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)"
+    };
+}
+pub(super) use seen_by_user;
+
 const MESSAGE_BY_ID: &str =
     concat!("SELECT ", message_columns!(), " FROM messages m WHERE conversation_id = $1 AND message_id = $2");
 const MESSAGE_BY_CLIENT_MSG_ID: &str =
@@ -252,11 +263,10 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
-            ", m.change_stream_seq
-             FROM messages m
-             JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+            ", m.change_stream_seq FROM messages m ",
+            seen_by_user!(),
+            "
              WHERE m.change_stream_seq > $2 AND m.change_stream_seq <= $3
-               AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
              ORDER BY m.change_stream_seq"
         ))
         .bind(user_id)
@@ -287,11 +297,10 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
-            ", m.stream_seq
-             FROM messages m
-             JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+            ", m.stream_seq FROM messages m ",
+            seen_by_user!(),
+            "
              WHERE m.stream_seq > $2 AND m.stream_seq <= $3
-               AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
              ORDER BY m.stream_seq
              LIMIT $4"
         ))

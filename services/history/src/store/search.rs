@@ -6,23 +6,22 @@
 use chat_common::db::Backend;
 use chat_proto::history::v1::StreamMessage;
 
-use super::messages::{message_columns, stream_page};
+use super::messages::{message_columns, seen_by_user, stream_page};
 use super::{Store, db_int};
 use crate::error::Error;
 
-/// Search in the user's conversations (active, or up to a former member's
-/// removal), newest first, before a stream position; `$4` is an optional
-/// conversation filter ('' for all). Deleted and system messages never match.
+/// Search in what the user may see (`seen_by_user!`), newest first, before a
+/// stream position; `$4` is an optional conversation filter ('' for all).
+/// Deleted and system messages never match.
 const SEARCH_POSTGRES: &str = concat!(
     "SELECT ",
     message_columns!(),
-    ", m.stream_seq
-     FROM messages m
-     JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+    ", m.stream_seq FROM messages m ",
+    seen_by_user!(),
+    "
      WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $2)
        AND m.stream_seq < $3 AND ($4 = '' OR m.conversation_id = $4)
        AND m.system_event IS NULL AND m.deleted_at_ms = 0
-       AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
      ORDER BY m.stream_seq DESC LIMIT $5"
 );
 const SEARCH_SQLITE: &str = concat!(
@@ -30,12 +29,12 @@ const SEARCH_SQLITE: &str = concat!(
     message_columns!(),
     ", m.stream_seq
      FROM messages_fts f
-     JOIN messages m ON m.rowid = f.rowid
-     JOIN conversation_members c ON c.conversation_id = m.conversation_id AND c.user_id = $1
+     JOIN messages m ON m.rowid = f.rowid ",
+    seen_by_user!(),
+    "
      WHERE messages_fts MATCH $2
        AND m.stream_seq < $3 AND ($4 = '' OR m.conversation_id = $4)
        AND m.system_event IS NULL AND m.deleted_at_ms = 0
-       AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
      ORDER BY m.stream_seq DESC LIMIT $5"
 );
 
