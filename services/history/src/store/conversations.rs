@@ -1,0 +1,341 @@
+//! Conversations and their members: creating one (a direct pair at most
+//! once), who is in it and with which role, and the conversation as a member
+//! sees it (last message, unread count) or as anyone sees it.
+
+use chat_common::db::WriteConnection;
+use chat_proto::history::v1::{Conversation, Member};
+use sqlx::Row;
+
+use super::{Store, db_int};
+use crate::error::Error;
+
+/// What a user may see of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// A member, with their role.
+    Active {
+        role: String,
+    },
+    /// Removed, or left: sees messages up to the removal, nothing after.
+    Former {
+        until_seq: u64,
+    },
+    None,
+}
+
+/// A new conversation as the caller asked for it, already validated.
+pub struct NewConversation {
+    pub id: String,
+    pub kind: &'static str,
+    pub title: Option<String>,
+    pub direct_key: Option<String>,
+    pub creator_id: String,
+    /// Every member, the creator included, without duplicates.
+    pub member_ids: Vec<String>,
+}
+
+impl Store {
+    /// Creates the conversation, or for a direct pair that exists already,
+    /// returns the existing id with `false`.
+    pub async fn create_conversation(&self, new: &NewConversation, now_ms: i64) -> Result<(String, bool), Error> {
+        if let Some(key) = &new.direct_key
+            && let Some(existing) = self.direct_conversation(key).await?
+        {
+            return Ok((existing, false));
+        }
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, title, direct_key, created_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&new.id)
+        .bind(new.kind)
+        .bind(new.title.as_deref())
+        .bind(new.direct_key.as_deref())
+        .bind(&new.creator_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Two requests raced to create the same direct pair: the other won.
+            Err(e) if chat_common::db::is_unique_violation(&e) && new.direct_key.is_some() => {
+                drop(tx);
+                drop(connection);
+                let key = new.direct_key.as_deref().unwrap_or_default();
+                let existing = self.direct_conversation(key).await?.ok_or(Error::NotFound)?;
+                return Ok((existing, false));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for member in &new.member_ids {
+            let role = if *member == new.creator_id { "owner" } else { "member" };
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&new.id)
+            .bind(member)
+            .bind(role)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        connection.succeeded();
+        Ok((new.id.clone(), true))
+    }
+
+    async fn direct_conversation(&self, direct_key: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
+            .bind(direct_key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Active members with their roles, in the order they joined.
+    pub async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, Error> {
+        let rows = sqlx::query(
+            "SELECT user_id, role FROM conversation_members
+             WHERE conversation_id = $1 AND removed_at_seq IS NULL ORDER BY joined_at_ms, user_id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(Member { user_id: row.try_get("user_id")?, role: row.try_get("role")? }))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// What `user_id` may see of a conversation.
+    pub async fn access(&self, conversation_id: &str, user_id: &str) -> Result<Access, Error> {
+        let row = sqlx::query(
+            "SELECT role, removed_at_seq FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => Access::None,
+            Some(row) => match row.try_get::<Option<i64>, _>("removed_at_seq")? {
+                None => Access::Active { role: row.try_get("role")? },
+                Some(seq) => Access::Former { until_seq: seq.max(0) as u64 },
+            },
+        })
+    }
+
+    /// Adds users (new, or former members coming back); returns those added.
+    pub async fn add_members(
+        &self,
+        conversation_id: &str,
+        user_ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, Error> {
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        let mut added = Vec::new();
+        for user_id in user_ids {
+            let done = sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms)
+                 VALUES ($1, $2, 'member', $3)
+                 ON CONFLICT (conversation_id, user_id) DO UPDATE
+                 SET role = 'member', joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL
+                 WHERE conversation_members.removed_at_seq IS NOT NULL",
+            )
+            .bind(conversation_id)
+            .bind(user_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                added.push(user_id.clone());
+            }
+        }
+        tx.commit().await?;
+        connection.succeeded();
+        Ok(added)
+    }
+
+    /// Marks a member removed as of the system message at `seq`.
+    pub async fn remove_member(&self, conversation_id: &str, user_id: &str, seq: u64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE conversation_members SET removed_at_seq = $1
+             WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
+        )
+        .bind(db_int(seq))
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_role(&self, conversation_id: &str, user_id: &str, role: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE conversation_members SET role = $1
+             WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
+        )
+        .bind(role)
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn rename(&self, conversation_id: &str, title: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+            .bind(title)
+            .bind(conversation_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The conversation as `user_id` sees it.
+    /// `NotFound` when it does not exist, `NotMember` when the user is not in it.
+    pub async fn conversation_for(&self, conversation_id: &str, user_id: &str) -> Result<Conversation, Error> {
+        let mut conversation = self.conversation_with_members(conversation_id).await?;
+        if !conversation.member_ids.iter().any(|member| member == user_id) {
+            return Err(Error::NotMember);
+        }
+        let last_message = self.last_message(conversation_id).await?;
+        conversation.last_seq = last_message.as_ref().map_or(0, |m| m.seq);
+        conversation.unread_count = self.unread_count(conversation_id, user_id, conversation.last_seq).await?;
+        conversation.last_message = last_message;
+        Ok(conversation)
+    }
+
+    /// Ids of the conversations the user is an active member of.
+    pub async fn conversation_ids_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT conversation_id FROM conversation_members WHERE user_id = $1 AND removed_at_seq IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The user's conversations with only their ids and active members.
+    pub async fn conversation_members_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+        let rows = sqlx::query(
+            "SELECT mine.conversation_id, other.user_id FROM conversation_members mine
+             JOIN conversation_members other
+               ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
+             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL
+             ORDER BY mine.conversation_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conversations: Vec<Conversation> = Vec::new();
+        for row in &rows {
+            let conversation_id: String = row.try_get("conversation_id")?;
+            let member: String = row.try_get("user_id")?;
+            match conversations.last_mut() {
+                Some(last) if last.conversation_id == conversation_id => last.member_ids.push(member),
+                _ => {
+                    conversations.push(Conversation { conversation_id, member_ids: vec![member], ..Default::default() })
+                }
+            }
+        }
+        Ok(conversations)
+    }
+
+    /// Everyone who shares an active conversation with the user.
+    pub async fn contacts_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id FROM conversation_members mine
+             JOIN conversation_members other
+               ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
+             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every conversation of the user, the most recently active first.
+    pub async fn conversations_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+        let ids = self.conversation_ids_of(user_id).await?;
+        let mut conversations = Vec::with_capacity(ids.len());
+        for id in ids {
+            conversations.push(self.conversation_for(&id, user_id).await?);
+        }
+        conversations
+            .sort_by_key(|c| std::cmp::Reverse(c.last_message.as_ref().map_or(c.created_at_ms, |m| m.sent_at_ms)));
+        Ok(conversations)
+    }
+
+    pub async fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<bool, Error> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $2 AND removed_at_seq IS NULL",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn conversation_exists(&self, conversation_id: &str) -> Result<bool, Error> {
+        Ok(self.conversation_kind(conversation_id).await?.is_some())
+    }
+
+    /// "direct" or "group"; `None` for an unknown conversation.
+    pub async fn conversation_kind(&self, conversation_id: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The conversation and its active members, as anyone sees it (no unread count).
+    pub async fn conversation_state(&self, conversation_id: &str) -> Result<Conversation, Error> {
+        let mut conversation = self.conversation_with_members(conversation_id).await?;
+        conversation.last_seq = self.last_seq(conversation_id).await?;
+        Ok(conversation)
+    }
+
+    /// The conversation's own row and its active members; nothing about its
+    /// messages. `NotFound` when it does not exist.
+    async fn conversation_with_members(&self, conversation_id: &str) -> Result<Conversation, Error> {
+        let row = sqlx::query("SELECT id, kind, title, created_at_ms FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let members = self.members(conversation_id).await?;
+        Ok(Conversation {
+            conversation_id: row.try_get("id")?,
+            kind: row.try_get("kind")?,
+            title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
+            member_ids: members.iter().map(|m| m.user_id.clone()).collect(),
+            members,
+            created_at_ms: row.try_get("created_at_ms")?,
+            ..Default::default()
+        })
+    }
+
+    /// Messages from others after the user's read marker, up to `last_seq`.
+    /// The bound keeps the count in step with the `last_message` read just
+    /// before it: ingest may commit in between, and a client that sees the
+    /// newer count beside the older last message counts a live frame twice.
+    async fn unread_count(&self, conversation_id: &str, user_id: &str, last_seq: u64) -> Result<u64, Error> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages m
+             WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL AND m.seq <= $3
+               AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
+                                     WHERE r.conversation_id = $1 AND r.user_id = $2), 0)",
+        )
+        .bind(conversation_id)
+        .bind(user_id)
+        .bind(db_int(last_seq))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+}
