@@ -43,7 +43,7 @@ pub struct Config {
 }
 
 pub const GRPC_ADDR: Setting = Setting::listen("AUTH_GRPC_ADDR", "127.0.0.1:50051");
-pub const METRICS_ADDR: Setting = Setting::listen("AUTH_METRICS_ADDR", "127.0.0.1:9101");
+pub const METRICS_ADDR: Setting = Setting::metrics("AUTH_METRICS_ADDR", "127.0.0.1:9101");
 pub const DATABASE_URL: Setting = Setting::peer("AUTH_DATABASE_URL", "sqlite://data/auth.db", Peer::Database);
 pub const DATABASE_MAX_CONNECTIONS: Setting = Setting::value("AUTH_DATABASE_MAX_CONNECTIONS", "8");
 pub const REFRESH_TOKEN_TTL_SECS: Setting = Setting::value("REFRESH_TOKEN_TTL_SECS", "2592000");

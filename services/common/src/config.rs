@@ -4,8 +4,9 @@
 //! kind) in its `config` module, and its parsing reads through those entries,
 //! so a variable's name and default are written in one place. The deploy check
 //! (`tests/tests/deploy.rs`) reads the same tables to know which variables a
-//! container must set: a [`Kind::Listen`] address must bind `0.0.0.0` there,
-//! and a [`Kind::Peer`] address whose default is loopback must be set.
+//! container must set: a listen address ([`Kind::Listen`], [`Kind::Metrics`])
+//! must bind `0.0.0.0` there, and a [`Kind::Peer`] address whose default is
+//! loopback must be set.
 //!
 //! Values come from an [`Env`]: the process environment in production
 //! ([`process_env`]), a map in tests.
@@ -41,8 +42,11 @@ pub fn process_env(name: &str) -> Option<String> {
 /// What a setting's value is, for the deploy check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// An address this service listens on (`host:port`).
+    /// The address this service serves its API on (`host:port`): what
+    /// other services and clients call.
     Listen,
+    /// The address this service serves its metrics on (`host:port`).
+    Metrics,
     /// The address of another part of the system that this service calls.
     Peer(Peer),
     /// Anything else: a number, a flag, a name, a rate.
@@ -78,6 +82,10 @@ impl Setting {
 
     pub const fn listen(name: &'static str, default: &'static str) -> Self {
         Self { name, default, kind: Kind::Listen }
+    }
+
+    pub const fn metrics(name: &'static str, default: &'static str) -> Self {
+        Self { name, default, kind: Kind::Metrics }
     }
 
     pub const fn peer(name: &'static str, default: &'static str, peer: Peer) -> Self {

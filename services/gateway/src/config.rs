@@ -77,7 +77,7 @@ pub struct Config {
 }
 
 pub const HTTP_ADDR: Setting = Setting::listen("GATEWAY_HTTP_ADDR", "127.0.0.1:8080");
-pub const METRICS_ADDR: Setting = Setting::listen("GATEWAY_METRICS_ADDR", "127.0.0.1:9100");
+pub const METRICS_ADDR: Setting = Setting::metrics("GATEWAY_METRICS_ADDR", "127.0.0.1:9100");
 /// Comma-separated; `{port}` in the default is [`HTTP_ADDR`]'s port.
 pub const ALLOWED_ORIGINS: Setting =
     Setting::value("GATEWAY_ALLOWED_ORIGINS", "http://localhost:{port},http://127.0.0.1:{port}");

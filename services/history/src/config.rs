@@ -38,7 +38,7 @@ pub struct Config {
 }
 
 pub const GRPC_ADDR: Setting = Setting::listen("HISTORY_GRPC_ADDR", "127.0.0.1:50052");
-pub const METRICS_ADDR: Setting = Setting::listen("HISTORY_METRICS_ADDR", "127.0.0.1:9102");
+pub const METRICS_ADDR: Setting = Setting::metrics("HISTORY_METRICS_ADDR", "127.0.0.1:9102");
 pub const DATABASE_URL: Setting = Setting::peer("HISTORY_DATABASE_URL", "sqlite://data/history.db", Peer::Database);
 pub const DATABASE_MAX_CONNECTIONS: Setting = Setting::value("HISTORY_DATABASE_MAX_CONNECTIONS", "8");
 pub const INGEST_BATCH: Setting = Setting::value("HISTORY_INGEST_BATCH", "1024");

@@ -51,7 +51,7 @@ pub struct Config {
 }
 
 pub const GRPC_ADDR: Setting = Setting::listen("NOTIFICATION_GRPC_ADDR", "127.0.0.1:50054");
-pub const METRICS_ADDR: Setting = Setting::listen("NOTIFICATION_METRICS_ADDR", "127.0.0.1:9104");
+pub const METRICS_ADDR: Setting = Setting::metrics("NOTIFICATION_METRICS_ADDR", "127.0.0.1:9104");
 pub const COALESCE_MS: Setting = Setting::value("NOTIFICATION_COALESCE_MS", "2000");
 pub const PUSH_ATTEMPTS: Setting = Setting::value("NOTIFICATION_PUSH_ATTEMPTS", "6");
 pub const RETRY_BASE_MS: Setting = Setting::value("NOTIFICATION_RETRY_BASE_MS", "1000");

@@ -25,7 +25,7 @@ pub struct Config {
 }
 
 pub const GRPC_ADDR: Setting = Setting::listen("PRESENCE_GRPC_ADDR", "127.0.0.1:50053");
-pub const METRICS_ADDR: Setting = Setting::listen("PRESENCE_METRICS_ADDR", "127.0.0.1:9103");
+pub const METRICS_ADDR: Setting = Setting::metrics("PRESENCE_METRICS_ADDR", "127.0.0.1:9103");
 pub const GRACE_MS: Setting = Setting::value("PRESENCE_GRACE_MS", "5000");
 
 /// Every variable presence reads: its own and telemetry's.
