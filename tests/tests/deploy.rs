@@ -186,3 +186,22 @@ fn a_build_stage_missing_a_workspace_manifest_is_reported() {
         "deploy/Dockerfile: the build stage does not copy bench/Cargo.toml (needed by cargo --locked)",
     );
 }
+
+#[test]
+fn the_readme_configuration_table_agrees_with_the_settings() {
+    let readme = std::fs::read_to_string(chat_system_tests::workspace_root().join("README.md")).unwrap();
+    let problems = chat_system_tests::deploy::readme_problems(&readme);
+    assert!(problems.is_empty(), "README.md is out of date:\n  - {}", problems.join("\n  - "));
+}
+
+#[test]
+fn a_readme_default_that_differs_from_the_setting_is_reported() {
+    let readme = std::fs::read_to_string(chat_system_tests::workspace_root().join("README.md")).unwrap();
+    let problems = chat_system_tests::deploy::readme_problems(
+        &readme.replace("| `PRESENCE_GRACE_MS` | presence | `5000` |", "| `PRESENCE_GRACE_MS` | presence | `3000` |"),
+    );
+    assert_reported(
+        &problems,
+        "README.md's configuration table gives PRESENCE_GRACE_MS the default `3000`, but it is `5000`",
+    );
+}

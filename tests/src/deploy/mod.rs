@@ -769,3 +769,44 @@ impl Check<'_> {
         }
     }
 }
+
+/// Differences between README.md's configuration table and the services'
+/// settings: every variable the table names is one a service reads, every
+/// one a service reads is in the table, and where a row gives one default per
+/// variable, each is the setting's own default (the table is a copy of the
+/// `SETTINGS` tables, for readers).
+pub fn readme_problems(readme: &str) -> Vec<String> {
+    let declared: BTreeMap<&str, &str> = apps().iter().flat_map(App::settings).map(|s| (s.name, s.default)).collect();
+    let section = readme.split("\n## ").find(|s| s.starts_with("Configuration\n")).unwrap_or_default();
+    let quoted = |text: &str| text.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>();
+    let mut problems = Vec::new();
+    let mut documented = BTreeSet::new();
+    for row in section.lines().filter(|line| line.starts_with("| `")) {
+        let columns: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (Some(variables), Some(defaults)) = (columns.get(1), columns.get(3)) else { continue };
+        let variables = quoted(variables);
+        let defaults = quoted(defaults);
+        for variable in &variables {
+            if !declared.contains_key(variable.as_str()) {
+                problems.push(format!("README.md's configuration table names {variable}, which no service reads"));
+            }
+            documented.insert(variable.clone());
+        }
+        if variables.len() != defaults.len() {
+            continue; // a row that abbreviates its defaults (`…`)
+        }
+        for (variable, default) in variables.iter().zip(&defaults) {
+            if let Some(declared) = declared.get(variable.as_str())
+                && declared != default
+            {
+                problems.push(format!(
+                    "README.md's configuration table gives {variable} the default `{default}`, but it is `{declared}`"
+                ));
+            }
+        }
+    }
+    for variable in declared.keys().filter(|v| !documented.contains(**v)) {
+        problems.push(format!("README.md's configuration table does not mention {variable}"));
+    }
+    problems
+}
