@@ -58,8 +58,9 @@ impl App {
         let pool = chat_common::db::connect(&config.database_url, config.database_max_connections)
             .await
             .context("connecting to the database")?;
-        let backend = chat_common::db::Backend::of(&config.database_url)
-            .ok_or_else(|| Error::InvalidArgument("HISTORY_DATABASE_URL must be sqlite: or postgres://".into()))?;
+        let backend = chat_common::db::Backend::of(&config.database_url).ok_or_else(|| {
+            Error::InvalidArgument(format!("{} must be sqlite: or postgres://", config::DATABASE_URL.name))
+        })?;
         migrate(&pool, backend).await.context("migrating the database")?;
         let store = store::Store::new(pool.clone(), backend);
 
