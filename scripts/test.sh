@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests of each crate, and the whole-system tests that
-# start a real nats-server and all five services against SQLite and PostgreSQL.
+# Runs every test: unit tests of each crate, the whole-system tests that
+# start a real nats-server and all five services against SQLite and PostgreSQL,
+# and the static check of deploy/ (tests/tests/deploy.rs).
 #
 # Then the hostile-input suites (scripts/suites.sh; docs/security.md).
 #
@@ -17,7 +18,6 @@ cd "$root"
 
 scripts/install-tools.sh
 scripts/install-browser.sh
-scripts/check-deploy.sh
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check
 else

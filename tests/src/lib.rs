@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod database;
+pub mod deploy;
 pub mod faults;
 pub mod nats;
 pub mod otlp;

@@ -16,7 +16,9 @@ pub struct NatsServer {
     config: Option<PathBuf>,
 }
 
-fn binary() -> PathBuf {
+/// The nats-server this project pins: `NATS_SERVER_BIN`, or the one
+/// scripts/install-tools.sh put in `.tools/bin`.
+pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         return path.into();
     }

@@ -5,6 +5,7 @@
 
 use std::sync::RwLock;
 
+use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -109,16 +110,14 @@ async fn active(store: &Store) -> Result<Active, Error> {
     let keys = store.active_signing_keys().await?;
     let newest =
         keys.first().ok_or_else(|| Error::Unexpected(anyhow::anyhow!("no signing key: every key is retired")))?;
-    let der = STANDARD
-        .decode(&newest.private_key_pkcs8)
-        .map_err(|e| Error::Unexpected(anyhow::anyhow!("stored key unreadable: {e}")))?;
+    let der = STANDARD.decode(&newest.private_key_pkcs8).context("stored key unreadable")?;
     Ok(Active { kid: newest.kid.clone(), key: EncodingKey::from_ed_der(&der), jwks_json: jwks_json(&keys) })
 }
 
 /// A new random Ed25519 key.
 pub fn generate_key() -> Result<SigningKeyRow, Error> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Unexpected(anyhow::anyhow!("no randomness: {e}")))?;
+    getrandom::fill(&mut seed).context("no randomness")?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let public = signing.verifying_key().to_bytes();
     let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();

@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, Mutex, mpsc};
 
+use anyhow::Context;
 use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -45,6 +46,7 @@ impl Hasher {
     /// # Errors
     /// When the parameters are invalid or a thread cannot be started.
     pub async fn new(concurrency: usize, queue: usize) -> Result<Self, Error> {
+        // argon2's error is not a std::error::Error: its message is all there is.
         let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
             .map_err(|e| Error::Unexpected(anyhow::anyhow!("argon2 params: {e}")))?;
         let concurrency = concurrency.max(1);
@@ -55,7 +57,7 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || work(&receiver))
-                .map_err(|e| Error::Unexpected(anyhow::anyhow!("cannot start a hashing thread: {e}")))?;
+                .context("cannot start a hashing thread")?;
         }
         let admission = Arc::new(Semaphore::new(concurrency + queue));
         let mut hasher = Self { params, dummy_hash: Arc::from(""), jobs, admission };

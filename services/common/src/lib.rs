@@ -1,5 +1,6 @@
 //! Plumbing shared by every service, and nothing else: environment configuration,
-//! telemetry start-up, shutdown signals, gRPC health/reflection, database pools,
+//! telemetry start-up, shutdown signals, the start-up of a gRPC service (listeners,
+//! health, reflection, metrics), database pools,
 //! NATS subject names and trace propagation across gRPC and NATS, and the write
 //! protocol of the shared conversation log (compare-and-set appends).
 //!
@@ -17,6 +18,7 @@ pub mod log_throttle;
 pub mod metrics;
 pub mod nats;
 pub mod rate_limit;
+pub mod server;
 pub mod shutdown;
 pub mod sockets;
 pub mod telemetry;

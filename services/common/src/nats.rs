@@ -9,6 +9,8 @@ use async_nats::jetstream::{self, stream};
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::config::{ConfigError, Env, Setting};
+
 /// The stream holding every conversation event, one subject family per conversation.
 pub const CHAT_STREAM: &str = "CHAT";
 /// Subjects captured by [`CHAT_STREAM`].
@@ -108,39 +110,40 @@ pub struct StreamSettings {
 }
 
 impl Default for StreamSettings {
+    /// The settings' defaults.
     fn default() -> Self {
-        Self {
-            duplicate_window: Duration::from_secs(10 * 60),
-            max_age: Duration::ZERO,
-            replicas: 1,
-            client_msg_id_index_age: Duration::from_secs(24 * 3600),
-        }
+        Self::from_lookup(&|_| None).expect("the stream settings' defaults are valid")
     }
 }
 
 impl StreamSettings {
-    /// Reads `CHAT_STREAM_DUPLICATE_WINDOW_SECS`, `CHAT_STREAM_MAX_AGE_SECS`, `CHAT_STREAM_REPLICAS`,
-    /// `CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS`.
+    pub const DUPLICATE_WINDOW_SECS: Setting = Setting::value("CHAT_STREAM_DUPLICATE_WINDOW_SECS", "600");
+    /// Zero: forever.
+    pub const MAX_AGE_SECS: Setting = Setting::value("CHAT_STREAM_MAX_AGE_SECS", "0");
+    /// Replicas of the stream and of every bucket (3 in a NATS cluster).
+    pub const REPLICAS: Setting = Setting::value("CHAT_STREAM_REPLICAS", "1");
+    pub const CLIENT_MSG_ID_INDEX_AGE_SECS: Setting = Setting::value("CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS", "86400");
+    /// Everything [`StreamSettings::from_lookup`] reads.
+    pub const SETTINGS: &[Setting] =
+        &[Self::DUPLICATE_WINDOW_SECS, Self::MAX_AGE_SECS, Self::REPLICAS, Self::CLIENT_MSG_ID_INDEX_AGE_SECS];
+
+    /// Reads [`StreamSettings::SETTINGS`] from `env`.
     ///
     /// # Errors
     /// When a variable is set but not a number, or the index age is zero.
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let d = Self::default();
-        let index_age = crate::config::parse("CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS", d.client_msg_id_index_age.as_secs())?;
+    pub fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
+        let index_age: u64 = Self::CLIENT_MSG_ID_INDEX_AGE_SECS.parse(env)?;
         if index_age == 0 {
-            return Err(crate::config::ConfigError {
-                name: "CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS".into(),
-                reason: "must be at least 1 (the index is bounded by design)".into(),
-            });
+            return Err(ConfigError::invalid(
+                Self::CLIENT_MSG_ID_INDEX_AGE_SECS.name,
+                "must be at least 1 (the index is bounded by design)",
+            ));
         }
         Ok(Self {
             client_msg_id_index_age: Duration::from_secs(index_age),
-            duplicate_window: Duration::from_secs(crate::config::parse(
-                "CHAT_STREAM_DUPLICATE_WINDOW_SECS",
-                d.duplicate_window.as_secs(),
-            )?),
-            max_age: Duration::from_secs(crate::config::parse("CHAT_STREAM_MAX_AGE_SECS", d.max_age.as_secs())?),
-            replicas: crate::config::parse("CHAT_STREAM_REPLICAS", d.replicas)?,
+            duplicate_window: Duration::from_secs(Self::DUPLICATE_WINDOW_SECS.parse(env)?),
+            max_age: Duration::from_secs(Self::MAX_AGE_SECS.parse(env)?),
+            replicas: Self::REPLICAS.parse(env)?,
         })
     }
 }

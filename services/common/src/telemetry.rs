@@ -12,6 +12,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::fmt;
 
+use crate::config::{Peer, Setting};
+
 use opentelemetry::trace::TraceContextExt as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -20,6 +22,20 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// The log filter (`tracing_subscriber`'s `EnvFilter` syntax).
+pub const RUST_LOG: Setting = Setting::value("RUST_LOG", "info");
+/// `json` for JSON lines; anything else is text.
+pub const LOG_FORMAT: Setting = Setting::value("LOG_FORMAT", "text");
+/// Where traces go (OTLP over gRPC); unset, none are exported.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: Setting = Setting::peer("OTEL_EXPORTER_OTLP_ENDPOINT", "", Peer::TraceCollector);
+/// Read by the OpenTelemetry SDK (standard sampler names); its default.
+pub const OTEL_TRACES_SAMPLER: Setting = Setting::value("OTEL_TRACES_SAMPLER", "parentbased_always_on");
+/// Read by the OpenTelemetry SDK: the sampler's argument (a ratio).
+pub const OTEL_TRACES_SAMPLER_ARG: Setting = Setting::value("OTEL_TRACES_SAMPLER_ARG", "1.0");
+/// Everything telemetry start-up reads, itself or through the SDK, in every service.
+pub const SETTINGS: &[Setting] =
+    &[RUST_LOG, LOG_FORMAT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG];
 
 /// Flushes pending spans when dropped; keep it alive for the life of `main`.
 #[must_use = "dropping the guard flushes and stops trace export"]
@@ -43,16 +59,17 @@ pub fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`);
-/// `LOG_FORMAT=json` switches to JSON lines.
+/// Installs the global subscriber. [`RUST_LOG`] filters; `LOG_FORMAT=json`
+/// switches to JSON lines.
 ///
 /// # Errors
 /// When the OTLP exporter cannot be built from its configuration.
 pub fn init(service_name: &'static str) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.is_empty());
+    let env = &crate::config::process_env;
+    let filter = EnvFilter::try_new(RUST_LOG.string(env)).unwrap_or_else(|_| EnvFilter::new(RUST_LOG.default));
+    let json = LOG_FORMAT.string(env) == "json";
+    let endpoint = OTEL_EXPORTER_OTLP_ENDPOINT.get(env);
 
     let provider = match endpoint {
         Some(endpoint) => {

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use chat_common::rate_limit::{Bucket, Limiter, Rate};
+use chat_common::rate_limit::{Bucket, Limiter};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -111,21 +111,4 @@ pub fn count(brake: &'static str) {
 fn refused(brake: &'static str, wait: Duration) -> ApiError {
     count(brake);
     ApiError::rate_limited_for(wait)
-}
-
-/// Rates a person or a bot never meets; see README's configuration table.
-pub mod defaults {
-    use super::{Duration, Rate};
-
-    const fn per_second(burst: u32, per_second: u64) -> Rate {
-        Rate { burst, refill: Duration::from_nanos(1_000_000_000 / per_second) }
-    }
-
-    pub const SEND_PER_SOCKET: Rate = per_second(400, 200);
-    pub const SEND_PER_USER: Rate = per_second(800, 400);
-    pub const FRAME_PER_SOCKET: Rate = per_second(2000, 1000);
-    pub const SYNC_PER_SOCKET: Rate = Rate { burst: 10, refill: Duration::from_secs(1) };
-    pub const CONVERSATION_PER_USER: Rate = Rate { burst: 30, refill: Duration::from_secs(2) };
-    pub const MAX_SOCKETS_PER_USER: usize = 64;
-    pub const MAX_SOCKETS: usize = 50_000;
 }

@@ -33,6 +33,7 @@ pub mod client_input {
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
@@ -73,39 +74,54 @@ impl App {
     /// # Errors
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, Error> {
-        let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
         let (nats, reconnections) =
-            chat_common::nats::connect_following(&config.nats_url, "gateway").await.map_err(|e| unexpected(&e))?;
+            chat_common::nats::connect_following(&config.nats_url, "gateway").await.context("connecting to NATS")?;
         let mut js = async_nats::jetstream::new(nats.clone());
         // No store request outlasts a send's own deadline.
         js.set_timeout(messaging::SEND_TIMEOUT);
-        let stream = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
+        let stream = chat_common::nats::chat_stream(&js, &config.stream).await.context("opening the CHAT stream")?;
         let stream_start = stream.cached_info().state.last_sequence;
-        let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
+        let channel = |name: &str, url: &str| {
+            chat_common::grpc::channel(url).with_context(|| format!("the {name} address {url:?}"))
+        };
         let services = state::Services {
-            auth: AuthServiceClient::new(channel(&config.auth_url)?),
-            history: chat_common::grpc::history_client(channel(&config.history_url)?),
-            presence: PresenceServiceClient::new(channel(&config.presence_url)?),
-            notification: NotificationServiceClient::new(channel(&config.notification_url)?),
+            auth: AuthServiceClient::new(channel("auth", &config.auth_url)?),
+            history: chat_common::grpc::history_client(channel("history", &config.history_url)?),
+            presence: PresenceServiceClient::new(channel("presence", &config.presence_url)?),
+            notification: NotificationServiceClient::new(channel("notification", &config.notification_url)?),
         };
         let revoked_bucket = chat_common::nats::revoked_devices(&js, config.access_token_ttl, config.stream.replicas)
             .await
-            .map_err(|e| unexpected(&e))?;
-        let key_changes = nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.map_err(|e| unexpected(&e))?;
-        let typing_events = nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.map_err(|e| unexpected(&e))?;
-        let sent = chat_common::nats::client_msg_ids(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
-        let presence_buckets =
-            chat_common::nats::presence::buckets(&js, config.stream.replicas).await.map_err(|e| unexpected(&e))?;
+            .context("opening the revoked devices bucket")?;
+        let key_changes =
+            nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.context("subscribing to key changes")?;
+        let typing_events =
+            nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.context("subscribing to typing events")?;
+        let sent = chat_common::nats::client_msg_ids(&js, &config.stream)
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("opening the client message id index")?;
+        let presence_buckets = chat_common::nats::presence::buckets(&js, config.stream.replicas)
+            .await
+            .context("opening the presence buckets")?;
         let presence_users = presence_buckets.users.clone();
         let presence = presence::PresenceReporter::new(js.clone(), &presence_buckets, config.presence_ttl);
         let archive = std::sync::Arc::new(messaging::HistoryArchive(services.history.clone()));
         let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent, archive);
-        let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| unexpected(&e))?;
-        let http_addr = listener.local_addr().map_err(|e| unexpected(&e))?;
-        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;
+        let (listener, http_addr) = chat_common::grpc::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
+        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr)
+            .await
+            .with_context(|| format!("binding the metrics listener on {}", config.metrics_addr))?;
         let state = state::AppState::new(config, services, nats, stream, log, presence, shutdown);
         // Revocations are known before the first request is served.
-        state.revocations.load(&revoked_bucket).await.map_err(|e| unexpected(&e))?;
+        state
+            .revocations
+            .load(&revoked_bucket)
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("loading the revoked devices")?;
         tracing::info!(%http_addr, "gateway listening");
         Ok(Self {
             listener,

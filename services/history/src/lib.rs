@@ -18,9 +18,10 @@ mod validate;
 
 use std::net::SocketAddr;
 
+use anyhow::Context;
+use chat_common::server::{Addresses, GrpcServer};
 use chat_common::shutdown::CancellationToken;
 use chat_proto::history::v1::history_service_server::HistoryServiceServer;
-use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::Error;
@@ -42,11 +43,7 @@ async fn migrate(pool: &sqlx::AnyPool, backend: chat_common::db::Backend) -> Res
 
 /// The history service, built and bound, ready to run.
 pub struct App {
-    listener: TcpListener,
-    grpc_addr: SocketAddr,
-    routes: tonic::service::Routes,
-    health: chat_common::grpc::Health,
-    metrics: chat_common::metrics::Endpoint,
+    server: GrpcServer,
     /// `None` for a read-only instance.
     ingest: Option<ingest::Ingest>,
 }
@@ -60,18 +57,17 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let pool = chat_common::db::connect(&config.database_url, config.database_max_connections)
             .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        let backend = chat_common::db::Backend::of(&config.database_url)
-            .ok_or_else(|| Error::InvalidArgument("HISTORY_DATABASE_URL must be sqlite: or postgres://".into()))?;
-        migrate(&pool, backend).await.map_err(|e| Error::Unexpected(e.into()))?;
+            .context("connecting to the database")?;
+        let backend = chat_common::db::Backend::of(&config.database_url).ok_or_else(|| {
+            Error::InvalidArgument(format!("{} must be sqlite: or postgres://", config::DATABASE_URL.name))
+        })?;
+        migrate(&pool, backend).await.context("migrating the database")?;
         let store = store::Store::new(pool.clone(), backend);
 
-        let nats =
-            chat_common::nats::connect(&config.nats_url, "history").await.map_err(|e| Error::Unexpected(e.into()))?;
+        let nats = chat_common::nats::connect(&config.nats_url, "history").await.context("connecting to NATS")?;
         let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool));
         let js = async_nats::jetstream::new(nats);
-        let stream =
-            chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| Error::Unexpected(e.into()))?;
+        let stream = chat_common::nats::chat_stream(&js, &config.stream).await.context("opening the CHAT stream")?;
         // The durable consumer exists either way: its ack floor is what catch-up trusts.
         let writers = match (config.ingest_writers, backend) {
             (0, chat_common::db::Backend::Postgres) => 2,
@@ -84,7 +80,7 @@ impl App {
         // batch reads back the pages it has just written.
         let writes = chat_common::db::connect(&config.database_url, writers as u32)
             .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
+            .context("connecting the ingest writers to the database")?;
         let ingest = ingest::Ingest::new(
             stream.clone(),
             store::Store::new(writes, backend),
@@ -97,30 +93,28 @@ impl App {
 
         let sent = chat_common::nats::client_msg_ids(&js, &config.stream)
             .await
-            .map_err(|e| Error::Unexpected(anyhow::anyhow!("client message id index: {e}")))?;
+            .map_err(anyhow::Error::from_boxed)
+            .context("opening the client message id index")?;
         let archive = std::sync::Arc::new(store.clone());
         let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent, archive);
         let service = grpc::HistoryGrpc::new(store, js, stream, log);
-        let (listener, grpc_addr) =
-            chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| Error::Unexpected(e.into()))?;
-        let (routes, health) = chat_common::grpc::with_health_and_reflection(
+        let server = GrpcServer::bind(
+            "history",
+            Addresses { grpc: &config.grpc_addr, metrics: &config.metrics_addr },
             tonic::service::Routes::new(HistoryServiceServer::with_interceptor(service, dependencies.database_gate())),
             &["chat.history.v1.HistoryService"],
             dependencies,
-        );
-        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr)
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "history listening");
-        Ok(Self { listener, grpc_addr, routes, health, metrics, ingest })
+        )
+        .await?;
+        Ok(Self { server, ingest })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.server.grpc_addr()
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics.addr
+        self.server.metrics_addr()
     }
 
     /// Serves gRPC and consumes the stream until `shutdown` is cancelled.
@@ -143,20 +137,8 @@ impl App {
             shutdown.cancel();
             result
         };
-        let serve = async {
-            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone())
-                .await
-                .map_err(|e| Error::Unexpected(e.into()));
-            shutdown.cancel();
-            served
-        };
-        let (ingested, (), (), (), served) = tokio::join!(
-            ingest,
-            lag,
-            self.health.watch(shutdown.clone()),
-            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
-            serve
-        );
-        ingested.and(served)
+        let (ingested, (), served) =
+            tokio::join!(ingest, lag, self.server.serve(metrics::get().registry.clone(), shutdown.clone()));
+        ingested.and(served.map_err(Error::from))
     }
 }

@@ -22,13 +22,14 @@ mod webpush;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use async_nats::jetstream::consumer::PullConsumer;
+use chat_common::server::{Addresses, GrpcServer};
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::notification::v1::DeadLetter;
 use chat_proto::notification::v1::notification_service_server::NotificationServiceServer;
-use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use send::webhook_signature;
@@ -48,9 +49,7 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
 
 /// The notification service, built and bound, ready to run.
 pub struct App {
-    listener: TcpListener,
-    grpc_addr: SocketAddr,
-    routes: tonic::service::Routes,
+    server: GrpcServer,
     presence: chat_common::nats::presence::Buckets,
     buckets: buckets::Buckets,
     sockets: Arc<Mutex<SocketIndex>>,
@@ -61,8 +60,6 @@ pub struct App {
     pusher: Arc<pusher::Pusher>,
     pusher_consumer: PullConsumer,
     js: async_nats::jetstream::Context,
-    health: chat_common::grpc::Health,
-    metrics: chat_common::metrics::Endpoint,
 }
 
 impl App {
@@ -72,24 +69,26 @@ impl App {
     /// # Errors
     /// When NATS cannot be reached or the listener cannot be bound.
     pub async fn build(config: Config) -> Result<Self, Error> {
-        let unexpected = |e: &dyn std::fmt::Display| Error::Unexpected(anyhow::anyhow!("{e}"));
-        let nats = chat_common::nats::connect(&config.nats_url, "notification").await.map_err(|e| unexpected(&e))?;
+        let nats = chat_common::nats::connect(&config.nats_url, "notification").await.context("connecting to NATS")?;
         let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), None);
         let js = async_nats::jetstream::new(nats);
         let replicas = config.stream.replicas;
-        let chat = chat_common::nats::chat_stream(&js, &config.stream).await.map_err(|e| unexpected(&e))?;
-        let presence = chat_common::nats::presence::buckets(&js, replicas).await.map_err(|e| unexpected(&e))?;
-        let buckets = buckets::Buckets::open(&js, replicas).await.map_err(|e| unexpected(&e))?;
-        let vapid =
-            webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject).await.map_err(|e| unexpected(&e))?;
+        let chat = chat_common::nats::chat_stream(&js, &config.stream).await.context("opening the CHAT stream")?;
+        let presence =
+            chat_common::nats::presence::buckets(&js, replicas).await.context("opening the presence buckets")?;
+        let buckets = buckets::Buckets::open(&js, replicas).await.context("opening the notification buckets")?;
+        let vapid = webpush::Vapid::load_or_create(&buckets.keys, &config.vapid_subject)
+            .await
+            .context("loading the VAPID key")?;
         let policy = endpoint::EndpointPolicy {
             allow_http: config.allow_http_endpoints,
             allow_private: config.allow_private_endpoints,
         };
         let sender = Arc::new(send::Sender::new(vapid, config.push_timeout, policy));
-        let channel = |url: &str| chat_common::grpc::channel(url).map_err(|e| unexpected(&e));
-        let history = chat_common::grpc::history_client(channel(&config.history_url)?);
-        let auth = AuthServiceClient::new(channel(&config.auth_url)?);
+        let history = chat_common::grpc::history_client(
+            chat_common::grpc::channel(&config.history_url).context("the history address")?,
+        );
+        let auth = AuthServiceClient::new(chat_common::grpc::channel(&config.auth_url).context("the auth address")?);
 
         let sockets = Arc::new(Mutex::new(SocketIndex::default()));
         let pending = Arc::new(pending::Pending::new(js.clone(), buckets.pending.clone()));
@@ -104,7 +103,8 @@ impl App {
             history.clone(),
         )
         .await
-        .map_err(|e| unexpected(&e))?;
+        .map_err(anyhow::Error::from_boxed)
+        .context("setting up the intake of the CHAT stream")?;
         let settings = pusher::Settings {
             coalesce: config.coalesce,
             attempts: config.push_attempts.max(1),
@@ -121,7 +121,8 @@ impl App {
             history.clone(),
             settings,
         ));
-        let pusher_consumer = pusher.consumer(&js).await.map_err(|e| unexpected(&e))?;
+        let pusher_consumer =
+            pusher.consumer(&js).await.map_err(anyhow::Error::from_boxed).context("opening the pusher's consumer")?;
 
         let api = grpc::NotificationGrpc {
             pending: pending.clone(),
@@ -130,18 +131,16 @@ impl App {
             sender,
             history,
         };
-        let (listener, grpc_addr) = chat_common::grpc::bind(&config.grpc_addr).await.map_err(|e| unexpected(&e))?;
-        let (routes, health) = chat_common::grpc::with_health_and_reflection(
+        let server = GrpcServer::bind(
+            "notification",
+            Addresses { grpc: &config.grpc_addr, metrics: &config.metrics_addr },
             tonic::service::Routes::new(NotificationServiceServer::new(api)),
             &["chat.notification.v1.NotificationService"],
             dependencies,
-        );
-        let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr).await.map_err(|e| unexpected(&e))?;
-        tracing::info!(%grpc_addr, metrics_addr = %metrics.addr, "notification listening");
+        )
+        .await?;
         Ok(Self {
-            listener,
-            grpc_addr,
-            routes,
+            server,
             presence,
             buckets,
             sockets,
@@ -152,17 +151,15 @@ impl App {
             pusher,
             pusher_consumer,
             js,
-            health,
-            metrics,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
+        self.server.grpc_addr()
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics.addr
+        self.server.metrics_addr()
     }
 
     /// Serves gRPC, keeps the queue and pushes until `shutdown` is cancelled.
@@ -171,16 +168,10 @@ impl App {
     /// When the gRPC server fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         // Everything in this one task, so stopping or aborting it stops everything.
-        let serve = async {
-            let served = chat_common::grpc::serve(self.routes, self.listener, shutdown.clone()).await;
-            shutdown.cancel();
-            served.map_err(|e| Error::Unexpected(e.into()))
-        };
         let lag = &metrics::get().lag;
         let (.., served) = tokio::join!(
             lag.watch(intake::CONSUMER, self.intake.consumer(), shutdown.clone()),
             lag.watch(pusher::CONSUMER, self.pusher_consumer.clone(), shutdown.clone()),
-            self.metrics.serve(metrics::get().registry.clone(), shutdown.clone()),
             chat_common::sockets::follow(&self.presence, &self.sockets, &shutdown),
             self.pending.index.clone().follow(self.buckets.pending.clone(), shutdown.clone()),
             self.subscriptions.index.clone().follow(self.buckets.subscriptions.clone(), shutdown.clone()),
@@ -188,9 +179,8 @@ impl App {
             self.dead.clone().follow(self.buckets.dead.clone(), shutdown.clone()),
             self.intake.run(shutdown.clone()),
             self.pusher.run(self.pusher_consumer, shutdown.clone()),
-            self.health.watch(shutdown.clone()),
-            serve,
+            self.server.serve(metrics::get().registry.clone(), shutdown.clone()),
         );
-        served
+        Ok(served?)
     }
 }
