@@ -22,7 +22,7 @@ use prost::Message as _;
 
 use crate::membership::MembershipCache;
 use crate::outbox::Outbox;
-use crate::wire::{MessageJson, encode_cursor};
+use crate::protocol::ServerFrame;
 
 /// A serialised text frame. Reference-counted: one event is serialised once
 /// and handed to every socket without copying.
@@ -35,28 +35,6 @@ pub enum Outbound {
     Live { stream_seq: u64, frame: Frame },
     /// Something only worth having live (typing, presence): no position, never replayed.
     Ephemeral { frame: Frame },
-}
-
-/// The `message_edited` or `message_deleted` frame of a change, with its cursor.
-pub fn change_frame(message: &Message, stream_seq: u64) -> String {
-    let kind = if message.deleted_at_ms != 0 { "message_deleted" } else { "message_edited" };
-    serde_json::json!({
-        "type": kind,
-        "message": MessageJson::from(message),
-        "cursor": encode_cursor(stream_seq),
-    })
-    .to_string()
-}
-
-/// The `read` frame of a marker move.
-pub fn read_frame(event: &ReadMarkerMoved) -> String {
-    serde_json::json!({
-        "type": "read",
-        "conversation_id": event.conversation_id,
-        "user_id": event.user_id,
-        "seq": event.seq,
-    })
-    .to_string()
 }
 
 /// The sending half of a socket, as the dispatcher sees it.
@@ -237,7 +215,7 @@ impl Registry {
         if audience.is_empty() {
             return;
         }
-        let frame: Frame = crate::presence::frame(user_id, state.online, state.last_seen_at_ms).into();
+        let frame: Frame = ServerFrame::presence(user_id, state.online, state.last_seen_at_ms).to_text().into();
         for user in audience.into_iter().filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // Unlike typing, a lost change would leave a wrong dot: a socket
@@ -351,16 +329,6 @@ impl Drop for Lease {
     }
 }
 
-/// The `message` frame of a stored message, with its cursor.
-pub fn message_frame(message: &Message, stream_seq: u64) -> String {
-    serde_json::json!({
-        "type": "message",
-        "message": MessageJson::from(message),
-        "cursor": encode_cursor(stream_seq),
-    })
-    .to_string()
-}
-
 /// Reads the CHAT stream from `start_after + 1` and dispatches every event
 /// until `shutdown`. The ordered consumer recreates itself on gaps; if its
 /// stream ends, or the connection to NATS comes back (a restarted server has
@@ -436,7 +404,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
             Ok(message) => {
                 let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
                 crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
-                let frame: Frame = message_frame(&message, stream_seq).into();
+                let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
                 // A removal takes effect right after its own system message, so
                 // the member hears of it and of nothing later.
@@ -458,7 +426,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         },
         Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
             Ok(MessageChanged { message: Some(message), .. }) => {
-                let frame: Frame = change_frame(&message, stream_seq).into();
+                let frame: Frame = ServerFrame::change(&message, stream_seq).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
             }
             Ok(_) => skip(registry, stream_seq, "message change", &"no message"),
@@ -466,7 +434,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         },
         Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
             Ok(event) => {
-                let frame: Frame = read_frame(&event).into();
+                let frame: Frame = ServerFrame::read(&event).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
             }
             Err(e) => skip(registry, stream_seq, "read marker", &e),

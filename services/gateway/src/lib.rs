@@ -16,6 +16,7 @@ mod metrics;
 mod offline;
 mod outbox;
 mod presence;
+mod protocol;
 mod revocation;
 mod state;
 mod tokens;
@@ -26,8 +27,8 @@ mod ws;
 /// The parsers of what a client sends, public for the fuzz targets in
 /// `fuzz/` (they must take any input without panicking).
 pub mod client_input {
+    pub use crate::protocol::{ClientFrame, FrameError, parse as parse_frame};
     pub use crate::wire::{decode_cursor, encode_cursor};
-    pub use crate::ws::frames::{ClientFrame, FrameError, parse as parse_frame};
 }
 
 use std::net::SocketAddr;

@@ -11,12 +11,11 @@ use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageReques
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
+use crate::protocol::rules::{SendInput, conversation_id, validate};
 use crate::state::AppState;
 use crate::tokens::Identity;
 use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 
-pub const BODY_MAX_BYTES: usize = 16_384;
-pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 /// A send is answered within this, stored or `unavailable` (a retry with the
 /// same `client_msg_id` is safe), however many store requests it makes and
 /// however long it waits its turn behind the conversation's other sends:
@@ -46,61 +45,6 @@ impl chat_common::conversation_log::SentArchive for HistoryArchive {
             }
         })
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct SendInput {
-    pub conversation_id: String,
-    pub client_msg_id: String,
-    pub body: String,
-}
-
-/// A conversation id in canonical form.
-///
-/// # Errors
-/// `invalid_argument` when it is not a UUID.
-pub fn conversation_id(value: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(value)
-        .map(|u| u.to_string())
-        .map_err(|_| ApiError::invalid_argument("conversation_id must be a UUID"))
-}
-
-/// Checks the protocol's bounds on a message.
-///
-/// # Errors
-/// `invalid_argument` or `too_large`, with a message saying which rule failed.
-pub fn validate(input: &SendInput) -> Result<(), ApiError> {
-    conversation_id(&input.conversation_id)?;
-    let id_len = input.client_msg_id.chars().count();
-    if !(1..=CLIENT_MSG_ID_MAX_CHARS).contains(&id_len) {
-        return Err(ApiError::invalid_argument(format!(
-            "client_msg_id must be 1 to {CLIENT_MSG_ID_MAX_CHARS} characters"
-        )));
-    }
-    if input.client_msg_id.chars().any(char::is_control) {
-        return Err(ApiError::invalid_argument("client_msg_id must not contain control characters"));
-    }
-    body(&input.body)
-}
-
-/// Checks a message body, sent or edited: 1 to [`BODY_MAX_BYTES`] bytes,
-/// without U+0000, which PostgreSQL's text refuses (and no client means).
-/// What the gateway accepts every store can keep: one refused entry in the
-/// stream would otherwise be set aside by history, after it was acked.
-///
-/// # Errors
-/// `invalid_argument` or `too_large`, saying which rule failed.
-pub fn body(body: &str) -> Result<(), ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::invalid_argument("body must not be empty"));
-    }
-    if body.len() > BODY_MAX_BYTES {
-        return Err(ApiError::too_large(format!("body must be at most {BODY_MAX_BYTES} bytes")));
-    }
-    if body.contains('\0') {
-        return Err(ApiError::invalid_argument("body must not contain U+0000 (NUL)"));
-    }
-    Ok(())
 }
 
 /// Validates, authorises and publishes one message.

@@ -46,7 +46,7 @@ impl Outbox {
     /// reconnects and catches up, and nobody else waits for it.
     pub fn deliver(&self, frame: Outbound) {
         if self.push(frame).is_err() {
-            self.close(crate::ws::close::TOO_SLOW);
+            self.close(crate::protocol::close::TOO_SLOW);
         }
     }
 
@@ -181,7 +181,7 @@ mod tests {
         outbox.offer(frame(2));
         assert_eq!(outbox.close_requested(), None, "a dropped typing frame closes nothing");
         outbox.deliver(frame(3));
-        assert_eq!(outbox.close_requested(), Some(crate::ws::close::TOO_SLOW));
+        assert_eq!(outbox.close_requested(), Some(crate::protocol::close::TOO_SLOW));
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub async fn watch_key_changes(
             next = changes.next() => if next.is_none() { return },
         }
         match verifier.refresh_keys().await {
-            Ok(()) => registry.close_unless_signed_by(&verifier.kids(), crate::ws::close::UNAUTHORIZED),
+            Ok(()) => registry.close_unless_signed_by(&verifier.kids(), crate::protocol::close::UNAUTHORIZED),
             Err(e) => tracing::warn!(error = %e, "cannot refresh token signing keys"),
         }
     }

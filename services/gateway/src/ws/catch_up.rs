@@ -25,12 +25,12 @@ use futures::StreamExt;
 use prost::Message as _;
 
 use super::session::Socket;
-use crate::delivery::{change_frame, message_frame, read_frame};
 use crate::error::ApiError;
 use crate::outbox::Outbox;
+use crate::protocol::ServerFrame;
+use crate::protocol::close::TOO_SLOW;
 use crate::state::AppState;
 use crate::tokens::Identity;
-use crate::ws::close::TOO_SLOW;
 
 const PAGE: u32 = 500;
 /// Longest wait for the next stream entry of the tail before giving up.
@@ -111,7 +111,9 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
             .into_inner();
         for entry in &page.messages {
             if let Some(message) = &entry.message {
-                out.event(entry.stream_seq, message_frame(message, entry.stream_seq)).await.map_err(closed)?;
+                out.event(entry.stream_seq, ServerFrame::message(message, entry.stream_seq).to_text())
+                    .await
+                    .map_err(closed)?;
             }
             after = after.max(entry.stream_seq);
         }
@@ -119,7 +121,9 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
             // Edits and deletions since the cursor, to messages this device has.
             for changed in &page.changed {
                 if let Some(message) = &changed.message {
-                    out.text(change_frame(message, changed.change_stream_seq)).await.map_err(closed)?;
+                    out.text(ServerFrame::change(message, changed.change_stream_seq).to_text())
+                        .await
+                        .map_err(closed)?;
                 }
             }
             break page.persisted_through;
@@ -176,14 +180,18 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
             match parse_chat_subject(&entry.subject) {
                 Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(message) = Message::decode(entry.payload.as_ref()) {
-                        out.event(stream_seq, message_frame(&message, stream_seq)).await.map_err(closed)?;
+                        out.event(stream_seq, ServerFrame::message(&message, stream_seq).to_text())
+                            .await
+                            .map_err(closed)?;
                     }
                 }
                 Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
                     if let Ok(MessageChanged { message: Some(message), .. }) =
                         MessageChanged::decode(entry.payload.as_ref())
                     {
-                        out.event(stream_seq, change_frame(&message, stream_seq)).await.map_err(closed)?;
+                        out.event(stream_seq, ServerFrame::change(&message, stream_seq).to_text())
+                            .await
+                            .map_err(closed)?;
                     }
                 }
                 Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {
@@ -203,7 +211,7 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
         markers.into_values().filter(|(_, m)| m.device_id != identity.device_id).collect();
     markers.sort_by_key(|(stream_seq, _)| *stream_seq);
     for (_, marker) in &markers {
-        out.text(read_frame(marker)).await.map_err(closed)?;
+        out.text(ServerFrame::read(marker).to_text()).await.map_err(closed)?;
     }
 
     // Everything up to the snapshot has been considered; live delivery covers the rest.

@@ -2,20 +2,7 @@
 //! everything after it lives in `session`.
 
 mod catch_up;
-pub mod frames;
 mod session;
-
-/// WebSocket close codes of protocol v1 that the gateway sends.
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
-    pub const TOO_LARGE: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const UNAUTHORIZED: u16 = 4401;
-    pub const TOO_SLOW: u16 = 4408;
-    pub const RATE_LIMITED: u16 = 4429;
-}
 
 use std::collections::HashMap;
 

@@ -8,22 +8,25 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
 use futures::SinkExt;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::catch_up;
-use super::frames::{self, ClientFrame, FrameError};
 use crate::delivery::{Frame, Lease, Outbound, SocketHandle};
 use crate::error::ApiError;
-use crate::messaging::{self, SendInput};
+use crate::error::ErrorCode;
+use crate::messaging;
 use crate::offline;
 use crate::outbox::Outbox;
+use crate::protocol::rules::SendInput;
+use crate::protocol::{self, ClientFrame, FrameError, ServerFrame};
 use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
 
-use super::close::{GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED};
 use crate::brakes::{SocketBrakes, Verdict};
+use crate::protocol::close::{
+    GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED,
+};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
@@ -255,9 +258,9 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
                 }
             };
         }
-        Some(Err(e)) if ok && e.code == "invalid_argument" => {
+        Some(Err(e)) if ok && e.code == ErrorCode::InvalidArgument => {
             let message = format!("{UNKNOWN_CURSOR}; delivering from now");
-            let err = FrameError { req: None, code: e.code, message };
+            let err = FrameError::new(None, e.code, message);
             ok = socket.text(err.to_frame()).await.is_ok();
         }
         Some(Err(e)) if ok => {
@@ -277,7 +280,7 @@ pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Ident
     // The contacts online now; later changes arrive as live frames.
     for contact in state.registry.online_contacts(&identity.user_id) {
         if ok {
-            ok = socket.text(crate::presence::frame(&contact, true, 0)).await.is_ok();
+            ok = socket.text(ServerFrame::presence(&contact, true, 0).to_text()).await.is_ok();
         }
     }
     if ok {
@@ -357,7 +360,7 @@ async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity
             Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
             Ok(Some(Ok(_))) => return Err("the first frame must be an auth frame"),
         };
-        return match frames::parse(&text) {
+        return match protocol::parse(&text) {
             Ok(ClientFrame::Auth { token, cursor }) => state
                 .verifier
                 .verify(&token)
@@ -419,7 +422,7 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
                     Box::pin(handle_text(state, identity, socket, outbox, &mut worker, (&mut typing_limit, &mut brakes), &text)).await
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
-                    let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
+                    let err = FrameError::new(None, ErrorCode::InvalidFrame, "binary frames are not supported");
                     socket.text(err.to_frame()).await
                 }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
@@ -453,21 +456,25 @@ async fn handle_text(
     (typing_limit, brakes): (&mut Bucket, &mut SocketBrakes),
     text: &str,
 ) -> Result<(), axum::Error> {
-    let frame = match frames::parse(text) {
+    let frame = match protocol::parse(text) {
         Ok(frame) => frame,
         Err(err) => return socket.text(err.to_frame()).await,
     };
     crate::metrics::get().frames_in.get_or_create(&chat_common::metrics::label("type", frame.kind())).inc();
     match frame {
-        ClientFrame::Ping { req } => socket.text(json!({ "type": "pong", "req": req }).to_string()).await,
+        ClientFrame::Ping { req } => socket.text(ServerFrame::Pong { req }.to_text()).await,
         ClientFrame::Send { req, input } => {
             if let Verdict::Refuse(e) = brakes.send(&state.brakes, &identity.user_id) {
                 return socket.text(FrameError::refusal(Some(req), &e)).await;
             }
             enqueue(socket, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
         }
-        ClientFrame::Change { req, conversation_id, message_id, body } => {
-            let work = Work::Change { req, conversation_id, message_id, body };
+        ClientFrame::Edit { req, conversation_id, message_id, body } => {
+            let work = Work::Change { req, conversation_id, message_id, body: Some(body) };
+            enqueue(socket, worker.queue(state, identity), Some(req), work).await
+        }
+        ClientFrame::Delete { req, conversation_id, message_id } => {
+            let work = Work::Change { req, conversation_id, message_id, body: None };
             enqueue(socket, worker.queue(state, identity), Some(req), work).await
         }
         ClientFrame::Read { conversation_id, seq } => {
@@ -500,17 +507,17 @@ async fn handle_text(
             }
         }
         ClientFrame::Auth { .. } => {
-            let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
+            let err = FrameError::new(None, ErrorCode::InvalidArgument, "already authenticated");
             socket.text(err.to_frame()).await
         }
-        ClientFrame::Typing { conversation_id, start } => {
-            let refused = |code: &'static str, message: &str| FrameError { req: None, code, message: message.into() };
+        ClientFrame::Typing { conversation_id, state: typing } => {
+            let refused = |code, message| FrameError::new(None, code, message);
             if typing_limit.take().is_err() {
-                socket.text(refused("rate_limited", "too many typing frames").to_frame()).await
+                socket.text(refused(ErrorCode::RateLimited, "too many typing frames").to_frame()).await
             } else if !state.registry.is_member(&identity.user_id, &conversation_id) {
-                socket.text(refused("forbidden", "not a member of this conversation").to_frame()).await
+                socket.text(refused(ErrorCode::Forbidden, "not a member of this conversation").to_frame()).await
             } else {
-                state.typing.publish(identity, &conversation_id, start).await;
+                state.typing.publish(identity, &conversation_id, typing.is_start()).await;
                 Ok(())
             }
         }
@@ -528,7 +535,7 @@ async fn enqueue(
     if work.try_send(item).is_ok() {
         return Ok(());
     }
-    let err = FrameError { req, code: "rate_limited", message: "too many frames in flight; wait for answers".into() };
+    let err = FrameError::new(req, ErrorCode::RateLimited, "too many frames in flight; wait for answers");
     socket.text(err.to_frame()).await
 }
 
@@ -608,26 +615,14 @@ fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mps
 }
 
 fn ack_frame(req: i64, message: &chat_proto::events::v1::Message) -> String {
-    json!({ "type": "ack", "req": req, "message": crate::wire::MessageJson::from(message) }).to_string()
+    ServerFrame::Ack { req, message: message.into() }.to_text()
 }
 
 fn ready_frame(identity: &Identity, cursor: u64, pending_deliveries: Option<usize>) -> String {
-    let mut frame = json!({
-        "type": "ready",
-        "user_id": identity.user_id,
-        "device_id": identity.device_id,
-        "cursor": encode_cursor(cursor),
-    });
-    if let Some(waiting) = pending_deliveries {
-        frame["pending_deliveries"] = waiting.into();
-    }
-    frame.to_string()
+    let (user_id, device_id) = (&identity.user_id, &identity.device_id);
+    ServerFrame::Ready { user_id, device_id, cursor: encode_cursor(cursor), pending_deliveries }.to_text()
 }
 
 fn synced_frame(req: Option<i64>, position: u64) -> String {
-    let mut frame = json!({ "type": "synced", "cursor": encode_cursor(position) });
-    if let Some(req) = req {
-        frame["req"] = req.into();
-    }
-    frame.to_string()
+    ServerFrame::Synced { req, cursor: encode_cursor(position) }.to_text()
 }
