@@ -21,21 +21,8 @@ use futures::StreamExt;
 use prost::Message as _;
 
 use crate::membership::MembershipCache;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbound, Outbox};
 use crate::protocol::ServerFrame;
-
-/// A serialised text frame. Reference-counted: one event is serialised once
-/// and handed to every socket without copying.
-pub type Frame = axum::extract::ws::Utf8Bytes;
-
-/// A frame for one socket.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A stream event, with its stream position.
-    Live { stream_seq: u64, frame: Frame },
-    /// Something only worth having live (typing, presence): no position, never replayed.
-    Ephemeral { frame: Frame },
-}
 
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {

@@ -12,7 +12,6 @@ use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageReques
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
 use crate::protocol::rules::{SendInput, conversation_id, validate};
-use crate::state::AppState;
 use crate::tokens::Identity;
 use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 
@@ -97,10 +96,15 @@ pub async fn send(
 ///
 /// # Errors
 /// `forbidden`/`not_found` for the conversation, `unavailable` when history is down.
-pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &str, seq: u64) -> Result<(), ApiError> {
-    state.membership.for_member(conversation_id, &reader.user_id).await?;
-    state
-        .history
+pub async fn mark_read(
+    membership: &MembershipCache,
+    history: &HistoryServiceClient<Channel>,
+    reader: &Identity,
+    conversation_id: &str,
+    seq: u64,
+) -> Result<(), ApiError> {
+    membership.for_member(conversation_id, &reader.user_id).await?;
+    history
         .clone()
         .mark_read(MarkReadRequest {
             conversation_id: conversation_id.to_owned(),
@@ -118,15 +122,14 @@ pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &st
 /// `forbidden` for someone who may not, `not_found`, `conflict` for system or
 /// deleted messages, `unavailable` when history is down.
 pub async fn change(
-    state: &AppState,
+    history: &HistoryServiceClient<Channel>,
     editor: &Identity,
     conversation_id: &str,
     message_id: &str,
     body: Option<String>,
 ) -> Result<Message, ApiError> {
     let change = if body.is_some() { "edit" } else { "delete" };
-    Ok(state
-        .history
+    Ok(history
         .clone()
         .change_message(ChangeMessageRequest {
             conversation_id: conversation_id.to_owned(),

@@ -1,6 +1,8 @@
-//! Access-token verification, locally, with the public keys auth publishes
-//! (JWKS). The algorithm is pinned to EdDSA; `iss`, `aud`, `exp` and `nbf` are
-//! checked. An unknown `kid` refetches the key set, at most once per interval.
+//! Who a request or a socket speaks for: the credentials in an
+//! `Authorization` header, and access-token verification, locally, with the
+//! public keys auth publishes (JWKS). The algorithm is pinned to EdDSA; `iss`,
+//! `aud`, `exp` and `nbf` are checked. An unknown `kid` refetches the key set,
+//! at most once per interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::error::ApiError;
 use crate::revocation::Revocations;
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -146,6 +149,39 @@ impl Verifier {
         *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         Ok(())
     }
+}
+
+/// What a request's `Authorization` header says.
+pub enum Credentials<'a> {
+    None,
+    Bearer(&'a str),
+    /// There is a header, but not a usable bearer token.
+    Malformed,
+}
+
+pub fn credentials(headers: &axum::http::HeaderMap) -> Credentials<'_> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Credentials::None };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    token.map_or(Credentials::Malformed, Credentials::Bearer)
+}
+
+/// # Errors
+/// `unauthorized` for a token that does not verify, `unavailable` when the
+/// signing keys cannot be fetched.
+pub async fn verify(verifier: &Verifier, token: &str) -> Result<Identity, ApiError> {
+    verifier.verify(token).await.map_err(|e| match e {
+        TokenError::Invalid => ApiError::unauthorized("invalid or expired access token"),
+        TokenError::KeysUnavailable(reason) => {
+            tracing::warn!(%reason, "cannot fetch token signing keys");
+            ApiError::unavailable("cannot verify tokens right now; retry")
+        }
+    })
 }
 
 /// Keeps the key set current: refetched whenever auth announces a change, and

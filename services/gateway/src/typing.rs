@@ -12,7 +12,8 @@ use chat_proto::events::v1::Typing as TypingEvent;
 use futures::StreamExt;
 use prost::Message as _;
 
-use crate::delivery::{Frame, Registry};
+use crate::delivery::Registry;
+use crate::outbox::Frame;
 use crate::protocol::{ServerFrame, TypingState};
 use crate::tokens::Identity;
 

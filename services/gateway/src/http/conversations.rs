@@ -301,7 +301,7 @@ pub async fn edit_message(
     if body.body.len() > rules::BODY_MAX_BYTES {
         return Err(ApiError::too_large(format!("body must be at most {} bytes", rules::BODY_MAX_BYTES)));
     }
-    let message = messaging::change(&state, &me, &conversation_id, &message_id, Some(body.body)).await?;
+    let message = messaging::change(&state.history, &me, &conversation_id, &message_id, Some(body.body)).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
 
@@ -311,7 +311,7 @@ pub async fn delete_message(
     Path((conversation_id, message_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
-    let message = messaging::change(&state, &me, &conversation_id, &message_id, None).await?;
+    let message = messaging::change(&state.history, &me, &conversation_id, &message_id, None).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
 

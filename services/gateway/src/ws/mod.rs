@@ -1,8 +1,12 @@
 //! `GET /v1/ws`: origin check and header authentication before the upgrade;
-//! everything after it lives in `session`.
+//! everything after it lives in `session`. Inside, lowest first: `socket`
+//! (the socket type and its bounded writes), `worker` (the frames that need a
+//! backend round trip), `catch_up` (replay after a cursor), `session`.
 
 mod catch_up;
 mod session;
+mod socket;
+mod worker;
 
 use std::collections::HashMap;
 
@@ -12,8 +16,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::http::{Credentials, credentials};
 use crate::state::AppState;
+use crate::tokens::{Credentials, credentials};
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -33,7 +37,7 @@ pub async fn upgrade(
         return ApiError::gateway_full().into_response();
     }
     let pre_authenticated = match credentials(&headers) {
-        Credentials::Bearer(token) => match crate::http::verify_token(&state.verifier, token).await {
+        Credentials::Bearer(token) => match crate::tokens::verify(&state.verifier, token).await {
             Ok(identity) => Some(identity),
             Err(e) => return e.into_response(),
         },
