@@ -143,7 +143,6 @@ impl App {
             self.stream_start,
             self.reconnections,
             state.registry.clone(),
-            state.membership.clone(),
             shutdown.clone(),
         ));
         let revocations = tokio::spawn(revocation::watch(

@@ -73,7 +73,7 @@ pub async fn send(
         body: &input.body,
         system: None,
     };
-    let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq))
+    let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq()))
         .await
         .unwrap_or_else(|_| Err(AppendError::Unavailable(format!("no answer within {SEND_TIMEOUT:?}"))));
     let published = appended.map_err(|e| match e {
