@@ -2,6 +2,15 @@
 //! It is stateless apart from its live sockets: messages are sequenced and
 //! stored through JetStream (`chat_common::conversation_log`), delivered live by reading the
 //! stream (`delivery`), and everything else is asked of auth and history.
+//!
+//! Its modules are layers: each uses only those before it, so no import runs
+//! back up and none closes a circle (the `layers` test checks it). Layers,
+//! lowest first: `metrics`, `wire` (JSON shapes shared by HTTP and WebSocket),
+//! `error` (error codes), `protocol` (frames, close codes, bounds), `brakes`,
+//! `config`, `outbox`, `membership` (the one member-list cache), `delivery`,
+//! `revocation`, `tokens` (identity, credentials, verification), `typing`,
+//! `presence`, `messaging`, `offline`, `state`, `ws`, `http`. This file
+//! wires them together.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +19,8 @@ pub mod config;
 mod delivery;
 pub mod error;
 mod http;
+#[cfg(test)]
+mod layers;
 mod membership;
 mod messaging;
 mod metrics;

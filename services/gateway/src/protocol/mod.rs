@@ -2,7 +2,8 @@
 //! (`client`), what the server sends (`server`), the bounds every message
 //! meets (`rules`, shared with HTTP) and the close codes. It is the gateway's
 //! lowest layer after `wire` and `error`: everything that speaks to a client
-//! uses it, and it uses nothing of the gateway's machinery.
+//! uses it, and it uses nothing of the gateway's machinery. Inside, lowest
+//! first: `rules`, `server`, `client`.
 
 mod client;
 pub mod rules;
