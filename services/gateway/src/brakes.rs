@@ -11,9 +11,8 @@
 
 use std::time::Duration;
 
-use chat_common::rate_limit::{Bucket, Limiter};
+use chat_common::rate_limit::{Bucket, Limiter, Rate};
 
-use crate::config::Config;
 use crate::error::ApiError;
 
 /// The limits shared by all of this gateway's sockets and requests.
@@ -23,10 +22,10 @@ pub struct Brakes {
 }
 
 impl Brakes {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(sends_per_user: Rate, conversations_per_user: Rate) -> Self {
         Self {
-            sends_per_user: Limiter::new(config.send_rate_per_user),
-            conversations_per_user: Limiter::new(config.conversation_rate_per_user),
+            sends_per_user: Limiter::new(sends_per_user),
+            conversations_per_user: Limiter::new(conversations_per_user),
         }
     }
 
@@ -64,12 +63,8 @@ pub enum Verdict {
 }
 
 impl SocketBrakes {
-    pub fn new(config: &Config) -> Self {
-        Self {
-            frames: Bucket::new(config.frame_rate_per_socket),
-            sends: Bucket::new(config.send_rate_per_socket),
-            syncs: Bucket::new(config.sync_rate_per_socket),
-        }
+    pub fn new(frames: Rate, sends: Rate, syncs: Rate) -> Self {
+        Self { frames: Bucket::new(frames), sends: Bucket::new(sends), syncs: Bucket::new(syncs) }
     }
 
     /// Any frame at all: beyond this rate the client ignores every answer.

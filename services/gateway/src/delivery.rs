@@ -5,7 +5,10 @@
 //!
 //! The registry knows, for each local user, which conversations they are in
 //! (loaded from history when their first socket connects, then kept current by
-//! the membership snapshots in the same stream), and each socket's queue.
+//! the membership snapshots in the same stream), and each socket's queue. The
+//! member lists themselves are the gateway's one `MembershipCache`: the
+//! registry tells it which conversations have a local user, and applies the
+//! stream's snapshots and removals to it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,43 +24,8 @@ use futures::StreamExt;
 use prost::Message as _;
 
 use crate::membership::MembershipCache;
-use crate::outbox::Outbox;
-use crate::wire::{MessageJson, encode_cursor};
-
-/// A serialised text frame. Reference-counted: one event is serialised once
-/// and handed to every socket without copying.
-pub type Frame = axum::extract::ws::Utf8Bytes;
-
-/// A frame for one socket.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    /// A stream event, with its stream position.
-    Live { stream_seq: u64, frame: Frame },
-    /// Something only worth having live (typing, presence): no position, never replayed.
-    Ephemeral { frame: Frame },
-}
-
-/// The `message_edited` or `message_deleted` frame of a change, with its cursor.
-pub fn change_frame(message: &Message, stream_seq: u64) -> String {
-    let kind = if message.deleted_at_ms != 0 { "message_deleted" } else { "message_edited" };
-    serde_json::json!({
-        "type": kind,
-        "message": MessageJson::from(message),
-        "cursor": encode_cursor(stream_seq),
-    })
-    .to_string()
-}
-
-/// The `read` frame of a marker move.
-pub fn read_frame(event: &ReadMarkerMoved) -> String {
-    serde_json::json!({
-        "type": "read",
-        "conversation_id": event.conversation_id,
-        "user_id": event.user_id,
-        "seq": event.seq,
-    })
-    .to_string()
-}
+use crate::outbox::{Frame, Outbound, Outbox};
+use crate::protocol::ServerFrame;
 
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
@@ -82,48 +50,15 @@ struct Inner {
     users: HashMap<String, LocalUser>,
     /// Local users of each conversation.
     by_conversation: HashMap<String, HashSet<String>>,
-    /// All members of each conversation that has a local user, and the
-    /// reverse: for presence, who shares a conversation with whom.
-    members: HashMap<String, Vec<String>>,
-    member_of: HashMap<String, HashSet<String>>,
     /// Users presence announced online.
     online: HashSet<String>,
 }
 
-impl Inner {
-    /// Records the members of a conversation that has a local user.
-    fn set_members(&mut self, conversation_id: &str, member_ids: Vec<String>) {
-        self.forget_members(conversation_id);
-        for member in &member_ids {
-            self.member_of.entry(member.clone()).or_default().insert(conversation_id.to_owned());
-        }
-        self.members.insert(conversation_id.to_owned(), member_ids);
-    }
-
-    /// Forgets the members of a conversation with no local user left.
-    fn forget_members(&mut self, conversation_id: &str) {
-        for member in self.members.remove(conversation_id).unwrap_or_default() {
-            if let Some(conversations) = self.member_of.get_mut(&member) {
-                conversations.remove(conversation_id);
-                if conversations.is_empty() {
-                    self.member_of.remove(&member);
-                }
-            }
-        }
-    }
-
-    /// Stops tracking a conversation on this gateway once no local user is in it.
-    fn drop_if_unused(&mut self, conversation_id: &str) {
-        if self.by_conversation.get(conversation_id).is_none_or(HashSet::is_empty) {
-            self.by_conversation.remove(conversation_id);
-            self.forget_members(conversation_id);
-        }
-    }
-}
-
-#[derive(Default)]
+/// The local users and sockets. Its lock is taken before the membership
+/// cache's, never after.
 pub struct Registry {
     inner: Mutex<Inner>,
+    membership: Arc<MembershipCache>,
 }
 
 /// Keeps a user registered while one of their sockets is being set up or open.
@@ -134,8 +69,20 @@ pub struct Lease {
 }
 
 impl Registry {
+    pub fn new(membership: Arc<MembershipCache>) -> Self {
+        Self { inner: Mutex::default(), membership }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops tracking a conversation on this gateway once no local user is in it.
+    fn drop_if_unused(&self, inner: &mut Inner, conversation_id: &str) {
+        if inner.by_conversation.get(conversation_id).is_none_or(HashSet::is_empty) {
+            inner.by_conversation.remove(conversation_id);
+            self.membership.untrack(conversation_id);
+        }
     }
 
     /// Registers `user_id` so membership snapshots for them are applied from now
@@ -192,10 +139,10 @@ impl Registry {
                 local.insert(member.clone());
             }
         }
-        if local.is_empty() {
-            inner.drop_if_unused(&event.conversation_id);
-        } else {
-            inner.set_members(&event.conversation_id, event.member_ids.clone());
+        let tracked = !local.is_empty();
+        self.membership.apply_snapshot(&event.conversation_id, event.member_ids.clone(), tracked);
+        if !tracked {
+            inner.by_conversation.remove(&event.conversation_id);
         }
     }
 
@@ -211,11 +158,8 @@ impl Registry {
                 local.remove(user_id);
             }
         }
-        if let Some(members) = inner.members.get(conversation_id) {
-            let remaining = members.iter().filter(|m| !user_ids.contains(m)).cloned().collect();
-            inner.set_members(conversation_id, remaining);
-        }
-        inner.drop_if_unused(conversation_id);
+        self.membership.remove_members(conversation_id, user_ids);
+        self.drop_if_unused(&mut inner, conversation_id);
     }
 
     /// Presence announced a change: remember it, and tell every local user who
@@ -227,7 +171,7 @@ impl Registry {
         } else {
             inner.online.remove(user_id);
         }
-        let Some(conversations) = inner.member_of.get(user_id) else { return };
+        let conversations = self.membership.conversations_with(user_id);
         let audience: HashSet<&String> = conversations
             .iter()
             .filter_map(|c| inner.by_conversation.get(c))
@@ -237,7 +181,7 @@ impl Registry {
         if audience.is_empty() {
             return;
         }
-        let frame: Frame = crate::presence::frame(user_id, state.online, state.last_seen_at_ms).into();
+        let frame: Frame = ServerFrame::presence(user_id, state.online, state.last_seen_at_ms).to_text().into();
         for user in audience.into_iter().filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // Unlike typing, a lost change would leave a wrong dot: a socket
@@ -251,11 +195,10 @@ impl Registry {
     pub fn online_contacts(&self, user_id: &str) -> Vec<String> {
         let inner = self.lock();
         let Some(user) = inner.users.get(user_id) else { return Vec::new() };
-        let contacts: HashSet<&String> = user
-            .conversations
+        let lists: Vec<_> = user.conversations.iter().filter_map(|c| self.membership.members(c)).collect();
+        let contacts: HashSet<&String> = lists
             .iter()
-            .filter_map(|c| inner.members.get(c))
-            .flatten()
+            .flat_map(|members| &members.member_ids)
             .filter(|m| *m != user_id && inner.online.contains(*m))
             .collect();
         contacts.into_iter().cloned().collect()
@@ -312,10 +255,7 @@ impl Lease {
             let Some(user) = inner.users.get_mut(&self.user_id) else { return };
             user.conversations.insert(id.clone());
             inner.by_conversation.entry(id.clone()).or_default().insert(self.user_id.clone());
-            // A snapshot applied since the list was read is newer: keep it.
-            if !inner.members.contains_key(&id) {
-                inner.set_members(&id, member_ids);
-            }
+            self.registry.membership.track(&id, member_ids);
         }
     }
 
@@ -345,20 +285,10 @@ impl Drop for Lease {
                 if let Some(local) = inner.by_conversation.get_mut(&conversation_id) {
                     local.remove(&self.user_id);
                 }
-                inner.drop_if_unused(&conversation_id);
+                self.registry.drop_if_unused(&mut inner, &conversation_id);
             }
         }
     }
-}
-
-/// The `message` frame of a stored message, with its cursor.
-pub fn message_frame(message: &Message, stream_seq: u64) -> String {
-    serde_json::json!({
-        "type": "message",
-        "message": MessageJson::from(message),
-        "cursor": encode_cursor(stream_seq),
-    })
-    .to_string()
 }
 
 /// Reads the CHAT stream from `start_after + 1` and dispatches every event
@@ -371,7 +301,6 @@ pub async fn run_dispatcher(
     start_after: u64,
     mut reconnections: chat_common::nats::Reconnections,
     registry: Arc<Registry>,
-    membership: Arc<MembershipCache>,
     shutdown: CancellationToken,
 ) {
     registry.advance(start_after);
@@ -410,7 +339,7 @@ pub async fn run_dispatcher(
                 next = messages.next() => next,
             };
             match next {
-                Some(Ok(m)) => dispatch(&registry, &membership, &m),
+                Some(Ok(m)) => dispatch(&registry, &m),
                 Some(Err(e)) => tracing::warn!(error = %e, "live consumer hiccup"),
                 None => break,
             }
@@ -425,7 +354,7 @@ async fn backoff(shutdown: &CancellationToken) {
     }
 }
 
-fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::jetstream::Message) {
+fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message) {
     let Ok(info) = m.info() else { return };
     let stream_seq = info.stream_sequence;
     let span = tracing::info_span!("gateway.deliver", otel.kind = "consumer", stream_seq);
@@ -436,7 +365,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
             Ok(message) => {
                 let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
                 crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
-                let frame: Frame = message_frame(&message, stream_seq).into();
+                let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
                 // A removal takes effect right after its own system message, so
                 // the member hears of it and of nothing later.
@@ -444,7 +373,6 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
                     message.system.as_ref().filter(|s| s.event == "member_removed" || s.event == "member_left")
                 {
                     registry.remove_members(conversation_id, &system.user_ids);
-                    membership.remove_members(conversation_id, &system.user_ids);
                 }
             }
             Err(e) => skip(registry, stream_seq, "message", &e),
@@ -452,13 +380,12 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         Some(ChatSubject::Membership { .. }) => match MembershipChanged::decode(m.payload.as_ref()) {
             Ok(event) => {
                 registry.apply_membership(stream_seq, &event);
-                membership.update(&event.conversation_id, event.member_ids);
             }
             Err(e) => skip(registry, stream_seq, "membership event", &e),
         },
         Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
             Ok(MessageChanged { message: Some(message), .. }) => {
-                let frame: Frame = change_frame(&message, stream_seq).into();
+                let frame: Frame = ServerFrame::change(&message, stream_seq).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, None);
             }
             Ok(_) => skip(registry, stream_seq, "message change", &"no message"),
@@ -466,7 +393,7 @@ fn dispatch(registry: &Registry, membership: &MembershipCache, m: &async_nats::j
         },
         Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
             Ok(event) => {
-                let frame: Frame = read_frame(&event).into();
+                let frame: Frame = ServerFrame::read(&event).to_text().into();
                 registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
             }
             Err(e) => skip(registry, stream_seq, "read marker", &e),

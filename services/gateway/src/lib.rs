@@ -2,6 +2,15 @@
 //! It is stateless apart from its live sockets: messages are sequenced and
 //! stored through JetStream (`chat_common::conversation_log`), delivered live by reading the
 //! stream (`delivery`), and everything else is asked of auth and history.
+//!
+//! Its modules are layers: each uses only those before it, so no import runs
+//! back up and none closes a circle (the `layers` test checks it). Layers,
+//! lowest first: `metrics`, `wire` (JSON shapes shared by HTTP and WebSocket),
+//! `error` (error codes), `protocol` (frames, close codes, bounds), `brakes`,
+//! `config`, `outbox`, `membership` (the one member-list cache), `delivery`,
+//! `revocation`, `tokens` (identity, credentials, verification), `typing`,
+//! `presence`, `messaging`, `offline`, `state`, `ws`, `http`. This file
+//! wires them together.
 
 #![forbid(unsafe_code)]
 
@@ -10,12 +19,15 @@ pub mod config;
 mod delivery;
 pub mod error;
 mod http;
+#[cfg(test)]
+mod layers;
 mod membership;
 mod messaging;
 mod metrics;
 mod offline;
 mod outbox;
 mod presence;
+mod protocol;
 mod revocation;
 mod state;
 mod tokens;
@@ -26,8 +38,8 @@ mod ws;
 /// The parsers of what a client sends, public for the fuzz targets in
 /// `fuzz/` (they must take any input without panicking).
 pub mod client_input {
+    pub use crate::protocol::{ClientFrame, FrameError, parse as parse_frame};
     pub use crate::wire::{decode_cursor, encode_cursor};
-    pub use crate::ws::frames::{ClientFrame, FrameError, parse as parse_frame};
 }
 
 use std::net::SocketAddr;
@@ -158,7 +170,6 @@ impl App {
             self.stream_start,
             self.reconnections,
             state.registry.clone(),
-            state.membership.clone(),
             shutdown.clone(),
         ));
         let revocations = tokio::spawn(revocation::watch(

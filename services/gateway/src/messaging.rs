@@ -11,12 +11,10 @@ use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageReques
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
-use crate::state::AppState;
+use crate::protocol::rules::{SendInput, conversation_id, validate};
 use crate::tokens::Identity;
 use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Published};
 
-pub const BODY_MAX_BYTES: usize = 16_384;
-pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 /// A send is answered within this, stored or `unavailable` (a retry with the
 /// same `client_msg_id` is safe), however many store requests it makes and
 /// however long it waits its turn behind the conversation's other sends:
@@ -48,61 +46,6 @@ impl chat_common::conversation_log::SentArchive for HistoryArchive {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct SendInput {
-    pub conversation_id: String,
-    pub client_msg_id: String,
-    pub body: String,
-}
-
-/// A conversation id in canonical form.
-///
-/// # Errors
-/// `invalid_argument` when it is not a UUID.
-pub fn conversation_id(value: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(value)
-        .map(|u| u.to_string())
-        .map_err(|_| ApiError::invalid_argument("conversation_id must be a UUID"))
-}
-
-/// Checks the protocol's bounds on a message.
-///
-/// # Errors
-/// `invalid_argument` or `too_large`, with a message saying which rule failed.
-pub fn validate(input: &SendInput) -> Result<(), ApiError> {
-    conversation_id(&input.conversation_id)?;
-    let id_len = input.client_msg_id.chars().count();
-    if !(1..=CLIENT_MSG_ID_MAX_CHARS).contains(&id_len) {
-        return Err(ApiError::invalid_argument(format!(
-            "client_msg_id must be 1 to {CLIENT_MSG_ID_MAX_CHARS} characters"
-        )));
-    }
-    if input.client_msg_id.chars().any(char::is_control) {
-        return Err(ApiError::invalid_argument("client_msg_id must not contain control characters"));
-    }
-    body(&input.body)
-}
-
-/// Checks a message body, sent or edited: 1 to [`BODY_MAX_BYTES`] bytes,
-/// without U+0000, which PostgreSQL's text refuses (and no client means).
-/// What the gateway accepts every store can keep: one refused entry in the
-/// stream would otherwise be set aside by history, after it was acked.
-///
-/// # Errors
-/// `invalid_argument` or `too_large`, saying which rule failed.
-pub fn body(body: &str) -> Result<(), ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::invalid_argument("body must not be empty"));
-    }
-    if body.len() > BODY_MAX_BYTES {
-        return Err(ApiError::too_large(format!("body must be at most {BODY_MAX_BYTES} bytes")));
-    }
-    if body.contains('\0') {
-        return Err(ApiError::invalid_argument("body must not contain U+0000 (NUL)"));
-    }
-    Ok(())
-}
-
 /// Validates, authorises and publishes one message.
 ///
 /// # Errors
@@ -130,7 +73,7 @@ pub async fn send(
         body: &input.body,
         system: None,
     };
-    let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq))
+    let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq()))
         .await
         .unwrap_or_else(|_| Err(AppendError::Unavailable(format!("no answer within {SEND_TIMEOUT:?}"))));
     let published = appended.map_err(|e| match e {
@@ -153,10 +96,15 @@ pub async fn send(
 ///
 /// # Errors
 /// `forbidden`/`not_found` for the conversation, `unavailable` when history is down.
-pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &str, seq: u64) -> Result<(), ApiError> {
-    state.membership.for_member(conversation_id, &reader.user_id).await?;
-    state
-        .history
+pub async fn mark_read(
+    membership: &MembershipCache,
+    history: &HistoryServiceClient<Channel>,
+    reader: &Identity,
+    conversation_id: &str,
+    seq: u64,
+) -> Result<(), ApiError> {
+    membership.for_member(conversation_id, &reader.user_id).await?;
+    history
         .clone()
         .mark_read(MarkReadRequest {
             conversation_id: conversation_id.to_owned(),
@@ -174,15 +122,14 @@ pub async fn mark_read(state: &AppState, reader: &Identity, conversation_id: &st
 /// `forbidden` for someone who may not, `not_found`, `conflict` for system or
 /// deleted messages, `unavailable` when history is down.
 pub async fn change(
-    state: &AppState,
+    history: &HistoryServiceClient<Channel>,
     editor: &Identity,
     conversation_id: &str,
     message_id: &str,
     body: Option<String>,
 ) -> Result<Message, ApiError> {
     let change = if body.is_some() { "edit" } else { "delete" };
-    Ok(state
-        .history
+    Ok(history
         .clone()
         .change_message(ChangeMessageRequest {
             conversation_id: conversation_id.to_owned(),

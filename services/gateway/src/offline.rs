@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use chat_proto::notification::v1::{AckDeliveredRequest, ListPendingRequest};
 
-use crate::state::AppState;
+use chat_common::grpc::Channel;
+use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
 
 /// `ready` waits no longer than this for the count.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many deliveries wait for the user; `None` when notification does not
 /// answer in time (`ready` is not held up for it).
-pub async fn waiting(state: &AppState, user_id: &str) -> Option<usize> {
+pub async fn waiting(notification: &NotificationServiceClient<Channel>, user_id: &str) -> Option<usize> {
     let request = ListPendingRequest { user_id: user_id.to_owned(), count_only: true };
-    match tokio::time::timeout(COUNT_TIMEOUT, state.notification.clone().list_pending(request)).await {
+    match tokio::time::timeout(COUNT_TIMEOUT, notification.clone().list_pending(request)).await {
         Ok(Ok(reply)) => Some(reply.into_inner().count as usize),
         Ok(Err(status)) => {
             tracing::warn!(code = ?status.code(), "cannot count waiting deliveries");
@@ -31,8 +32,8 @@ pub async fn waiting(state: &AppState, user_id: &str) -> Option<usize> {
 
 /// The user's devices have everything up to `through_stream_seq` (fire and forget:
 /// a delivery left behind is dropped at the next connect, or by the pusher).
-pub fn delivered(state: &AppState, user_id: &str, through_stream_seq: u64) {
-    let mut notification = state.notification.clone();
+pub fn delivered(notification: &NotificationServiceClient<Channel>, user_id: &str, through_stream_seq: u64) {
+    let mut notification = notification.clone();
     let request = AckDeliveredRequest { user_id: user_id.to_owned(), through_stream_seq };
     tokio::spawn(async move {
         if let Err(status) = notification.ack_delivered(request).await {

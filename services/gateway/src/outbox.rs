@@ -11,7 +11,18 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::delivery::Outbound;
+/// A serialised text frame. Reference-counted: one event is serialised once
+/// and handed to every socket without copying.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
+/// A frame for one socket.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A stream event, with its stream position.
+    Live { stream_seq: u64, frame: Frame },
+    /// Something only worth having live (typing, presence): no position, never replayed.
+    Ephemeral { frame: Frame },
+}
 
 /// A drained queue keeps a buffer up to this many frames for the next burst.
 const KEPT_CAPACITY: usize = 8;
@@ -46,7 +57,7 @@ impl Outbox {
     /// reconnects and catches up, and nobody else waits for it.
     pub fn deliver(&self, frame: Outbound) {
         if self.push(frame).is_err() {
-            self.close(crate::ws::close::TOO_SLOW);
+            self.close(crate::protocol::close::TOO_SLOW);
         }
     }
 
@@ -181,7 +192,7 @@ mod tests {
         outbox.offer(frame(2));
         assert_eq!(outbox.close_requested(), None, "a dropped typing frame closes nothing");
         outbox.deliver(frame(3));
-        assert_eq!(outbox.close_requested(), Some(crate::ws::close::TOO_SLOW));
+        assert_eq!(outbox.close_requested(), Some(crate::protocol::close::TOO_SLOW));
     }
 
     #[test]

@@ -151,23 +151,12 @@ impl PresenceReporter {
 /// (now for an online user; when the last device went away for an offline
 /// one; null when never seen).
 pub fn json(user_id: &str, online: bool, last_seen_at_ms: i64) -> serde_json::Value {
-    let last_seen_at = match (online, last_seen_at_ms) {
-        (true, _) => Some(crate::wire::rfc3339_ms(chat_common::time::now_ms())),
-        (false, 0) => None,
-        (false, ms) => Some(crate::wire::rfc3339_ms(ms)),
-    };
+    let last_seen_at = crate::protocol::last_seen_at(online, last_seen_at_ms);
     serde_json::json!({
         "user_id": user_id,
         "status": if online { "online" } else { "offline" },
         "last_seen_at": last_seen_at,
     })
-}
-
-/// The `presence` frame of a user.
-pub fn frame(user_id: &str, online: bool, last_seen_at_ms: i64) -> String {
-    let mut frame = json(user_id, online, last_seen_at_ms);
-    frame["type"] = "presence".into();
-    frame.to_string()
 }
 
 /// Follows the users bucket and hands every change to the registry, which

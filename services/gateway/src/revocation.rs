@@ -56,7 +56,7 @@ pub async fn watch(bucket: Store, revocations: Arc<Revocations>, registry: Arc<R
         if entry.operation == Operation::Put {
             let user_id = String::from_utf8_lossy(&entry.value).into_owned();
             revocations.insert(entry.key.clone());
-            registry.close_device(&user_id, &entry.key, crate::ws::close::UNAUTHORIZED);
+            registry.close_device(&user_id, &entry.key, crate::protocol::close::UNAUTHORIZED);
         }
         std::future::ready(true)
     })

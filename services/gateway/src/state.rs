@@ -77,14 +77,15 @@ impl AppState {
     ) -> Self {
         let Services { auth, history, presence: presence_api, notification } = services;
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
-        let registry = Arc::new(Registry::default());
+        let membership = Arc::new(MembershipCache::new(history.clone()));
+        let registry = Arc::new(Registry::new(membership.clone()));
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
-        let brakes = crate::brakes::Brakes::new(&config);
+        let brakes = crate::brakes::Brakes::new(config.send_rate_per_user, config.conversation_rate_per_user);
         Self(Arc::new(Shared {
             brakes,
             revocations,
-            membership: Arc::new(MembershipCache::new(history.clone())),
+            membership,
             verifier: Arc::new(verifier),
             config: Arc::new(config),
             auth,

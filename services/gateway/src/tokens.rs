@@ -1,6 +1,8 @@
-//! Access-token verification, locally, with the public keys auth publishes
-//! (JWKS). The algorithm is pinned to EdDSA; `iss`, `aud`, `exp` and `nbf` are
-//! checked. An unknown `kid` refetches the key set, at most once per interval.
+//! Who a request or a socket speaks for: the credentials in an
+//! `Authorization` header, and access-token verification, locally, with the
+//! public keys auth publishes (JWKS). The algorithm is pinned to EdDSA; `iss`,
+//! `aud`, `exp` and `nbf` are checked. An unknown `kid` refetches the key set,
+//! at most once per interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::error::ApiError;
 use crate::revocation::Revocations;
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -148,6 +151,39 @@ impl Verifier {
     }
 }
 
+/// What a request's `Authorization` header says.
+pub enum Credentials<'a> {
+    None,
+    Bearer(&'a str),
+    /// There is a header, but not a usable bearer token.
+    Malformed,
+}
+
+pub fn credentials(headers: &axum::http::HeaderMap) -> Credentials<'_> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Credentials::None };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    token.map_or(Credentials::Malformed, Credentials::Bearer)
+}
+
+/// # Errors
+/// `unauthorized` for a token that does not verify, `unavailable` when the
+/// signing keys cannot be fetched.
+pub async fn verify(verifier: &Verifier, token: &str) -> Result<Identity, ApiError> {
+    verifier.verify(token).await.map_err(|e| match e {
+        TokenError::Invalid => ApiError::unauthorized("invalid or expired access token"),
+        TokenError::KeysUnavailable(reason) => {
+            tracing::warn!(%reason, "cannot fetch token signing keys");
+            ApiError::unavailable("cannot verify tokens right now; retry")
+        }
+    })
+}
+
 /// Keeps the key set current: refetched whenever auth announces a change, and
 /// every `safety_interval` in case an announcement was missed. Sockets opened
 /// with a token of a key that is gone (retired, after a compromise say) are
@@ -169,7 +205,7 @@ pub async fn watch_key_changes(
             next = changes.next() => if next.is_none() { return },
         }
         match verifier.refresh_keys().await {
-            Ok(()) => registry.close_unless_signed_by(&verifier.kids(), crate::ws::close::UNAUTHORIZED),
+            Ok(()) => registry.close_unless_signed_by(&verifier.kids(), crate::protocol::close::UNAUTHORIZED),
             Err(e) => tracing::warn!(error = %e, "cannot refresh token signing keys"),
         }
     }

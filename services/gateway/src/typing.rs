@@ -12,7 +12,9 @@ use chat_proto::events::v1::Typing as TypingEvent;
 use futures::StreamExt;
 use prost::Message as _;
 
-use crate::delivery::{Frame, Registry};
+use crate::delivery::Registry;
+use crate::outbox::Frame;
+use crate::protocol::{ServerFrame, TypingState};
 use crate::tokens::Identity;
 
 /// A `start` lasts this long unless renewed.
@@ -27,14 +29,8 @@ pub struct Typing {
 }
 
 fn frame(conversation_id: &str, user_id: &str, start: bool) -> Frame {
-    serde_json::json!({
-        "type": "typing",
-        "conversation_id": conversation_id,
-        "user_id": user_id,
-        "state": if start { "start" } else { "stop" },
-    })
-    .to_string()
-    .into()
+    let state = TypingState::from_start(start);
+    ServerFrame::Typing { conversation_id, user_id, state }.to_text().into()
 }
 
 impl Typing {

@@ -19,13 +19,25 @@ pub struct MessageJson<'a> {
     pub sent_at: String,
     /// Only on system messages (addition to v1): what happened to the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub system: Option<serde_json::Value>,
+    pub system: Option<SystemJson<'a>>,
     /// Only on edited messages (addition to v1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edited_at: Option<String>,
     /// Only on deleted messages (addition to v1): the body is empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+}
+
+/// `system` of a system message: the event, the members it is about, and the
+/// new title or role where the event sets one.
+#[derive(Debug, Serialize)]
+pub struct SystemJson<'a> {
+    pub event: &'a str,
+    pub user_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'a str>,
 }
 
 impl<'a> From<&'a Message> for MessageJson<'a> {
@@ -39,15 +51,11 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
             client_msg_id: &m.client_msg_id,
             body: &m.body,
             sent_at: rfc3339_ms(m.sent_at_ms),
-            system: m.system.as_ref().map(|s| {
-                let mut v = serde_json::json!({ "event": s.event, "user_ids": s.user_ids });
-                if !s.title.is_empty() {
-                    v["title"] = s.title.clone().into();
-                }
-                if !s.role.is_empty() {
-                    v["role"] = s.role.clone().into();
-                }
-                v
+            system: m.system.as_ref().map(|s| SystemJson {
+                event: &s.event,
+                user_ids: &s.user_ids,
+                title: Some(s.title.as_str()).filter(|t| !t.is_empty()),
+                role: Some(s.role.as_str()).filter(|r| !r.is_empty()),
             }),
             edited_at: (m.edited_at_ms != 0).then(|| rfc3339_ms(m.edited_at_ms)),
             deleted_at: (m.deleted_at_ms != 0).then(|| rfc3339_ms(m.deleted_at_ms)),
@@ -98,6 +106,18 @@ mod tests {
         assert_eq!(decode_cursor("garbage!"), None);
         assert_eq!(decode_cursor(""), None);
         assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("s1:-4")), None);
+    }
+
+    #[test]
+    fn a_system_message_says_what_happened_and_only_the_fields_the_event_sets() {
+        let mut message = Message::default();
+        let system =
+            chat_proto::events::v1::SystemEvent { user_ids: vec!["u".into()], title: "T".into(), ..Default::default() };
+        message.system = Some(system);
+        let json = serde_json::to_value(MessageJson::from(&message)).unwrap();
+        let event = json["system"]["event"].clone();
+        assert_eq!(json["system"], serde_json::json!({ "event": event, "user_ids": ["u"], "title": "T" }));
+        assert!(serde_json::to_value(MessageJson::from(&Message::default())).unwrap().get("system").is_none());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use super::extract::{AuthUser, JsonBody, Path};
 use crate::error::ApiError;
-use crate::messaging::{self, SendInput};
+use crate::messaging;
+use crate::protocol::rules::{self, SendInput};
 use crate::state::AppState;
 use crate::wire::MessageJson;
 
@@ -111,7 +112,7 @@ pub async fn get(
     AuthUser(me): AuthUser,
     Path(conversation_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation_id = rules::conversation_id(&conversation_id)?;
     let conversation = state
         .history
         .clone()
@@ -136,7 +137,7 @@ pub async fn rename(
     Path(conversation_id): Path<String>,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation_id = rules::conversation_id(&conversation_id)?;
     let conversation = state
         .history
         .clone()
@@ -157,7 +158,7 @@ pub async fn add_members(
     Path(conversation_id): Path<String>,
     JsonBody(body): JsonBody<AddMembersBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation_id = rules::conversation_id(&conversation_id)?;
     if body.members.is_empty() || body.members.len() > MAX_MEMBERS {
         return Err(ApiError::invalid_argument(format!("members must name 1 to {MAX_MEMBERS} users")));
     }
@@ -174,7 +175,7 @@ pub async fn add_members(
 fn member_path(conversation_id: &str, user_id: &str) -> Result<(String, String), ApiError> {
     let user_id =
         uuid::Uuid::parse_str(user_id).map_err(|_| ApiError::invalid_argument("user_id must be a UUID"))?.to_string();
-    Ok((messaging::conversation_id(conversation_id)?, user_id))
+    Ok((rules::conversation_id(conversation_id)?, user_id))
 }
 
 pub async fn remove_member(
@@ -235,7 +236,7 @@ pub async fn messages(
     Path(conversation_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let conversation_id = messaging::conversation_id(&conversation_id)?;
+    let conversation_id = rules::conversation_id(&conversation_id)?;
     let limit: u32 = parse_number(&query, "limit")?.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid_argument("limit must be between 1 and 200"));
@@ -284,7 +285,7 @@ fn message_path(conversation_id: &str, message_id: &str) -> Result<(String, Stri
     let message_id = uuid::Uuid::parse_str(message_id)
         .map_err(|_| ApiError::invalid_argument("message_id must be a UUID"))?
         .to_string();
-    Ok((messaging::conversation_id(conversation_id)?, message_id))
+    Ok((rules::conversation_id(conversation_id)?, message_id))
 }
 
 pub async fn edit_message(
@@ -297,10 +298,10 @@ pub async fn edit_message(
     if body.body.is_empty() {
         return Err(ApiError::invalid_argument("body must not be empty"));
     }
-    if body.body.len() > messaging::BODY_MAX_BYTES {
-        return Err(ApiError::too_large(format!("body must be at most {} bytes", messaging::BODY_MAX_BYTES)));
+    if body.body.len() > rules::BODY_MAX_BYTES {
+        return Err(ApiError::too_large(format!("body must be at most {} bytes", rules::BODY_MAX_BYTES)));
     }
-    let message = messaging::change(&state, &me, &conversation_id, &message_id, Some(body.body)).await?;
+    let message = messaging::change(&state.history, &me, &conversation_id, &message_id, Some(body.body)).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
 
@@ -310,7 +311,7 @@ pub async fn delete_message(
     Path((conversation_id, message_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation_id, message_id) = message_path(&conversation_id, &message_id)?;
-    let message = messaging::change(&state, &me, &conversation_id, &message_id, None).await?;
+    let message = messaging::change(&state.history, &me, &conversation_id, &message_id, None).await?;
     Ok(Json(json!(MessageJson::from(&message))))
 }
 
@@ -334,7 +335,7 @@ pub async fn search(
         return Err(ApiError::invalid_argument("limit must be between 1 and 50"));
     }
     let conversation_id = match query.get("conversation_id") {
-        Some(id) => messaging::conversation_id(id)?,
+        Some(id) => rules::conversation_id(id)?,
         None => String::new(),
     };
     let before_stream_seq = match query.get("page") {

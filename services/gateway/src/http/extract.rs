@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{Identity, TokenError, Verifier};
+use crate::tokens::{Credentials, Identity, credentials, verify};
 
 /// A JSON body, parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -59,37 +59,4 @@ impl FromRequestParts<AppState> for AuthUser {
             Credentials::None | Credentials::Malformed => Err(ApiError::unauthorized("missing bearer token")),
         }
     }
-}
-
-/// What a request's `Authorization` header says.
-pub enum Credentials<'a> {
-    None,
-    Bearer(&'a str),
-    /// There is a header, but not a usable bearer token.
-    Malformed,
-}
-
-pub fn credentials(headers: &axum::http::HeaderMap) -> Credentials<'_> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Credentials::None };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|token| !token.is_empty());
-    token.map_or(Credentials::Malformed, Credentials::Bearer)
-}
-
-/// # Errors
-/// `unauthorized` for a token that does not verify, `unavailable` when the
-/// signing keys cannot be fetched.
-pub async fn verify(verifier: &Verifier, token: &str) -> Result<Identity, ApiError> {
-    verifier.verify(token).await.map_err(|e| match e {
-        TokenError::Invalid => ApiError::unauthorized("invalid or expired access token"),
-        TokenError::KeysUnavailable(reason) => {
-            tracing::warn!(%reason, "cannot fetch token signing keys");
-            ApiError::unavailable("cannot verify tokens right now; retry")
-        }
-    })
 }

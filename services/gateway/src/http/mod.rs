@@ -18,7 +18,6 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use extract::{Credentials, credentials, verify as verify_token};
 pub use server::serve;
 
 /// Request bodies larger than this are refused with 413 before parsing.

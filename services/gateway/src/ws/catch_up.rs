@@ -13,24 +13,23 @@
 //! latest marker of each member that moved after the cursor, except moves
 //! made by this very device.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chat_common::nats::{CHAT_SUBJECTS, ChatSubject, parse_chat_subject};
-use std::collections::HashMap;
-
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{CatchUpRequest, ReadMarkersSinceRequest};
 use futures::StreamExt;
 use prost::Message as _;
 
-use super::session::Socket;
-use crate::delivery::{change_frame, message_frame, read_frame};
+use super::socket::Socket;
 use crate::error::ApiError;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbound, Outbox};
+use crate::protocol::ServerFrame;
+use crate::protocol::close::TOO_SLOW;
 use crate::state::AppState;
 use crate::tokens::Identity;
-use crate::ws::close::TOO_SLOW;
 
 const PAGE: u32 = 500;
 /// Longest wait for the next stream entry of the tail before giving up.
@@ -59,23 +58,31 @@ pub async fn run(
         loop {
             tokio::select! {
                 result = &mut replay => break result,
-                () = outbox.ready() => {
-                    held.extend(std::iter::from_fn(|| outbox.pop()));
-                    if held.len() > state.config.socket_queue {
-                        outbox.close(TOO_SLOW);
-                    }
-                    if outbox.close_requested().is_some() {
-                        // Too slow, or revoked: the caller closes it as asked.
-                        return Err(ApiError::unavailable("the socket is closing"));
-                    }
-                }
+                () = outbox.ready() => hold_back(outbox, &mut held, state.config.socket_queue)?,
             }
         }
     };
     for event in held {
-        out.live(event).await.map_err(|_| ApiError::unavailable("socket closed"))?;
+        out.live(event).await.map_err(closed)?;
     }
     result
+}
+
+/// Takes the live frames queued meanwhile into `held`; more than `limit`
+/// closes the socket as too slow.
+///
+/// # Errors
+/// `unavailable` when the socket is to be closed (too slow, or revoked): the
+/// caller closes it as asked.
+fn hold_back(outbox: &Outbox, held: &mut Vec<Outbound>, limit: usize) -> Result<(), ApiError> {
+    held.extend(std::iter::from_fn(|| outbox.pop()));
+    if held.len() > limit {
+        outbox.close(TOO_SLOW);
+    }
+    match outbox.close_requested() {
+        Some(_) => Err(ApiError::unavailable("the socket is closing")),
+        None => Ok(()),
+    }
 }
 
 /// The CHAT stream's last position now.
@@ -91,13 +98,32 @@ pub async fn stream_head(state: &AppState) -> Result<u64, ApiError> {
     Ok(info.state.last_sequence)
 }
 
+/// Replays `(from, snapshot]`, where `snapshot` is the stream's head now:
+/// the messages history has stored, the tail it has not, then the markers.
 async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u64) -> Result<(), ApiError> {
-    let closed = |_| ApiError::unavailable("socket closed");
     let snapshot = stream_head(state).await?;
+    let persisted_through = replay_stored(state, identity, out, from).await?;
+    let mut markers = stored_markers(state, identity, from).await?;
+    let tail_from = from.max(persisted_through).saturating_add(1);
+    if tail_from <= snapshot {
+        replay_tail(state, identity, out, (tail_from, snapshot), &mut markers).await?;
+    }
+    send_markers(identity, out, markers).await?;
+    // Everything up to the snapshot has been considered; live delivery covers the rest.
+    out.delivered = out.delivered.max(snapshot);
+    Ok(())
+}
 
-    // 1. What history has stored, up to its persisted floor.
+fn closed(_: axum::Error) -> ApiError {
+    ApiError::unavailable("socket closed")
+}
+
+/// Sends what history has stored after `from`, page by page, then the edits
+/// and deletions since `from` of messages this device has. Returns how far
+/// history has stored the stream.
+async fn replay_stored(state: &AppState, identity: &Identity, out: &mut Socket, from: u64) -> Result<u64, ApiError> {
     let mut after = from;
-    let persisted_through = loop {
+    loop {
         let page = state
             .history
             .clone()
@@ -111,29 +137,34 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
             .into_inner();
         for entry in &page.messages {
             if let Some(message) = &entry.message {
-                out.event(entry.stream_seq, message_frame(message, entry.stream_seq)).await.map_err(closed)?;
+                out.event(entry.stream_seq, ServerFrame::message(message, entry.stream_seq).to_text())
+                    .await
+                    .map_err(closed)?;
             }
             after = after.max(entry.stream_seq);
         }
         if !page.has_more {
-            // Edits and deletions since the cursor, to messages this device has.
             for changed in &page.changed {
                 if let Some(message) = &changed.message {
-                    out.text(change_frame(message, changed.change_stream_seq)).await.map_err(closed)?;
+                    out.text(ServerFrame::change(message, changed.change_stream_seq).to_text())
+                        .await
+                        .map_err(closed)?;
                 }
             }
-            break page.persisted_through;
+            return Ok(page.persisted_through);
         }
-    };
+    }
+}
 
-    // Markers that moved after the cursor, latest per (conversation, member).
-    let mut markers: HashMap<(String, String), (u64, ReadMarkerMoved)> = HashMap::new();
+/// The markers history has stored that moved after `from`.
+async fn stored_markers(state: &AppState, identity: &Identity, from: u64) -> Result<Markers, ApiError> {
     let stored = state
         .history
         .clone()
         .read_markers_since(ReadMarkersSinceRequest { user_id: identity.user_id.clone(), after_stream_seq: from })
         .await?
         .into_inner();
+    let mut markers = Markers::default();
     for m in stored.markers {
         let event = ReadMarkerMoved {
             conversation_id: m.conversation_id,
@@ -141,84 +172,107 @@ async fn replay(state: &AppState, identity: &Identity, out: &mut Socket, from: u
             device_id: m.device_id,
             seq: m.seq,
         };
-        keep_latest(&mut markers, m.stream_seq, event);
+        markers.keep_latest(m.stream_seq, event);
     }
+    Ok(markers)
+}
 
-    // 2. The tail history has not stored yet, straight from the stream.
-    let tail_from = from.max(persisted_through).saturating_add(1);
-    if tail_from <= snapshot {
-        let conversations = state.registry.conversations_of(&identity.user_id);
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "cannot read the stream tail");
-            ApiError::unavailable("message stream unavailable")
+fn stream_unavailable(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "cannot read the stream tail");
+    ApiError::unavailable("message stream unavailable")
+}
+
+/// Sends the tail history has not stored yet, `first..=snapshot`, straight
+/// from the stream: the messages and changes of the user's conversations;
+/// the marker moves among them join `markers`.
+async fn replay_tail(
+    state: &AppState,
+    identity: &Identity,
+    out: &mut Socket,
+    (first, snapshot): (u64, u64),
+    markers: &mut Markers,
+) -> Result<(), ApiError> {
+    let conversations = state.registry.conversations_of(&identity.user_id);
+    let consumer = state
+        .stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: CHAT_SUBJECTS.to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: first },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| stream_unavailable(&e))?;
+    let mut entries = consumer.messages().await.map_err(|e| stream_unavailable(&e))?;
+    loop {
+        let entry = match tokio::time::timeout(TAIL_STALL, entries.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(e))) => return Err(stream_unavailable(&e)),
+            Ok(None) | Err(_) => return Err(ApiError::unavailable("message stream stalled")),
         };
-        let consumer = state
-            .stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: CHAT_SUBJECTS.to_owned(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: tail_from },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let mut entries = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        loop {
-            let entry = match tokio::time::timeout(TAIL_STALL, entries.next()).await {
-                Ok(Some(Ok(entry))) => entry,
-                Ok(Some(Err(e))) => return Err(unavailable(&e)),
-                Ok(None) | Err(_) => return Err(ApiError::unavailable("message stream stalled")),
-            };
-            let Ok(info) = entry.info() else { continue };
-            let (stream_seq, pending) = (info.stream_sequence, info.pending);
-            if stream_seq > snapshot {
-                break;
-            }
-            match parse_chat_subject(&entry.subject) {
-                Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
-                    if let Ok(message) = Message::decode(entry.payload.as_ref()) {
-                        out.event(stream_seq, message_frame(&message, stream_seq)).await.map_err(closed)?;
-                    }
-                }
-                Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
-                    if let Ok(MessageChanged { message: Some(message), .. }) =
-                        MessageChanged::decode(entry.payload.as_ref())
-                    {
-                        out.event(stream_seq, change_frame(&message, stream_seq)).await.map_err(closed)?;
-                    }
-                }
-                Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {
-                    if let Ok(event) = ReadMarkerMoved::decode(entry.payload.as_ref()) {
-                        keep_latest(&mut markers, stream_seq, event);
-                    }
-                }
-                _ => {}
-            }
-            if stream_seq >= snapshot || pending == 0 {
-                break;
-            }
+        let Ok(info) = entry.info() else { continue };
+        let (stream_seq, pending) = (info.stream_sequence, info.pending);
+        if stream_seq > snapshot {
+            return Ok(());
+        }
+        replay_entry(out, &conversations, &entry, stream_seq, markers).await?;
+        if stream_seq >= snapshot || pending == 0 {
+            return Ok(());
         }
     }
-    // 3. The markers, oldest move first, none of this device's own.
-    let mut markers: Vec<(u64, ReadMarkerMoved)> =
-        markers.into_values().filter(|(_, m)| m.device_id != identity.device_id).collect();
-    markers.sort_by_key(|(stream_seq, _)| *stream_seq);
-    for (_, marker) in &markers {
-        out.text(read_frame(marker)).await.map_err(closed)?;
-    }
+}
 
-    // Everything up to the snapshot has been considered; live delivery covers the rest.
-    out.delivered = out.delivered.max(snapshot);
+/// One stream entry of the tail, if it belongs to one of `conversations`.
+async fn replay_entry(
+    out: &mut Socket,
+    conversations: &HashSet<String>,
+    entry: &async_nats::jetstream::Message,
+    stream_seq: u64,
+    markers: &mut Markers,
+) -> Result<(), ApiError> {
+    let payload = entry.payload.as_ref();
+    match parse_chat_subject(&entry.subject) {
+        Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
+            if let Ok(message) = Message::decode(payload) {
+                out.event(stream_seq, ServerFrame::message(&message, stream_seq).to_text()).await.map_err(closed)?;
+            }
+        }
+        Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
+            if let Ok(MessageChanged { message: Some(message), .. }) = MessageChanged::decode(payload) {
+                out.event(stream_seq, ServerFrame::change(&message, stream_seq).to_text()).await.map_err(closed)?;
+            }
+        }
+        Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {
+            if let Ok(event) = ReadMarkerMoved::decode(payload) {
+                markers.keep_latest(stream_seq, event);
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 
-fn keep_latest(
-    markers: &mut HashMap<(String, String), (u64, ReadMarkerMoved)>,
-    stream_seq: u64,
-    event: ReadMarkerMoved,
-) {
-    let key = (event.conversation_id.clone(), event.user_id.clone());
-    let newer = markers.get(&key).is_none_or(|(_, old)| event.seq > old.seq);
-    if newer {
-        markers.insert(key, (stream_seq, event));
+/// The markers, oldest move first, none of this device's own.
+async fn send_markers(identity: &Identity, out: &mut Socket, markers: Markers) -> Result<(), ApiError> {
+    let mut markers: Vec<(u64, ReadMarkerMoved)> =
+        markers.0.into_values().filter(|(_, m)| m.device_id != identity.device_id).collect();
+    markers.sort_by_key(|(stream_seq, _)| *stream_seq);
+    for (_, marker) in &markers {
+        out.text(ServerFrame::read(marker).to_text()).await.map_err(closed)?;
+    }
+    Ok(())
+}
+
+/// Markers that moved after the cursor: the latest per (conversation, member),
+/// with the stream position of its move.
+#[derive(Default)]
+struct Markers(HashMap<(String, String), (u64, ReadMarkerMoved)>);
+
+impl Markers {
+    fn keep_latest(&mut self, stream_seq: u64, event: ReadMarkerMoved) {
+        let key = (event.conversation_id.clone(), event.user_id.clone());
+        let newer = self.0.get(&key).is_none_or(|(_, old)| event.seq > old.seq);
+        if newer {
+            self.0.insert(key, (stream_seq, event));
+        }
     }
 }

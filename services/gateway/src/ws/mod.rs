@@ -1,21 +1,12 @@
 //! `GET /v1/ws`: origin check and header authentication before the upgrade;
-//! everything after it lives in `session`.
+//! everything after it lives in `session`. Inside, lowest first: `socket`
+//! (the socket type and its bounded writes), `worker` (the frames that need a
+//! backend round trip), `catch_up` (replay after a cursor), `session`.
 
 mod catch_up;
-pub mod frames;
 mod session;
-
-/// WebSocket close codes of protocol v1 that the gateway sends.
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const INVALID_DATA: u16 = 1007;
-    pub const TOO_LARGE: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const UNAUTHORIZED: u16 = 4401;
-    pub const TOO_SLOW: u16 = 4408;
-    pub const RATE_LIMITED: u16 = 4429;
-}
+mod socket;
+mod worker;
 
 use std::collections::HashMap;
 
@@ -25,8 +16,8 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::http::{Credentials, credentials};
 use crate::state::AppState;
+use crate::tokens::{Credentials, credentials};
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -46,7 +37,7 @@ pub async fn upgrade(
         return ApiError::gateway_full().into_response();
     }
     let pre_authenticated = match credentials(&headers) {
-        Credentials::Bearer(token) => match crate::http::verify_token(&state.verifier, token).await {
+        Credentials::Bearer(token) => match crate::tokens::verify(&state.verifier, token).await {
             Ok(identity) => Some(identity),
             Err(e) => return e.into_response(),
         },

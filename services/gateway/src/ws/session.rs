@@ -1,291 +1,144 @@
-//! One authenticated socket: registration for live delivery, catch-up, the
-//! frame loop, and a clean close (1001 on shutdown, 4408 when too slow).
+//! One socket's life after the upgrade, in steps: identify the client,
+//! register the socket for live delivery, start it (`ready`, catch-up, the
+//! contacts online), then the frame loop until a clean close (1001 on
+//! shutdown, 4408 when too slow, 4401 when revoked).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chat_common::rate_limit::{Bucket, Rate};
 use chat_proto::history::v1::ListConversationsRequest;
-use futures::SinkExt;
-use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::catch_up;
-use super::frames::{self, ClientFrame, FrameError};
-use crate::delivery::{Frame, Lease, Outbound, SocketHandle};
-use crate::error::ApiError;
-use crate::messaging::{self, SendInput};
+use super::socket::{Socket, close_as_asked, close_for_read_error, close_reason};
+use super::worker::{Work, Worker};
+use crate::brakes::{SocketBrakes, Verdict};
+use crate::config::Config;
+use crate::delivery::{Lease, SocketHandle};
+use crate::error::{ApiError, ErrorCode};
 use crate::offline;
 use crate::outbox::Outbox;
+use crate::protocol::close::{GOING_AWAY, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED};
+use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, TypingState};
 use crate::state::AppState;
 use crate::tokens::Identity;
 use crate::wire::{decode_cursor, encode_cursor};
-
-use super::close::{GOING_AWAY, INTERNAL, INVALID_DATA, PROTOCOL_ERROR, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED};
-use crate::brakes::{SocketBrakes, Verdict};
 
 /// Typing frames a socket may send: a burst of 5, then one a second (clients
 /// repeat `start` every few seconds while the user types).
 const TYPING_RATE: Rate = Rate { burst: 5, refill: Duration::from_secs(1) };
 
-/// Sends and read markers waiting to be stored, per socket; beyond this the
-/// client is told to slow down.
-const WORK_QUEUE: usize = 64;
-/// How long a socket closing at shutdown waits for the work it already took.
-const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long a closed socket waits for the client's answering close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-/// Live frames written to a socket with one flush, at most.
-const WRITE_BATCH: usize = 64;
-
-/// Frames that need a backend round trip, done in order, one at a time.
-enum Work {
-    Send { req: i64, input: SendInput },
-    Read { conversation_id: String, seq: u64 },
-    Change { req: i64, conversation_id: String, message_id: String, body: Option<String> },
-}
-
-/// A socket and how far it has been delivered. One task reads and writes it
-/// (no split halves: those would put it behind a shared lock of its own).
-pub struct Socket {
-    ws: WebSocket,
-    /// How long one write may wait for the client to read.
-    write_timeout: Duration,
-    /// This socket has had every event in `(floor, delivered]`, and only
-    /// those: an event in that range is never sent again, one outside it is
-    /// (a `sync` naming a cursor before `floor` replays what the socket
-    /// never had, as for a socket that connected without a cursor).
-    pub floor: u64,
-    /// Highest stream position delivered to this socket.
-    pub delivered: u64,
-}
-
-impl Socket {
-    /// The next frame from the client. Cancel-safe: a partly read frame
-    /// stays buffered.
-    async fn recv(&mut self) -> Option<Result<WsMessage, axum::Error>> {
-        self.ws.recv().await
-    }
-
-    pub async fn text(&mut self, text: String) -> Result<(), axum::Error> {
-        crate::metrics::get().frames_out.inc();
-        bounded(self.write_timeout, self.ws.send(WsMessage::Text(text.into()))).await
-    }
-
-    /// Sends a stream event unless this socket already has it.
-    pub async fn event(&mut self, stream_seq: u64, frame: impl Into<Frame>) -> Result<(), axum::Error> {
-        self.live(Outbound::Live { stream_seq, frame: frame.into() }).await
-    }
-
-    pub async fn live(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
-        let limit = self.write_timeout;
-        bounded(limit, async {
-            self.feed(outbound).await?;
-            self.ws.flush().await
-        })
-        .await
-    }
-
-    /// Writes what is queued for this socket (up to [`WRITE_BATCH`] frames)
-    /// with one flush: under load, one system call carries many frames. The
-    /// whole batch has one write bound, not each frame.
-    async fn write_queued(&mut self, outbox: &Outbox) -> Result<(), axum::Error> {
-        let limit = self.write_timeout;
-        bounded(limit, async {
-            for _ in 0..WRITE_BATCH {
-                match outbox.pop() {
-                    Some(next) => self.feed(next).await?,
-                    None => break,
-                }
-            }
-            self.ws.flush().await
-        })
-        .await
-    }
-
-    /// Queues a frame in the socket's write buffer without flushing it (a
-    /// full buffer is written out); the caller bounds the whole write.
-    async fn feed(&mut self, outbound: Outbound) -> Result<(), axum::Error> {
-        let frame = match outbound {
-            Outbound::Live { stream_seq, .. } if self.has(stream_seq) => return Ok(()),
-            Outbound::Live { stream_seq, frame } => {
-                self.delivered = self.delivered.max(stream_seq);
-                frame
-            }
-            Outbound::Ephemeral { frame } => frame,
-        };
-        crate::metrics::get().frames_out.inc();
-        self.ws.feed(WsMessage::Text(frame)).await
-    }
-
-    /// Whether the event at `stream_seq` has been sent to this socket.
-    fn has(&self, stream_seq: u64) -> bool {
-        self.floor < stream_seq && stream_seq <= self.delivered
-    }
-
-    async fn ping(&mut self) -> Result<(), axum::Error> {
-        bounded(self.write_timeout, self.ws.send(WsMessage::Ping(Default::default()))).await
-    }
-
-    /// Completes a closing handshake the client started. tungstenite has
-    /// queued the echo of the client's close frame (its code, or 1002 for a
-    /// code no endpoint may send); it only goes out when the socket is
-    /// flushed, and a socket dropped unflushed leaves the client with 1006.
-    async fn answer_close(&mut self) {
-        let _ = bounded(self.write_timeout, self.ws.flush()).await;
-    }
-
-    async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code, reason: reason.into() };
-        let ws = &mut self.ws;
-        let _ = bounded(self.write_timeout, async move {
-            // Refused when the client's close frame came first; closing then
-            // sends the echo tungstenite has queued instead.
-            let _ = ws.send(WsMessage::Close(Some(frame))).await;
-            ws.close().await
-        })
-        .await;
-        // Read what the client still sends until it answers the close: bytes
-        // left unread when the connection is dropped make the kernel reset it,
-        // and the reset can destroy the close frame before the client reads it.
-        let ws = &mut self.ws;
-        let _ = tokio::time::timeout(CLOSE_LINGER, async move { while let Some(Ok(_)) = ws.recv().await {} }).await;
-    }
-}
-
-/// A write that waits longer than `limit` fails, and its socket is dropped:
-/// a client that stops reading would otherwise hold its socket's task (its
-/// pings, its close and its memory) for as long as it keeps the connection.
-async fn bounded(limit: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), axum::Error> {
-    tokio::time::timeout(limit, write)
-        .await
-        .unwrap_or_else(|_| Err(axum::Error::new("write timed out: the client is not reading")))
-}
-
-/// The close a failed read earns, per RFC 6455 section 7.4.1: a frame or
-/// message over the size limit 1009, a text message that is not UTF-8 1007,
-/// any other breach of the framing protocol 1002. `None` when the connection
-/// itself is gone and no close can reach the client.
-fn close_for_read_error(error: axum::Error) -> Option<(u16, &'static str)> {
-    use tungstenite::Error;
-    use tungstenite::error::ProtocolError;
-    match error.into_inner().downcast_ref::<Error>()? {
-        Error::Capacity(_) => Some((TOO_LARGE, "frame too large")),
-        Error::Utf8(_) => Some((INVALID_DATA, "text frame is not valid UTF-8")),
-        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        Error::Protocol(_) => Some((PROTOCOL_ERROR, "WebSocket protocol error")),
-        _ => None,
-    }
-}
+const UNKNOWN_CURSOR: &str = "unknown or malformed cursor";
 
 /// Serves one socket from its upgrade to its end. This future lives as long
 /// as the socket, so what it holds is kept small: the shared state behind an
 /// `Arc`, and everything awaited only now and then (the start, a frame's
 /// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
 pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
-    let mut socket = Socket { ws, write_timeout: state.config.write_timeout, floor: 0, delivered: 0 };
-    let (identity, auth_cursor) = match pre_authenticated {
-        Some(identity) => (identity, None),
-        None => match Box::pin(authenticate(&state, &mut socket)).await {
-            Ok(found) => found,
-            Err(reason) => {
-                socket.close(UNAUTHORIZED, reason).await;
-                return;
-            }
-        },
+    let mut socket = Socket::new(ws, state.config.write_timeout);
+    let Some((identity, auth_cursor)) = Box::pin(identify(&state, &mut socket, pre_authenticated)).await else {
+        return;
     };
     // The auth frame's cursor wins over the query's.
     let cursor = auth_cursor.or(query_cursor);
+    let Some(registered) = Box::pin(register(&state, &identity, &mut socket)).await else { return };
+    if Box::pin(start(&state, &identity, &mut socket, &registered, cursor)).await {
+        serve(&state, &identity, &mut socket, &registered.outbox).await;
+    }
+}
+
+/// The socket's user: from the upgrade's header, or from the first frame,
+/// which must then be `auth` (with the cursor it may carry). A socket that
+/// does not authenticate is closed with 4401.
+async fn identify(
+    state: &AppState,
+    socket: &mut Socket,
+    pre_authenticated: Option<Identity>,
+) -> Option<(Identity, Option<String>)> {
+    if let Some(identity) = pre_authenticated {
+        return Some((identity, None));
+    }
+    match authenticate(state, socket).await {
+        Ok(found) => Some(found),
+        Err(reason) => {
+            socket.close(UNAUTHORIZED, reason).await;
+            None
+        }
+    }
+}
+
+/// Waits for the first frame, which must be `auth` with a valid token.
+async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity, Option<String>), &'static str> {
+    let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
+    loop {
+        let next = tokio::select! {
+            () = state.shutdown.cancelled() => return Err("server going away"),
+            next = tokio::time::timeout_at(deadline, socket.recv()) => next,
+        };
+        let text = match next {
+            Err(_) => return Err("authentication timed out"),
+            Ok(None | Some(Err(_))) => return Err("closed before authenticating"),
+            Ok(Some(Ok(WsMessage::Text(text)))) => text,
+            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
+            Ok(Some(Ok(_))) => return Err("the first frame must be an auth frame"),
+        };
+        return match protocol::parse(&text) {
+            Ok(ClientFrame::Auth { token, cursor }) => state
+                .verifier
+                .verify(&token)
+                .await
+                .map(|identity| (identity, cursor))
+                .map_err(|_| "invalid or expired access token"),
+            _ => Err("the first frame must be an auth frame"),
+        };
+    }
+}
+
+/// A socket registered for live delivery: its queue, and the stream position
+/// after which it receives every event of its user's conversations.
+struct Registered {
+    outbox: Arc<Outbox>,
+    socket_id: u64,
+    attached_at: u64,
+    _registration: Registration,
+}
+
+/// Registers the socket for live delivery of its user's conversations (loaded
+/// from history), unless the user holds too many sockets already. The socket
+/// is closed (1011, 4429) when it cannot be registered.
+async fn register(state: &AppState, identity: &Identity, socket: &mut Socket) -> Option<Registered> {
     let mut lease = state.registry.lease(&identity.user_id);
-    let request = ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true };
-    match Box::pin(state.history.clone().list_conversations(request)).await {
-        Ok(reply) => {
-            lease.add_conversations(
-                reply.into_inner().conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)),
-            );
-        }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
-            socket.close(INTERNAL, "conversations unavailable").await;
-            return;
-        }
+    if let Err(status) = load_conversations(state, identity, &lease).await {
+        tracing::warn!(code = ?status.code(), "cannot load conversations; closing socket");
+        socket.close(INTERNAL, "conversations unavailable").await;
+        return None;
     }
     if state.registry.sockets_of(&identity.user_id) >= state.config.max_sockets_per_user {
         crate::brakes::count("sockets_per_user");
         socket.close(RATE_LIMITED, "too many sockets for this user").await;
-        return;
+        return None;
     }
     let outbox = Arc::new(Outbox::new(state.config.socket_queue));
     let socket_id = state.next_socket_id();
     let handle =
         SocketHandle { device_id: identity.device_id.clone(), kid: identity.kid.clone(), outbox: outbox.clone() };
     let attached_at = lease.attach(socket_id, handle);
-    let _registration = Registration::new(&state, socket_id, lease);
+    let registration = Registration::new(state, socket_id, lease);
     // A revocation that landed between token check and registration.
     if state.revocations.is_revoked(&identity.device_id) {
         outbox.close(UNAUTHORIZED);
     }
-
-    let start = match cursor.as_deref().map(decode_cursor) {
-        None => None,
-        Some(Some(position)) => Some(Box::pin(known_position(&state, position, attached_at)).await),
-        Some(None) => Some(Err(ApiError::invalid_argument(UNKNOWN_CURSOR))),
-    };
-    let ready_cursor = match start {
-        Some(Ok(position)) => position,
-        _ => attached_at,
-    };
-    let waiting = Box::pin(offline::waiting(&state, &identity.user_id)).await;
-    let mut ok = socket.text(ready_frame(&identity, ready_cursor, waiting)).await.is_ok();
-    // Recorded after `ready`, so the round trip does not delay it.
-    Box::pin(state.presence.opened(socket_id, &identity)).await;
-    (socket.floor, socket.delivered) = (attached_at, attached_at);
-    match start {
-        Some(Ok(position)) if ok => {
-            (socket.floor, socket.delivered) = (position, position);
-            ok = match Box::pin(catch_up::run(&state, &identity, &mut socket, &outbox, position)).await {
-                Ok(()) => socket.text(synced_frame(None, socket.delivered)).await.is_ok(),
-                Err(e) => {
-                    tracing::warn!(error = %e.message, "catch-up failed");
-                    close_as_asked(&mut socket, &outbox, INTERNAL, "catch-up failed").await;
-                    false
-                }
-            };
-        }
-        Some(Err(e)) if ok && e.code == "invalid_argument" => {
-            let message = format!("{UNKNOWN_CURSOR}; delivering from now");
-            let err = FrameError { req: None, code: e.code, message };
-            ok = socket.text(err.to_frame()).await.is_ok();
-        }
-        Some(Err(e)) if ok => {
-            // The cursor could not be checked: the client reconnects with it
-            // rather than lose what it missed.
-            tracing::warn!(error = %e.message, "cannot check a cursor");
-            socket.close(INTERNAL, "catch-up failed").await;
-            ok = false;
-        }
-        _ => {}
-    }
-    if ok {
-        // Everything up to here is delivered (live after `attached_at`, the
-        // rest in catch-up or already on the device).
-        offline::delivered(&state, &identity.user_id, socket.delivered.max(attached_at));
-    }
-    // The contacts online now; later changes arrive as live frames.
-    for contact in state.registry.online_contacts(&identity.user_id) {
-        if ok {
-            ok = socket.text(crate::presence::frame(&contact, true, 0)).await.is_ok();
-        }
-    }
-    if ok {
-        serve(&state, &identity, &mut socket, &outbox).await;
-    }
+    Some(Registered { outbox, socket_id, attached_at, _registration: registration })
 }
 
-const UNKNOWN_CURSOR: &str = "unknown or malformed cursor";
+/// The user's conversations and their members, from history, into the lease.
+async fn load_conversations(state: &AppState, identity: &Identity, lease: &Lease) -> Result<(), tonic::Status> {
+    let request = ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true };
+    let reply = state.history.clone().list_conversations(request).await?;
+    lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)));
+    Ok(())
+}
 
 /// A socket's place in live delivery and presence, undone however its task
 /// ends (a panic included): a socket that is gone must neither stay counted
@@ -311,6 +164,50 @@ impl Drop for Registration {
     }
 }
 
+/// Everything before the frame loop: `ready`, the socket recorded for
+/// presence, what the client missed after its cursor, and the contacts online
+/// now. `false` when the socket is gone or closed meanwhile.
+async fn start(
+    state: &AppState,
+    identity: &Identity,
+    socket: &mut Socket,
+    registered: &Registered,
+    cursor: Option<String>,
+) -> bool {
+    let attached_at = registered.attached_at;
+    let start = match cursor {
+        None => None,
+        Some(cursor) => Some(cursor_position(state, &cursor, attached_at).await),
+    };
+    let ready_cursor = match start {
+        Some(Ok(position)) => position,
+        _ => attached_at,
+    };
+    let ok = send_ready(state, identity, socket, ready_cursor).await;
+    // Recorded after `ready`, so the round trip does not delay it.
+    state.presence.opened(registered.socket_id, identity).await;
+    (socket.floor, socket.delivered) = (attached_at, attached_at);
+    let ok = ok && replay_missed(state, identity, socket, &registered.outbox, start).await;
+    if ok {
+        // Everything up to here is delivered (live after `attached_at`, the
+        // rest in catch-up or already on the device).
+        offline::delivered(&state.notification, &identity.user_id, socket.delivered.max(attached_at));
+    }
+    ok && send_online_contacts(state, identity, socket).await
+}
+
+/// The position a client's cursor names.
+///
+/// # Errors
+/// `invalid_argument` for a cursor this server did not issue, `unavailable`
+/// when the stream cannot be asked.
+async fn cursor_position(state: &AppState, cursor: &str, reached: u64) -> Result<u64, ApiError> {
+    match decode_cursor(cursor) {
+        Some(position) => known_position(state, position, reached).await,
+        None => Err(ApiError::invalid_argument(UNKNOWN_CURSOR)),
+    }
+}
+
 /// A cursor the stream has reached. One ahead of the stream's head names
 /// nothing this server issued: taken as valid, it would make the socket skip
 /// every live event up to it.
@@ -318,316 +215,305 @@ impl Drop for Registration {
 /// # Errors
 /// `invalid_argument` for a position past the head, `unavailable` when the
 /// stream cannot be asked.
-async fn known_position(state: &AppState, position: u64, attached_at: u64) -> Result<u64, ApiError> {
-    if position <= attached_at {
+async fn known_position(state: &AppState, position: u64, reached: u64) -> Result<u64, ApiError> {
+    if position <= reached {
         return Ok(position);
     }
     let head = catch_up::stream_head(state).await?;
     if position <= head { Ok(position) } else { Err(ApiError::invalid_argument(UNKNOWN_CURSOR)) }
 }
 
-/// Closes the socket with the code asked of its outbox (too slow, revoked),
-/// or with `code` when nothing was asked.
-async fn close_as_asked(socket: &mut Socket, outbox: &Outbox, code: u16, reason: &'static str) {
-    match outbox.close_requested() {
-        Some(asked) => socket.close(asked, close_reason(asked)).await,
-        None => socket.close(code, reason).await,
+/// `ready`, with how many deliveries wait for the user.
+async fn send_ready(state: &AppState, identity: &Identity, socket: &mut Socket, cursor: u64) -> bool {
+    let pending_deliveries = offline::waiting(&state.notification, &identity.user_id).await;
+    let (user_id, device_id) = (&identity.user_id, &identity.device_id);
+    let ready = ServerFrame::Ready { user_id, device_id, cursor: encode_cursor(cursor), pending_deliveries };
+    socket.text(ready.to_text()).await.is_ok()
+}
+
+/// Replays what the client missed after its cursor, then `synced`; or tells
+/// it its cursor is unknown (it then goes live from now, like a new device).
+/// A cursor that cannot be checked, or a failed replay, closes the socket
+/// (1011): the client reconnects with its cursor rather than lose what it missed.
+async fn replay_missed(
+    state: &AppState,
+    identity: &Identity,
+    socket: &mut Socket,
+    outbox: &Outbox,
+    start: Option<Result<u64, ApiError>>,
+) -> bool {
+    match start {
+        None => true,
+        Some(Ok(position)) => {
+            (socket.floor, socket.delivered) = (position, position);
+            match catch_up::run(state, identity, socket, outbox, position).await {
+                Ok(()) => socket.text(synced_frame(None, socket.delivered)).await.is_ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "catch-up failed");
+                    close_as_asked(socket, outbox, INTERNAL, "catch-up failed").await;
+                    false
+                }
+            }
+        }
+        Some(Err(e)) if e.code == ErrorCode::InvalidArgument => {
+            let err = FrameError::new(None, e.code, format!("{UNKNOWN_CURSOR}; delivering from now"));
+            socket.text(err.to_frame()).await.is_ok()
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e.message, "cannot check a cursor");
+            socket.close(INTERNAL, "catch-up failed").await;
+            false
+        }
     }
 }
 
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        UNAUTHORIZED => "credentials revoked",
-        _ => "too slow: the send queue filled",
+/// One `presence` frame for each contact online now; later changes arrive live.
+async fn send_online_contacts(state: &AppState, identity: &Identity, socket: &mut Socket) -> bool {
+    for contact in state.registry.online_contacts(&identity.user_id) {
+        if socket.text(ServerFrame::presence(&contact, true, 0).to_text()).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn synced_frame(req: Option<i64>, position: u64) -> String {
+    ServerFrame::Synced { req, cursor: encode_cursor(position) }.to_text()
+}
+
+/// What the frame loop does after a step.
+enum Next {
+    Go,
+    Stop,
+}
+
+/// A failed write drops the socket.
+fn written(result: Result<(), axum::Error>) -> Next {
+    match result {
+        Ok(()) => Next::Go,
+        Err(e) => {
+            tracing::debug!(error = %e, "socket write failed; dropping it");
+            Next::Stop
+        }
     }
 }
 
-/// Waits for the first frame, which must be `auth` with a valid token.
-async fn authenticate(state: &AppState, socket: &mut Socket) -> Result<(Identity, Option<String>), &'static str> {
-    let deadline = tokio::time::Instant::now() + state.config.auth_timeout;
-    loop {
-        let next = tokio::select! {
-            () = state.shutdown.cancelled() => return Err("server going away"),
-            next = tokio::time::timeout_at(deadline, socket.recv()) => next,
-        };
-        let text = match next {
-            Err(_) => return Err("authentication timed out"),
-            Ok(None | Some(Err(_))) => return Err("closed before authenticating"),
-            Ok(Some(Ok(WsMessage::Text(text)))) => text,
-            Ok(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_)))) => continue,
-            Ok(Some(Ok(_))) => return Err("the first frame must be an auth frame"),
-        };
-        return match frames::parse(&text) {
-            Ok(ClientFrame::Auth { token, cursor }) => state
-                .verifier
-                .verify(&token)
-                .await
-                .map(|identity| (identity, cursor))
-                .map_err(|_| "invalid or expired access token"),
-            _ => Err("the first frame must be an auth frame"),
-        };
+/// What the frame loop keeps for one socket: its limits and its worker.
+struct Served {
+    worker: Worker,
+    typing_limit: Bucket,
+    brakes: SocketBrakes,
+}
+
+impl Served {
+    fn new(config: &Config) -> Self {
+        let (frames, sends, syncs) =
+            (config.frame_rate_per_socket, config.send_rate_per_socket, config.sync_rate_per_socket);
+        Self {
+            worker: Worker::default(),
+            typing_limit: Bucket::new(TYPING_RATE),
+            brakes: SocketBrakes::new(frames, sends, syncs),
+        }
     }
 }
 
-/// The frame loop of an authenticated, registered socket.
+/// The frame loop of an authenticated, registered socket: shutdown, pings,
+/// queued frames, the worker's answers and the client's frames, whichever
+/// comes first.
 async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbox: &Outbox) {
-    let mut worker = Worker::default();
-    let mut typing_limit = Bucket::new(TYPING_RATE);
-    let mut brakes = SocketBrakes::new(&state.config);
+    let mut served = Served::new(&state.config);
     // Pings find half-open sockets: a peer that vanished without closing
     // answers nothing, and is closed after the idle timeout.
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     loop {
-        let written = tokio::select! {
-            () = state.shutdown.cancelled() => {
-                // No new frames are read; what was already taken is done and answered.
-                worker.finish(socket).await;
-                socket.close(GOING_AWAY, "server going away; reconnect").await;
-                return;
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= state.config.idle_timeout {
-                    socket.close(GOING_AWAY, "no answer to pings").await;
-                    return;
-                }
-                socket.ping().await
-            }
-            () = outbox.ready() => match outbox.close_requested() {
-                Some(code) => {
-                    socket.close(code, close_reason(code)).await;
-                    return;
-                }
-                None => socket.write_queued(outbox).await,
-            },
-            Some(reply) = worker.reply() => socket.text(reply).await,
+        let next = tokio::select! {
+            () = state.shutdown.cancelled() => go_away(socket, &mut served.worker).await,
+            _ = ping.tick() => keep_alive(state, socket, last_heard).await,
+            () = outbox.ready() => write_queued(socket, outbox).await,
+            Some(reply) = served.worker.reply() => written(socket.text(reply).await),
             frame = socket.recv() => {
                 last_heard = tokio::time::Instant::now();
-                if matches!(frame, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))))
-                    && matches!(brakes.frame(), Verdict::Close)
-                {
-                    socket.close(RATE_LIMITED, "too many frames").await;
-                    return;
-                }
-                match frame {
-                Some(Ok(WsMessage::Text(text))) => {
-                    if text.len() > state.config.max_frame_bytes {
-                        socket.close(TOO_LARGE, "frame too large").await;
-                        return;
-                    }
-                    Box::pin(handle_text(state, identity, socket, outbox, &mut worker, (&mut typing_limit, &mut brakes), &text)).await
-                }
-                Some(Ok(WsMessage::Binary(_))) => {
-                    let err = FrameError { req: None, code: "invalid_frame", message: "binary frames are not supported".into() };
-                    socket.text(err.to_frame()).await
-                }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Ok(()),
-                Some(Ok(WsMessage::Close(_))) => {
-                    socket.answer_close().await;
-                    return;
-                }
-                None => return,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket read failed");
-                    if let Some((code, reason)) = close_for_read_error(e) {
-                        socket.close(code, reason).await;
-                    }
-                    return;
-                }
-            }},
+                take_frame(state, identity, socket, outbox, &mut served, frame).await
+            }
         };
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "socket write failed; dropping it");
+        if let Next::Stop = next {
             return;
         }
     }
 }
 
-async fn handle_text(
+/// At shutdown no new frames are read; what was already taken is done and
+/// answered, then the socket is closed with 1001.
+async fn go_away(socket: &mut Socket, worker: &mut Worker) -> Next {
+    worker.finish(socket).await;
+    socket.close(GOING_AWAY, "server going away; reconnect").await;
+    Next::Stop
+}
+
+/// Pings the client, or closes a socket that has not been heard from since
+/// the idle timeout.
+async fn keep_alive(state: &AppState, socket: &mut Socket, last_heard: tokio::time::Instant) -> Next {
+    if last_heard.elapsed() >= state.config.idle_timeout {
+        socket.close(GOING_AWAY, "no answer to pings").await;
+        return Next::Stop;
+    }
+    written(socket.ping().await)
+}
+
+/// Writes the frames queued for the socket, or closes it as its outbox asks.
+async fn write_queued(socket: &mut Socket, outbox: &Outbox) -> Next {
+    match outbox.close_requested() {
+        Some(code) => {
+            socket.close(code, close_reason(code)).await;
+            Next::Stop
+        }
+        None => written(socket.write_queued(outbox).await),
+    }
+}
+
+/// Takes what the client sent: a text frame is answered; a flood (4429), an
+/// oversized frame (1009), a close or a broken connection ends the socket.
+async fn take_frame(
     state: &AppState,
     identity: &Identity,
     socket: &mut Socket,
     outbox: &Outbox,
-    worker: &mut Worker,
-    (typing_limit, brakes): (&mut Bucket, &mut SocketBrakes),
+    served: &mut Served,
+    frame: Option<Result<WsMessage, axum::Error>>,
+) -> Next {
+    if matches!(frame, Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))))
+        && matches!(served.brakes.frame(), Verdict::Close)
+    {
+        socket.close(RATE_LIMITED, "too many frames").await;
+        return Next::Stop;
+    }
+    match frame {
+        Some(Ok(WsMessage::Text(text))) => {
+            if text.len() > state.config.max_frame_bytes {
+                socket.close(TOO_LARGE, "frame too large").await;
+                return Next::Stop;
+            }
+            written(Box::pin(answer(state, identity, socket, outbox, served, &text)).await)
+        }
+        Some(Ok(WsMessage::Binary(_))) => {
+            let err = FrameError::new(None, ErrorCode::InvalidFrame, "binary frames are not supported");
+            written(socket.text(err.to_frame()).await)
+        }
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Next::Go,
+        Some(Ok(WsMessage::Close(_))) => {
+            socket.answer_close().await;
+            Next::Stop
+        }
+        None => Next::Stop,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "socket read failed");
+            if let Some((code, reason)) = close_for_read_error(e) {
+                socket.close(code, reason).await;
+            }
+            Next::Stop
+        }
+    }
+}
+
+/// Answers one text frame: at once (`ping`, `typing`, refusals), through the
+/// worker (`send`, `edit`, `delete`, `read`), or with a replay (`sync`).
+async fn answer(
+    state: &AppState,
+    identity: &Identity,
+    socket: &mut Socket,
+    outbox: &Outbox,
+    served: &mut Served,
     text: &str,
 ) -> Result<(), axum::Error> {
-    let frame = match frames::parse(text) {
+    let frame = match protocol::parse(text) {
         Ok(frame) => frame,
         Err(err) => return socket.text(err.to_frame()).await,
     };
     crate::metrics::get().frames_in.get_or_create(&chat_common::metrics::label("type", frame.kind())).inc();
+    let worker = &mut served.worker;
     match frame {
-        ClientFrame::Ping { req } => socket.text(json!({ "type": "pong", "req": req }).to_string()).await,
+        ClientFrame::Ping { req } => socket.text(ServerFrame::Pong { req }.to_text()).await,
         ClientFrame::Send { req, input } => {
-            if let Verdict::Refuse(e) = brakes.send(&state.brakes, &identity.user_id) {
+            if let Verdict::Refuse(e) = served.brakes.send(&state.brakes, &identity.user_id) {
                 return socket.text(FrameError::refusal(Some(req), &e)).await;
             }
-            enqueue(socket, worker.queue(state, identity), Some(req), Work::Send { req, input }).await
+            worker.take(state, identity, socket, Some(req), Work::Send { req, input }).await
         }
-        ClientFrame::Change { req, conversation_id, message_id, body } => {
-            let work = Work::Change { req, conversation_id, message_id, body };
-            enqueue(socket, worker.queue(state, identity), Some(req), work).await
+        ClientFrame::Edit { req, conversation_id, message_id, body } => {
+            let work = Work::Change { req, conversation_id, message_id, body: Some(body) };
+            worker.take(state, identity, socket, Some(req), work).await
+        }
+        ClientFrame::Delete { req, conversation_id, message_id } => {
+            let work = Work::Change { req, conversation_id, message_id, body: None };
+            worker.take(state, identity, socket, Some(req), work).await
         }
         ClientFrame::Read { conversation_id, seq } => {
-            enqueue(socket, worker.queue(state, identity), None, Work::Read { conversation_id, seq }).await
+            worker.take(state, identity, socket, None, Work::Read { conversation_id, seq }).await
         }
         ClientFrame::Sync { req, cursor } => {
-            if let Verdict::Refuse(e) = brakes.sync() {
+            if let Verdict::Refuse(e) = served.brakes.sync() {
                 return socket.text(FrameError::refusal(Some(req), &e)).await;
             }
-            let position = match decode_cursor(&cursor) {
-                Some(position) => Box::pin(known_position(state, position, socket.delivered)).await,
-                None => Err(ApiError::invalid_argument(UNKNOWN_CURSOR)),
-            };
-            let position = match position {
-                Ok(position) => position,
-                Err(e) => return socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
-            };
-            // What the socket has is never sent again: from its newest event
-            // on, or, for a cursor before anything it had, everything from the
-            // cursor except what it had.
-            let from = if position >= socket.floor { position.max(socket.delivered) } else { position };
-            match Box::pin(catch_up::run(state, identity, socket, outbox, from)).await {
-                Ok(()) => {
-                    socket.floor = socket.floor.min(from);
-                    socket.text(synced_frame(Some(req), socket.delivered)).await
-                }
-                // The frame loop closes it as asked.
-                Err(_) if outbox.close_requested().is_some() => Ok(()),
-                Err(e) => socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
-            }
+            Box::pin(sync(state, identity, socket, outbox, req, &cursor)).await
         }
         ClientFrame::Auth { .. } => {
-            let err = FrameError { req: None, code: "invalid_argument", message: "already authenticated".into() };
+            let err = FrameError::new(None, ErrorCode::InvalidArgument, "already authenticated");
             socket.text(err.to_frame()).await
         }
-        ClientFrame::Typing { conversation_id, start } => {
-            let refused = |code: &'static str, message: &str| FrameError { req: None, code, message: message.into() };
-            if typing_limit.take().is_err() {
-                socket.text(refused("rate_limited", "too many typing frames").to_frame()).await
-            } else if !state.registry.is_member(&identity.user_id, &conversation_id) {
-                socket.text(refused("forbidden", "not a member of this conversation").to_frame()).await
-            } else {
-                state.typing.publish(identity, &conversation_id, start).await;
-                Ok(())
-            }
+        ClientFrame::Typing { conversation_id, state: typing } => {
+            pass_on_typing(state, identity, socket, &mut served.typing_limit, &conversation_id, typing).await
         }
     }
 }
 
-/// Queues work for the socket's worker, or tells the client to wait for
-/// answers first when too much is in flight.
-async fn enqueue(
+/// Answers a `sync`: replays what the socket does not have after the cursor,
+/// then `synced` with the request's `req`.
+async fn sync(
+    state: &AppState,
+    identity: &Identity,
     socket: &mut Socket,
-    work: &mpsc::Sender<Work>,
-    req: Option<i64>,
-    item: Work,
+    outbox: &Outbox,
+    req: i64,
+    cursor: &str,
 ) -> Result<(), axum::Error> {
-    if work.try_send(item).is_ok() {
-        return Ok(());
-    }
-    let err = FrameError { req, code: "rate_limited", message: "too many frames in flight; wait for answers".into() };
-    socket.text(err.to_frame()).await
-}
-
-/// The socket's worker and its queues, started on the socket's first send,
-/// change or read marker: an idle socket has no task and no queues.
-#[derive(Default)]
-struct Worker {
-    running: Option<(mpsc::Sender<Work>, mpsc::Receiver<String>)>,
-}
-
-impl Worker {
-    fn queue(&mut self, state: &AppState, identity: &Identity) -> &mpsc::Sender<Work> {
-        &self.running.get_or_insert_with(|| spawn_worker(state.clone(), identity.clone())).0
-    }
-
-    /// Takes no more work, lets the worker finish what it has (each send is
-    /// bounded by the store timeout; all of it by [`FINISH_TIMEOUT`]) and
-    /// writes its answers, so a send in flight at shutdown is acked or
-    /// refused, not left without an answer.
-    async fn finish(&mut self, socket: &mut Socket) {
-        let Some((queue, mut replies)) = self.running.take() else { return };
-        drop(queue);
-        let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
-        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.recv()).await {
-            if socket.text(reply).await.is_err() {
-                return;
-            }
+    let position = match cursor_position(state, cursor, socket.delivered).await {
+        Ok(position) => position,
+        Err(e) => return socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
+    };
+    // What the socket has is never sent again: from its newest event on, or,
+    // for a cursor before anything it had, everything from the cursor except
+    // what it had.
+    let from = if position >= socket.floor { position.max(socket.delivered) } else { position };
+    match catch_up::run(state, identity, socket, outbox, from).await {
+        Ok(()) => {
+            socket.floor = socket.floor.min(from);
+            socket.text(synced_frame(Some(req), socket.delivered)).await
         }
-    }
-
-    /// The next answer to send; never, while no worker runs.
-    async fn reply(&mut self) -> Option<String> {
-        match &mut self.running {
-            Some((_, replies)) => replies.recv().await,
-            None => std::future::pending().await,
-        }
+        // The frame loop closes it as asked.
+        Err(_) if outbox.close_requested().is_some() => Ok(()),
+        Err(e) => socket.text(FrameError::from_api(Some(req), &e).to_frame()).await,
     }
 }
 
-/// Does this socket's sends and read-marker moves one at a time, in the order
-/// they arrived (so `seq`s follow the order of sends), answering each send
-/// with an `ack` or an `error`, and a refused read with an `error`.
-fn spawn_worker(state: AppState, identity: Identity) -> (mpsc::Sender<Work>, mpsc::Receiver<String>) {
-    let (work_tx, mut work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
-    let (replies_tx, replies_rx) = mpsc::channel::<String>(WORK_QUEUE);
-    tokio::spawn(async move {
-        while let Some(work) = work_rx.recv().await {
-            let reply = match work {
-                Work::Send { req, input } => {
-                    let started = std::time::Instant::now();
-                    let sent = messaging::send(&state.membership, &state.log, &identity, &input).await;
-                    crate::metrics::get().send_to_ack.observe(started.elapsed().as_secs_f64());
-                    match sent {
-                        Ok(published) => Some(ack_frame(req, &published.message)),
-                        Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
-                    }
-                }
-                Work::Change { req, conversation_id, message_id, body } => {
-                    match messaging::change(&state, &identity, &conversation_id, &message_id, body).await {
-                        Ok(message) => Some(ack_frame(req, &message)),
-                        Err(e) => Some(FrameError::from_api(Some(req), &e).to_frame()),
-                    }
-                }
-                Work::Read { conversation_id, seq } => messaging::mark_read(&state, &identity, &conversation_id, seq)
-                    .await
-                    .err()
-                    .map(|e| FrameError::from_api(None, &e).to_frame()),
-            };
-            if let Some(reply) = reply
-                && replies_tx.send(reply).await.is_err()
-            {
-                return;
-            }
-        }
-    });
-    (work_tx, replies_rx)
-}
-
-fn ack_frame(req: i64, message: &chat_proto::events::v1::Message) -> String {
-    json!({ "type": "ack", "req": req, "message": crate::wire::MessageJson::from(message) }).to_string()
-}
-
-fn ready_frame(identity: &Identity, cursor: u64, pending_deliveries: Option<usize>) -> String {
-    let mut frame = json!({
-        "type": "ready",
-        "user_id": identity.user_id,
-        "device_id": identity.device_id,
-        "cursor": encode_cursor(cursor),
-    });
-    if let Some(waiting) = pending_deliveries {
-        frame["pending_deliveries"] = waiting.into();
+/// Publishes a typing indicator of a member, within the socket's typing rate.
+async fn pass_on_typing(
+    state: &AppState,
+    identity: &Identity,
+    socket: &mut Socket,
+    limit: &mut Bucket,
+    conversation_id: &str,
+    typing: TypingState,
+) -> Result<(), axum::Error> {
+    if limit.take().is_err() {
+        let err = FrameError::new(None, ErrorCode::RateLimited, "too many typing frames");
+        socket.text(err.to_frame()).await
+    } else if !state.registry.is_member(&identity.user_id, conversation_id) {
+        let err = FrameError::new(None, ErrorCode::Forbidden, "not a member of this conversation");
+        socket.text(err.to_frame()).await
+    } else {
+        state.typing.publish(identity, conversation_id, typing.is_start()).await;
+        Ok(())
     }
-    frame.to_string()
-}
-
-fn synced_frame(req: Option<i64>, position: u64) -> String {
-    let mut frame = json!({ "type": "synced", "cursor": encode_cursor(position) });
-    if let Some(req) = req {
-        frame["req"] = req.into();
-    }
-    frame.to_string()
 }
