@@ -30,5 +30,7 @@ pub mod notification {
     }
 }
 
+mod words;
+
 /// The descriptor set of every package above, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chat_descriptor");

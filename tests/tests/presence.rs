@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
-use chat_proto::presence::v1::{GetPresenceRequest, UserPresence, WatchPresenceRequest};
+use chat_proto::presence::v1::{GetPresenceRequest, PresenceStatus, UserPresence, WatchPresenceRequest};
 use chat_system_tests::client::Api;
 use chat_system_tests::{Db, Device, System, Ws, on_both_databases};
 use serde_json::{Value, json};
@@ -108,7 +108,7 @@ async fn online_while_any_device_is_connected_then_offline_with_last_seen() {
     bob_ws.expect_silence(GRACE * 2).await;
     assert_eq!(http_presence(&api, &bob, &phone).await.unwrap()["status"], "online");
     let counted = grpc_presence(&system.presence_addrs[0], &bob, &phone).await.expect("visible");
-    assert_eq!((counted.status.as_str(), counted.connected_devices), ("online", 1));
+    assert_eq!((counted.status(), counted.connected_devices), (PresenceStatus::Online, 1));
 
     // The last one goes: offline after the grace period, with last_seen_at.
     let closed_at = time::OffsetDateTime::now_utc();
@@ -226,8 +226,12 @@ async fn only_users_sharing_a_conversation_see_presence(db: Db) {
     carol_ws.expect_silence(Duration::from_millis(500)).await;
     assert_eq!(http_presence(&api, &carol, &alice).await, None);
     assert_eq!(grpc_presence(&system.presence_addrs[0], &carol, &alice).await, None);
-    assert_eq!(grpc_presence(&system.presence_addrs[0], &bob, &alice).await.unwrap().status, "online");
-    assert_eq!(grpc_presence(&system.presence_addrs[0], &carol, &carol).await.unwrap().status, "online", "oneself");
+    assert_eq!(grpc_presence(&system.presence_addrs[0], &bob, &alice).await.unwrap().status(), PresenceStatus::Online);
+    assert_eq!(
+        grpc_presence(&system.presence_addrs[0], &carol, &carol).await.unwrap().status(),
+        PresenceStatus::Online,
+        "oneself"
+    );
     let mut carol_watch = grpc(&system.presence_addrs[0])
         .await
         .watch_presence(WatchPresenceRequest {
@@ -244,12 +248,12 @@ async fn only_users_sharing_a_conversation_see_presence(db: Db) {
         .expect("WatchPresence")
         .into_inner();
     let first = bob_watch.message().await.expect("stream").expect("the current state");
-    assert_eq!((first.user_id.as_str(), first.status.as_str()), (alice.user_id.as_str(), "online"));
+    assert_eq!((first.user_id.as_str(), first.status()), (alice.user_id.as_str(), PresenceStatus::Online));
 
     alice_ws.close().await;
     expect_presence(&mut bob_ws, &alice, "offline").await;
     let change = bob_watch.message().await.expect("stream").expect("a change");
-    assert_eq!(change.status, "offline");
+    assert_eq!(change.status(), PresenceStatus::Offline);
     assert!(change.last_seen_at_ms > 0);
     carol_ws.expect_silence(Duration::from_millis(300)).await;
     let nothing = tokio::time::timeout(Duration::from_millis(500), carol_watch.message()).await;
@@ -322,7 +326,7 @@ async fn two_presence_instances_agree_through_restarts() {
         async move {
             for addr in &addrs {
                 let seen = grpc_presence(addr, &bob, &alice).await.expect("visible");
-                if seen.status != status {
+                if seen.status().word() != status {
                     return false;
                 }
             }
@@ -343,7 +347,7 @@ async fn two_presence_instances_agree_through_restarts() {
     system.kill_presence(0).await;
     let (alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
     expect_presence(&mut bob_ws, &alice, "online").await;
-    assert_eq!(grpc_presence(&addrs[1], &bob, &alice).await.unwrap().status, "online");
+    assert_eq!(grpc_presence(&addrs[1], &bob, &alice).await.unwrap().status(), PresenceStatus::Online);
     // Restarted, it knows what happened while it was away.
     system.start_presence(0).await;
     eventually("the restarted instance agrees", Duration::from_secs(5), || agree("online")).await;

@@ -9,7 +9,10 @@
 //! sets aside in its own way; a subject kind this build does not know
 //! ([`EventError::UnknownKind`]) comes from a newer writer and is passed over.
 
-use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMarkerMoved};
+use chat_proto::events::v1::{
+    ChangeKind, ConversationKind, MemberRole, MembershipChanged, Message, MessageChanged, ReadMarkerMoved,
+    SystemEventKind,
+};
 
 use crate::nats::{ChatSubject, parse_chat_subject};
 
@@ -62,7 +65,41 @@ impl ChatEvent {
         if event.conversation_id() != kind.conversation_id() {
             return Err(undecodable(event.kind(), "its conversation is not its subject's"));
         }
-        Ok(event)
+        Ok(event.upgraded())
+    }
+
+    /// The same event with what builds before typed contracts wrote as words
+    /// (`legacy_*` fields) in the typed fields, so no reader meets an old
+    /// entry's words.
+    #[allow(deprecated)]
+    fn upgraded(mut self) -> Self {
+        fn word<T>(legacy: &mut String, typed: &mut i32, from_word: fn(&str) -> Option<T>)
+        where
+            T: Into<i32>,
+        {
+            if *typed == 0
+                && let Some(value) = from_word(legacy)
+            {
+                *typed = value.into();
+            }
+            legacy.clear();
+        }
+        fn system(message: &mut Message) {
+            if let Some(event) = message.system.as_mut() {
+                word(&mut event.legacy_event, &mut event.kind, SystemEventKind::from_word);
+                word(&mut event.legacy_role, &mut event.role, MemberRole::from_word);
+            }
+        }
+        match &mut self {
+            Self::Message(message) => system(message),
+            Self::Changed(changed) => {
+                word(&mut changed.legacy_change, &mut changed.change, ChangeKind::from_word);
+                changed.message.as_mut().map(system);
+            }
+            Self::Membership(members) => word(&mut members.legacy_kind, &mut members.kind, ConversationKind::from_word),
+            Self::Read(_) => {}
+        }
+        self
     }
 
     /// The conversation it belongs to.
@@ -153,6 +190,50 @@ mod tests {
                 other => panic!("{subject}: {other:?}"),
             }
         }
+    }
+
+    /// Entries written before typed contracts carry words; readers get the
+    /// typed values.
+    #[test]
+    #[allow(deprecated)]
+    fn entries_of_earlier_builds_are_read_as_typed_values() {
+        use chat_proto::events::v1::SystemEvent;
+        let legacy_system = SystemEvent {
+            legacy_event: "role_changed".into(),
+            legacy_role: "admin".into(),
+            user_ids: vec!["u".into()],
+            ..Default::default()
+        };
+        let old_message = Message { system: Some(legacy_system), ..message() };
+        let Ok(ChatEvent::Message(read)) =
+            ChatEvent::decode(&message_subject(CONVERSATION), &old_message.encode_to_vec())
+        else {
+            panic!("a message");
+        };
+        let system = read.system.expect("its system event");
+        assert_eq!((system.kind(), system.role()), (SystemEventKind::RoleChanged, MemberRole::Admin));
+        assert!(system.legacy_event.is_empty() && system.legacy_role.is_empty());
+
+        let old_change =
+            MessageChanged { message: Some(message()), legacy_change: "deleted".into(), ..Default::default() };
+        let Ok(ChatEvent::Changed(changed)) =
+            ChatEvent::decode(&edit_subject(CONVERSATION), &old_change.encode_to_vec())
+        else {
+            panic!("a change");
+        };
+        assert_eq!(changed.change(), ChangeKind::Deleted);
+
+        let old_members = MembershipChanged {
+            conversation_id: CONVERSATION.into(),
+            legacy_kind: "group".into(),
+            ..Default::default()
+        };
+        let Ok(ChatEvent::Membership(members)) =
+            ChatEvent::decode(&membership_subject(CONVERSATION), &old_members.encode_to_vec())
+        else {
+            panic!("a membership change");
+        };
+        assert_eq!(members.kind(), ConversationKind::Group);
     }
 
     #[test]

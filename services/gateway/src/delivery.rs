@@ -16,12 +16,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
-use chat_common::nats::{ChatSubject, parse_chat_subject};
+use chat_common::events::{ChatEvent, EventError};
 use chat_common::shutdown::CancellationToken;
-use chat_proto::events::v1::{MembershipChanged, Message, MessageChanged, ReadMarkerMoved};
+use chat_proto::events::v1::{MembershipChanged, MessageChanged, SystemEventKind};
 use chat_proto::presence::v1::PresenceState;
 use futures::StreamExt;
-use prost::Message as _;
 
 use crate::membership::MembershipCache;
 use crate::outbox::{Frame, Outbound, Outbox};
@@ -360,52 +359,45 @@ fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message) {
     let span = tracing::info_span!("gateway.deliver", otel.kind = "consumer", stream_seq);
     chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
     let _entered = span.enter();
-    match parse_chat_subject(&m.subject) {
-        Some(ChatSubject::Message { conversation_id }) => match Message::decode(m.payload.as_ref()) {
-            Ok(message) => {
-                let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
-                crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
-                let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();
-                registry.dispatch(stream_seq, conversation_id, frame, None);
-                // A removal takes effect right after its own system message, so
-                // the member hears of it and of nothing later.
-                if let Some(system) =
-                    message.system.as_ref().filter(|s| s.event == "member_removed" || s.event == "member_left")
-                {
-                    registry.remove_members(conversation_id, &system.user_ids);
-                }
+    let event = match ChatEvent::decode(&m.subject, m.payload.as_ref()) {
+        Ok(event) => event,
+        Err(EventError::UnknownKind(_)) => return registry.advance(stream_seq),
+        Err(e) => return skip(registry, stream_seq, &e),
+    };
+    match event {
+        ChatEvent::Message(message) => {
+            let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
+            crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
+            let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();
+            registry.dispatch(stream_seq, &message.conversation_id, frame, None);
+            // A removal takes effect right after its own system message, so
+            // the member hears of it and of nothing later.
+            if let Some(system) = message
+                .system
+                .as_ref()
+                .filter(|s| matches!(s.kind(), SystemEventKind::MemberRemoved | SystemEventKind::MemberLeft))
+            {
+                registry.remove_members(&message.conversation_id, &system.user_ids);
             }
-            Err(e) => skip(registry, stream_seq, "message", &e),
-        },
-        Some(ChatSubject::Membership { .. }) => match MembershipChanged::decode(m.payload.as_ref()) {
-            Ok(event) => {
-                registry.apply_membership(stream_seq, &event);
-            }
-            Err(e) => skip(registry, stream_seq, "membership event", &e),
-        },
-        Some(ChatSubject::Edit { conversation_id }) => match MessageChanged::decode(m.payload.as_ref()) {
-            Ok(MessageChanged { message: Some(message), .. }) => {
-                let frame: Frame = ServerFrame::change(&message, stream_seq).to_text().into();
-                registry.dispatch(stream_seq, conversation_id, frame, None);
-            }
-            Ok(_) => skip(registry, stream_seq, "message change", &"no message"),
-            Err(e) => skip(registry, stream_seq, "message change", &e),
-        },
-        Some(ChatSubject::Read { conversation_id }) => match ReadMarkerMoved::decode(m.payload.as_ref()) {
-            Ok(event) => {
-                let frame: Frame = ServerFrame::read(&event).to_text().into();
-                registry.dispatch(stream_seq, conversation_id, frame, Some(&event.device_id));
-            }
-            Err(e) => skip(registry, stream_seq, "read marker", &e),
-        },
-        None => registry.advance(stream_seq),
+        }
+        ChatEvent::Membership(event) => registry.apply_membership(stream_seq, &event),
+        ChatEvent::Changed(MessageChanged { message: Some(message), .. }) => {
+            let frame: Frame = ServerFrame::change(&message, stream_seq).to_text().into();
+            registry.dispatch(stream_seq, &message.conversation_id, frame, None);
+        }
+        // Never decoded without its message.
+        ChatEvent::Changed(_) => registry.advance(stream_seq),
+        ChatEvent::Read(event) => {
+            let frame: Frame = ServerFrame::read(&event).to_text().into();
+            registry.dispatch(stream_seq, &event.conversation_id, frame, Some(&event.device_id));
+        }
     }
 }
 
 /// An entry no socket can be given is passed over, logged and counted; the
 /// stream goes on (history and notification keep the dead-letter records).
-fn skip(registry: &Registry, stream_seq: u64, what: &str, error: &dyn std::fmt::Display) {
-    tracing::error!(%error, stream_seq, what, "undecodable stream entry skipped");
+fn skip(registry: &Registry, stream_seq: u64, error: &EventError) {
+    tracing::error!(%error, stream_seq, "undecodable stream entry skipped");
     crate::metrics::get().skipped_entries.inc();
     registry.advance(stream_seq);
 }

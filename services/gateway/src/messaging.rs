@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chat_common::grpc::Channel;
-use chat_proto::events::v1::Message;
+use chat_proto::events::v1::{ChangeKind, Message};
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageRequest, MarkReadRequest};
 
@@ -128,14 +128,14 @@ pub async fn change(
     message_id: &str,
     body: Option<String>,
 ) -> Result<Message, ApiError> {
-    let change = if body.is_some() { "edit" } else { "delete" };
+    let change = if body.is_some() { ChangeKind::Edited } else { ChangeKind::Deleted };
     Ok(history
         .clone()
         .change_message(ChangeMessageRequest {
             conversation_id: conversation_id.to_owned(),
             message_id: message_id.to_owned(),
             actor: Some(Actor { user_id: editor.user_id.clone(), device_id: editor.device_id.clone() }),
-            change: change.to_owned(),
+            change: change.into(),
             body: body.unwrap_or_default(),
         })
         .await?

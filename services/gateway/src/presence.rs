@@ -12,7 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
 use chat_common::nats::presence::{Buckets, GATEWAYS_BUCKET, MARKER_TTL, key_subject};
 use chat_common::shutdown::CancellationToken;
-use chat_proto::presence::v1::{Connection, PresenceState};
+use chat_proto::presence::v1::{Connection, PresenceState, PresenceStatus};
 use prost::Message as _;
 
 use crate::delivery::Registry;
@@ -154,7 +154,7 @@ pub fn json(user_id: &str, online: bool, last_seen_at_ms: i64) -> serde_json::Va
     let last_seen_at = crate::protocol::last_seen_at(online, last_seen_at_ms);
     serde_json::json!({
         "user_id": user_id,
-        "status": if online { "online" } else { "offline" },
+        "status": PresenceStatus::of(online).word(),
         "last_seen_at": last_seen_at,
     })
 }

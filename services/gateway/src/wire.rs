@@ -52,10 +52,10 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
             body: &m.body,
             sent_at: rfc3339_ms(m.sent_at_ms),
             system: m.system.as_ref().map(|s| SystemJson {
-                event: &s.event,
+                event: s.kind().word(),
                 user_ids: &s.user_ids,
                 title: Some(s.title.as_str()).filter(|t| !t.is_empty()),
-                role: Some(s.role.as_str()).filter(|r| !r.is_empty()),
+                role: Some(s.role().word()).filter(|r| !r.is_empty()),
             }),
             edited_at: (m.edited_at_ms != 0).then(|| rfc3339_ms(m.edited_at_ms)),
             deleted_at: (m.deleted_at_ms != 0).then(|| rfc3339_ms(m.deleted_at_ms)),

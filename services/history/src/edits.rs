@@ -17,7 +17,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
-use chat_proto::events::v1::{Message, MessageChanged};
+use chat_proto::events::v1::{ChangeKind, ConversationKind, Message, MessageChanged};
 use chat_proto::history::v1::ChangeMessageRequest;
 use prost::Message as _;
 
@@ -39,11 +39,14 @@ pub async fn change(
 ) -> Result<Message, Error> {
     let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
     let message_id = validate::uuid("message_id", &req.message_id)?;
+    let change = req.change();
     let who = groups::actor(req.actor)?;
-    let deleting = match req.change.as_str() {
-        "edit" => false,
-        "delete" => true,
-        _ => return Err(Error::InvalidArgument("change must be \"edit\" or \"delete\"".into())),
+    let deleting = match change {
+        ChangeKind::Edited => false,
+        ChangeKind::Deleted => true,
+        ChangeKind::Unspecified => {
+            return Err(Error::InvalidArgument("change must be \"edit\" or \"delete\"".into()));
+        }
     };
     if !deleting && (req.body.is_empty() || req.body.len() > BODY_MAX_BYTES || req.body.contains('\0')) {
         return Err(Error::InvalidArgument(format!("body must be 1 to {BODY_MAX_BYTES} bytes, without U+0000")));
@@ -55,8 +58,8 @@ pub async fn change(
     };
     // Only a group has moderators: the creator of a direct conversation is
     // stored as its owner, but holds no power over the other person's messages.
-    let moderator = (role == "owner" || role == "admin")
-        && store.conversation_kind(&conversation_id).await?.as_deref() == Some("group");
+    let moderator =
+        role.runs_the_group() && store.conversation_kind(&conversation_id).await? == Some(ConversationKind::Group);
     let subject = chat_common::nats::edit_subject(&conversation_id);
     loop {
         let latest = latest_change_applied(store, stream, &subject).await?;
@@ -119,9 +122,10 @@ fn decide(
     }
     let event = MessageChanged {
         message: Some(message.clone()),
-        change: if deleting { "deleted" } else { "edited" }.to_owned(),
+        change: if deleting { ChangeKind::Deleted } else { ChangeKind::Edited }.into(),
         editor_id: who.user_id.clone(),
         editor_device_id: who.device_id.clone(),
+        ..Default::default()
     };
     Ok((message, Some(event)))
 }

@@ -8,7 +8,7 @@
 //! leave (the longest-standing admin, else member, becomes owner).
 
 use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing};
-use chat_proto::events::v1::SystemEvent;
+use chat_proto::events::v1::{ConversationKind, MemberRole, SystemEvent, SystemEventKind};
 use chat_proto::history::v1::{
     Actor, AddMembersRequest, Conversation, RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
 };
@@ -58,12 +58,12 @@ impl Groups<'_> {
     /// is checked before the kind, so a stranger is refused alike for a
     /// direct conversation and a group and learns nothing about either; only
     /// a member hears that a direct conversation cannot change.
-    async fn role_in_group(&self, conversation_id: &str, who: &Who) -> Result<String, Error> {
+    async fn role_in_group(&self, conversation_id: &str, who: &Who) -> Result<MemberRole, Error> {
         let kind = self.store.conversation_kind(conversation_id).await?.ok_or(Error::NotFound)?;
         let Access::Active { role } = self.store.access(conversation_id, &who.user_id).await? else {
             return Err(Error::NotMember);
         };
-        if kind != "group" {
+        if kind != ConversationKind::Group {
             return Err(Error::FailedPrecondition("a direct conversation has fixed members and no title".into()));
         }
         Ok(role)
@@ -105,10 +105,9 @@ impl Groups<'_> {
         let who = actor(req.actor)?;
         let title = title(&req.title)?;
         let role = self.role_in_group(&conversation_id, &who).await?;
-        require(role == "owner" || role == "admin", "only owners and admins rename a group")?;
+        require(role.runs_the_group(), "only owners and admins rename a group")?;
         self.store.rename(&conversation_id, &title).await?;
-        let event =
-            SystemEvent { event: "renamed".into(), user_ids: vec![], title: title.clone(), role: String::new() };
+        let event = system_event(SystemEventKind::Renamed, vec![], title.clone(), MemberRole::Unspecified);
         self.record_by(&conversation_id, &who, event, &format!("renamed the group to {title}")).await?;
         self.store.conversation_state(&conversation_id).await
     }
@@ -129,7 +128,7 @@ impl Groups<'_> {
             return Err(Error::InvalidArgument("user_ids must name at least one user".into()));
         }
         let role = self.role_in_group(&conversation_id, &who).await?;
-        require(role == "owner" || role == "admin", "only owners and admins add members")?;
+        require(role.runs_the_group(), "only owners and admins add members")?;
         let current = self.store.members(&conversation_id).await?;
         let joining = user_ids.iter().filter(|u| !current.iter().any(|m| &m.user_id == *u)).count();
         if current.len() + joining > MAX_GROUP_MEMBERS {
@@ -141,20 +140,19 @@ impl Groups<'_> {
 
     /// The system message that opens every group (its seq 1).
     pub async fn record_created(&self, conversation: &Conversation, creator_id: &str) -> Result<(), Error> {
-        let event = SystemEvent {
-            event: "created".into(),
-            user_ids: conversation.member_ids.clone(),
-            title: conversation.title.clone(),
-            role: String::new(),
-        };
+        let event = system_event(
+            SystemEventKind::Created,
+            conversation.member_ids.clone(),
+            conversation.title.clone(),
+            MemberRole::Unspecified,
+        );
         self.record(&conversation.conversation_id, creator_id, NO_DEVICE, event, "created the group").await.map(|_| ())
     }
 
     /// The system message for members added, once they are announced.
     pub async fn record_added(&self, conversation_id: &str, who: &Who, added: Vec<String>) -> Result<(), Error> {
         let n = added.len();
-        let event =
-            SystemEvent { event: "members_added".into(), user_ids: added, title: String::new(), role: String::new() };
+        let event = system_event(SystemEventKind::MembersAdded, added, String::new(), MemberRole::Unspecified);
         let body = if n == 1 { "added a member".to_owned() } else { format!("added {n} members") };
         self.record_by(conversation_id, who, event, &body).await.map(|_| ())
     }
@@ -168,7 +166,7 @@ impl Groups<'_> {
         let role = self.role_in_group(&conversation_id, &who).await?;
         let leaving = target == who.user_id;
         let target_role = if leaving {
-            role.clone()
+            role
         } else {
             match self.store.access(&conversation_id, &target).await? {
                 Access::Active { role } => role,
@@ -176,20 +174,19 @@ impl Groups<'_> {
             }
         };
         if !leaving {
-            require(role == "owner" || role == "admin", "only owners and admins remove members")?;
-            require(target_role != "owner", "the owner cannot be removed")?;
-            require(target_role != "admin" || role == "owner", "only the owner removes an admin")?;
+            require(role.runs_the_group(), "only owners and admins remove members")?;
+            require(target_role != MemberRole::Owner, "the owner cannot be removed")?;
+            require(target_role != MemberRole::Admin || role == MemberRole::Owner, "only the owner removes an admin")?;
         }
-        let (event, body) = if leaving { ("member_left", "left") } else { ("member_removed", "removed a member") };
-        let event = SystemEvent {
-            event: event.into(),
-            user_ids: vec![target.clone()],
-            title: String::new(),
-            role: String::new(),
+        let (kind, body) = if leaving {
+            (SystemEventKind::MemberLeft, "left")
+        } else {
+            (SystemEventKind::MemberRemoved, "removed a member")
         };
+        let event = system_event(kind, vec![target.clone()], String::new(), MemberRole::Unspecified);
         let seq = self.record_by(&conversation_id, &who, event, body).await?;
         self.store.remove_member(&conversation_id, &target, seq).await?;
-        if target_role == "owner" {
+        if target_role == MemberRole::Owner {
             self.hand_over_ownership(&conversation_id, &who).await?;
         }
         self.store.conversation_state(&conversation_id).await
@@ -198,15 +195,15 @@ impl Groups<'_> {
     /// After the owner left: the longest-standing admin, else member, owns the group.
     async fn hand_over_ownership(&self, conversation_id: &str, who: &Who) -> Result<(), Error> {
         let members = self.store.members(conversation_id).await?;
-        let heir = members.iter().find(|m| m.role == "admin").or_else(|| members.first());
+        let heir = members.iter().find(|m| m.role() == MemberRole::Admin).or_else(|| members.first());
         if let Some(heir) = heir {
-            self.store.set_role(conversation_id, &heir.user_id, "owner").await?;
-            let event = SystemEvent {
-                event: "role_changed".into(),
-                user_ids: vec![heir.user_id.clone()],
-                title: String::new(),
-                role: "owner".into(),
-            };
+            self.store.set_role(conversation_id, &heir.user_id, MemberRole::Owner).await?;
+            let event = system_event(
+                SystemEventKind::RoleChanged,
+                vec![heir.user_id.clone()],
+                String::new(),
+                MemberRole::Owner,
+            );
             self.record_by(conversation_id, who, event, "handed over ownership").await?;
         }
         Ok(())
@@ -214,30 +211,30 @@ impl Groups<'_> {
 
     pub async fn set_role(&self, req: SetMemberRoleRequest) -> Result<Conversation, Error> {
         let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let new_role = req.role();
         let who = actor(req.actor)?;
         let target = validate::uuid("user_id", &req.user_id)?;
-        if req.role != "admin" && req.role != "member" {
+        if !matches!(new_role, MemberRole::Admin | MemberRole::Member) {
             return Err(Error::InvalidArgument("role must be \"admin\" or \"member\"".into()));
         }
         let role = self.role_in_group(&conversation_id, &who).await?;
-        require(role == "owner", "only the owner changes roles")?;
+        require(role == MemberRole::Owner, "only the owner changes roles")?;
         match self.store.access(&conversation_id, &target).await? {
-            Access::Active { role } if role == "owner" => {
+            Access::Active { role: MemberRole::Owner } => {
                 return Err(Error::FailedPrecondition("the owner's role cannot change".into()));
             }
             Access::Active { .. } => {}
             _ => return Err(Error::NotFound),
         }
-        self.store.set_role(&conversation_id, &target, &req.role).await?;
-        let event = SystemEvent {
-            event: "role_changed".into(),
-            user_ids: vec![target],
-            title: String::new(),
-            role: req.role.clone(),
-        };
-        self.record_by(&conversation_id, &who, event, &format!("made a member {}", req.role)).await?;
+        self.store.set_role(&conversation_id, &target, new_role).await?;
+        let event = system_event(SystemEventKind::RoleChanged, vec![target], String::new(), new_role);
+        self.record_by(&conversation_id, &who, event, &format!("made a member {}", new_role.word())).await?;
         self.store.conversation_state(&conversation_id).await
     }
+}
+
+fn system_event(kind: SystemEventKind, user_ids: Vec<String>, title: String, role: MemberRole) -> SystemEvent {
+    SystemEvent { kind: kind.into(), user_ids, title, role: role.into(), ..Default::default() }
 }
 
 fn require(allowed: bool, why: &str) -> Result<(), Error> {

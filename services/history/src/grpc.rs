@@ -4,7 +4,7 @@ use async_nats::jetstream;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::stream::Stream;
 use chat_common::conversation_log::ConversationLog;
-use chat_proto::events::v1::{MembershipChanged, ReadMarkerMoved};
+use chat_proto::events::v1::{ConversationKind, MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
     AddMembersRequest, CatchUpRequest, CatchUpResponse, ChangeMessageRequest, Conversation, CreateConversationRequest,
     CreateConversationResponse, FindSentMessageRequest, FindSentMessageResponse, GetConversationRequest,
@@ -69,22 +69,22 @@ impl HistoryGrpc {
                 others.push(id);
             }
         }
-        let new = match req.kind.as_str() {
-            "direct" => {
+        let new = match req.kind() {
+            ConversationKind::Direct => {
                 if others.len() != 1 || req.member_ids.len() != 1 {
                     return Err(Error::InvalidArgument("a direct conversation has exactly one other member".into()));
                 }
                 let (a, b) = if creator_id < others[0] { (&creator_id, &others[0]) } else { (&others[0], &creator_id) };
                 NewConversation {
                     id: uuid::Uuid::now_v7().to_string(),
-                    kind: "direct",
+                    kind: ConversationKind::Direct,
                     title: None,
                     direct_key: Some(format!("{a}:{b}")),
                     member_ids: vec![creator_id.clone(), others[0].clone()],
                     creator_id,
                 }
             }
-            "group" => {
+            ConversationKind::Group => {
                 let title = groups::title(&req.title)?;
                 if others.len() + 1 > MAX_GROUP_MEMBERS {
                     return Err(Error::InvalidArgument(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
@@ -93,21 +93,23 @@ impl HistoryGrpc {
                 member_ids.extend(others);
                 NewConversation {
                     id: uuid::Uuid::now_v7().to_string(),
-                    kind: "group",
+                    kind: ConversationKind::Group,
                     title: Some(title),
                     direct_key: None,
                     member_ids,
                     creator_id,
                 }
             }
-            _ => return Err(Error::InvalidArgument("kind must be \"direct\" or \"group\"".into())),
+            ConversationKind::Unspecified => {
+                return Err(Error::InvalidArgument("kind must be \"direct\" or \"group\"".into()));
+            }
         };
         let (id, created) = self.store.create_conversation(&new, chat_common::time::now_ms()).await?;
         let conversation = self.store.conversation_for(&id, &new.creator_id).await?;
         // Announced every time, also for an existing direct pair: the snapshot is
         // idempotent, and a retry after a failed announcement heals the gap.
         self.announce_membership(&conversation).await?;
-        if created && conversation.kind == "group" {
+        if created && conversation.kind() == ConversationKind::Group {
             self.groups().record_created(&conversation, &new.creator_id).await?;
         }
         Ok(CreateConversationResponse { conversation: Some(conversation), created })
@@ -119,7 +121,8 @@ impl HistoryGrpc {
         let event = MembershipChanged {
             conversation_id: conversation.conversation_id.clone(),
             member_ids: conversation.member_ids.clone(),
-            kind: conversation.kind.clone(),
+            kind: conversation.kind,
+            ..Default::default()
         };
         let mut headers = async_nats::HeaderMap::new();
         chat_common::nats::inject_trace_context(&mut headers);

@@ -29,7 +29,7 @@ use chat_common::events::{ChatEvent, EventError};
 use chat_common::grpc::Channel;
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
-use chat_proto::events::v1::{Message, SystemEvent};
+use chat_proto::events::v1::{Message, SystemEvent, SystemEventKind};
 use chat_proto::history::v1::GetConversationRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::PendingDelivery;
@@ -307,16 +307,18 @@ impl Intake {
         let mut cache = self.lock();
         let Some(members) = cache.get_mut(conversation_id) else { return };
         let mut updated = members.as_ref().clone();
-        match event.event.as_str() {
-            "member_removed" | "member_left" => updated.retain(|m| !event.user_ids.contains(m)),
-            "members_added" | "created" => {
+        match event.kind() {
+            SystemEventKind::MemberRemoved | SystemEventKind::MemberLeft => {
+                updated.retain(|m| !event.user_ids.contains(m));
+            }
+            SystemEventKind::MembersAdded | SystemEventKind::Created => {
                 for user_id in &event.user_ids {
                     if !updated.contains(user_id) {
                         updated.push(user_id.clone());
                     }
                 }
             }
-            _ => return,
+            SystemEventKind::Renamed | SystemEventKind::RoleChanged | SystemEventKind::Unspecified => return,
         }
         *members = Arc::new(updated);
     }

@@ -10,7 +10,7 @@ use async_nats::jetstream::kv::{self, Entry, Operation};
 use chat_common::nats::presence::Buckets;
 use chat_common::shutdown::CancellationToken;
 use chat_common::time::now_ms;
-use chat_proto::presence::v1::PresenceState;
+use chat_proto::presence::v1::{PresenceState, PresenceStatus};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
 
@@ -116,10 +116,7 @@ impl Tracker {
                 tracing::debug!(online = state.online, "presence changed");
                 crate::metrics::get()
                     .announced
-                    .get_or_create(&chat_common::metrics::label(
-                        "status",
-                        if state.online { "online" } else { "offline" },
-                    ))
+                    .get_or_create(&chat_common::metrics::label("status", PresenceStatus::of(state.online).word()))
                     .inc();
                 if self.view().announced(&user_id, state, new_revision) {
                     let _ = self.changes.send(user_id);

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use chat_common::sockets::SocketIndex;
 use std::time::{Duration, Instant};
 
-use chat_proto::presence::v1::{PresenceState, UserPresence};
+use chat_proto::presence::v1::{PresenceState, PresenceStatus, UserPresence};
 
 /// A user's announced state and the bucket revision it was read at.
 #[derive(Debug, Clone, Default)]
@@ -98,7 +98,7 @@ impl View {
         let state = self.announced.get(user_id).map(|a| a.state).unwrap_or_default();
         UserPresence {
             user_id: user_id.to_owned(),
-            status: if state.online { "online" } else { "offline" }.to_owned(),
+            status: PresenceStatus::of(state.online).into(),
             last_seen_at_ms: if state.online { 0 } else { state.last_seen_at_ms },
             connected_devices: self.sockets.devices(user_id).len() as u32,
         }

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chat_proto::auth::v1::GetUserRequest;
+use chat_proto::events::v1::{ConversationKind, MemberRole};
 use chat_proto::history::v1::{
     Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest,
     ListConversationsRequest, ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest,
@@ -35,12 +36,13 @@ pub struct CreateBody {
 fn conversation_json(c: &Conversation, with_activity: bool) -> Value {
     let mut v = json!({
         "conversation_id": c.conversation_id,
-        "kind": c.kind,
+        "kind": c.kind().word(),
         "members": c.member_ids,
     });
-    if c.kind == "group" {
+    if c.kind() == ConversationKind::Group {
         v["title"] = c.title.clone().into();
-        let roles: Vec<Value> = c.members.iter().map(|m| json!({ "user_id": m.user_id, "role": m.role })).collect();
+        let roles: Vec<Value> =
+            c.members.iter().map(|m| json!({ "user_id": m.user_id, "role": m.role().word() })).collect();
         v["member_roles"] = roles.into();
     }
     if with_activity {
@@ -58,13 +60,13 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.brakes.new_conversation(&me.user_id)?;
-    if body.kind != "direct" && body.kind != "group" {
+    let Some(kind) = ConversationKind::from_word(&body.kind) else {
         return Err(ApiError::invalid_argument("kind must be \"direct\" or \"group\""));
-    }
+    };
     if body.members.is_empty() || body.members.len() > MAX_MEMBERS {
         return Err(ApiError::invalid_argument(format!("members must name 1 to {MAX_MEMBERS} users")));
     }
-    if body.kind == "direct" && (body.members.len() != 1 || body.members[0] == me.user_id) {
+    if kind == ConversationKind::Direct && (body.members.len() != 1 || body.members[0] == me.user_id) {
         return Err(ApiError::invalid_argument("a direct conversation names exactly one other user"));
     }
     existing_users(&state, &body.members).await?;
@@ -73,7 +75,7 @@ pub async fn create(
         .clone()
         .create_conversation(CreateConversationRequest {
             creator_id: me.user_id,
-            kind: body.kind,
+            kind: kind.into(),
             title: body.title.unwrap_or_default(),
             member_ids: body.members,
         })
@@ -200,12 +202,10 @@ pub async fn set_role(
     JsonBody(body): JsonBody<RoleBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
-    let conversation = state
-        .history
-        .clone()
-        .set_member_role(SetMemberRoleRequest { conversation_id, actor: actor(&me), user_id, role: body.role })
-        .await?
-        .into_inner();
+    let role = MemberRole::from_word(&body.role)
+        .ok_or_else(|| ApiError::invalid_argument("role must be \"admin\" or \"member\""))?;
+    let request = SetMemberRoleRequest { conversation_id, actor: actor(&me), user_id, role: role.into() };
+    let conversation = state.history.clone().set_member_role(request).await?.into_inner();
     Ok(Json(conversation_json(&conversation, false)))
 }
 

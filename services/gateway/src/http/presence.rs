@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use chat_proto::presence::v1::GetPresenceRequest;
+use chat_proto::presence::v1::{GetPresenceRequest, PresenceStatus};
 use serde_json::{Value, json};
 
 use super::extract::AuthUser;
@@ -39,7 +39,7 @@ pub async fn get(
     let presence: Vec<Value> = reply
         .presences
         .iter()
-        .map(|p| crate::presence::json(&p.user_id, p.status == "online", p.last_seen_at_ms))
+        .map(|p| crate::presence::json(&p.user_id, p.status() == PresenceStatus::Online, p.last_seen_at_ms))
         .collect();
     Ok(Json(json!({ "presence": presence })))
 }

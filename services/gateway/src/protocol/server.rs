@@ -3,6 +3,7 @@
 //! socket it goes to.
 
 use chat_proto::events::v1::{Message, ReadMarkerMoved};
+use chat_proto::presence::v1::PresenceStatus;
 use serde::Serialize;
 
 use super::TypingState;
@@ -57,6 +58,7 @@ pub enum ServerFrame<'a> {
     },
     Presence {
         user_id: &'a str,
+        #[serde(serialize_with = "word")]
         status: PresenceStatus,
         /// Null when the user was never seen.
         last_seen_at: Option<String>,
@@ -75,11 +77,9 @@ pub enum ServerFrame<'a> {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PresenceStatus {
-    Online,
-    Offline,
+/// A contract enum as its protocol v1 word.
+fn word<S: serde::Serializer>(status: &PresenceStatus, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(status.word())
 }
 
 impl<'a> ServerFrame<'a> {
@@ -106,8 +106,11 @@ impl<'a> ServerFrame<'a> {
     /// The `presence` frame of a user: `last_seen_at` is now for an online
     /// user, when the last device went away for an offline one, null when never seen.
     pub fn presence(user_id: &'a str, online: bool, last_seen_at_ms: i64) -> Self {
-        let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
-        Self::Presence { user_id, status, last_seen_at: last_seen_at(online, last_seen_at_ms) }
+        Self::Presence {
+            user_id,
+            status: PresenceStatus::of(online),
+            last_seen_at: last_seen_at(online, last_seen_at_ms),
+        }
     }
 
     /// An `error` frame; counted in the errors metric, as each is sent once.

@@ -17,11 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use chat_common::nats::{CHAT_SUBJECTS, ChatSubject, parse_chat_subject};
-use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
+use chat_common::events::ChatEvent;
+use chat_common::nats::{CHAT_SUBJECTS, parse_chat_subject};
+use chat_proto::events::v1::{MessageChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{CatchUpRequest, ReadMarkersSinceRequest};
 use futures::StreamExt;
-use prost::Message as _;
 
 use super::socket::Socket;
 use crate::error::ApiError;
@@ -229,24 +229,20 @@ async fn replay_entry(
     stream_seq: u64,
     markers: &mut Markers,
 ) -> Result<(), ApiError> {
-    let payload = entry.payload.as_ref();
-    match parse_chat_subject(&entry.subject) {
-        Some(ChatSubject::Message { conversation_id }) if conversations.contains(conversation_id) => {
-            if let Ok(message) = Message::decode(payload) {
-                out.event(stream_seq, ServerFrame::message(&message, stream_seq).to_text()).await.map_err(closed)?;
-            }
+    // Only the device's conversations are worth decoding.
+    if !parse_chat_subject(&entry.subject).is_some_and(|s| conversations.contains(s.conversation_id())) {
+        return Ok(());
+    }
+    // What live delivery passed over (and counted) is passed over here too.
+    match ChatEvent::decode(&entry.subject, entry.payload.as_ref()) {
+        Ok(ChatEvent::Message(message)) => {
+            out.event(stream_seq, ServerFrame::message(&message, stream_seq).to_text()).await.map_err(closed)?;
         }
-        Some(ChatSubject::Edit { conversation_id }) if conversations.contains(conversation_id) => {
-            if let Ok(MessageChanged { message: Some(message), .. }) = MessageChanged::decode(payload) {
-                out.event(stream_seq, ServerFrame::change(&message, stream_seq).to_text()).await.map_err(closed)?;
-            }
+        Ok(ChatEvent::Changed(MessageChanged { message: Some(message), .. })) => {
+            out.event(stream_seq, ServerFrame::change(&message, stream_seq).to_text()).await.map_err(closed)?;
         }
-        Some(ChatSubject::Read { conversation_id }) if conversations.contains(conversation_id) => {
-            if let Ok(event) = ReadMarkerMoved::decode(payload) {
-                markers.keep_latest(stream_seq, event);
-            }
-        }
-        _ => {}
+        Ok(ChatEvent::Read(event)) => markers.keep_latest(stream_seq, event),
+        Ok(ChatEvent::Changed(_) | ChatEvent::Membership(_)) | Err(_) => {}
     }
     Ok(())
 }

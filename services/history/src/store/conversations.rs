@@ -3,10 +3,11 @@
 //! sees it (last message, unread count) or as anyone sees it.
 
 use chat_common::db::WriteConnection;
+use chat_proto::events::v1::{ConversationKind, MemberRole};
 use chat_proto::history::v1::{Conversation, Member};
 use sqlx::Row;
 
-use super::{Store, db_int};
+use super::{Store, db_int, stored};
 use crate::error::Error;
 
 /// What a user may see of a conversation.
@@ -14,7 +15,7 @@ use crate::error::Error;
 pub enum Access {
     /// A member, with their role.
     Active {
-        role: String,
+        role: MemberRole,
     },
     /// Removed, or left: sees messages up to the removal, nothing after.
     Former {
@@ -26,7 +27,7 @@ pub enum Access {
 /// A new conversation as the caller asked for it, already validated.
 pub struct NewConversation {
     pub id: String,
-    pub kind: &'static str,
+    pub kind: ConversationKind,
     pub title: Option<String>,
     pub direct_key: Option<String>,
     pub creator_id: String,
@@ -50,7 +51,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&new.id)
-        .bind(new.kind)
+        .bind(new.kind.word())
         .bind(new.title.as_deref())
         .bind(new.direct_key.as_deref())
         .bind(&new.creator_id)
@@ -70,13 +71,13 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         for member in &new.member_ids {
-            let role = if *member == new.creator_id { "owner" } else { "member" };
+            let role = if *member == new.creator_id { MemberRole::Owner } else { MemberRole::Member };
             sqlx::query(
                 "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms) VALUES ($1, $2, $3, $4)",
             )
             .bind(&new.id)
             .bind(member)
-            .bind(role)
+            .bind(role.word())
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
@@ -102,10 +103,7 @@ impl Store {
         .bind(conversation_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(Member { user_id: row.try_get("user_id")?, role: row.try_get("role")? }))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        rows.iter().map(|row| Ok(Member { user_id: row.try_get("user_id")?, role: role_of(row)?.into() })).collect()
     }
 
     /// What `user_id` may see of a conversation.
@@ -120,7 +118,7 @@ impl Store {
         Ok(match row {
             None => Access::None,
             Some(row) => match row.try_get::<Option<i64>, _>("removed_at_seq")? {
-                None => Access::Active { role: row.try_get("role")? },
+                None => Access::Active { role: role_of(&row)? },
                 Some(seq) => Access::Former { until_seq: seq.max(0) as u64 },
             },
         })
@@ -139,13 +137,14 @@ impl Store {
         for user_id in user_ids {
             let done = sqlx::query(
                 "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms)
-                 VALUES ($1, $2, 'member', $3)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (conversation_id, user_id) DO UPDATE
-                 SET role = 'member', joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL
+                 SET role = excluded.role, joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL
                  WHERE conversation_members.removed_at_seq IS NOT NULL",
             )
             .bind(conversation_id)
             .bind(user_id)
+            .bind(MemberRole::Member.word())
             .bind(now_ms)
             .execute(&mut *tx)
             .await?
@@ -173,12 +172,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_role(&self, conversation_id: &str, user_id: &str, role: &str) -> Result<(), Error> {
+    pub async fn set_role(&self, conversation_id: &str, user_id: &str, role: MemberRole) -> Result<(), Error> {
         sqlx::query(
             "UPDATE conversation_members SET role = $1
              WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
         )
-        .bind(role)
+        .bind(role.word())
         .bind(conversation_id)
         .bind(user_id)
         .execute(&self.pool)
@@ -285,12 +284,13 @@ impl Store {
         Ok(self.conversation_kind(conversation_id).await?.is_some())
     }
 
-    /// "direct" or "group"; `None` for an unknown conversation.
-    pub async fn conversation_kind(&self, conversation_id: &str) -> Result<Option<String>, Error> {
-        Ok(sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+    /// Its kind; `None` for an unknown conversation.
+    pub async fn conversation_kind(&self, conversation_id: &str) -> Result<Option<ConversationKind>, Error> {
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
             .bind(conversation_id)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        kind.map(|word| stored("conversation kind", &word, ConversationKind::from_word)).transpose()
     }
 
     /// The conversation and its active members, as anyone sees it (no unread count).
@@ -311,7 +311,7 @@ impl Store {
         let members = self.members(conversation_id).await?;
         Ok(Conversation {
             conversation_id: row.try_get("id")?,
-            kind: row.try_get("kind")?,
+            kind: stored("conversation kind", &row.try_get::<String, _>("kind")?, ConversationKind::from_word)?.into(),
             title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
             member_ids: members.iter().map(|m| m.user_id.clone()).collect(),
             members,
@@ -338,4 +338,8 @@ impl Store {
         .await?;
         Ok(count.max(0) as u64)
     }
+}
+
+fn role_of(row: &sqlx::any::AnyRow) -> Result<MemberRole, Error> {
+    stored("member role", &row.try_get::<String, _>("role")?, MemberRole::from_word)
 }

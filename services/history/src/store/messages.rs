@@ -4,7 +4,7 @@
 //! for a device's catch-up.
 
 use chat_common::db::Backend;
-use chat_proto::events::v1::{Message, SystemEvent};
+use chat_proto::events::v1::{MemberRole, Message, SystemEvent, SystemEventKind};
 use chat_proto::history::v1::{ChangedMessage, StreamMessage};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -68,19 +68,26 @@ pub(super) fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
     })
 }
 
+/// A system event as its column keeps it: JSON with protocol v1's words.
 fn system_to_json(event: &SystemEvent) -> String {
-    serde_json::json!({ "event": event.event, "user_ids": event.user_ids, "title": event.title, "role": event.role })
-        .to_string()
+    serde_json::json!({
+        "event": event.kind().word(),
+        "user_ids": event.user_ids,
+        "title": event.title,
+        "role": event.role().word(),
+    })
+    .to_string()
 }
 
 fn system_from_json(json: &str) -> Option<SystemEvent> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
     Some(SystemEvent {
-        event: text("event"),
+        kind: SystemEventKind::from_word(&text("event")).unwrap_or_default().into(),
         user_ids: v["user_ids"].as_array()?.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect(),
         title: text("title"),
-        role: text("role"),
+        role: MemberRole::from_word(&text("role")).unwrap_or_default().into(),
+        ..Default::default()
     })
 }
 

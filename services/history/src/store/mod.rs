@@ -37,6 +37,12 @@ fn db_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A word the database holds (a kind, a role) as the value it names; a word
+/// no build writes means the row was changed by hand, and fails the call.
+fn stored<T>(what: &str, word: &str, from_word: fn(&str) -> Option<T>) -> Result<T, Error> {
+    from_word(word).ok_or_else(|| Error::Unexpected(anyhow::anyhow!("unknown {what} {word:?} in the database")))
+}
+
 impl Store {
     pub fn new(pool: AnyPool, backend: Backend) -> Self {
         Self { pool, backend }
