@@ -73,7 +73,7 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
         let request = format!(r#"{{"caller_id":"{user_id}","user_ids":["{user_id}"]}}"#);
         let (ok, seen) =
             grpcurl(&["-plaintext", "-d", &request, &presence, "chat.presence.v1.PresenceService/GetPresence"]);
-        assert!(ok && seen.contains("\"status\": \"offline\""), "{seen}");
+        assert!(ok && seen.contains("\"status\": \"PRESENCE_STATUS_OFFLINE\""), "{seen}");
         let (ok, pending) = grpcurl(&[
             "-plaintext",
             "-d",
