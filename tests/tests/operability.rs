@@ -309,3 +309,20 @@ async fn history_takes_over_a_consumer_made_by_an_earlier_version() {
     running.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `NATS_URL` may name a cluster's servers, comma-separated: a service
+/// connects through one that answers, whichever order they come in. A list
+/// with an empty entry is refused with the reason, not half-used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_url_may_list_several_servers() {
+    let nats = chat_system_tests::NatsServer::start().await;
+    let nobody = chat_system_tests::ports::free_addr();
+    for urls in [format!("nats://{nobody}, {}", nats.url()), format!("{},nats://{nobody}", nats.url())] {
+        let client = chat_common::nats::connect(&urls, "test").await.unwrap_or_else(|e| panic!("{urls}: {e}"));
+        client.flush().await.expect("a round trip through the live server");
+    }
+    let refused = chat_common::nats::connect(&format!("{},,nats://{nobody}", nats.url()), "test")
+        .await
+        .expect_err("an empty entry is refused");
+    assert!(refused.to_string().contains("an empty entry"), "{refused}");
+}

@@ -204,9 +204,27 @@ pub async fn connect_following(
             }
             std::future::ready(())
         })
-        .connect(url)
+        .connect(servers(url)?)
         .await?;
     Ok((client, reconnections))
+}
+
+/// `NATS_URL` may name several servers of one cluster, comma-separated: the
+/// client connects to one of them and fails over to the others (and to any
+/// the cluster announces). An empty entry is refused, not skipped.
+fn servers(urls: &str) -> std::io::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .map(|url| {
+            if url.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "an empty entry in the NATS URL list",
+                ));
+            }
+            url.parse()
+        })
+        .collect()
 }
 
 /// Creates the CHAT stream, or returns it when it exists already.
