@@ -4,12 +4,89 @@
 
 use std::time::Duration;
 
+use chat_proto::events::v1::MemberRole;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
-use chat_proto::history::v1::{GetConversationRequest, ListMessagesRequest};
+use chat_proto::history::v1::{
+    Actor, ChangeMessageRequest, CreateConversationRequest, GetConversationRequest, ListMessagesRequest,
+    SetMemberRoleRequest,
+};
 use chat_system_tests::{Db, System, Ws, on_both_databases};
 use serde_json::{Value, json};
 
 on_both_databases!(group_lifecycle_with_roles_system_messages_and_removal);
+
+/// The contracts' enums over gRPC, as a hostile or out-of-date caller sends
+/// them: a value no build defines (up to `i32::MAX`), the unspecified zero,
+/// and the owner's role, which only history hands out. Each is refused with
+/// the reason and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_values_no_build_defines_are_refused_over_grpc() {
+    chat_system_tests::within_limit(async {
+        let system = System::start(Db::Sqlite).await.expect("sqlite needs no server");
+        let api = system.api();
+        let (alice, bob) = (api.new_user("enum_alice").await, api.new_user("enum_bob").await);
+        let (status, group) = api
+            .post(
+                "/v1/conversations",
+                Some(&alice.access_token),
+                json!({ "kind": "group", "title": "g", "members": [bob.user_id] }),
+            )
+            .await;
+        assert_eq!(status, 201, "{group}");
+        let group = group["conversation_id"].as_str().unwrap().to_owned();
+        let actor = Some(Actor { user_id: alice.user_id.clone(), device_id: alice.device_id.clone() });
+        let mut history = HistoryServiceClient::connect(format!("http://{}", system.history_addr)).await.unwrap();
+        for kind in [0, 3, i32::MAX, -1] {
+            let refused = history
+                .create_conversation(CreateConversationRequest {
+                    creator_id: alice.user_id.clone(),
+                    kind,
+                    member_ids: vec![bob.user_id.clone()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "kind {kind}: {refused:?}");
+            assert!(refused.message().contains("kind must be"), "{refused:?}");
+        }
+        for role in [0, MemberRole::Owner as i32, i32::MAX] {
+            let refused = history
+                .set_member_role(SetMemberRoleRequest {
+                    conversation_id: group.clone(),
+                    actor: actor.clone(),
+                    user_id: bob.user_id.clone(),
+                    role,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "role {role}: {refused:?}");
+        }
+        for change in [0, i32::MAX] {
+            let refused = history
+                .change_message(ChangeMessageRequest {
+                    conversation_id: group.clone(),
+                    message_id: uuid::Uuid::now_v7().to_string(),
+                    actor: actor.clone(),
+                    change,
+                    body: "x".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "change {change}: {refused:?}");
+        }
+        // Nothing changed: bob is still a plain member, and the HTTP words still hold.
+        let (status, body) = api.get(&format!("/v1/conversations/{group}"), Some(&alice.access_token)).await;
+        assert_eq!(status, 200, "{body}");
+        let roles = body["member_roles"].as_array().unwrap();
+        assert!(roles.iter().any(|r| r["user_id"] == bob.user_id.as_str() && r["role"] == "member"), "{body}");
+        let path = format!("/v1/conversations/{group}/members/{}", bob.user_id);
+        let nul_role = Some(json!({ "role": "owner\0" }));
+        let (status, body) = api.request(reqwest::Method::PATCH, &path, Some(&alice.access_token), nul_role).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_argument")), "{body}");
+        system.stop().await;
+    })
+    .await;
+}
 
 /// The next `message` frame must be a system message of `event`; returns it.
 async fn expect_system(ws: &mut Ws, event: &str) -> Value {
