@@ -209,40 +209,50 @@ pub fn history_client(
 /// service that is stuck or cut off.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A lazily connecting channel to another service's gRPC address (`host:port`
-/// or a full `http://` URL); every call bounded by [`CALL_TIMEOUT`].
+/// A channel to another service: `peers` is one `host:port` (or `http://`
+/// URL) or a comma-separated list of them (see [`crate::peers`]). One IP
+/// address is called directly; anything else goes through a balancer over
+/// the instances that report serving. Connects lazily; every call bounded by
+/// [`CALL_TIMEOUT`].
 ///
 /// # Errors
-/// When the address is not a valid URI.
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Channel(
-        tonic::transport::Endpoint::from_shared(uri)?
+/// When the list or one of its entries is malformed.
+pub fn channel(peers: &str) -> Result<Channel, crate::peers::PeerListError> {
+    let list = crate::peers::parse_list(peers)?;
+    let endpoint = |addr: SocketAddr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("an address makes a valid URI")
             .connect_timeout(std::time::Duration::from_secs(3))
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true)
-            .connect_lazy(),
-    ))
+    };
+    if let [single] = list.as_slice()
+        && let Some(addr) = single.socket_addr()
+    {
+        return Ok(Channel(endpoint(addr).connect_lazy()));
+    }
+    let (channel, balancer) = tonic::transport::Channel::balance_channel(list.len().max(16));
+    tokio::spawn(crate::peers::watch(list, endpoint, balancer));
+    Ok(Channel(channel))
 }
 
 /// A client channel that sends the current span's trace context
 /// (`traceparent`) with every call, so the callee's spans join the trace.
+/// A call that finds no instance to go to within [`CALL_TIMEOUT`] (a
+/// balancer whose names do not resolve yet) ends with `DEADLINE_EXCEEDED`.
 #[derive(Clone, Debug)]
 pub struct Channel(tonic::transport::Channel);
 
 type Request = http::Request<tonic::body::Body>;
+type Response = <tonic::transport::Channel as tower::Service<Request>>::Response;
 
 impl tower::Service<Request> for Channel {
-    type Response = <tonic::transport::Channel as tower::Service<Request>>::Response;
-    type Error = <tonic::transport::Channel as tower::Service<Request>>::Error;
-    type Future = <tonic::transport::Channel as tower::Service<Request>>::Future;
+    type Response = Response;
+    type Error = tower::BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.0.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
@@ -252,7 +262,17 @@ impl tower::Service<Request> for Channel {
                 p.inject_context(&context, &mut HttpHeadersMut(request.headers_mut()));
             });
         }
-        self.0.call(request)
+        let call = self.0.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(answer) => answer.map_err(Into::into),
+                // tonic hands a `Status` error to the caller as it is.
+                Err(_) => {
+                    Err(Box::new(tonic::Status::deadline_exceeded("no instance of the service answered in time"))
+                        as tower::BoxError)
+                }
+            }
+        })
     }
 }
 
