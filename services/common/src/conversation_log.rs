@@ -45,9 +45,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self};
 use chat_proto::events::v1::{Message, SystemEvent};
 use futures::future::BoxFuture;
@@ -209,10 +208,10 @@ impl ConversationLog {
         // only conflict with each other.
         let mut head = slot.lock().await;
         let subject = crate::nats::message_subject(out.conversation_id);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let current = match *head {
                 Some(h) => h,
-                None => self.read_head(&subject, persisted_last_seq).await?,
+                None => self.read_head(&subject, persisted_last_seq, attempt > 0).await?,
             };
             let message = Message {
                 conversation_id: out.conversation_id.to_owned(),
@@ -252,7 +251,7 @@ impl ConversationLog {
                     self.remember(msg_id, ack.sequence);
                     return Ok(Published { message, duplicate: false });
                 }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(e) if crate::nats::lost_a_race(&e) => {
                     // Another gateway wrote first: learn the new head and retry.
                     *head = None;
                 }
@@ -265,20 +264,35 @@ impl ConversationLog {
         Err(AppendError::Busy)
     }
 
-    async fn read_head(&self, subject: &str, persisted_last_seq: u64) -> Result<Head, AppendError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(last) => {
-                let seq = match last.headers.get(crate::nats::SEQ_HEADER) {
-                    Some(value) => value.as_str().parse().ok(),
-                    None => Message::decode(last.payload.as_ref()).ok().map(|m| m.seq),
-                };
-                let seq =
-                    seq.ok_or_else(|| AppendError::Corrupt(format!("stream entry {} has no seq", last.sequence)))?;
-                Ok(Head { stream_seq: last.sequence, seq })
+    /// The conversation's newest entry. Any replica answers a direct get; after
+    /// a lost race the replica asked may not have the winner's write yet, so
+    /// then the stream's leader is asked.
+    async fn read_head(
+        &self,
+        subject: &str,
+        persisted_last_seq: u64,
+        after_a_lost_race: bool,
+    ) -> Result<Head, AppendError> {
+        let last = if after_a_lost_race {
+            match self.stream.get_last_raw_message_by_subject(subject).await {
+                Ok(last) => Some(last),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+                Err(e) => return Err(unavailable(&e)),
             }
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Head { stream_seq: 0, seq: persisted_last_seq }),
-            Err(e) => Err(unavailable(&e)),
-        }
+        } else {
+            match self.stream.direct_get_last_for_subject(subject).await {
+                Ok(last) => Some(last),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
+                Err(e) => return Err(unavailable(&e)),
+            }
+        };
+        let Some(last) = last else { return Ok(Head { stream_seq: 0, seq: persisted_last_seq }) };
+        let seq = match last.headers.get(crate::nats::SEQ_HEADER) {
+            Some(value) => value.as_str().parse().ok(),
+            None => Message::decode(last.payload.as_ref()).ok().map(|m| m.seq),
+        };
+        let seq = seq.ok_or_else(|| AppendError::Corrupt(format!("stream entry {} has no seq", last.sequence)))?;
+        Ok(Head { stream_seq: last.sequence, seq })
     }
 
     /// The message stored at `stream_seq` (the original of a duplicate).

@@ -227,6 +227,27 @@ fn servers(urls: &str) -> std::io::Result<Vec<async_nats::ServerAddr>> {
         .collect()
 }
 
+/// Whether a compare-and-set write (a publish with an expected last subject
+/// sequence, a key-value `update` or `create`) was refused because another
+/// writer came first. A single server answers error code 10071, which
+/// async-nats turns into `WrongLastSequence`/`WrongLastRevision`; a clustered
+/// stream's leader answers 10164, the same refusal, which async-nats leaves
+/// as "other". So the error's chain of sources is searched for either code.
+pub fn lost_a_race(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(api) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            return matches!(
+                api.error_code(),
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            );
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Creates the CHAT stream, or returns it when it exists already.
 ///
 /// # Errors

@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use chat_proto::events::v1::{ChangeKind, ConversationKind, Message, MessageChanged};
@@ -80,7 +79,7 @@ pub async fn change(
         match acked {
             Ok(_) => return Ok(message),
             // Another change to this conversation got in first: decide again on rows that show it.
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
+            Err(e) if chat_common::nats::lost_a_race(&e) => continue,
             Err(e) => return Err(unavailable(e.to_string())),
         }
     }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use chat_proto::notification::v1::PendingDelivery;
 use prost::Message as _;
@@ -53,7 +52,7 @@ impl Pending {
                 self.index.insert(&key, ack.sequence, delivery.clone());
                 Ok(true)
             }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+            Err(e) if chat_common::nats::lost_a_race(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

@@ -123,7 +123,7 @@ impl Tracker {
                 }
             }
             // Another instance got there first; its write arrives through the watch.
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) if chat_common::nats::lost_a_race(&e) => {}
             Err(e) => tracing::warn!(error = %e, "cannot announce a presence change; retrying on the next sweep"),
         }
     }
