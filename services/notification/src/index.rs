@@ -17,6 +17,11 @@ type OfUser<T> = BTreeMap<String, (u64, T)>;
 
 pub struct UserIndex<T> {
     entries: Mutex<HashMap<String, OfUser<T>>>,
+    /// The newest revision the bucket's watch has brought. The watch brings
+    /// entries in revision order, so every entry up to it is here; an entry
+    /// this instance wrote itself may be here before the ones under it that
+    /// other instances wrote.
+    seen: tokio::sync::watch::Sender<u64>,
 }
 
 fn user_of(key: &str) -> &str {
@@ -25,7 +30,7 @@ fn user_of(key: &str) -> &str {
 
 impl<T: prost::Message + Default + Clone> UserIndex<T> {
     pub fn new() -> Self {
-        Self { entries: Mutex::new(HashMap::new()) }
+        Self { entries: Mutex::new(HashMap::new()), seen: tokio::sync::watch::channel(0).0 }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, OfUser<T>>> {
@@ -36,6 +41,13 @@ impl<T: prost::Message + Default + Clone> UserIndex<T> {
     pub async fn follow(self: Arc<Self>, bucket: Store, shutdown: CancellationToken) {
         chat_common::nats::follow_bucket(&bucket, &shutdown, |entry| {
             self.apply(&entry);
+            self.seen.send_if_modified(|seen| {
+                let newer = entry.revision > *seen;
+                if newer {
+                    *seen = entry.revision;
+                }
+                newer
+            });
             std::future::ready(true)
         })
         .await;
@@ -50,6 +62,18 @@ impl<T: prost::Message + Default + Clone> UserIndex<T> {
                 Err(e) => tracing::warn!(error = %e, bucket = entry.bucket, "undecodable entry ignored"),
             }
         }
+    }
+
+    /// The newest revision the watch has brought: every entry up to it is here.
+    pub fn seen(&self) -> u64 {
+        *self.seen.borrow()
+    }
+
+    /// Waits until the watch has brought `revision`, so that every entry up
+    /// to it is here; `false` if it has not within `limit`.
+    pub async fn seen_up_to(&self, revision: u64, limit: std::time::Duration) -> bool {
+        let mut seen = self.seen.subscribe();
+        tokio::time::timeout(limit, seen.wait_for(|seen| *seen >= revision)).await.is_ok_and(|found| found.is_ok())
     }
 
     /// Records an entry this instance just wrote (the watch brings it too).

@@ -17,6 +17,14 @@
 //! claim's write went unanswered (nats-server lost mid-write: the claim may be
 //! stored, and only its trigger sends it).
 //!
+//! A claim covers the user's waiting deliveries up to a revision, so it is
+//! made only from a view that holds all of them: every instance queues
+//! deliveries, and this instance's view learns of the others' through the
+//! bucket's watch, in revision order. A trigger waits until the view has
+//! reached its own revision, and the batch takes nothing past what the watch
+//! has brought; otherwise a delivery another instance queued a moment earlier
+//! would count as covered without having been in any notification.
+//!
 //! Before claiming, and again before each send, the pusher confirms with
 //! history that the user is still a member of every conversation the
 //! notification previews, and with auth which of the user's devices are still
@@ -71,6 +79,9 @@ const DEPENDENCY_RETRY_MAX: Duration = Duration::from_secs(2);
 const DEPENDENCY_RETRY_MIN: Duration = Duration::from_millis(100);
 /// Compare-and-set tries on a user's claims entry before the trigger retries later.
 const CAS_TRIES: usize = 10;
+/// How long a trigger waits for this instance's view of the pending
+/// deliveries to reach it before it is retried later.
+const INDEX_LAG_LIMIT: Duration = Duration::from_secs(2);
 
 /// A user's entry in the claims bucket (key: the user id): how far the user's
 /// deliveries are covered, and the notifications claimed but not finished.
@@ -280,6 +291,17 @@ impl Pusher {
             tokio::time::sleep(self.settings.coalesce - waited).await;
         }
         let _ = message.ack_with(AckKind::Progress).await;
+        // A notification covers every waiting delivery up to a revision, so
+        // this instance's view must hold all of them: other instances queue
+        // deliveries too, and this view learns of theirs through the watch.
+        if !self.pending.index.seen_up_to(revision, INDEX_LAG_LIMIT).await {
+            tracing::warn!(
+                revision,
+                seen = self.pending.index.seen(),
+                "the pending deliveries' view lags; the push waits"
+            );
+            return self.wait(delivered);
+        }
 
         let user_id = delivery.user_id.clone();
         let notification_id = format!("{user_id}-{revision}");
@@ -319,12 +341,14 @@ impl Pusher {
             if !still_waiting.contains(&key) {
                 return Verdict::Done; // read or drained during the window
             }
+            // Only what the watch has brought: everything under it is known.
+            let seen = self.pending.index.seen();
             let batch: Vec<(String, u64, PendingDelivery)> = self
                 .pending
                 .index
                 .of(&user_id)
                 .into_iter()
-                .filter(|(_, revision, _)| *revision > claims.through_revision)
+                .filter(|(_, revision, _)| *revision > claims.through_revision && *revision <= seen)
                 .collect();
             // Checked before the claim: a notification that has to wait for a
             // dependency covers nothing yet, so whichever trigger finds the
@@ -416,7 +440,7 @@ impl Pusher {
         let value = serde_json::to_vec(&claims).expect("claims serialise");
         match self.claims.update(user_id, value.into(), claims_revision).await {
             Ok(_) => Ok(Some(claim)),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            Err(e) if chat_common::nats::lost_a_race(&e) => {
                 tracing::debug!(error = %e, "another instance claimed first");
                 Ok(None)
             }
@@ -442,7 +466,7 @@ impl Pusher {
             let value = serde_json::to_vec(&claims).expect("claims serialise");
             match self.claims.update(user_id, value.into(), revision).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) if chat_common::nats::lost_a_race(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }
