@@ -62,10 +62,14 @@ pub async fn run(
             }
         }
     };
+    // A replay that failed part-way is not followed by the live frames held
+    // back: they are newer than what the client got, so its cursor would move
+    // past what it missed. It reconnects with its cursor and gets it all.
+    result?;
     for event in held {
         out.live(event).await.map_err(closed)?;
     }
-    result
+    Ok(())
 }
 
 /// Takes the live frames queued meanwhile into `held`; more than `limit`
