@@ -290,6 +290,12 @@ impl Drop for Lease {
     }
 }
 
+/// How long one pull of the live consumer waits. The idle heartbeat is half
+/// of it, and two missed heartbeats recreate the consumer: a consumer lost
+/// with the cluster node that held it is noticed within about 4 s (with
+/// async-nats's default pull of 30 s, after about a minute).
+const LIVE_PULL_EXPIRES: Duration = Duration::from_secs(2);
+
 /// Reads the CHAT stream from `start_after + 1` and dispatches every event
 /// until `shutdown`. The ordered consumer recreates itself on gaps; if its
 /// stream ends, or the connection to NATS comes back (a restarted server has
@@ -310,6 +316,7 @@ pub async fn run_dispatcher(
             .create_consumer(pull::OrderedConfig {
                 filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                max_expires: LIVE_PULL_EXPIRES,
                 ..Default::default()
             })
             .await;
