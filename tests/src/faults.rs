@@ -67,7 +67,7 @@ pub struct SenderLog {
     pub acked: Vec<(String, u64, String, String)>,
     /// Attempts that failed and were made again.
     pub retries: usize,
-    /// Error codes seen, with how often.
+    /// Error frames (code and message) and failures seen, with how often.
     pub errors: BTreeMap<String, usize>,
     /// Longest time from a first failed attempt to the next success.
     pub longest_outage: Duration,
@@ -483,7 +483,7 @@ async fn check_pushes(push: &PushEndpoint, expected: usize) -> Vec<String> {
 /// Every durable consumer of every stream ends with nothing pending and
 /// nothing waiting for an ack.
 async fn check_queues(nats_url: &str) -> Vec<String> {
-    let client = async_nats::connect(nats_url).await.expect("nats for the checker");
+    let client = chat_common::nats::connect(nats_url, "fault checker").await.expect("nats for the checker");
     let js = async_nats::jetstream::new(client);
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
@@ -703,7 +703,7 @@ async fn send(
     log
 }
 
-/// The answer to `req`: `Ok(Ok(message))` for an ack, `Ok(Err(code))` for an
+/// The answer to `req`: `Ok(Ok(message))` for an ack, `Ok(Err("code: message"))` for an
 /// error frame, `Err` when the socket failed or nothing came in time.
 async fn answer(socket: &mut Socket, req: i64) -> Result<Result<Value, String>, String> {
     let deadline = Instant::now() + ANSWER_TIMEOUT;
@@ -714,7 +714,10 @@ async fn answer(socket: &mut Socket, req: i64) -> Result<Result<Value, String>, 
         }
         match frame["type"].as_str() {
             Some("ack") => return Ok(Ok(frame["message"].clone())),
-            Some("error") => return Ok(Err(frame["code"].as_str().unwrap_or("?").to_owned())),
+            Some("error") => {
+                let (code, message) = (frame["code"].as_str().unwrap_or("?"), frame["message"].as_str().unwrap_or(""));
+                return Ok(Err(format!("{code}: {message}")));
+            }
             _ => continue,
         }
     }

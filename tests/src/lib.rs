@@ -5,9 +5,11 @@
 //! Logs are off unless `TEST_LOG=1`.
 
 pub mod client;
+pub mod cluster;
 pub mod database;
 pub mod deploy;
 pub mod faults;
+pub mod fleet;
 pub mod nats;
 pub mod otlp;
 pub mod ports;

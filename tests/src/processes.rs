@@ -125,7 +125,7 @@ impl ServiceProcess {
 
 pub use crate::ports::free_addr;
 
-fn var(name: &str, value: impl ToString) -> (String, String) {
+pub(crate) fn var(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
@@ -157,6 +157,15 @@ impl Databases {
         Some(Self { auth, history, created: Some((server_url.to_owned(), names)) })
     }
 
+    /// Drops the PostgreSQL databases made for this system, if any.
+    pub async fn drop_created(&self) {
+        if let Some((server, names)) = &self.created {
+            for name in names {
+                crate::database::drop_postgres_on(server, name).await;
+            }
+        }
+    }
+
     /// Fresh databases of kind `db`: SQLite files in `dir`, or new databases
     /// on the test PostgreSQL server (`None` as for `postgres_on`).
     pub async fn of(db: crate::Db, dir: &Path) -> Option<Self> {
@@ -164,6 +173,61 @@ impl Databases {
             crate::Db::Sqlite => Some(Self::sqlite(dir)),
             crate::Db::Postgres => Self::postgres_on(&crate::database::admin_url()).await,
         }
+    }
+}
+
+/// The five services, in the order a system starts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Auth,
+    History,
+    Presence,
+    Notification,
+    Gateway,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Auth, Kind::History, Kind::Presence, Kind::Notification, Kind::Gateway];
+
+    /// Its binary's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Kind::Auth => "auth",
+            Kind::History => "history",
+            Kind::Presence => "presence",
+            Kind::Notification => "notification",
+            Kind::Gateway => "gateway",
+        }
+    }
+
+    /// The variable naming where the others call it, if they do.
+    pub fn peer_variable(self) -> Option<&'static str> {
+        match self {
+            Kind::Auth => Some("AUTH_GRPC_URL"),
+            Kind::History => Some("HISTORY_GRPC_URL"),
+            Kind::Presence => Some("PRESENCE_GRPC_URL"),
+            Kind::Notification => Some("NOTIFICATION_GRPC_URL"),
+            Kind::Gateway => None,
+        }
+    }
+
+    /// An instance's own settings: where it listens (gRPC, or HTTP for the
+    /// gateway, at `addr`; metrics on a free port) and its database.
+    pub fn own_settings(self, addr: SocketAddr, databases: &Databases) -> Vec<(String, String)> {
+        let (listen, metrics) = match self {
+            Kind::Auth => ("AUTH_GRPC_ADDR", "AUTH_METRICS_ADDR"),
+            Kind::History => ("HISTORY_GRPC_ADDR", "HISTORY_METRICS_ADDR"),
+            Kind::Presence => ("PRESENCE_GRPC_ADDR", "PRESENCE_METRICS_ADDR"),
+            Kind::Notification => ("NOTIFICATION_GRPC_ADDR", "NOTIFICATION_METRICS_ADDR"),
+            Kind::Gateway => ("GATEWAY_HTTP_ADDR", "GATEWAY_METRICS_ADDR"),
+        };
+        let mut settings = vec![var(listen, addr), var(metrics, free_addr())];
+        match self {
+            Kind::Auth => settings.push(var("AUTH_DATABASE_URL", &databases.auth)),
+            Kind::History => settings.push(var("HISTORY_DATABASE_URL", &databases.history)),
+            _ => {}
+        }
+        settings
     }
 }
 
@@ -189,51 +253,19 @@ impl Processes {
 
     /// The five services on `databases`, connected to NATS at `nats_url`.
     pub async fn start_with(nats_url: &str, data_dir: &Path, databases: Databases, env: &[(String, String)]) -> Self {
-        let [auth, history, presence, notification, gateway] = std::array::from_fn(|_| free_addr());
-        let mut shared_env = vec![
-            var("NATS_URL", nats_url),
-            var("AUTH_GRPC_URL", auth),
-            var("HISTORY_GRPC_URL", history),
-            var("PRESENCE_GRPC_URL", presence),
-            var("NOTIFICATION_GRPC_URL", notification),
-        ];
+        let addrs: [SocketAddr; 5] = std::array::from_fn(|_| free_addr());
+        let mut shared_env = vec![var("NATS_URL", nats_url)];
+        for (kind, addr) in Kind::ALL.iter().zip(&addrs) {
+            shared_env.extend(kind.peer_variable().map(|name| var(name, addr)));
+        }
         shared_env.extend(env.iter().cloned());
-        let start = |name: &'static str, addr: SocketAddr, own: Vec<(String, String)>| {
-            start_service(data_dir, &shared_env, name, name, addr, own)
-        };
-        let auth = start(
-            "auth",
-            auth,
-            vec![
-                var("AUTH_GRPC_ADDR", auth),
-                var("AUTH_METRICS_ADDR", free_addr()),
-                var("AUTH_DATABASE_URL", &databases.auth),
-            ],
-        )
-        .await;
-        let history = start(
-            "history",
-            history,
-            vec![
-                var("HISTORY_GRPC_ADDR", history),
-                var("HISTORY_METRICS_ADDR", free_addr()),
-                var("HISTORY_DATABASE_URL", &databases.history),
-            ],
-        )
-        .await;
-        let presence = start(
-            "presence",
-            presence,
-            vec![var("PRESENCE_GRPC_ADDR", presence), var("PRESENCE_METRICS_ADDR", free_addr())],
-        )
-        .await;
-        let notification = start(
-            "notification",
-            notification,
-            vec![var("NOTIFICATION_GRPC_ADDR", notification), var("NOTIFICATION_METRICS_ADDR", free_addr())],
-        )
-        .await;
-        let gateway = start_gateway(data_dir, &shared_env, "gateway", gateway, &[]).await;
+        let mut started = Vec::new();
+        for (kind, addr) in Kind::ALL.into_iter().zip(addrs) {
+            let own = kind.own_settings(addr, &databases);
+            started.push(start_service(data_dir, &shared_env, kind.binary(), kind.binary(), addr, own).await);
+        }
+        let [auth, history, presence, notification, gateway] =
+            <[ServiceProcess; 5]>::try_from(started).unwrap_or_else(|_| unreachable!("one of each"));
         Self { auth, history, presence, notification, gateway, shared_env, data_dir: data_dir.to_owned(), databases }
     }
 
@@ -244,7 +276,21 @@ impl Processes {
 
     /// One more gateway process with `env` added (over the shared settings).
     pub async fn start_gateway_with(&self, n: usize, env: &[(String, String)]) -> ServiceProcess {
-        start_gateway(&self.data_dir, &self.shared_env, &format!("gateway-{n}"), free_addr(), env).await
+        let addr = free_addr();
+        let shared: Vec<(String, String)> = self.shared_env.iter().chain(env).cloned().collect();
+        let own = Kind::Gateway.own_settings(addr, &self.databases);
+        start_service(&self.data_dir, &shared, "gateway", &format!("gateway-{n}"), addr, own).await
+    }
+
+    /// The process of `kind`'s service (the first gateway for gateways).
+    pub fn service_mut(&mut self, kind: Kind) -> &mut ServiceProcess {
+        match kind {
+            Kind::Auth => &mut self.auth,
+            Kind::History => &mut self.history,
+            Kind::Presence => &mut self.presence,
+            Kind::Notification => &mut self.notification,
+            Kind::Gateway => &mut self.gateway,
+        }
     }
 
     /// What `service` has logged so far.
@@ -268,11 +314,7 @@ impl Processes {
         {
             service.kill().await;
         }
-        if let Some((server, names)) = &self.databases.created {
-            for name in names {
-                crate::database::drop_postgres_on(server, name).await;
-            }
-        }
+        self.databases.drop_created().await;
     }
 }
 
@@ -288,19 +330,7 @@ impl Drop for Processes {
     }
 }
 
-async fn start_gateway(
-    data_dir: &Path,
-    shared_env: &[(String, String)],
-    log: &str,
-    addr: SocketAddr,
-    extra: &[(String, String)],
-) -> ServiceProcess {
-    let own = vec![var("GATEWAY_HTTP_ADDR", addr), var("GATEWAY_METRICS_ADDR", free_addr())];
-    let shared: Vec<(String, String)> = shared_env.iter().chain(extra).cloned().collect();
-    start_service(data_dir, &shared, "gateway", log, addr, own).await
-}
-
-async fn start_service(
+pub(crate) async fn start_service(
     data_dir: &Path,
     shared_env: &[(String, String)],
     binary: &str,

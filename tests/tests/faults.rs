@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chat_system_tests::client::Api;
 use chat_system_tests::faults::{Checked, Gateways, Report, Traffic, TrafficOptions};
 use chat_system_tests::postgres_server::PostgresServer;
-use chat_system_tests::processes::{Databases, Processes, ServiceProcess};
+use chat_system_tests::processes::{Databases, Kind, Processes, ServiceProcess};
 use chat_system_tests::proxy::Proxy;
 use chat_system_tests::small_disk::SmallDisk;
 use chat_system_tests::{Db, NatsServer, grpcurl, within_limit};
@@ -113,43 +113,21 @@ async fn nats_server_killed_and_restarted() {
     .await;
 }
 
-/// The service a test kills.
-#[derive(Debug, Clone, Copy)]
-enum Service {
-    Auth,
-    History,
-    Presence,
-    Notification,
-    Gateway,
-}
-
-impl Stage {
-    fn process(&mut self, service: Service) -> &mut ServiceProcess {
-        match service {
-            Service::Auth => &mut self.system.auth,
-            Service::History => &mut self.system.history,
-            Service::Presence => &mut self.system.presence,
-            Service::Notification => &mut self.system.notification,
-            Service::Gateway => &mut self.system.gateway,
-        }
-    }
-}
-
 /// kill -9 of `service` mid-traffic; it is started again `down` later.
-async fn killed_and_restarted(db: Db, service: Service, down: Duration) -> Option<Report> {
+async fn killed_and_restarted(db: Db, service: Kind, down: Duration) -> Option<Report> {
     let mut stage = Stage::start(db).await?;
     let mut traffic = stage.traffic().await;
     traffic.wait_for_acks(100).await;
-    stage.process(service).kill().await;
+    stage.system.service_mut(service).kill().await;
     tokio::time::sleep(down).await;
-    stage.process(service).restart().await;
+    stage.system.service_mut(service).restart().await;
     traffic.healed();
     traffic.wait_for_acks(100).await;
     Some(stage.finish(traffic).await)
 }
 
 /// Services the send path does not wait on: clients notice nothing.
-async fn killed_unnoticed(db: Db, service: Service) {
+async fn killed_unnoticed(db: Db, service: Kind) {
     if let Some(report) = killed_and_restarted(db, service, Duration::from_secs(3)).await {
         assert_eq!(report.retries, 0, "{service:?} down: no send failed");
     }
@@ -158,22 +136,22 @@ async fn killed_unnoticed(db: Db, service: Service) {
 chat_system_tests::on_both_databases!(history_killed);
 
 async fn history_killed(db: Db) {
-    killed_unnoticed(db, Service::History).await;
+    killed_unnoticed(db, Kind::History).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_killed() {
-    within_limit(killed_unnoticed(Db::Sqlite, Service::Notification)).await;
+    within_limit(killed_unnoticed(Db::Sqlite, Kind::Notification)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_killed() {
-    within_limit(killed_unnoticed(Db::Sqlite, Service::Presence)).await;
+    within_limit(killed_unnoticed(Db::Sqlite, Kind::Presence)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_killed() {
-    within_limit(killed_unnoticed(Db::Sqlite, Service::Auth)).await;
+    within_limit(killed_unnoticed(Db::Sqlite, Kind::Auth)).await;
 }
 
 /// kill -9 of a gateway: its clients move to the other one, with their
@@ -181,7 +159,7 @@ async fn auth_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_killed() {
     within_limit(async {
-        killed_and_restarted(Db::Sqlite, Service::Gateway, Duration::from_secs(3)).await;
+        killed_and_restarted(Db::Sqlite, Kind::Gateway, Duration::from_secs(3)).await;
     })
     .await;
 }
@@ -327,12 +305,11 @@ async fn rolling_restart_with_sigterm(db: Db) {
     let Some(mut stage) = Stage::start(db).await else { return };
     let traffic = stage.traffic().await;
     traffic.wait_for_acks(50).await;
-    let services = [Service::Auth, Service::History, Service::Presence, Service::Notification, Service::Gateway];
-    for service in services {
-        let (took, clean) = stage.process(service).terminate(DRAIN_LIMIT).await;
+    for service in Kind::ALL {
+        let (took, clean) = stage.system.service_mut(service).terminate(DRAIN_LIMIT).await;
         println!("{service:?} drained and exited in {} ms", took.as_millis());
         assert!(clean, "{service:?} exits with success after SIGTERM, within {DRAIN_LIMIT:?}");
-        stage.process(service).restart().await;
+        stage.system.service_mut(service).restart().await;
         traffic.wait_for_acks(50).await;
     }
     let (took, clean) = stage.second_gateway.terminate(DRAIN_LIMIT).await;
