@@ -3,9 +3,12 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--nats-sync-always] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
+//! `--nats-cluster` runs the system on three nats-servers in a cluster (each
+//! in a network namespace of its own where it can) with every stream at three
+//! replicas, in place of one nats-server.
 
 mod connect;
 mod fanout;
@@ -111,17 +114,19 @@ async fn run() -> anyhow::Result<()> {
     let mut sizes = Sizes::full();
     let mut out = std::path::PathBuf::from("target/bench/results.md");
     let mut sync_always = false;
+    let mut cluster = false;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => sizes = Sizes::quick(),
             "--nats-sync-always" => sync_always = true,
+            "--nats-cluster" => cluster = true,
             "--out" => out = args.next().context("--out needs a file")?.into(),
             _ => bail!("unknown option {flag}"),
         }
     }
     let known = ["all", "floor", "latency", "max-rate", "fanout", "idle", "connect", "ingest"];
     if !known.contains(&scenario.as_str()) {
-        bail!("usage: chat-bench [{}] [--quick] [--nats-sync-always] [--out FILE]", known.join("|"));
+        bail!("usage: chat-bench [{}] [--quick] [--nats-sync-always | --nats-cluster] [--out FILE]", known.join("|"));
     }
     let wants = |name: &str| scenario == "all" || scenario == name;
     let mut report = Report::default();
@@ -130,9 +135,11 @@ async fn run() -> anyhow::Result<()> {
     } else {
         "JetStream's default sync (every 2 minutes)"
     };
-    report.note(&format!("Run of `chat-bench {scenario}` on {}; {sync}", machine()));
+    let nats =
+        if cluster { "three nats-servers in a cluster, every stream at three replicas" } else { "one nats-server" };
+    report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}", machine()));
 
-    let bench = Bench::start(sync_always).await?;
+    let bench = Bench::start(sync_always, cluster).await?;
     let floor =
         if scenario == "ingest" { Floor::default() } else { measure_floor(&bench, &sizes, &mut report).await? };
     if wants("latency") || wants("max-rate") {

@@ -1,17 +1,51 @@
-//! The system under test: a pinned nats-server and the five service binaries
-//! of this build (release for `scripts/bench`) as processes on SQLite, with
+//! The system under test: a pinned nats-server (or a three-node cluster of
+//! them with every stream at three replicas, `--nats-cluster`) and the five
+//! service binaries of this build (release for `scripts/bench`) as processes
+//! on SQLite, with
 //! the login and registration limits raised so setting up users is quick,
 //! and the gateway's brakes raised so they do not cap what is measured.
 
 use chat_system_tests::NatsServer;
 use chat_system_tests::client::{Api, Device};
-use chat_system_tests::processes::Processes;
+use chat_system_tests::cluster::NatsCluster;
+use chat_system_tests::processes::{Databases, Processes};
 use futures::StreamExt;
+
+/// One nats-server, or a cluster of three.
+pub enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+/// What the CPU tables call the cluster's nodes.
+const NODE_NAMES: [&str; 3] = ["nats n1", "nats n2", "nats n3"];
+
+impl Nats {
+    /// The services' `NATS_URL`.
+    pub fn urls(&self) -> String {
+        match self {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// One server's URL: the floor measures a hop through one server.
+    pub fn url(&self) -> String {
+        self.urls().split(',').next().unwrap_or_default().to_owned()
+    }
+
+    fn processes(&self) -> Vec<(&'static str, Option<u32>)> {
+        match self {
+            Nats::Single(server) => vec![("nats-server", server.pid())],
+            Nats::Cluster(cluster) => (0..cluster.len()).map(|i| (NODE_NAMES[i], cluster.pid(i))).collect(),
+        }
+    }
+}
 
 pub struct Bench {
     pub system: Processes,
     pub api: Api,
-    pub nats: NatsServer,
+    pub nats: Nats,
     _data: tempfile::TempDir,
     run: String,
 }
@@ -21,11 +55,19 @@ const SETUP_CONCURRENCY: usize = 8;
 
 impl Bench {
     /// The system, its nats-server syncing every write to disk when
-    /// `sync_always` (see `--nats-sync-always`).
-    pub async fn start(sync_always: bool) -> anyhow::Result<Self> {
-        let nats = if sync_always { NatsServer::start_syncing_always().await } else { NatsServer::start().await };
+    /// `sync_always` (see `--nats-sync-always`), or on a three-node cluster
+    /// when `cluster`.
+    pub async fn start(sync_always: bool, cluster: bool) -> anyhow::Result<Self> {
+        let nats = match (cluster, sync_always) {
+            (true, false) => Nats::Cluster(NatsCluster::start(NODE_NAMES.len()).await),
+            (true, true) => anyhow::bail!("--nats-cluster runs JetStream's default sync only"),
+            (false, true) => Nats::Single(NatsServer::start_syncing_always().await),
+            (false, false) => Nats::Single(NatsServer::start().await),
+        };
         let data = tempfile::tempdir()?;
+        let replicas = if cluster { "3" } else { "1" };
         let env: Vec<(String, String)> = [
+            ("CHAT_STREAM_REPLICAS", replicas),
             ("AUTH_REGISTER_RATE_PER_ADDRESS", "100000/1"),
             ("AUTH_LOGIN_RATE_PER_ADDRESS", "100000/1"),
             // The bench measures the system's ceiling, not its brakes: a few
@@ -39,7 +81,7 @@ impl Bench {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let system = Processes::start(&nats, data.path(), &env).await;
+        let system = Processes::start_with(&nats.urls(), data.path(), Databases::sqlite(data.path()), &env).await;
         let api = system.api();
         let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
         Ok(Self { system, api, nats, _data: data, run })
@@ -64,8 +106,7 @@ impl Bench {
     /// Every process of the system, and this one (the load generator).
     pub fn processes(&self) -> Vec<(&'static str, u32)> {
         let s = &self.system;
-        let all = [
-            ("nats-server", self.nats.pid()),
+        let services = [
             ("gateway", s.gateway.pid()),
             ("history", s.history.pid()),
             ("notification", s.notification.pid()),
@@ -73,7 +114,8 @@ impl Bench {
             ("auth", s.auth.pid()),
             ("load generator", Some(std::process::id())),
         ];
-        all.into_iter().filter_map(|(name, pid)| pid.map(|pid| (name, pid))).collect()
+        let all = self.nats.processes().into_iter().chain(services);
+        all.filter_map(|(name, pid)| pid.map(|pid| (name, pid))).collect()
     }
 
     /// CPU seconds (user + system) each process has used so far.
