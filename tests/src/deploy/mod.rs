@@ -1,5 +1,6 @@
-//! The static check of the docker compose deployment in `deploy/`, without a
-//! Docker engine (CI has none): the compose file, the Dockerfile and the files
+//! The static check of the deployments in `deploy/`, without a Docker engine
+//! or a Kubernetes cluster (CI has neither): the compose files (one host, and
+//! the cluster shape), the Dockerfile, the Kubernetes manifests and the files
 //! they reference. `tests/tests/deploy.rs` runs it on the repository's files,
 //! and on broken copies to show that each kind of mistake is caught.
 //!
@@ -8,20 +9,28 @@
 //! through. The check derives from it which variables are listen addresses
 //! (they must bind `0.0.0.0` in a container), which name peers (a loopback
 //! default is wrong in a container, so they must be set, and must name the
-//! right compose service on the port it listens on), and that compose sets
-//! every variable each service reads, so the file shows the whole configuration.
+//! right service on the port it listens on), and that each deployment sets
+//! every variable each service reads, so its files show the whole
+//! configuration. Those rules are in `env.rs`, the same for compose and
+//! Kubernetes.
 
 pub mod compose;
+mod compose_file;
 pub mod dockerfile;
+mod env;
+pub mod haproxy;
+mod k8s;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chat_common::config::{ConfigError, Env, Kind, Peer, Setting, shared};
-use yaml_rust2::Yaml;
+use chat_common::config::{ConfigError, Env, Peer, Setting};
+
+pub use k8s::KUBERNETES_VERSION;
 
 /// One of the system's services: its binary and its compose service share the name.
+#[derive(Clone, Copy)]
 pub struct App {
     pub name: &'static str,
     /// Its config module's `SETTINGS`.
@@ -63,17 +72,12 @@ pub fn apps() -> [App; 5] {
     ]
 }
 
-/// The compose services that are not ours.
-const INFRA: [&str; 3] = ["nats", "postgres", "jaeger"];
 /// Workspace binaries that are developer tools, not services: never deployed.
 const TOOLS: [&str; 1] = ["chat-bench"];
-/// The port each infrastructure service listens on.
-const INFRA_PORTS: [(&str, i64); 3] = [("nats", 4222), ("postgres", 5432), ("jaeger", 4317)];
 
-const COMPOSE: &str = "deploy/docker-compose.yml";
-
-/// The compose service a peer setting must name.
-fn compose_service(peer: Peer) -> &'static str {
+/// What a peer setting must name: one of our services, or a part of the
+/// infrastructure (as compose names it).
+fn part(peer: Peer) -> &'static str {
     match peer {
         Peer::Auth => "auth",
         Peer::History => "history",
@@ -89,6 +93,33 @@ fn compose_service(peer: Peer) -> &'static str {
 /// machine, wrong in a container.
 fn defaults_to_loopback(setting: &Setting) -> bool {
     matches!(compose::host_port(setting.default).0.as_deref(), Some("127.0.0.1" | "localhost" | "::1"))
+}
+
+/// A duration such as `15s`, `1m30s`, `500ms` or `1h`, in seconds; a bare
+/// number counts in `bare_unit` seconds (HAProxy's are milliseconds).
+pub fn seconds(text: &str, bare_unit: f64) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<f64>() {
+        return Some(number * bare_unit);
+    }
+    let unit_re = regex::Regex::new(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)").expect("a valid pattern");
+    let mut rest = text;
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let found = unit_re.captures(rest)?;
+        let number: f64 = found[1].parse().ok()?;
+        let unit = match &found[2] {
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => 86400.0,
+        };
+        total += number * unit;
+        rest = &rest[found[0].len()..];
+    }
+    (!text.is_empty()).then_some(total)
 }
 
 /// The files the check reads: the repository's, some replaced by others
@@ -142,6 +173,23 @@ impl Deployment {
 
     fn exists(&self, path: &str) -> bool {
         self.replaced.contains_key(path) || self.path(path).exists()
+    }
+
+    /// The names of the files in folder `dir` (not below it), replaced ones included.
+    fn list(&self, dir: &str) -> BTreeSet<String> {
+        let on_disk = std::fs::read_dir(self.path(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.path().is_file())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned());
+        let replaced = self
+            .replaced
+            .keys()
+            .filter_map(|path| path.strip_prefix(&format!("{dir}/")))
+            .filter(|name| !name.contains('/'))
+            .map(str::to_owned);
+        on_disk.chain(replaced).collect()
     }
 
     /// Every problem found; none when the deployment is sound.
@@ -208,10 +256,6 @@ impl Check<'_> {
         self.problems.push(problem.into());
     }
 
-    fn app(&self, name: &str) -> Option<&App> {
-        self.apps.iter().find(|app| app.name == name)
-    }
-
     fn check_pinned(&mut self, image: &str, place: &str) {
         if image.contains('$') {
             self.fail(format!("{place}: image '{image}' uses a variable; pin it literally"));
@@ -253,432 +297,26 @@ impl Check<'_> {
         };
         let cargo_binaries: BTreeSet<String> =
             workspace.binaries.iter().filter(|b| !TOOLS.contains(&b.as_str())).cloned().collect();
+        let expected: BTreeSet<String> = self.apps.iter().map(|app| app.name.to_owned()).collect();
+        if cargo_binaries != expected {
+            self.fail(format!("Cargo workspace binaries {cargo_binaries:?} differ from the expected {expected:?}"));
+        }
         let pinned_nats = self.nats_version();
 
-        let parsed = self
-            .files
-            .read(COMPOSE)
-            .ok_or_else(|| "the file cannot be read".to_owned())
-            .and_then(|text| compose::parse(&text));
-        let document = match parsed {
-            Ok(document) => document,
-            Err(e) => {
-                self.fail(format!("cannot parse {COMPOSE}: {e}"));
-                return;
-            }
-        };
-        let services: BTreeMap<String, &Yaml> = compose::entries(&document["services"]).into_iter().collect();
-        let declared_volumes: BTreeSet<String> =
-            compose::entries(&document["volumes"]).into_iter().map(|(name, _)| name).collect();
-        let app_names: BTreeSet<&str> = self.apps.iter().map(|app| app.name).collect();
-
-        for name in INFRA.iter().chain(&app_names) {
-            if !services.contains_key(*name) {
-                self.fail(format!("compose: service '{name}' is missing"));
-            }
+        let mut dockerfiles = BTreeSet::new();
+        let mut binaries = BTreeSet::new();
+        let mut gateway_grace = None;
+        for shape in &compose_file::FILES {
+            let Some(summary) = self.compose_file(shape, &cargo_binaries, pinned_nats.as_deref()) else { continue };
+            dockerfiles.extend(summary.dockerfiles);
+            binaries.extend(summary.binaries);
+            gateway_grace = gateway_grace.or(summary.gateway_grace);
         }
-
-        let dockerfiles = self.images_and_builds(&services);
-        if let (Some(nats), Some(pinned)) = (services.get("nats"), &pinned_nats) {
-            self.nats_image(nats, pinned);
-        }
-        let run_by = self.commands(&services, &app_names, &cargo_binaries);
-        let listen_ports = self.listen_addresses(&services, &run_by);
-        self.peer_addresses(&services, &listen_ports);
-        self.every_setting_is_set(&services, &run_by);
-        self.tokens_agree(&services, &run_by);
-        self.published_ports(&services, &run_by, &listen_ports);
-        self.dependencies(&services);
-        self.volumes(&services, &declared_volumes);
-        if let Some(nats) = services.get("nats") {
-            self.nats_config(nats);
-        }
-        if let Some(postgres) = services.get("postgres")
-            && !compose::volumes(postgres).iter().any(|v| v.bind && v.target.starts_with("/docker-entrypoint-initdb.d"))
-        {
-            self.fail(
-                "compose: postgres mounts no init script into /docker-entrypoint-initdb.d \
-                 (the history database would not exist)",
-            );
-        }
-        let binaries: BTreeSet<&str> = run_by.values().map(String::as_str).collect();
+        let binaries: BTreeSet<&str> = binaries.iter().map(String::as_str).collect();
         for (dockerfile, context) in dockerfiles {
             self.dockerfile(&dockerfile, &context, &binaries, &workspace.members);
         }
-    }
-
-    /// Each service has an image (pinned) or a build; returns the builds'
-    /// Dockerfiles and contexts.
-    fn images_and_builds(&mut self, services: &BTreeMap<String, &Yaml>) -> BTreeSet<(String, String)> {
-        let mut dockerfiles = BTreeSet::new();
-        for (name, service) in services {
-            let image = compose::scalar(&service["image"]).filter(|_| compose::has(service, "image"));
-            let build = &service["build"];
-            if image.is_none() && !compose::has(service, "build") {
-                self.fail(format!("compose: service '{name}' has neither image nor build"));
-            }
-            if let Some(image) = image {
-                self.check_pinned(&image, &format!("compose: service '{name}'"));
-            }
-            if !compose::has(service, "build") {
-                continue;
-            }
-            let (context, dockerfile) = match compose::scalar(build) {
-                Some(context) => (context, "Dockerfile".to_owned()),
-                None => (
-                    compose::scalar(&build["context"]).unwrap_or_else(|| ".".to_owned()),
-                    compose::scalar(&build["dockerfile"]).unwrap_or_else(|| "Dockerfile".to_owned()),
-                ),
-            };
-            let context = resolve("deploy", &context);
-            let dockerfile = resolve(&context, &dockerfile);
-            if !self.files.is_dir(&context) {
-                self.fail(format!("compose: service '{name}': build context {context} does not exist"));
-            }
-            if self.files.is_file(&dockerfile) {
-                dockerfiles.insert((dockerfile, context));
-            } else {
-                self.fail(format!("compose: service '{name}': Dockerfile {dockerfile} does not exist"));
-            }
-        }
-        dockerfiles
-    }
-
-    /// The nats image is the version the project pins everywhere.
-    fn nats_image(&mut self, nats: &Yaml, pinned: &str) {
-        let Some(image) = compose::scalar(&nats["image"]).filter(|_| compose::has(nats, "image")) else { return };
-        let (repository, tag, _) = compose::split_image(&image);
-        let tag = tag.unwrap_or_default();
-        let version = tag.split('-').next().unwrap_or_default();
-        if !["nats", "library/nats", "docker.io/library/nats"].contains(&repository) {
-            self.fail(format!("compose: nats image '{image}' is not the official nats image"));
-        }
-        if version != pinned {
-            self.fail(format!(
-                "compose: nats image tag '{tag}' is not {pinned} (NATS_SERVER_VERSION in scripts/install-tools.sh)"
-            ));
-        }
-        if compose::has(nats, "healthcheck") && !nats["healthcheck"].is_null() && !tag.contains("alpine") {
-            self.fail(
-                "compose: nats has a healthcheck, but the default nats image is scratch-based \
-                 (no shell, no wget); use the -alpine variant",
-            );
-        }
-    }
-
-    /// Each app service runs one workspace binary, and every binary is run.
-    /// Returns the binary each app service runs.
-    fn commands(
-        &mut self,
-        services: &BTreeMap<String, &Yaml>,
-        app_names: &BTreeSet<&str>,
-        cargo_binaries: &BTreeSet<String>,
-    ) -> BTreeMap<String, String> {
-        let mut run_by: BTreeMap<String, String> = BTreeMap::new();
-        for name in app_names.iter().filter(|name| services.contains_key(**name)) {
-            let command = compose::command(services[*name]);
-            let Some(program) = command.first() else {
-                self.fail(format!("compose: service '{name}' has no command naming its binary"));
-                continue;
-            };
-            let binary = program.rsplit('/').next().unwrap_or_default().to_owned();
-            if !cargo_binaries.contains(&binary) {
-                self.fail(format!(
-                    "compose: service '{name}' runs '{program}', not one of the workspace binaries {cargo_binaries:?}"
-                ));
-                continue;
-            }
-            if run_by.values().any(|b| *b == binary) {
-                self.fail(format!("compose: binary '{binary}' is run by more than one service"));
-            }
-            run_by.insert((*name).to_owned(), binary);
-        }
-        for binary in cargo_binaries {
-            if !run_by.values().any(|b| b == binary) {
-                self.fail(format!("compose: no service runs the workspace binary '{binary}'"));
-            }
-        }
-        let expected: BTreeSet<String> = app_names.iter().map(|n| (*n).to_owned()).collect();
-        if *cargo_binaries != expected {
-            self.fail(format!("Cargo workspace binaries {cargo_binaries:?} differ from the expected {expected:?}"));
-        }
-        run_by
-    }
-
-    /// Listen addresses bind every interface, and peers whose default is
-    /// loopback are set. Returns the port each app service serves its API on.
-    fn listen_addresses(
-        &mut self,
-        services: &BTreeMap<String, &Yaml>,
-        run_by: &BTreeMap<String, String>,
-    ) -> BTreeMap<String, Option<i64>> {
-        let mut listen_ports = BTreeMap::new();
-        for (name, binary) in run_by {
-            let Some(app) = self.app(binary) else { continue };
-            let settings: Vec<&Setting> = app.settings().collect();
-            let environment = compose::environment(services[name]);
-            let value = |setting: &Setting| environment.get(setting.name).filter(|v| !v.is_empty()).cloned();
-            for setting in settings.iter().filter(|s| matches!(s.kind, Kind::Listen | Kind::Metrics)) {
-                let Some(value) = value(setting) else {
-                    self.fail(format!(
-                        "compose: service '{name}' does not set {} (the default {} is unreachable from other containers)",
-                        setting.name, setting.default
-                    ));
-                    continue;
-                };
-                let (host, port) = compose::host_port(&value);
-                if !matches!(host.as_deref(), Some("0.0.0.0" | "::")) {
-                    self.fail(format!(
-                        "compose: service '{name}': {}={value} must bind 0.0.0.0 in a container",
-                        setting.name
-                    ));
-                }
-                if setting.kind == Kind::Listen {
-                    listen_ports.insert(name.clone(), port);
-                }
-            }
-            for setting in settings.iter().filter(|s| matches!(s.kind, Kind::Peer(_)) && defaults_to_loopback(s)) {
-                if value(setting).is_none() {
-                    self.fail(format!(
-                        "compose: service '{name}' does not set {} (the default {} points at the container itself)",
-                        setting.name, setting.default
-                    ));
-                }
-            }
-        }
-        listen_ports
-    }
-
-    /// Every variable that names a peer names the right compose service, on the port it listens on.
-    fn peer_addresses(&mut self, services: &BTreeMap<String, &Yaml>, listen_ports: &BTreeMap<String, Option<i64>>) {
-        let peers: BTreeMap<&str, &str> = self
-            .apps
-            .iter()
-            .flat_map(App::settings)
-            .filter_map(|s| match s.kind {
-                Kind::Peer(peer) => Some((s.name, compose_service(peer))),
-                _ => None,
-            })
-            .collect();
-        for (name, service) in services {
-            for (variable, value) in compose::environment(service) {
-                let Some(expected) = peers.get(variable.as_str()) else { continue };
-                if value.is_empty() {
-                    continue;
-                }
-                let (host, port) = compose::host_port(&value);
-                let host = host.unwrap_or_default();
-                if !services.contains_key(&host) {
-                    self.fail(format!(
-                        "compose: service '{name}': {variable}={value} names host '{host}', which is not a compose service"
-                    ));
-                    continue;
-                }
-                if host != *expected {
-                    self.fail(format!(
-                        "compose: service '{name}': {variable} points at '{host}', expected '{expected}'"
-                    ));
-                }
-                let listens_on = listen_ports
-                    .get(&host)
-                    .copied()
-                    .flatten()
-                    .or_else(|| INFRA_PORTS.iter().find(|(infra, _)| *infra == host).map(|(_, port)| *port));
-                if let Some(listens_on) = listens_on
-                    && port != Some(listens_on)
-                {
-                    let port = port.map_or_else(|| "none".to_owned(), |p| p.to_string());
-                    self.fail(format!(
-                        "compose: service '{name}': {variable}={value} uses port {port}, but '{host}' listens on {listens_on}"
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Compose sets every variable each service reads, so it shows the whole configuration.
-    fn every_setting_is_set(&mut self, services: &BTreeMap<String, &Yaml>, run_by: &BTreeMap<String, String>) {
-        for (name, binary) in run_by {
-            let Some(app) = self.app(binary) else { continue };
-            let environment = compose::environment(services[name]);
-            let unset: BTreeSet<&str> =
-                app.settings().map(|s| s.name).filter(|variable| !environment.contains_key(*variable)).collect();
-            for variable in unset {
-                self.fail(format!("compose: service '{name}' does not set {variable}, which {binary} reads"));
-            }
-        }
-    }
-
-    /// Auth and the gateway agree on the JWT issuer and audience.
-    fn tokens_agree(&mut self, services: &BTreeMap<String, &Yaml>, run_by: &BTreeMap<String, String>) {
-        let environment_of = |binary: &str| {
-            run_by.iter().find(|(_, b)| *b == binary).map(|(name, _)| compose::environment(services[name]))
-        };
-        let (Some(auth), Some(gateway)) = (environment_of("auth"), environment_of("gateway")) else { return };
-        for setting in [shared::JWT_ISSUER, shared::JWT_AUDIENCE] {
-            let value = |environment: &BTreeMap<String, String>| {
-                environment
-                    .get(setting.name)
-                    .filter(|v| !v.is_empty())
-                    .cloned()
-                    .unwrap_or_else(|| setting.default.to_owned())
-            };
-            let (a, g) = (value(&auth), value(&gateway));
-            if a != g {
-                self.fail(format!("compose: {} differs between auth ({a}) and gateway ({g})", setting.name));
-            }
-        }
-    }
-
-    /// Published ports reach what the service listens on; gRPC ports on host loopback.
-    fn published_ports(
-        &mut self,
-        services: &BTreeMap<String, &Yaml>,
-        run_by: &BTreeMap<String, String>,
-        listen_ports: &BTreeMap<String, Option<i64>>,
-    ) {
-        for (name, binary) in run_by {
-            let ports = compose::ports(services[name]);
-            let Some(listens_on) = listen_ports.get(name) else { continue };
-            let listens_on = listens_on.map_or_else(|| "none".to_owned(), |p| p.to_string());
-            for port in &ports {
-                if port.target != listens_on {
-                    self.fail(format!(
-                        "compose: service '{name}' publishes container port {}, but listens on {listens_on}",
-                        port.target
-                    ));
-                }
-            }
-            let grpc = self.app(binary).is_some_and(|app| app.grpc);
-            let p = &listens_on;
-            if grpc
-                && !ports.iter().any(|port| port.host_ip == "127.0.0.1" && port.published == *p && port.target == *p)
-            {
-                self.fail(format!("compose: service '{name}' should publish 127.0.0.1:{p}:{p} for grpcurl"));
-            }
-        }
-    }
-
-    /// `depends_on` targets exist; `service_healthy` targets have a healthcheck.
-    fn dependencies(&mut self, services: &BTreeMap<String, &Yaml>) {
-        for (name, service) in services {
-            let depends_on = &service["depends_on"];
-            let dependencies: Vec<(String, String)> = match depends_on {
-                Yaml::Array(names) => {
-                    names.iter().filter_map(compose::scalar).map(|d| (d, "service_started".to_owned())).collect()
-                }
-                _ => compose::entries(depends_on)
-                    .into_iter()
-                    .map(|(d, spec)| {
-                        (d, compose::scalar(&spec["condition"]).unwrap_or_else(|| "service_started".to_owned()))
-                    })
-                    .collect(),
-            };
-            for (dependency, condition) in dependencies {
-                let Some(target) = services.get(&dependency) else {
-                    self.fail(format!("compose: service '{name}' depends on '{dependency}', which does not exist"));
-                    continue;
-                };
-                let healthcheck = &target["healthcheck"];
-                let has_test = compose::has(healthcheck, "test") && !healthcheck["test"].is_null();
-                let disabled = healthcheck["disable"].as_bool().unwrap_or(false);
-                if condition == "service_healthy" && (!has_test || disabled) {
-                    self.fail(format!(
-                        "compose: service '{name}' waits for '{dependency}' to be healthy, but '{dependency}' has no healthcheck"
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Bind mounts' sources exist; named volumes are declared.
-    fn volumes(&mut self, services: &BTreeMap<String, &Yaml>, declared: &BTreeSet<String>) {
-        for (name, service) in services {
-            for volume in compose::volumes(service) {
-                let Some(source) = &volume.source else { continue };
-                if volume.bind {
-                    let home = std::env::var("HOME").unwrap_or_default();
-                    let expanded =
-                        source.strip_prefix('~').map_or_else(|| source.clone(), |rest| format!("{home}{rest}"));
-                    let path = resolve("deploy", &expanded);
-                    if !self.files.exists(&path) {
-                        self.fail(format!("compose: service '{name}' mounts {source}, but {path} does not exist"));
-                    }
-                } else if !declared.contains(source) {
-                    self.fail(format!(
-                        "compose: service '{name}' uses volume '{source}', not declared under top-level volumes"
-                    ));
-                }
-            }
-        }
-    }
-
-    /// nats: its configuration is mounted where the command reads it, the
-    /// pinned nats-server accepts it, and JetStream is durable, on a volume.
-    fn nats_config(&mut self, nats: &Yaml) {
-        let command = compose::command(nats);
-        let mut target = "/etc/nats/nats-server.conf".to_owned(); // the alpine image's default
-        for flag in ["--config", "-c"] {
-            if let Some(at) = command.iter().position(|word| word == flag)
-                && let Some(path) = command.get(at + 1)
-            {
-                target.clone_from(path);
-            }
-        }
-        let volumes = compose::volumes(nats);
-        let Some(source) = volumes.iter().find(|v| v.bind && v.target == target).and_then(|v| v.source.clone()) else {
-            self.fail(format!("compose: nats reads {target}, but nothing is mounted there"));
-            return;
-        };
-        let path = resolve("deploy", &source);
-        let Some(text) = self.files.is_file(&path).then(|| self.files.read(&path)).flatten() else {
-            return; // a missing file is reported with the volumes
-        };
-        self.nats_server_accepts(&path, &text);
-        // The durability docs/operations.md promises: an fsync before every ack.
-        let sync_always = regex::Regex::new(r"(?m)^\s*sync_interval\s*[:=]\s*always\b").expect("a valid pattern");
-        if !sync_always.is_match(&text) {
-            self.fail(format!("{path}: JetStream must set sync_interval: always (docs/operations.md, durability)"));
-        }
-        let store_dir = regex::Regex::new(r#"jetstream\s*[:=]?\s*\{[^}]*store_dir\s*[:=]\s*"?([^\s"}]+)"#)
-            .expect("a valid pattern");
-        match store_dir.captures(&text) {
-            None => self.fail(format!("{path}: needs a jetstream {{ store_dir: ... }} block")),
-            Some(found) => {
-                let store = &found[1];
-                let on_volume = volumes.iter().any(|v| {
-                    !v.bind && (store == v.target || store.starts_with(&format!("{}/", v.target.trim_end_matches('/'))))
-                });
-                if !on_volume {
-                    self.fail(format!("{path}: JetStream store_dir {store} is not on a volume"));
-                }
-            }
-        }
-        let monitoring = regex::Regex::new(r"(?m)^\s*http\s*[:=]\s*\S*8222").expect("a valid pattern");
-        if !monitoring.is_match(&text) {
-            self.fail(format!("{path}: HTTP monitoring on 8222 (used by the healthcheck) is not enabled"));
-        }
-    }
-
-    /// The pinned nats-server itself parses the configuration (`-t`: test it).
-    fn nats_server_accepts(&mut self, path: &str, text: &str) {
-        let server = crate::nats::binary();
-        let scratch = tempfile::tempdir().expect("a temporary folder");
-        let file = if self.files.replaced.contains_key(path) {
-            let file = scratch.path().join("nats.conf");
-            std::fs::write(&file, text).expect("the configuration is written");
-            file
-        } else {
-            self.files.path(path)
-        };
-        match std::process::Command::new(&server).arg("-t").arg("-c").arg(&file).output() {
-            Ok(tested) if tested.status.success() => {}
-            Ok(tested) => {
-                let said = if tested.stderr.is_empty() { tested.stdout } else { tested.stderr };
-                self.fail(format!("{path}: nats-server refuses it: {}", String::from_utf8_lossy(&said).trim()));
-            }
-            Err(e) => self.fail(format!("{path}: cannot run {}: {e}", server.display())),
-        }
+        self.kubernetes(pinned_nats.as_deref(), gateway_grace);
     }
 
     /// The Dockerfile: pinned base images; the build stage copies files that
@@ -769,7 +407,6 @@ impl Check<'_> {
         }
     }
 }
-
 /// Differences between README.md's configuration table and the services'
 /// settings: every variable the table names is one a service reads, every
 /// one a service reads is in the table, and where a row gives one default per
@@ -809,4 +446,20 @@ pub fn readme_problems(readme: &str) -> Vec<String> {
         problems.push(format!("README.md's configuration table does not mention {variable}"));
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn durations_read_as_compose_and_haproxy_write_them() {
+        assert_eq!(seconds("15s", 1.0), Some(15.0));
+        assert_eq!(seconds("1m30s", 1.0), Some(90.0));
+        assert_eq!(seconds("1h", 0.001), Some(3600.0));
+        assert_eq!(seconds("500ms", 1.0), Some(0.5));
+        assert_eq!(seconds("5000", 0.001), Some(5.0));
+        assert_eq!(seconds("soon", 1.0), None);
+        assert_eq!(seconds("", 1.0), None);
+    }
 }
