@@ -345,6 +345,13 @@ pub async fn run_dispatcher(
                 next = messages.next() => next,
             };
             match next {
+                // async-nats recreates an ordered consumer that has delivered
+                // nothing yet from the stream's first entry, not from where it
+                // was asked to start; such a replay would reach sockets again.
+                Some(Ok(m)) if m.info().is_ok_and(|info| info.stream_sequence <= registry.last_dispatched()) => {
+                    tracing::warn!("the live consumer went back in the stream; starting over where it was");
+                    break;
+                }
                 Some(Ok(m)) => dispatch(&registry, &m),
                 Some(Err(e)) => tracing::warn!(error = %e, "live consumer hiccup"),
                 None => break,

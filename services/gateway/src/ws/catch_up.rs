@@ -215,6 +215,11 @@ async fn replay_tail(
         };
         let Ok(info) = entry.info() else { continue };
         let (stream_seq, pending) = (info.stream_sequence, info.pending);
+        // An ordered consumer async-nats recreated before its first entry
+        // starts at the stream's beginning: give up rather than replay that.
+        if stream_seq < first {
+            return Err(ApiError::unavailable("message stream went back"));
+        }
         if stream_seq > snapshot {
             return Ok(());
         }
