@@ -43,8 +43,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self};
@@ -68,6 +70,11 @@ pub enum AppendError {
 }
 
 const MAX_ATTEMPTS: usize = 8;
+/// How long a send waits for its stream to have a leader again, and how
+/// often it tries meanwhile. A cluster elects a new leader within a few
+/// seconds of losing one; the caller's own deadline may end the wait sooner.
+const LEADERLESS_WAIT: Duration = Duration::from_secs(2);
+const LEADERLESS_PAUSE: Duration = Duration::from_millis(100);
 /// Beyond this many cached conversations the cache starts over; a miss costs
 /// one direct get, never correctness.
 const MAX_CACHED_HEADS: usize = 100_000;
@@ -126,7 +133,7 @@ impl ConversationLog {
             stream,
             sent,
             archive,
-            archive_warnings: crate::log_throttle::LogThrottle::new(std::time::Duration::from_secs(10)),
+            archive_warnings: crate::log_throttle::LogThrottle::new(Duration::from_secs(10)),
             heads: Mutex::new(HashMap::new()),
         }
     }
@@ -208,10 +215,12 @@ impl ConversationLog {
         // only conflict with each other.
         let mut head = slot.lock().await;
         let subject = crate::nats::message_subject(out.conversation_id);
-        for attempt in 0..MAX_ATTEMPTS {
+        let mut lost_races = 0;
+        let started = tokio::time::Instant::now();
+        loop {
             let current = match *head {
                 Some(h) => h,
-                None => self.read_head(&subject, persisted_last_seq, attempt > 0).await?,
+                None => self.read_head(&subject, persisted_last_seq, lost_races > 0).await?,
             };
             let message = Message {
                 conversation_id: out.conversation_id.to_owned(),
@@ -254,6 +263,16 @@ impl ConversationLog {
                 Err(e) if crate::nats::lost_a_race(&e) => {
                     // Another gateway wrote first: learn the new head and retry.
                     *head = None;
+                    lost_races += 1;
+                    if lost_races == MAX_ATTEMPTS {
+                        return Err(AppendError::Busy);
+                    }
+                }
+                // Nobody took the write: the stream has no leader right now (a
+                // cluster electing one after losing a node). Try again shortly
+                // rather than have every client retry at once.
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound && started.elapsed() < LEADERLESS_WAIT => {
+                    tokio::time::sleep(LEADERLESS_PAUSE).await;
                 }
                 Err(e) => {
                     *head = None;
@@ -261,7 +280,6 @@ impl ConversationLog {
                 }
             }
         }
-        Err(AppendError::Busy)
     }
 
     /// The conversation's newest entry. Any replica answers a direct get; after
