@@ -162,7 +162,13 @@ pub fn with_health_and_reflection(
     (routes, health)
 }
 
-/// Serves `routes` on `listener` until `shutdown` is cancelled, then drains.
+/// How long calls in progress get to finish once shutdown begins. A
+/// connection that stays open past it (a client that never lets go) is
+/// closed rather than hold the process up.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then drains
+/// for up to [`DRAIN_LIMIT`].
 ///
 /// # Errors
 /// When the server fails.
@@ -171,11 +177,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .trace_fn(request_span)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+    let drain_ended = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        () = drain_ended => {
+            tracing::warn!(limit = ?DRAIN_LIMIT, "connections still open after shutdown; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// The span a served call runs in: a child of the caller's `traceparent`,
