@@ -59,7 +59,11 @@ impl PeerAddress {
         let (host, port) = rest.rsplit_once(':').ok_or_else(malformed)?;
         let port: u16 = port.parse().map_err(|_| malformed())?;
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
+        if host.is_empty()
+            || port == 0
+            || host.contains(['/', '@'])
+            || host.contains(|c: char| c.is_whitespace() || c.is_control())
+        {
             return Err(malformed());
         }
         Ok(Self { host: host.to_owned(), port })
@@ -170,6 +174,7 @@ mod tests {
         assert_eq!(peers[1], PeerAddress { host: "history-1".into(), port: 50052 });
         assert_eq!(peers[1].socket_addr(), None);
         assert_eq!(peers[2].socket_addr(), Some("[::1]:7".parse().unwrap()));
+        assert_eq!(parse_list("history:65535").unwrap()[0].port, u16::MAX);
     }
 
     #[test]
@@ -182,6 +187,10 @@ mod tests {
             (":50052", "is not host:port"),
             ("https://history:50052", "only plain http://"),
             ("http://user@history:1", "is not host:port"),
+            ("history\0:50052", "is not host:port"),
+            ("his tory:50052", "is not host:port"),
+            ("history:65536", "is not host:port"),
+            ("history:-1", "is not host:port"),
         ] {
             let error = parse_list(list).expect_err(list).to_string();
             assert!(error.contains(reason), "{list}: {error}");

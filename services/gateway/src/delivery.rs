@@ -335,6 +335,7 @@ pub async fn run_dispatcher(
                 continue;
             }
         };
+        let mut last = from - 1;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -345,14 +346,18 @@ pub async fn run_dispatcher(
                 next = messages.next() => next,
             };
             match next {
-                // async-nats recreates an ordered consumer that has delivered
-                // nothing yet from the stream's first entry, not from where it
-                // was asked to start; such a replay would reach sockets again.
-                Some(Ok(m)) if m.info().is_ok_and(|info| info.stream_sequence <= registry.last_dispatched()) => {
-                    tracing::warn!("the live consumer went back in the stream; starting over where it was");
-                    break;
+                Some(Ok(m)) => {
+                    let Ok(stream_seq) = m.info().map(|info| info.stream_sequence) else { continue };
+                    // async-nats recreates an ordered consumer that has delivered
+                    // nothing yet from the stream's first entry, not from where
+                    // it was asked to start; such a replay would reach sockets again.
+                    if stream_seq <= last {
+                        tracing::warn!("the live consumer went back in the stream; starting over where it was");
+                        break;
+                    }
+                    dispatch(&registry, &m, stream_seq);
+                    last = stream_seq;
                 }
-                Some(Ok(m)) => dispatch(&registry, &m),
                 Some(Err(e)) => tracing::warn!(error = %e, "live consumer hiccup"),
                 None => break,
             }
@@ -367,9 +372,7 @@ async fn backoff(shutdown: &CancellationToken) {
     }
 }
 
-fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message) {
-    let Ok(info) = m.info() else { return };
-    let stream_seq = info.stream_sequence;
+fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message, stream_seq: u64) {
     let span = tracing::info_span!("gateway.deliver", otel.kind = "consumer", stream_seq);
     chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
     let _entered = span.enter();
