@@ -2,10 +2,12 @@
 //! rate. Pairs of users in direct conversations; each sender sends on a fixed
 //! schedule (open loop: a slow system does not slow the senders down) and the
 //! time from `send` to the `message` frame on the receiver's socket is taken
-//! for every message. Nothing may be lost.
+//! for every message. Nothing may be lost. Each step sends for a warm-up
+//! first; latency and what the system spends (CPU by process, NATS messages)
+//! are taken over the rest of the step only.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_common::shutdown::CancellationToken;
@@ -13,7 +15,7 @@ use chat_system_tests::client::Device;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::setup::Bench;
+use crate::setup::{Bench, Spent};
 use crate::stats::Samples;
 use crate::ws;
 
@@ -35,8 +37,9 @@ pub async fn pairs(bench: &Bench, count: usize) -> Vec<Pair> {
 }
 
 pub struct Outcome {
-    /// CPU milliseconds each process spent per 1,000 messages sent.
-    pub cpu_per_thousand: Vec<(&'static str, f64)>,
+    /// What the system spent while `measured` messages were sent.
+    pub spent: Spent,
+    pub measured: u64,
     pub sent: u64,
     pub received: u64,
     /// `error` frames answered to sends (refusals, overload).
@@ -53,8 +56,15 @@ impl Outcome {
 /// How long receivers wait for stragglers after the last send.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Sends `rate` messages per second in total, spread over the pairs, for `duration`.
-pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration) -> anyhow::Result<Outcome> {
+/// Sends `rate` messages per second in total, spread over the pairs, for
+/// `warm_up` and then `duration`, which is measured.
+pub async fn run_at(
+    bench: &Bench,
+    pairs: &[Pair],
+    rate: u64,
+    warm_up: Duration,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
     let url = bench.ws();
     let mut receivers = Vec::with_capacity(pairs.len());
     let mut senders = Vec::with_capacity(pairs.len());
@@ -63,14 +73,18 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
         senders.push(ws::open(&url, &pair.sender.access_token).await?);
     }
     let received = Arc::new(AtomicU64::new(0));
+    let sends = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
-    let readers: Vec<_> =
-        receivers.into_iter().map(|socket| tokio::spawn(receive(socket, received.clone(), stop.clone()))).collect();
+    let readers: Vec<_> = receivers
+        .into_iter()
+        .map(|socket| tokio::spawn(receive(socket, received.clone(), measuring.clone(), stop.clone())))
+        .collect();
 
     let count = pairs.len();
     let period = Duration::from_secs_f64(count as f64 / rate as f64);
-    let per_sender = (duration.as_secs_f64() / period.as_secs_f64()).round() as u64;
+    let per_sender = ((warm_up + duration).as_secs_f64() / period.as_secs_f64()).round() as u64;
     let writers: Vec<_> = senders
         .into_iter()
         .zip(pairs)
@@ -79,6 +93,7 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
             let (mut sink, mut source) = socket.split();
             let conversation_id = pair.conversation_id.clone();
             let errors = errors.clone();
+            let sends = sends.clone();
             let stop = stop.clone();
             // Acks and errors come back on the sender's own socket.
             tokio::spawn(async move {
@@ -105,12 +120,16 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
                     if sink.send(ws::send_frame(req, &conversation_id)).await.is_err() {
                         return req - 1;
                     }
+                    sends.fetch_add(1, Ordering::Relaxed);
                 }
                 per_sender
             })
         })
         .collect();
-    let cpu_before = bench.cpu_seconds();
+    tokio::time::sleep(warm_up).await;
+    let before = bench.meter().await;
+    let sent_before = sends.load(Ordering::Relaxed);
+    measuring.store(true, Ordering::Relaxed);
     let mut sent = 0;
     for writer in writers {
         sent += writer.await?;
@@ -119,15 +138,16 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
     while received.load(Ordering::Relaxed) < sent && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let cpu_per_thousand =
-        bench.cpu_since(cpu_before).into_iter().map(|(name, used)| (name, used * 1e6 / sent.max(1) as f64)).collect();
+    let spent = bench.spent_since(before).await;
+    let measured = sends.load(Ordering::Relaxed) - sent_before;
     stop.cancel();
     let mut samples = Samples::default();
     for reader in readers {
         samples.extend(reader.await?);
     }
     Ok(Outcome {
-        cpu_per_thousand,
+        spent,
+        measured,
         sent,
         received: received.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
@@ -135,7 +155,12 @@ pub async fn run_at(bench: &Bench, pairs: &[Pair], rate: u64, duration: Duration
     })
 }
 
-async fn receive(socket: ws::Socket, received: Arc<AtomicU64>, stop: CancellationToken) -> Samples {
+async fn receive(
+    socket: ws::Socket,
+    received: Arc<AtomicU64>,
+    measuring: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> Samples {
     let (_sink, mut source) = socket.split();
     let mut samples = Samples::default();
     loop {
@@ -146,7 +171,9 @@ async fn receive(socket: ws::Socket, received: Arc<AtomicU64>, stop: Cancellatio
         match frame {
             Some(Ok(Message::Text(text))) => {
                 if let Some(sent_at) = ws::sent_at(&text) {
-                    samples.push(ws::now_micros().saturating_sub(sent_at));
+                    if measuring.load(Ordering::Relaxed) {
+                        samples.push(ws::now_micros().saturating_sub(sent_at));
+                    }
                     received.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -3,9 +3,11 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
+//! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
+//! instead of SQLite, and meters PostgreSQL's CPU with the services'.
 //! `--nats-cluster` runs the system on three nats-servers in a cluster (each
 //! in a network namespace of its own where it can) with every stream at three
 //! replicas, in place of one nats-server.
@@ -32,6 +34,8 @@ use stats::Samples;
 struct Sizes {
     pairs: usize,
     latency_rates: Vec<u64>,
+    /// Sending before each latency or rate step is measured.
+    warm_up_seconds: u64,
     latency_seconds: u64,
     max_rate_steps: Vec<u64>,
     step_seconds: u64,
@@ -50,9 +54,10 @@ impl Sizes {
         Self {
             pairs: 100,
             latency_rates: vec![1_000, 5_000],
+            warm_up_seconds: 3,
             latency_seconds: 10,
             max_rate_steps: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000],
-            step_seconds: 5,
+            step_seconds: 10,
             group_members: 256,
             group_messages: 2_000,
             gateways: 2,
@@ -68,6 +73,7 @@ impl Sizes {
         Self {
             pairs: 4,
             latency_rates: vec![100],
+            warm_up_seconds: 0,
             latency_seconds: 1,
             max_rate_steps: vec![100, 200],
             step_seconds: 1,
@@ -115,18 +121,23 @@ async fn run() -> anyhow::Result<()> {
     let mut out = std::path::PathBuf::from("target/bench/results.md");
     let mut sync_always = false;
     let mut cluster = false;
+    let mut postgres = false;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => sizes = Sizes::quick(),
             "--nats-sync-always" => sync_always = true,
             "--nats-cluster" => cluster = true,
+            "--postgres" => postgres = true,
             "--out" => out = args.next().context("--out needs a file")?.into(),
             _ => bail!("unknown option {flag}"),
         }
     }
     let known = ["all", "floor", "latency", "max-rate", "fanout", "idle", "connect", "ingest"];
     if !known.contains(&scenario.as_str()) {
-        bail!("usage: chat-bench [{}] [--quick] [--nats-sync-always | --nats-cluster] [--out FILE]", known.join("|"));
+        bail!(
+            "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]",
+            known.join("|")
+        );
     }
     let wants = |name: &str| scenario == "all" || scenario == name;
     let mut report = Report::default();
@@ -137,9 +148,10 @@ async fn run() -> anyhow::Result<()> {
     };
     let nats =
         if cluster { "three nats-servers in a cluster, every stream at three replicas" } else { "one nats-server" };
-    report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}", machine()));
+    let database = if postgres { "PostgreSQL" } else { "SQLite" };
+    report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}; {database}", machine()));
 
-    let bench = Bench::start(sync_always, cluster).await?;
+    let bench = Bench::start(sync_always, cluster, postgres).await?;
     let floor =
         if scenario == "ingest" { Floor::default() } else { measure_floor(&bench, &sizes, &mut report).await? };
     if wants("latency") || wants("max-rate") {
@@ -271,14 +283,17 @@ async fn latency_section(
     floor: &Floor,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    report.section(
-        &format!("End-to-end latency, send to receipt on the peer's socket, {} pairs", sizes.pairs),
-        &["offered/s", "sent", "lost", "errors", "p50", "p99", "p99.9", "target", "p50 / p99 to the floor"],
-    );
-    let mut cpu = Vec::new();
+    let mut spent = Vec::new();
+    let mut rows = Vec::new();
     for &rate in &sizes.latency_rates {
-        let mut outcome = latency::run_at(bench, pairs, rate, Duration::from_secs(sizes.latency_seconds)).await?;
-        cpu.push((rate, std::mem::take(&mut outcome.cpu_per_thousand)));
+        let mut outcome = latency::run_at(
+            bench,
+            pairs,
+            rate,
+            Duration::from_secs(sizes.warm_up_seconds),
+            Duration::from_secs(sizes.latency_seconds),
+        )
+        .await?;
         let (p50, p99, p999) =
             (outcome.samples.percentile(50.0), outcome.samples.percentile(99.0), outcome.samples.percentile(99.9));
         let target = match rate {
@@ -286,27 +301,50 @@ async fn latency_section(
             5_000 => "p99 ≤ 10 ms",
             _ => "",
         };
-        report.row(&[
-            &count(rate as f64),
-            &count(outcome.sent as f64),
-            &outcome.lost().to_string(),
-            &outcome.errors.to_string(),
-            &ms(p50),
-            &ms(p99),
-            &ms(p999),
-            target,
-            &format!("{} / {}", ratio(p50 as f64, floor.path_p50 as f64), ratio(p99 as f64, floor.path_p99 as f64)),
+        rows.push(vec![
+            count(rate as f64),
+            count(outcome.sent as f64),
+            outcome.lost().to_string(),
+            outcome.errors.to_string(),
+            ms(p50),
+            ms(p99),
+            ms(p999),
+            target.to_owned(),
+            format!("{} / {}", ratio(p50 as f64, floor.path_p50 as f64), ratio(p99 as f64, floor.path_p99 as f64)),
         ]);
+        spent.push((rate, outcome.measured, outcome.spent));
     }
-    report.note("The floor for latency is one WebSocket echo round trip plus one NATS hop, at the same rate.");
-    let mut columns = vec!["offered/s"];
-    columns.extend(bench.processes().into_iter().map(|(name, _)| name));
-    report.section("CPU milliseconds per 1,000 messages, by process, during those runs", &columns);
-    for (rate, per_process) in &cpu {
-        let cells: Vec<String> =
-            std::iter::once(count(*rate as f64)).chain(per_process.iter().map(|(_, ms)| format!("{ms:.0}"))).collect();
+    // What each message costs leads: unlike rates, it barely moves with the machine's pace.
+    let mut columns = vec!["offered/s", "all processes"];
+    if let Some((_, _, first)) = spent.first() {
+        columns.extend(first.cpu.iter().map(|(name, _)| *name));
+    }
+    columns.push("NATS messages in / out");
+    report.section(
+        &format!(
+            "CPU time per message (µs), by process, {} pairs, {} s after {} s of warm-up",
+            sizes.pairs, sizes.latency_seconds, sizes.warm_up_seconds
+        ),
+        &columns,
+    );
+    for (rate, measured, spent) in &spent {
+        let per_message = |seconds: f64| format!("{:.0}", seconds * 1e6 / (*measured).max(1) as f64);
+        let mut cells = vec![count(*rate as f64), format!("**{}**", per_message(spent.total_cpu()))];
+        cells.extend(spent.cpu.iter().map(|(_, seconds)| per_message(*seconds)));
+        cells.push(spent.nats_messages.map_or("–".to_owned(), |(into, out)| {
+            format!("{:.1} / {:.1}", into / (*measured).max(1) as f64, out / (*measured).max(1) as f64)
+        }));
         report.row(&cells.iter().map(String::as_str).collect::<Vec<_>>());
     }
+    report.note("Target: all processes together ≤ 250 µs per message at 1,000/s, nats-server ≤ 100 µs of it.");
+    report.section(
+        &format!("End-to-end latency, send to receipt on the peer's socket, {} pairs", sizes.pairs),
+        &["offered/s", "sent", "lost", "errors", "p50", "p99", "p99.9", "target", "p50 / p99 to the floor"],
+    );
+    for row in &rows {
+        report.row(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    report.note("The floor for latency is one WebSocket echo round trip plus one NATS hop, at the same rate.");
     Ok(())
 }
 
@@ -319,12 +357,22 @@ async fn max_rate_section(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     report.section(
-        &format!("Maximum sustainable rate, {} pairs, {} s per step", sizes.pairs, sizes.step_seconds),
-        &["offered/s", "sent", "lost", "errors", "p99", "sustained"],
+        &format!(
+            "Maximum sustainable rate, {} pairs, {} s per step after {} s of warm-up",
+            sizes.pairs, sizes.step_seconds, sizes.warm_up_seconds
+        ),
+        &["offered/s", "sent", "lost", "errors", "p99", "sustained", "CPU per message, all processes"],
     );
     let mut best = 0;
     for &rate in &sizes.max_rate_steps {
-        let mut outcome = latency::run_at(bench, pairs, rate, Duration::from_secs(sizes.step_seconds)).await?;
+        let mut outcome = latency::run_at(
+            bench,
+            pairs,
+            rate,
+            Duration::from_secs(sizes.warm_up_seconds),
+            Duration::from_secs(sizes.step_seconds),
+        )
+        .await?;
         let p99 = outcome.samples.percentile(99.0);
         let sustained = outcome.lost() == 0 && outcome.errors == 0 && p99 < 50_000;
         report.row(&[
@@ -334,6 +382,7 @@ async fn max_rate_section(
             &outcome.errors.to_string(),
             &ms(p99),
             if sustained { "yes" } else { "no" },
+            &format!("{:.0} µs", outcome.spent.total_cpu() * 1e6 / outcome.measured.max(1) as f64),
         ]);
         if !sustained {
             break;

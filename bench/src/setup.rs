@@ -1,13 +1,17 @@
 //! The system under test: a pinned nats-server (or a three-node cluster of
 //! them with every stream at three replicas, `--nats-cluster`) and the five
 //! service binaries of this build (release for `scripts/bench`) as processes
-//! on SQLite, with
-//! the login and registration limits raised so setting up users is quick,
-//! and the gateway's brakes raised so they do not cap what is measured.
+//! on SQLite (or PostgreSQL, `--postgres`), with the login and registration
+//! limits raised so setting up users is quick, and the gateway's brakes
+//! raised so they do not cap what is measured. It meters what every process
+//! spends: CPU time from /proc (PostgreSQL's processes summed) and the
+//! messages nats-server moves, from its monitoring endpoint.
 
+use anyhow::Context as _;
 use chat_system_tests::NatsServer;
 use chat_system_tests::client::{Api, Device};
 use chat_system_tests::cluster::NatsCluster;
+use chat_system_tests::database::admin_url;
 use chat_system_tests::processes::{Databases, Processes};
 use futures::StreamExt;
 
@@ -46,8 +50,25 @@ pub struct Bench {
     pub system: Processes,
     pub api: Api,
     pub nats: Nats,
+    /// Whether auth and history run on PostgreSQL (its CPU is metered too).
+    pub postgres: bool,
     _data: tempfile::TempDir,
     run: String,
+    http: reqwest::Client,
+}
+
+/// What the whole system spent between two readings.
+pub struct Spent {
+    /// CPU seconds by process.
+    pub cpu: Vec<(&'static str, f64)>,
+    /// Messages into and out of nats-server (one server only).
+    pub nats_messages: Option<(f64, f64)>,
+}
+
+impl Spent {
+    pub fn total_cpu(&self) -> f64 {
+        self.cpu.iter().map(|(_, seconds)| seconds).sum()
+    }
 }
 
 /// How many users are registered at once (each costs a password hash).
@@ -57,7 +78,7 @@ impl Bench {
     /// The system, its nats-server syncing every write to disk when
     /// `sync_always` (see `--nats-sync-always`), or on a three-node cluster
     /// when `cluster`.
-    pub async fn start(sync_always: bool, cluster: bool) -> anyhow::Result<Self> {
+    pub async fn start(sync_always: bool, cluster: bool, postgres: bool) -> anyhow::Result<Self> {
         let nats = match (cluster, sync_always) {
             (true, false) => Nats::Cluster(NatsCluster::start(NODE_NAMES.len()).await),
             (true, true) => anyhow::bail!("--nats-cluster runs JetStream's default sync only"),
@@ -81,10 +102,15 @@ impl Bench {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let system = Processes::start_with(&nats.urls(), data.path(), Databases::sqlite(data.path()), &env).await;
+        let databases = if postgres {
+            Databases::postgres_on(&admin_url()).await.context("PostgreSQL is not reachable (DATABASE_ADMIN_URL)")?
+        } else {
+            Databases::sqlite(data.path())
+        };
+        let system = Processes::start_with(&nats.urls(), data.path(), databases, &env).await;
         let api = system.api();
         let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-        Ok(Self { system, api, nats, _data: data, run })
+        Ok(Self { system, api, nats, postgres, _data: data, run, http: reqwest::Client::new() })
     }
 
     pub fn ws(&self) -> String {
@@ -118,9 +144,37 @@ impl Bench {
         all.filter_map(|(name, pid)| pid.map(|pid| (name, pid))).collect()
     }
 
-    /// CPU seconds (user + system) each process has used so far.
+    /// CPU seconds (user + system) each process has used so far; with
+    /// `--postgres`, the last entry is every PostgreSQL process together.
     pub fn cpu_seconds(&self) -> Vec<(&'static str, f64)> {
-        self.processes().into_iter().map(|(name, pid)| (name, cpu_seconds(pid).unwrap_or(0.0))).collect()
+        let mut used: Vec<_> =
+            self.processes().into_iter().map(|(name, pid)| (name, cpu_seconds(pid).unwrap_or(0.0))).collect();
+        if self.postgres {
+            used.push(("postgres", postgres_cpu_seconds()));
+        }
+        used
+    }
+
+    /// The CPU and NATS messages used so far, for [`Self::spent_since`].
+    pub async fn meter(&self) -> Spent {
+        Spent { cpu: self.cpu_seconds(), nats_messages: self.nats_messages().await }
+    }
+
+    /// What was spent since `before` (from [`Self::meter`]).
+    pub async fn spent_since(&self, before: Spent) -> Spent {
+        let now = self.meter().await;
+        let cpu =
+            now.cpu.into_iter().zip(before.cpu).map(|((name, after), (_, before))| (name, after - before)).collect();
+        let nats_messages = now.nats_messages.zip(before.nats_messages).map(|((i, o), (bi, bo))| (i - bi, o - bo));
+        Spent { cpu, nats_messages }
+    }
+
+    /// Messages in and out of the one nats-server so far (`/varz`).
+    async fn nats_messages(&self) -> Option<(f64, f64)> {
+        let Nats::Single(server) = &self.nats else { return None };
+        let varz: serde_json::Value =
+            self.http.get(format!("{}/varz", server.monitor_url())).send().await.ok()?.json().await.ok()?;
+        Some((varz["in_msgs"].as_f64()?, varz["out_msgs"].as_f64()?))
     }
 
     /// CPU seconds each process has used since `before` (from [`Self::cpu_seconds`]).
@@ -138,6 +192,17 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
     Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// CPU seconds used by every process named `postgres` (the server and its
+/// backends; the bench's connections are pooled, so they live through a run).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(|pid| cpu_seconds(pid).ok())
+        .sum()
 }
 
 /// Resident memory of a process in bytes, from /proc.

@@ -11,6 +11,8 @@ use tokio::process::{Child, Command};
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// Its HTTP monitoring port (`/varz`: message and byte counters).
+    monitor_port: u16,
     store: tempfile::TempDir,
     /// A configuration file for the server, if any.
     config: Option<PathBuf>,
@@ -47,6 +49,7 @@ impl NatsServer {
         let mut server = Self {
             child: None,
             port: crate::ports::free_port(),
+            monitor_port: crate::ports::free_port(),
             store: tempfile::tempdir().expect("temp dir"),
             config: None,
         };
@@ -61,7 +64,13 @@ impl NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
         let config = store.path().join("nats.conf");
         std::fs::write(&config, "jetstream {\n  sync_interval: always\n}\n").expect("nats.conf");
-        let mut server = Self { child: None, port: crate::ports::free_port(), store, config: Some(config) };
+        let mut server = Self {
+            child: None,
+            port: crate::ports::free_port(),
+            monitor_port: crate::ports::free_port(),
+            store,
+            config: Some(config),
+        };
         server.spawn().await;
         server
     }
@@ -71,7 +80,9 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
-        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]).arg(self.store.path());
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string(), "-js", "-sd"])
+            .arg(self.store.path());
         self.child = Some(spawn(command));
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
@@ -93,6 +104,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Its monitoring endpoint, e.g. `{monitor_url}/varz`.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
     }
 
     /// Kills the server (SIGKILL); its JetStream store stays on disk.

@@ -51,6 +51,8 @@ impl ServiceProcess {
         command
             .env_clear()
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            // Passed on for experiments with the runtime's threads (the bench).
+            .envs(std::env::var("TOKIO_WORKER_THREADS").map(|n| ("TOKIO_WORKER_THREADS", n)))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(output())
             .stderr(output())
