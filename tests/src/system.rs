@@ -59,12 +59,6 @@ impl SystemBuilder {
         self
     }
 
-    /// How long the client-message-id index keeps an entry.
-    pub fn client_msg_id_index_age(mut self, age: Duration) -> Self {
-        self.stream.client_msg_id_index_age = age;
-        self
-    }
-
     pub fn gateways(mut self, count: usize) -> Self {
         self.gateways = count;
         self

@@ -1,34 +1,20 @@
-//! Idempotency is permanent while NATS holds only a bounded index: a re-send
-//! of a (sender, `client_msg_id`) that JetStream's duplicate window and the
-//! index bucket have both forgotten is still answered with the original, from
-//! history, with no second message and no burnt seq.
+//! Idempotency is permanent while a send asks nothing before publishing: a
+//! re-send of a (sender, `client_msg_id`) that JetStream's duplicate window has
+//! forgotten is still answered with the original (the gateway's set of sent
+//! keys calls it "maybe sent", and history has it), with no second message
+//! and no burnt seq; a gateway started later knows every key sent before it,
+//! and needs history only for a key it cannot call new.
 
 use std::time::{Duration, Instant};
 
-use chat_common::nats::CLIENT_MSG_IDS_BUCKET;
 use chat_system_tests::{Db, System, Ws, on_both_databases};
-use serde_json::json;
 
-on_both_databases!(a_resend_older_than_the_index_and_the_duplicate_window_returns_the_original);
+// A re-send after the window with every gateway up: first_path's
+// `a_resend_after_the_duplicate_window_still_returns_the_original`.
+on_both_databases!(a_gateway_started_later_sends_new_keys_without_history_and_never_a_known_key_twice);
 
-async fn index_bucket(system: &System) -> async_nats::jetstream::kv::Store {
-    let client = async_nats::connect(system.nats.url()).await.expect("NATS");
-    async_nats::jetstream::new(client).get_key_value(CLIENT_MSG_IDS_BUCKET).await.expect("the index bucket")
-}
-
-/// The index bucket's max age as JetStream holds it now.
-async fn index_max_age(js: &async_nats::jetstream::Context) -> Duration {
-    let mut stream = js.get_stream(format!("KV_{CLIENT_MSG_IDS_BUCKET}")).await.expect("the bucket's stream");
-    stream.info().await.expect("stream info").config.max_age
-}
-
-async fn a_resend_older_than_the_index_and_the_duplicate_window_returns_the_original(db: Db) {
-    let Some(system) = System::builder()
-        .duplicate_window(Duration::from_secs(1))
-        .client_msg_id_index_age(Duration::from_secs(1))
-        .start(db)
-        .await
-    else {
+async fn a_gateway_started_later_sends_new_keys_without_history_and_never_a_known_key_twice(db: Db) {
+    let Some(mut system) = System::builder().duplicate_window(Duration::from_secs(1)).start(db).await else {
         return;
     };
     let api = system.api();
@@ -36,60 +22,46 @@ async fn a_resend_older_than_the_index_and_the_duplicate_window_returns_the_orig
     let bob = api.new_user("bob").await;
     let conversation = api.direct(&alice, &bob).await;
     let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
-    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
-
-    let original = alice_ws.send_message(1, &conversation, "long-ago", "hello").await;
-    assert_eq!(bob_ws.expect("message").await["message"], original["message"]);
+    let original = alice_ws.send_message(1, &conversation, "before", "hello").await;
+    assert_eq!(original["type"], "ack", "{original}");
     api.wait_for_history(&bob, &conversation, 1).await;
 
-    // Wait until the index has forgotten the message (and, a second after the
-    // send, JetStream's duplicate window with it): only history knows it now.
-    let bucket = index_bucket(&system).await;
-    let key = chat_common::conversation_log::idempotency_key(&alice.user_id, "long-ago");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bucket.get(&key).await.expect("read the index").is_some() {
-        assert!(Instant::now() < deadline, "the index entry outlived the bucket's max age");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let late = alice_ws.send_message(2, &conversation, "long-ago", "hello").await;
-    assert_eq!(late["type"], "ack", "{late}");
-    assert_eq!(late["message"], original["message"], "the original, not a second message");
-    let (status, body) = api
-        .post(
-            &format!("/v1/conversations/{conversation}/messages"),
-            Some(&alice.access_token),
-            json!({ "client_msg_id": "long-ago", "body": "changed" }),
-        )
-        .await;
-    assert_eq!((status, &body), (200, &original["message"]), "over HTTP too, the original wins");
-
-    let next = alice_ws.send_message(3, &conversation, "fresh", "next").await;
-    assert_eq!(next["message"]["seq"], 2, "no seq was burnt");
-    assert_eq!(bob_ws.expect("message").await["message"]["seq"], 2, "bob got the original once");
-    assert_eq!(api.wait_for_history(&bob, &conversation, 2).await.len(), 2);
-    assert_eq!(system.stored_message_count().await, 2);
-    system.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_index_bucket_keeps_entries_for_its_configured_age_and_a_bucket_kept_forever_is_bounded_at_start() {
-    let age = Duration::from_secs(3600);
-    let Some(mut system) = System::builder().client_msg_id_index_age(age).start(Db::Sqlite).await else { return };
-    let client = async_nats::connect(system.nats.url()).await.expect("NATS");
-    let js = async_nats::jetstream::new(client);
-    assert_eq!(index_max_age(&js).await, age);
-
-    // A bucket created before the index was bounded kept every key forever.
-    let mut stream = js.get_stream(format!("KV_{CLIENT_MSG_IDS_BUCKET}")).await.expect("the bucket's stream");
-    let mut unbounded = stream.info().await.expect("stream info").config.clone();
-    unbounded.max_age = Duration::ZERO;
-    js.update_stream(unbounded).await.expect("unbound the bucket");
-    assert_eq!(index_max_age(&js).await, Duration::ZERO);
-
+    // A gateway that starts now loads the keys of what was sent before it.
+    // (Its socket opens and sends once while history is up: a first socket
+    // reads the user's conversations, a first send their member list.)
+    let later = system.start_gateway().await;
+    let (mut ws, _) = Ws::open(&system.ws(later), &alice).await;
+    assert_eq!(ws.send_message(2, &conversation, "warm", "members known").await["message"]["seq"], 2);
     system.kill_history().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the duplicate window
+
+    // New keys need nobody but JetStream once the keys are loaded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut req = 10;
+    let fresh = loop {
+        req += 1;
+        let reply = ws.send_message(req, &conversation, "while-history-is-down", "new").await;
+        if reply["type"] == "ack" {
+            break reply;
+        }
+        assert_eq!(reply["code"], "unavailable", "only while the keys load: {reply}");
+        assert!(Instant::now() < deadline, "a new key still needs history: {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fresh["message"]["seq"], 3);
+
+    // A key sent before is never sent again: without history to give the
+    // original, the send is refused, and nothing is stored.
+    let refused = ws.send_message(100, &conversation, "before", "hello again").await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+
     system.start_history().await;
-    assert_eq!(index_max_age(&js).await, age, "bounded again at start");
+    let resent = ws.send_message(101, &conversation, "before", "hello again").await;
+    assert_eq!(resent["message"], original["message"], "the original once history answers");
+    let next = ws.send_message(102, &conversation, "after", "next").await;
+    assert_eq!(next["message"]["seq"], 4, "no seq was burnt");
+    assert_eq!(api.wait_for_history(&bob, &conversation, 4).await.len(), 4);
+    assert_eq!(system.stored_message_count().await, 4);
     system.stop().await;
 }

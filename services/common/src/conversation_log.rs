@@ -12,34 +12,23 @@
 //! re-reads the conversation's newest message and tries again.
 //!
 //! Idempotency is permanent: a re-send of a known (sender, `client_msg_id`),
-//! however late, is answered with the original and never burns a `seq`. Three
-//! records cover a message's life, and each takes over before the one before
-//! it ends:
+//! however late, is answered with the original and never burns a `seq`; and
+//! a send asks nothing but the publish itself to know it is new:
 //!
-//! 1. JetStream's duplicate window. `Nats-Msg-Id` is derived from (sender,
+//! 1. [`SentKeys`] holds every key ever sent, in memory, as the gateway reads
+//!    them from the stream. It calls most new keys certainly new; those are
+//!    published at once. A key it calls "maybe sent" (a real re-send, or about
+//!    1 new key in 100), and every key while it is not complete (loading at
+//!    start, or a stream that does not keep every message), is looked up in
+//!    history's `messages` table, unique on (sender, `client_msg_id`)
+//!    ([`SentArchive`]). When history cannot be asked then, the send is
+//!    refused as unavailable (retry) rather than risk a second copy.
+//! 2. JetStream's duplicate window. `Nats-Msg-Id` is derived from (sender,
 //!    `client_msg_id`), so inside the window JetStream itself refuses a
 //!    re-send, two re-sends racing each other included, and answers with the
-//!    original's position.
-//! 2. The index bucket ([`crate::nats::CLIENT_MSG_IDS_BUCKET`]): every stored
-//!    message is put under the same key right after its publish (off the
-//!    caller's path, which the duplicate window covers meanwhile). Entries live
-//!    for the bucket's max age (a day by default), so what NATS holds is
-//!    bounded by the messages of that age, not by every message ever sent.
-//! 3. History's `messages` table, unique on (sender, `client_msg_id`), which
-//!    keeps every message for good. A key the bucket does not know is looked
-//!    up there ([`SentArchive`]) before publishing.
-//!
-//! Exactly once holds as long as history stores a message before its index
-//! entry expires, that is while history's ingest lag stays below the bucket's
-//! age: a re-send then finds the original in the bucket (sent less than the
-//! age ago) or in history (older), never in neither. The age is therefore
-//! hours where the lag is seconds, and a history stalled for longer than the
-//! age shows as consumer lag long before. Two re-sends racing each other after
-//! the window both miss the bucket and find history, or (both newer than the
-//! age) find the bucket; they never both publish. When history cannot be asked
-//! the send goes ahead, so sending never waits on history: only a re-send
-//! older than the bucket's age, during a history outage, could then be stored
-//! twice, and that is logged.
+//!    original's position. It covers what the set and history have not seen
+//!    yet: the gateway's live lag (milliseconds) and history's ingest lag,
+//!    which must stay below the window (`CHAT_STREAM_DUPLICATE_WINDOW_SECS`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,13 +36,14 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self};
 use chat_proto::events::v1::{Message, SystemEvent};
 use futures::future::BoxFuture;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
+
+use crate::sent_keys::{Known, SentKeys};
 
 /// Why a message could not be appended.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +94,7 @@ pub struct Published {
 }
 
 /// The permanent record of sent messages (history's store), asked for a
-/// (sender, `client_msg_id`) the index bucket no longer holds.
+/// (sender, `client_msg_id`) the set of sent keys cannot call new.
 pub trait SentArchive: Send + Sync {
     /// The stored message, `None` when there is none, an error (its cause)
     /// when the archive cannot be asked.
@@ -118,16 +108,15 @@ pub trait SentArchive: Send + Sync {
 pub struct ConversationLog {
     js: jetstream::Context,
     stream: Stream,
-    /// (sender, `client_msg_id`) → stream position of the original, for the
-    /// bucket's max age.
-    sent: kv::Store,
+    /// Every key sent, as far as this process has read the stream.
+    sent: Arc<SentKeys>,
     archive: Arc<dyn SentArchive>,
     archive_warnings: crate::log_throttle::LogThrottle,
     heads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Head>>>>>,
 }
 
 impl ConversationLog {
-    pub fn new(js: jetstream::Context, stream: Stream, sent: kv::Store, archive: Arc<dyn SentArchive>) -> Self {
+    pub fn new(js: jetstream::Context, stream: Stream, sent: Arc<SentKeys>, archive: Arc<dyn SentArchive>) -> Self {
         Self {
             js,
             stream,
@@ -138,50 +127,25 @@ impl ConversationLog {
         }
     }
 
-    /// The original of a known (sender, `client_msg_id`), if any: from the
-    /// index and the stream, else from the archive.
+    /// The original of a known (sender, `client_msg_id`), if any. Only a key
+    /// the set cannot call new costs a question to the archive.
     async fn original(&self, msg_id: &str, out: &Outgoing<'_>) -> Result<Option<Message>, AppendError> {
-        if let Some(value) = self.sent.get(msg_id).await.map_err(|e| unavailable(&e))? {
-            let stream_seq = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| AppendError::Corrupt(format!("client message id index entry {msg_id}")))?;
-            match self.stream.direct_get(stream_seq).await {
-                Ok(stored) => {
-                    let message = Message::decode(stored.payload.as_ref())
-                        .map_err(|e| AppendError::Corrupt(format!("stream entry {stream_seq}: {e}")))?;
-                    return Ok(Some(message));
-                }
-                // Aged out of the stream (`CHAT_STREAM_MAX_AGE_SECS`): history has it.
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
-                Err(e) => return Err(unavailable(&e)),
-            }
+        let known = self.sent.check(msg_id);
+        if known == Known::New {
+            return Ok(None);
         }
-        match self.archive.find_sent(out.sender_id, out.client_msg_id).await {
-            Ok(found) => Ok(found),
-            Err(cause) => {
-                // Once per interval, not once per message, through an outage.
-                if let Some(since) = self.archive_warnings.due() {
-                    tracing::warn!(
-                        %cause,
-                        unlogged_since_last = since,
-                        "history cannot be asked about client_msg_ids unknown to the index; sending them as new"
-                    );
-                }
-                Ok(None)
+        self.archive.find_sent(out.sender_id, out.client_msg_id).await.map_err(|cause| {
+            // Once per interval, not once per message, through an outage.
+            if let Some(since) = self.archive_warnings.due() {
+                tracing::warn!(
+                    %cause,
+                    ?known,
+                    unlogged_since_last = since,
+                    "history cannot be asked whether a client_msg_id was sent before; refusing the send"
+                );
             }
-        }
-    }
-
-    /// Indexes a stored message, off the caller's path: until the entry lands,
-    /// JetStream's duplicate window covers a re-send.
-    fn remember(&self, msg_id: String, stream_seq: u64) {
-        let sent = self.sent.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sent.put(&msg_id, stream_seq.to_string().into()).await {
-                tracing::warn!(error = %e, "cannot index a sent message; its duplicate window still protects it");
-            }
-        });
+            AppendError::Unavailable(format!("cannot tell whether this client_msg_id was sent before: {cause}"))
+        })
     }
 
     fn head_slot(&self, conversation_id: &str) -> Arc<tokio::sync::Mutex<Option<Head>>> {
@@ -251,13 +215,13 @@ impl ConversationLog {
             match ack {
                 Ok(ack) if ack.duplicate => {
                     *head = Some(current);
-                    self.remember(msg_id, ack.sequence);
+                    self.sent.insert(&msg_id);
                     let message = self.message_at(ack.sequence).await?;
                     return Ok(Published { message, duplicate: true });
                 }
                 Ok(ack) => {
                     *head = Some(Head { stream_seq: ack.sequence, seq: message.seq });
-                    self.remember(msg_id, ack.sequence);
+                    self.sent.insert(&msg_id);
                     return Ok(Published { message, duplicate: false });
                 }
                 Err(e) if crate::nats::lost_a_race(&e) => {

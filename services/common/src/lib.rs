@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nats;
 pub mod peers;
 pub mod rate_limit;
+pub mod sent_keys;
 pub mod server;
 pub mod shutdown;
 pub mod sockets;

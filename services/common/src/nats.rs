@@ -29,11 +29,6 @@ pub const KEYS_CHANGED_SUBJECT: &str = "chat.auth.keys";
 /// Key-value bucket of revoked devices (key: device id, value: user id). An
 /// entry only needs to outlive the device's last access token.
 pub const REVOKED_DEVICES_BUCKET: &str = "auth_revoked_devices";
-/// Key-value bucket indexing recently sent messages by (sender, `client_msg_id`)
-/// (key: the idempotency hash, value: the message's CHAT stream position) for
-/// [`StreamSettings::client_msg_id_index_age`]; history's store answers for
-/// older ones (see `conversation_log`).
-pub const CLIENT_MSG_IDS_BUCKET: &str = "chat_client_msg_ids";
 /// The header carrying a message's per-conversation seq, so readers can learn it
 /// without decoding the payload.
 pub const SEQ_HEADER: &str = "Chat-Seq";
@@ -96,17 +91,15 @@ pub fn parse_chat_subject(subject: &str) -> Option<ChatSubject<'_>> {
 /// Settings of the CHAT stream that operators may change.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    /// How long JetStream remembers a `Nats-Msg-Id` for de-duplication.
+    /// How long JetStream remembers a `Nats-Msg-Id` for de-duplication: it
+    /// covers a re-send until history has stored the original, so it must
+    /// comfortably exceed history's ingest lag.
     pub duplicate_window: Duration,
     /// How long events stay in the stream (zero: forever). History keeps them
     /// after that; a conversation's newest message must outlive the time history
     /// needs to persist it.
     pub max_age: Duration,
     pub replicas: usize,
-    /// How long the client-message-id index keeps a message's entry. Must
-    /// comfortably exceed history's ingest lag: older re-sends are looked up
-    /// in history.
-    pub client_msg_id_index_age: Duration,
 }
 
 impl Default for StreamSettings {
@@ -122,25 +115,15 @@ impl StreamSettings {
     pub const MAX_AGE_SECS: Setting = Setting::value("CHAT_STREAM_MAX_AGE_SECS", "0");
     /// Replicas of the stream and of every bucket (3 in a NATS cluster).
     pub const REPLICAS: Setting = Setting::value("CHAT_STREAM_REPLICAS", "1");
-    pub const CLIENT_MSG_ID_INDEX_AGE_SECS: Setting = Setting::value("CHAT_CLIENT_MSG_ID_INDEX_AGE_SECS", "86400");
     /// Everything [`StreamSettings::from_lookup`] reads.
-    pub const SETTINGS: &[Setting] =
-        &[Self::DUPLICATE_WINDOW_SECS, Self::MAX_AGE_SECS, Self::REPLICAS, Self::CLIENT_MSG_ID_INDEX_AGE_SECS];
+    pub const SETTINGS: &[Setting] = &[Self::DUPLICATE_WINDOW_SECS, Self::MAX_AGE_SECS, Self::REPLICAS];
 
     /// Reads [`StreamSettings::SETTINGS`] from `env`.
     ///
     /// # Errors
-    /// When a variable is set but not a number, or the index age is zero.
+    /// When a variable is set but not a number.
     pub fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
-        let index_age: u64 = Self::CLIENT_MSG_ID_INDEX_AGE_SECS.parse(env)?;
-        if index_age == 0 {
-            return Err(ConfigError::invalid(
-                Self::CLIENT_MSG_ID_INDEX_AGE_SECS.name,
-                "must be at least 1 (the index is bounded by design)",
-            ));
-        }
         Ok(Self {
-            client_msg_id_index_age: Duration::from_secs(index_age),
             duplicate_window: Duration::from_secs(Self::DUPLICATE_WINDOW_SECS.parse(env)?),
             max_age: Duration::from_secs(Self::MAX_AGE_SECS.parse(env)?),
             replicas: Self::REPLICAS.parse(env)?,
@@ -282,29 +265,6 @@ pub async fn revoked_devices(
     replicas: usize,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
     key_value(js, REVOKED_DEVICES_BUCKET, access_token_ttl + Duration::from_secs(60), replicas).await
-}
-
-/// The client-message-id index, created when missing, its entries kept for
-/// `settings.client_msg_id_index_age`. A bucket made with another age (one
-/// made before the index was bounded keeps entries forever) is changed to it.
-///
-/// # Errors
-/// When JetStream is unavailable or refuses the change.
-pub async fn client_msg_ids(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<jetstream::kv::Store, async_nats::Error> {
-    let age = settings.client_msg_id_index_age;
-    let bucket = key_value(js, CLIENT_MSG_IDS_BUCKET, age, settings.replicas).await?;
-    let mut stream = js.get_stream(format!("KV_{CLIENT_MSG_IDS_BUCKET}")).await?;
-    let mut config = stream.info().await?.config.clone();
-    if config.max_age != age {
-        config.max_age = age;
-        // JetStream requires the duplicate window to fit inside the age.
-        config.duplicate_window = config.duplicate_window.min(age);
-        js.update_stream(config).await?;
-    }
-    Ok(bucket)
 }
 
 /// How long purge markers stay in the key-value buckets, so every watcher sees them.

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
+use chat_common::conversation_log::idempotency_key;
 use chat_common::events::{ChatEvent, EventError};
+use chat_common::sent_keys::SentKeys;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::events::v1::{MembershipChanged, MessageChanged, SystemEventKind};
 use chat_proto::presence::v1::PresenceState;
@@ -306,6 +308,7 @@ pub async fn run_dispatcher(
     start_after: u64,
     mut reconnections: chat_common::nats::Reconnections,
     registry: Arc<Registry>,
+    sent: Arc<SentKeys>,
     shutdown: CancellationToken,
 ) {
     registry.advance(start_after);
@@ -355,7 +358,7 @@ pub async fn run_dispatcher(
                         tracing::warn!("the live consumer went back in the stream; starting over where it was");
                         break;
                     }
-                    dispatch(&registry, &m, stream_seq);
+                    dispatch(&registry, &sent, &m, stream_seq);
                     last = stream_seq;
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "live consumer hiccup"),
@@ -372,7 +375,7 @@ async fn backoff(shutdown: &CancellationToken) {
     }
 }
 
-fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message, stream_seq: u64) {
+fn dispatch(registry: &Registry, sent: &SentKeys, m: &async_nats::jetstream::Message, stream_seq: u64) {
     let span = tracing::info_span!("gateway.deliver", otel.kind = "consumer", stream_seq);
     chat_common::nats::follow_trace_context(&span, m.headers.as_ref());
     let _entered = span.enter();
@@ -383,6 +386,10 @@ fn dispatch(registry: &Registry, m: &async_nats::jetstream::Message, stream_seq:
     };
     match event {
         ChatEvent::Message(message) => {
+            match m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+                Some(key) => sent.insert(key.as_str()),
+                None => sent.insert(&idempotency_key(&message.sender_id, &message.client_msg_id)),
+            }
             let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
             crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
             let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();

@@ -72,6 +72,8 @@ pub struct App {
     metrics: chat_common::metrics::Endpoint,
     state: state::AppState,
     stream_start: u64,
+    /// Every key sent, filled from the stream (see `chat_common::sent_keys`).
+    sent: std::sync::Arc<chat_common::sent_keys::SentKeys>,
     reconnections: chat_common::nats::Reconnections,
     revoked_bucket: async_nats::jetstream::kv::Store,
     key_changes: async_nats::Subscriber,
@@ -109,17 +111,17 @@ impl App {
             nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.context("subscribing to key changes")?;
         let typing_events =
             nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.context("subscribing to typing events")?;
-        let sent = chat_common::nats::client_msg_ids(&js, &config.stream)
-            .await
-            .map_err(anyhow::Error::from_boxed)
-            .context("opening the client message id index")?;
+        // Sized for the messages the stream holds, with room to grow.
+        let sent = std::sync::Arc::new(chat_common::sent_keys::SentKeys::with_capacity(
+            stream.cached_info().state.messages.saturating_mul(2).max(1 << 20),
+        ));
         let presence_buckets = chat_common::nats::presence::buckets(&js, config.stream.replicas)
             .await
             .context("opening the presence buckets")?;
         let presence_users = presence_buckets.users.clone();
         let presence = presence::PresenceReporter::new(js.clone(), &presence_buckets, config.presence_ttl);
         let archive = std::sync::Arc::new(messaging::HistoryArchive(services.history.clone()));
-        let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent, archive);
+        let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent.clone(), archive);
         let (listener, http_addr) = chat_common::grpc::bind(&config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP listener on {}", config.http_addr))?;
@@ -141,6 +143,7 @@ impl App {
             metrics,
             state,
             stream_start,
+            sent,
             reconnections,
             revoked_bucket,
             key_changes,
@@ -170,6 +173,15 @@ impl App {
             self.stream_start,
             self.reconnections,
             state.registry.clone(),
+            self.sent.clone(),
+            shutdown.clone(),
+        ));
+        // The keys of what was sent before the dispatcher's start; until they
+        // are in, sends ask history whether they are re-sends.
+        let sent_keys = tokio::spawn(chat_common::sent_keys::load_until_done(
+            state.stream.clone(),
+            self.stream_start,
+            self.sent,
             shutdown.clone(),
         ));
         let revocations = tokio::spawn(revocation::watch(
@@ -202,7 +214,8 @@ impl App {
             tracing::warn!("sockets did not close in time");
         }
         heartbeat_stop.cancel();
-        let _ = tokio::join!(dispatcher, revocations, key_changes, typing, announcements, heartbeat, metrics);
+        let _ =
+            tokio::join!(dispatcher, sent_keys, revocations, key_changes, typing, announcements, heartbeat, metrics);
         Ok(())
     }
 }

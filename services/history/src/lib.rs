@@ -91,10 +91,9 @@ impl App {
         .await?;
         let ingest = config.consume.then_some(ingest);
 
-        let sent = chat_common::nats::client_msg_ids(&js, &config.stream)
-            .await
-            .map_err(anyhow::Error::from_boxed)
-            .context("opening the client message id index")?;
+        // History reads no live stream: its set of sent keys is never complete,
+        // so each system message it writes asks its own store, the archive.
+        let sent = std::sync::Arc::new(chat_common::sent_keys::SentKeys::with_capacity(0));
         let archive = std::sync::Arc::new(store.clone());
         let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent, archive);
         let service = grpc::HistoryGrpc::new(store, js, stream, log);
