@@ -31,7 +31,9 @@ pub const CONSUMER: &str = "history";
 /// How long a batch collects after its first message. No reader misses what
 /// is not stored yet: devices get messages live and catch up from the
 /// stream's tail, and a page of history waits for what the stream holds.
-const LINGER: Duration = Duration::from_millis(5);
+/// Each batch is a commit (an fsync), so at a low rate this sets how many
+/// commits a second history makes: 50 at most per writer.
+const LINGER: Duration = Duration::from_millis(20);
 /// How long a batch waits for a pending message that has not arrived yet
 /// (it may have gone to another instance sharing the consumer).
 const FILL_WAIT: Duration = Duration::from_millis(5);
