@@ -8,7 +8,8 @@
 //! the membership snapshots in the same stream), and each socket's queue. The
 //! member lists themselves are the gateway's one `MembershipCache`: the
 //! registry tells it which conversations have a local user, and applies the
-//! stream's snapshots and removals to it.
+//! stream's snapshots and removals to it. The dispatcher also adds each
+//! message's key to the gateway's set of sent keys, which sends consult.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
