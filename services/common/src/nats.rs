@@ -282,10 +282,8 @@ pub async fn key_value(
     max_age: Duration,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    js.create_key_value(jetstream::kv::Config {
+    use jetstream::context::CreateKeyValueErrorKind::{JetStream, TimedOut};
+    let config = jetstream::kv::Config {
         bucket: name.to_owned(),
         history: 1,
         max_age,
@@ -293,9 +291,27 @@ pub async fn key_value(
         num_replicas: replicas,
         limit_markers: Some(MARKER_TTL),
         ..Default::default()
-    })
-    .await
+    };
+    // A cluster that has just formed (or lost a node) may take a few seconds
+    // to answer or to place a new bucket: wait for it rather than fail start-up.
+    let mut attempts = 0;
+    loop {
+        if let Ok(store) = js.get_key_value(name).await {
+            return Ok(store);
+        }
+        match js.create_key_value(config.clone()).await {
+            Err(e) if matches!(e.kind(), TimedOut | JetStream) && attempts < BUCKET_ATTEMPTS => {
+                attempts += 1;
+                tracing::warn!(bucket = name, error = %e, attempts, "JetStream cannot make the bucket yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How many times start-up tries again to open or make a bucket (a second apart).
+const BUCKET_ATTEMPTS: u32 = 10;
 
 /// Calls `on_entry` with the current value of every key of a bucket, then
 /// with every change, until `shutdown` or until `on_entry` returns `false`. A
