@@ -3,7 +3,7 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|idle|connect|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 //! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
@@ -12,6 +12,7 @@
 //! in a network namespace of its own where it can) with every stream at three
 //! replicas, in place of one nats-server.
 
+mod catch_up;
 mod connect;
 mod fanout;
 mod floor;
@@ -41,6 +42,8 @@ struct Sizes {
     step_seconds: u64,
     group_members: usize,
     group_messages: u64,
+    /// Missed messages a device catches up on, one run each.
+    catch_up: Vec<u64>,
     gateways: usize,
     idle_connections: usize,
     echo_idle_connections: usize,
@@ -60,6 +63,7 @@ impl Sizes {
             step_seconds: 10,
             group_members: 256,
             group_messages: 2_000,
+            catch_up: vec![1_000, 10_000, 100_000],
             gateways: 2,
             idle_connections: 16_000,
             echo_idle_connections: 4_000,
@@ -79,6 +83,7 @@ impl Sizes {
             step_seconds: 1,
             group_members: 6,
             group_messages: 10,
+            catch_up: vec![20],
             gateways: 2,
             idle_connections: 100,
             echo_idle_connections: 100,
@@ -132,7 +137,7 @@ async fn run() -> anyhow::Result<()> {
             _ => bail!("unknown option {flag}"),
         }
     }
-    let known = ["all", "floor", "latency", "max-rate", "fanout", "idle", "connect", "ingest"];
+    let known = ["all", "floor", "latency", "max-rate", "fanout", "catch-up", "idle", "connect", "ingest"];
     if !known.contains(&scenario.as_str()) {
         bail!(
             "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]",
@@ -182,6 +187,9 @@ async fn run() -> anyhow::Result<()> {
             &ratio(per_second, floor.echo_frames_per_second),
         ]);
         report.note(&format!("CPU while it ran (100% = one core): {}.", cpu.join(", ")));
+    }
+    if wants("catch-up") {
+        catch_up_section(&bench, &sizes, &mut report).await?;
     }
     if wants("idle") {
         let outcome = idle::run(&bench, sizes.gateways, sizes.idle_connections).await?;
@@ -345,6 +353,39 @@ async fn latency_section(
         report.row(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     report.note("The floor for latency is one WebSocket echo round trip plus one NATS hop, at the same rate.");
+    Ok(())
+}
+
+/// One catch-up per size: the curve of time, memory and CPU against what was missed.
+async fn catch_up_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    report.section(
+        "Catch-up: a device back after missing N messages in one conversation sends `sync` with its cursor",
+        &[
+            "missed",
+            "seconds to `synced`",
+            "messages/s",
+            "gateway memory above before, at its peak",
+            "CPU per message: all processes",
+            "gateway",
+            "history",
+        ],
+    );
+    for &missed in &sizes.catch_up {
+        let outcome = catch_up::run(bench, missed).await?;
+        let per_message = |name: &str| {
+            let seconds = outcome.spent.cpu.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+            format!("{:.0} µs", seconds * 1e6 / missed as f64)
+        };
+        report.row(&[
+            &count(missed as f64),
+            &format!("{:.2}", outcome.seconds),
+            &count(missed as f64 / outcome.seconds),
+            &format!("{} KiB", count(outcome.gateway_peak_bytes as f64 / 1024.0)),
+            &format!("{:.0} µs", outcome.spent.total_cpu() * 1e6 / missed as f64),
+            &per_message("gateway"),
+            &per_message("history"),
+        ]);
+    }
     Ok(())
 }
 

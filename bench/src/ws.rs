@@ -18,6 +18,11 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens an authenticated socket and waits for its `ready` frame.
 pub async fn open(url: &str, token: &str) -> anyhow::Result<Socket> {
+    Ok(open_ready(url, token).await?.0)
+}
+
+/// As [`open`], with the `ready` frame's `cursor`.
+pub async fn open_ready(url: &str, token: &str) -> anyhow::Result<(Socket, String)> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert("Authorization", format!("Bearer {token}").parse()?);
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config()), true)
@@ -26,7 +31,9 @@ pub async fn open(url: &str, token: &str) -> anyhow::Result<Socket> {
     while let Some(frame) = socket.next().await {
         if let Message::Text(text) = frame? {
             if text.contains(r#""type":"ready""#) {
-                return Ok(socket);
+                let ready: serde_json::Value = serde_json::from_str(&text)?;
+                let cursor = ready["cursor"].as_str().context("a ready frame without a cursor")?.to_owned();
+                return Ok((socket, cursor));
             }
             if text.contains(r#""type":"error""#) {
                 bail!("refused: {text}");
