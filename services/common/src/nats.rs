@@ -282,7 +282,7 @@ pub async fn key_value(
     max_age: Duration,
     replicas: usize,
 ) -> Result<jetstream::kv::Store, jetstream::context::CreateKeyValueError> {
-    use jetstream::context::CreateKeyValueErrorKind::{JetStream, TimedOut};
+    use jetstream::context::CreateKeyValueErrorKind::{BucketCreate, JetStream, TimedOut};
     let config = jetstream::kv::Config {
         bucket: name.to_owned(),
         history: 1,
@@ -293,14 +293,15 @@ pub async fn key_value(
         ..Default::default()
     };
     // A cluster that has just formed (or lost a node) may take a few seconds
-    // to answer or to place a new bucket: wait for it rather than fail start-up.
+    // to answer or to place a new bucket ("no suitable peers for placement"):
+    // wait for it rather than fail start-up.
     let mut attempts = 0;
     loop {
         if let Ok(store) = js.get_key_value(name).await {
             return Ok(store);
         }
         match js.create_key_value(config.clone()).await {
-            Err(e) if matches!(e.kind(), TimedOut | JetStream) && attempts < BUCKET_ATTEMPTS => {
+            Err(e) if matches!(e.kind(), TimedOut | JetStream | BucketCreate) && attempts < BUCKET_ATTEMPTS => {
                 attempts += 1;
                 tracing::warn!(bucket = name, error = %e, attempts, "JetStream cannot make the bucket yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -20,11 +20,12 @@ use chat_common::conversation_log::{AppendError, ConversationLog, Outgoing, Publ
 /// however long it waits its turn behind the conversation's other sends:
 /// never a hang.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a send waits for history to say whether an unindexed
-/// `client_msg_id` was sent long ago, before sending it as new.
+/// How long a send waits for history to say whether a `client_msg_id` the
+/// set of sent keys cannot call new was sent before, before it is refused as
+/// unavailable.
 const ARCHIVE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// History, asked for re-sends older than the client-message-id index.
+/// History, asked about keys the set of sent keys cannot call new.
 pub struct HistoryArchive(pub HistoryServiceClient<Channel>);
 
 impl chat_common::conversation_log::SentArchive for HistoryArchive {
