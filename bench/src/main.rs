@@ -94,6 +94,20 @@ impl Sizes {
     }
 }
 
+impl Sizes {
+    /// One latency step at `rate`: the warm-up, then `seconds` measured.
+    async fn step(
+        &self,
+        bench: &Bench,
+        pairs: &[latency::Pair],
+        rate: u64,
+        seconds: u64,
+    ) -> anyhow::Result<latency::Outcome> {
+        let warm_up = Duration::from_secs(self.warm_up_seconds);
+        latency::run_at(bench, pairs, rate, warm_up, Duration::from_secs(seconds)).await
+    }
+}
+
 /// What the floor measured, for the ratios.
 #[derive(Default)]
 struct Floor {
@@ -294,14 +308,7 @@ async fn latency_section(
     let mut spent = Vec::new();
     let mut rows = Vec::new();
     for &rate in &sizes.latency_rates {
-        let mut outcome = latency::run_at(
-            bench,
-            pairs,
-            rate,
-            Duration::from_secs(sizes.warm_up_seconds),
-            Duration::from_secs(sizes.latency_seconds),
-        )
-        .await?;
+        let mut outcome = sizes.step(bench, pairs, rate, sizes.latency_seconds).await?;
         let (p50, p99, p999) =
             (outcome.samples.percentile(50.0), outcome.samples.percentile(99.0), outcome.samples.percentile(99.9));
         let target = match rate {
@@ -406,14 +413,7 @@ async fn max_rate_section(
     );
     let mut best = 0;
     for &rate in &sizes.max_rate_steps {
-        let mut outcome = latency::run_at(
-            bench,
-            pairs,
-            rate,
-            Duration::from_secs(sizes.warm_up_seconds),
-            Duration::from_secs(sizes.step_seconds),
-        )
-        .await?;
+        let mut outcome = sizes.step(bench, pairs, rate, sizes.step_seconds).await?;
         let p99 = outcome.samples.percentile(99.0);
         let sustained = outcome.lost() == 0 && outcome.errors == 0 && p99 < 50_000;
         report.row(&[

@@ -27,8 +27,10 @@ use futures::StreamExt;
 /// Bits per key and hash functions per key: a 1 % false positive rate.
 const BITS_PER_KEY: u64 = 10;
 const HASHES: u64 = 7;
-/// Keys the first layer holds, whatever the stream's size.
+/// Keys the first layer holds by default.
 const FIRST_LAYER_KEYS: u64 = 1 << 20;
+/// Keys any first layer holds at least.
+const MIN_LAYER_KEYS: u64 = 64;
 
 /// What the set knows of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +52,7 @@ struct Layer {
 
 impl Layer {
     fn with_capacity(capacity: u64) -> Self {
-        let words = (capacity * BITS_PER_KEY).div_ceil(64).max(1);
+        let words = capacity.saturating_mul(BITS_PER_KEY).div_ceil(64).max(1);
         Self { bits: vec![0; words as usize], capacity, keys: 0 }
     }
 
@@ -89,10 +91,17 @@ impl Default for SentKeys {
 }
 
 impl SentKeys {
+    /// An empty set sized for a stream holding `messages` entries, plus a
+    /// quarter: beyond that it grows by layers, so its memory follows what
+    /// was sent rather than a multiple of it.
+    pub fn for_stream(messages: u64) -> Self {
+        Self::with_capacity(messages.saturating_add(messages / 4).max(FIRST_LAYER_KEYS))
+    }
+
     /// An empty set whose first layer holds `keys` keys.
     pub fn with_capacity(keys: u64) -> Self {
         Self {
-            layers: RwLock::new(vec![Layer::with_capacity(keys.max(64))]),
+            layers: RwLock::new(vec![Layer::with_capacity(keys.max(MIN_LAYER_KEYS))]),
             complete: AtomicBool::new(false),
             inserted: AtomicU64::new(0),
         }
@@ -107,7 +116,7 @@ impl SentKeys {
         }
         let last = layers.last().expect("at least one layer");
         if last.keys >= last.capacity {
-            let capacity = last.capacity * 2;
+            let capacity = last.capacity.saturating_mul(2);
             layers.push(Layer::with_capacity(capacity));
         }
         layers.last_mut().expect("at least one layer").insert(hash);
@@ -303,6 +312,13 @@ mod tests {
         // A key the set already calls maybe sent adds nothing.
         assert!((9_500..=10_000).contains(&keys.len()), "{} keys counted", keys.len());
         assert!(keys.bytes() < 10_000 * 4, "{} bytes for 10,000 keys", keys.bytes());
+    }
+
+    #[test]
+    fn a_set_for_a_stream_holds_its_messages_and_a_quarter_never_less_than_the_default() {
+        let bytes = |keys: u64| (keys * BITS_PER_KEY).div_ceil(64) as usize * 8;
+        assert_eq!(SentKeys::for_stream(0).bytes(), bytes(FIRST_LAYER_KEYS));
+        assert_eq!(SentKeys::for_stream(4_000_000).bytes(), bytes(5_000_000));
     }
 
     #[test]

@@ -111,10 +111,8 @@ impl App {
             nats.subscribe(chat_common::nats::KEYS_CHANGED_SUBJECT).await.context("subscribing to key changes")?;
         let typing_events =
             nats.subscribe(chat_common::nats::TYPING_SUBJECTS).await.context("subscribing to typing events")?;
-        // Sized for the messages the stream holds, with room to grow.
-        let sent = std::sync::Arc::new(chat_common::sent_keys::SentKeys::with_capacity(
-            stream.cached_info().state.messages.saturating_mul(2).max(1 << 20),
-        ));
+        let sent =
+            std::sync::Arc::new(chat_common::sent_keys::SentKeys::for_stream(stream.cached_info().state.messages));
         let presence_buckets = chat_common::nats::presence::buckets(&js, config.stream.replicas)
             .await
             .context("opening the presence buckets")?;
