@@ -4,7 +4,7 @@
 //! and auth that share one trace id and hang from one root, with trace context
 //! carried in NATS headers and gRPC metadata. No body reaches a span.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chat_system_tests::otlp::{Collector, Span};
@@ -25,8 +25,15 @@ const HOPS: [(&str, &str); 6] = [
     ("notification", "notification.push"),
 ];
 
+/// The pusher asks auth for the sender's name: auth's server span (named by
+/// the gRPC method's path) in the trace shows context crossed gRPC.
+const AUTH_METHODS: &str = "/chat.auth.v1.AuthService/";
+
+/// Every hop, auth's included: each process exports on its own schedule, so
+/// auth's span can reach the collector after the notification's last one.
 fn has_every_hop(spans: &[Span]) -> bool {
     HOPS.iter().all(|(service, name)| spans.iter().any(|s| s.service == *service && s.name == *name))
+        && spans.iter().any(|s| s.service == "auth" && s.name.starts_with(AUTH_METHODS))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,11 +102,6 @@ async fn one_message_is_one_trace_across_the_services() {
                 span.service
             );
         }
-        // Context crossed gRPC too: the pusher asked auth for the sender's name.
-        let services: BTreeSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
-        assert!(services.is_superset(&BTreeSet::from(["gateway", "history", "notification", "auth"])), "{services:?}");
-        assert!(trace.iter().any(|s| s.service == "auth" && s.name.starts_with("/chat.auth.v1.AuthService/")));
-
         // Nothing of the body anywhere.
         for span in collector.spans() {
             for (key, value) in &span.attributes {
