@@ -3,7 +3,7 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 //! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
@@ -14,6 +14,7 @@
 
 mod catch_up;
 mod connect;
+mod connect_curve;
 mod fanout;
 mod floor;
 mod idle;
@@ -49,6 +50,8 @@ struct Sizes {
     echo_idle_connections: usize,
     connect_concurrency: usize,
     connect_seconds: u64,
+    /// Conversations of the user whose connects are measured, one step each.
+    connect_curve: Vec<usize>,
     ingest: ingest::Options,
 }
 
@@ -69,6 +72,7 @@ impl Sizes {
             echo_idle_connections: 4_000,
             connect_concurrency: 32,
             connect_seconds: 10,
+            connect_curve: vec![10, 1_000, 10_000],
             ingest: ingest::Options { messages: 50_000, conversations: 200 },
         }
     }
@@ -89,6 +93,7 @@ impl Sizes {
             echo_idle_connections: 100,
             connect_concurrency: 4,
             connect_seconds: 1,
+            connect_curve: vec![2, 5],
             ingest: ingest::Options { messages: 500, conversations: 10 },
         }
     }
@@ -151,7 +156,8 @@ async fn run() -> anyhow::Result<()> {
             _ => bail!("unknown option {flag}"),
         }
     }
-    let known = ["all", "floor", "latency", "max-rate", "fanout", "catch-up", "idle", "connect", "ingest"];
+    let known =
+        ["all", "floor", "latency", "max-rate", "fanout", "catch-up", "idle", "connect", "connect-curve", "ingest"];
     if !known.contains(&scenario.as_str()) {
         bail!(
             "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]",
@@ -171,8 +177,12 @@ async fn run() -> anyhow::Result<()> {
     report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}; {database}", machine()));
 
     let bench = Bench::start(sync_always, cluster, postgres).await?;
-    let floor =
-        if scenario == "ingest" { Floor::default() } else { measure_floor(&bench, &sizes, &mut report).await? };
+    // The scenarios that compare with nothing skip the floor.
+    let floor = if ["ingest", "connect-curve"].contains(&scenario.as_str()) {
+        Floor::default()
+    } else {
+        measure_floor(&bench, &sizes, &mut report).await?
+    };
     if wants("latency") || wants("max-rate") {
         let pairs = latency::pairs(&bench, sizes.pairs).await;
         if wants("latency") {
@@ -236,6 +246,9 @@ async fn run() -> anyhow::Result<()> {
         let cpu: Vec<String> =
             outcome.cpu_per_connect.iter().map(|(name, micros)| format!("{name} {micros:.0} µs")).collect();
         report.note(&format!("CPU per connect: {}.", cpu.join(", ")));
+    }
+    if wants("connect-curve") {
+        connect_curve_section(&bench, &sizes, &mut report).await?;
     }
     if wants("ingest") {
         ingest::run(&sizes.ingest, &mut report).await?;
@@ -391,6 +404,32 @@ async fn catch_up_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> 
             &format!("{:.0} µs", outcome.spent.total_cpu() * 1e6 / missed as f64),
             &per_message("gateway"),
             &per_message("history"),
+        ]);
+    }
+    Ok(())
+}
+
+/// Connect cost against the user's conversations: one curve point per size.
+async fn connect_curve_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    report.section(
+        "Connect cost against the user's conversations: one client connects, waits for `ready`, closes, again",
+        &["conversations", "connects", "to `ready` p50", "p99", "CPU per connect: all processes", "gateway", "history"],
+    );
+    let mut member = connect_curve::Member::new(bench).await;
+    for &conversations in &sizes.connect_curve {
+        member.grow_to(bench, conversations).await?;
+        let seconds = Duration::from_secs(sizes.connect_seconds);
+        let mut outcome = member.connect(bench, seconds, 20).await?;
+        let per_connect = |seconds: f64| format!("{:.0} µs", seconds * 1e6 / outcome.connects as f64);
+        let of = |name: &str| outcome.spent.cpu.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+        report.row(&[
+            &count(conversations as f64),
+            &count(outcome.connects as f64),
+            &ms(outcome.to_ready.percentile(50.0)),
+            &ms(outcome.to_ready.percentile(99.0)),
+            &per_connect(outcome.spent.total_cpu()),
+            &per_connect(of("gateway")),
+            &per_connect(of("history")),
         ]);
     }
     Ok(())

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -180,7 +179,7 @@ pub async fn serve(
     let serving = tonic::transport::Server::builder()
         .trace_fn(request_span)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(accepting(listener), shutdown.clone().cancelled_owned());
     let drain_ended = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_LIMIT).await;
@@ -192,6 +191,14 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: a reply that hyper
+/// writes in more than one piece (headers, then data) is otherwise held until
+/// the caller acknowledges the first, and a caller delaying its ACK makes
+/// that 40 ms.
+fn accepting(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The span a served call runs in: a child of the caller's `traceparent`,

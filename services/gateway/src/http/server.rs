@@ -39,6 +39,12 @@ pub async fn serve(listener: TcpListener, router: Router, header_timeout: Durati
                 }
             },
         };
+        // Small frames go out at once: without it a frame written while the
+        // previous one is unacknowledged waits for the client's (possibly
+        // delayed, 40 ms) ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn Nagle's algorithm off");
+        }
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
