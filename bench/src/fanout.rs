@@ -1,13 +1,13 @@
-//! Group fan-out: a group of `members`, every member connected; `SENDERS` of
-//! them send `messages` messages between them, each keeping a window of sends
-//! unacknowledged. The rate is delivered `message` frames per second over all
+//! Group fan-out: a group of `members`, every member connected, and one of
+//! them sending. First `messages` messages with a window of sends
+//! unacknowledged: the rate is delivered `message` frames per second over all
 //! sockets (each message reaches every member's socket, the sender's too),
-//! from the first send to the last frame. One sender by default, as the
-//! target is stated; more do not add rate, since a gateway stores one
-//! conversation's messages one after another.
+//! from the first send to the last frame. Then [`PACED`] messages one at a
+//! time: for each, the time from its send until the last member has it.
+//! One sender, as the target is stated; more do not add rate, since a
+//! gateway stores one conversation's messages one after another.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
@@ -16,23 +16,35 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::setup::Bench;
+use crate::setup::{Bench, Spent};
+use crate::stats::Samples;
 use crate::ws;
 
-/// Sends in flight per sender (the gateway answers "too many in flight" past 64).
-const WINDOW: usize = 32;
-/// Members that send.
-const SENDERS: usize = 1;
+/// Sends in flight (the gateway answers "too many in flight" past 64).
+const WINDOW: u64 = 32;
+/// Messages sent one at a time after the flat-out part.
+pub const PACED: usize = 20;
 
 pub struct Outcome {
     pub frames: u64,
     pub seconds: f64,
-    /// Each process's CPU use while it ran, in % of one core.
-    pub cpu: Vec<(&'static str, f64)>,
+    /// What every process spent during the flat-out part.
+    pub spent: Spent,
+    /// Microseconds from a paced message's send until its last member had it.
+    pub to_last_member: Samples,
+}
+
+/// What every member's reader records.
+#[derive(Default)]
+struct Received {
+    frames: u64,
+    last_frame: Option<Instant>,
+    /// Per paced message, the latest arrival so far (µs after its send).
+    paced: [u64; PACED],
 }
 
 pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result<Outcome> {
-    let users = bench.users("g", members).await;
+    let users = bench.users(&format!("g{members}x"), members).await;
     let (owner, others) = users.split_first().expect("a group has members");
     let ids: Vec<&str> = others.iter().map(|u| u.user_id.as_str()).collect();
     let body = json!({ "kind": "group", "title": "fan-out", "members": ids });
@@ -40,93 +52,116 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
     ensure!(status == 201, "group not created: {group}");
     let conversation_id = group["conversation_id"].as_str().unwrap_or_default().to_owned();
 
-    let senders = SENDERS.min(users.len()) as u64;
-    let expected = messages * users.len() as u64;
-    let delivered = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(Mutex::new(Received::default()));
     let url = bench.ws();
+    let (acks_tx, mut acks) = mpsc::unbounded_channel();
+    let mut sink = None;
     let mut readers = Vec::new();
-    let mut sending = Vec::new();
     for (i, user) in users.iter().enumerate() {
-        let (sink, source) = ws::open(&url, &user.access_token).await?.split();
-        let (acks_tx, acks) = mpsc::unbounded_channel();
-        let share =
-            if (i as u64) < senders { messages / senders + u64::from((i as u64) < messages % senders) } else { 0 };
-        readers.push(tokio::spawn(read(source, delivered.clone(), messages, (share, acks_tx))));
-        if share > 0 {
-            sending.push((sink, acks, share));
-        } else {
-            drop(sink);
+        let (writer, source) = ws::open(&url, &user.access_token).await?.split();
+        let acks = (i == 0).then(|| acks_tx.clone());
+        readers.push(tokio::spawn(read(source, received.clone(), messages, acks)));
+        if i == 0 {
+            sink = Some(writer);
         }
     }
-    let cpu_before = bench.cpu_seconds();
+    let mut sink = sink.expect("the owner sends");
+    let frames_of = |count: u64| count * users.len() as u64;
+
+    let before = bench.meter().await;
     let started = Instant::now();
-    let tasks: Vec<_> = sending
-        .into_iter()
-        .map(|(sink, acks, share)| tokio::spawn(send(sink, acks, share, conversation_id.clone())))
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    let mut last_frame = started;
-    for reader in readers {
-        last_frame = last_frame.max(reader.await?);
-    }
+    send(&mut sink, &mut acks, &conversation_id, 1..=messages).await?;
+    let last_frame = wait_for(&received, frames_of(messages)).await?;
+    let spent = bench.spent_since(before).await;
     let seconds = last_frame.duration_since(started).as_secs_f64();
-    let cpu = bench.cpu_since(cpu_before).into_iter().map(|(name, used)| (name, used * 100.0 / seconds)).collect();
-    let frames = delivered.load(Ordering::Relaxed);
-    ensure!(frames == expected, "{frames} of {expected} frames delivered");
-    Ok(Outcome { frames, seconds, cpu })
+
+    for n in 1..=PACED as u64 {
+        send(&mut sink, &mut acks, &conversation_id, messages + n..=messages + n).await?;
+        wait_for(&received, frames_of(messages + n)).await?;
+    }
+    let mut to_last_member = Samples::default();
+    for latest in received.lock().expect("readers do not panic").paced {
+        to_last_member.push(latest);
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    Ok(Outcome { frames: frames_of(messages), seconds, spent, to_last_member })
 }
 
-/// Counts this socket's `message` frames until it has all `messages`, and
-/// passes the `acks.0` acks (or a refusal) its sender waits for on to it.
-/// Returns when the last frame arrived.
+/// Waits until the members together have `frames` messages; returns when
+/// the last of them arrived.
+async fn wait_for(received: &Mutex<Received>, frames: u64) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        {
+            let received = received.lock().expect("readers do not panic");
+            if received.frames >= frames {
+                return Ok(received.last_frame.unwrap_or_else(Instant::now));
+            }
+            ensure!(Instant::now() < deadline, "{} of {frames} frames delivered", received.frames);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Records this socket's `message` frames (the first `flat_out` counted, the
+/// paced ones after them timed), and passes acks and refusals on to the
+/// sender when this is the sender's socket.
 async fn read(
     mut source: futures::stream::SplitStream<ws::Socket>,
-    delivered: Arc<AtomicU64>,
-    messages: u64,
-    (mut acks_due, acks): (u64, mpsc::UnboundedSender<Result<(), String>>),
-) -> Instant {
+    received: Arc<Mutex<Received>>,
+    flat_out: u64,
+    acks: Option<mpsc::UnboundedSender<Result<(), String>>>,
+) {
     let mut got = 0;
-    let mut last = Instant::now();
-    while got < messages || acks_due > 0 {
-        match tokio::time::timeout(Duration::from_secs(10), source.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                // Only the senders' messages count, not the group's system messages.
-                if text.contains(r#""type":"message""#) && !text.contains(r#""system":{"#) {
-                    got += 1;
-                    last = Instant::now();
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                } else if text.contains(r#""type":"ack""#) {
-                    acks_due = acks_due.saturating_sub(1);
-                    let _ = acks.send(Ok(()));
-                } else if text.contains(r#""type":"error""#) {
-                    let _ = acks.send(Err(text.to_string()));
+    while let Some(Ok(frame)) = source.next().await {
+        let Message::Text(text) = frame else { continue };
+        // Only the sender's messages count, not the group's system messages.
+        if text.contains(r#""type":"message""#) && !text.contains(r#""system":{"#) {
+            let now = Instant::now();
+            let mut received = received.lock().expect("readers do not panic");
+            received.frames += 1;
+            received.last_frame = Some(now);
+            if got >= flat_out
+                && let Some(sent_at) = ws::sent_at(&text)
+            {
+                let paced = (got - flat_out) as usize;
+                let latency = ws::now_micros().saturating_sub(sent_at);
+                if let Some(latest) = received.paced.get_mut(paced) {
+                    *latest = (*latest).max(latency);
                 }
             }
-            Ok(Some(Ok(_))) => {}
-            _ => break,
+            got += 1;
+        } else if let Some(acks) = &acks {
+            if text.contains(r#""type":"ack""#) {
+                let _ = acks.send(Ok(()));
+            } else if text.contains(r#""type":"error""#) {
+                let _ = acks.send(Err(text.to_string()));
+            }
         }
     }
-    last
 }
 
+/// Sends the messages numbered `numbers`, [`WINDOW`] unacknowledged at most,
+/// and waits for every ack.
 async fn send(
-    mut sink: futures::stream::SplitSink<ws::Socket, Message>,
-    mut acks: mpsc::UnboundedReceiver<Result<(), String>>,
-    share: u64,
-    conversation_id: String,
+    sink: &mut futures::stream::SplitSink<ws::Socket, Message>,
+    acks: &mut mpsc::UnboundedReceiver<Result<(), String>>,
+    conversation_id: &str,
+    numbers: std::ops::RangeInclusive<u64>,
 ) -> anyhow::Result<()> {
-    let (mut sent, mut acked) = (0, 0);
-    while acked < share {
-        while sent < share && sent - acked < WINDOW as u64 {
-            sent += 1;
-            sink.send(ws::send_frame(sent, &conversation_id)).await?;
+    let (mut next, last) = numbers.into_inner();
+    let mut unacked = 0;
+    while next <= last || unacked > 0 {
+        while next <= last && unacked < WINDOW {
+            sink.send(ws::send_frame(next, conversation_id)).await?;
+            (next, unacked) = (next + 1, unacked + 1);
         }
         match tokio::time::timeout(Duration::from_secs(10), acks.recv()).await {
-            Ok(Some(Ok(()))) => acked += 1,
+            Ok(Some(Ok(()))) => unacked -= 1,
             Ok(Some(Err(refusal))) => bail!("a send was refused: {refusal}"),
-            _ => bail!("a sender's socket stopped answering"),
+            _ => bail!("the sender's socket stopped answering"),
         }
     }
     Ok(())

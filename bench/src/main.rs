@@ -3,7 +3,7 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|history-depth|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 //! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
@@ -17,6 +17,7 @@ mod connect;
 mod connect_curve;
 mod fanout;
 mod floor;
+mod history_depth;
 mod idle;
 mod ingest;
 mod latency;
@@ -41,15 +42,20 @@ struct Sizes {
     latency_seconds: u64,
     max_rate_steps: Vec<u64>,
     step_seconds: u64,
-    group_members: usize,
+    /// Members of the group, one run each.
+    group_members: Vec<usize>,
     group_messages: u64,
     /// Missed messages a device catches up on, one run each.
     catch_up: Vec<u64>,
     gateways: usize,
     idle_connections: usize,
+    /// Devices (each a user of its own) holding the idle sockets.
+    idle_devices: usize,
     echo_idle_connections: usize,
     connect_concurrency: usize,
     connect_seconds: u64,
+    /// Messages in history at each step of the paging and search curve.
+    history_depth: Vec<u64>,
     /// Conversations of the user whose connects are measured, one step each.
     connect_curve: Vec<usize>,
     ingest: ingest::Options,
@@ -64,15 +70,17 @@ impl Sizes {
             latency_seconds: 10,
             max_rate_steps: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000],
             step_seconds: 10,
-            group_members: 256,
+            group_members: vec![10, 100, 256],
             group_messages: 2_000,
             catch_up: vec![1_000, 10_000, 100_000],
-            gateways: 2,
-            idle_connections: 16_000,
+            gateways: 4,
+            idle_connections: 50_000,
+            idle_devices: 2_000,
             echo_idle_connections: 4_000,
             connect_concurrency: 32,
             connect_seconds: 10,
             connect_curve: vec![10, 1_000, 10_000],
+            history_depth: vec![1_000_000, 10_000_000],
             ingest: ingest::Options { messages: 50_000, conversations: 200 },
         }
     }
@@ -85,15 +93,17 @@ impl Sizes {
             latency_seconds: 1,
             max_rate_steps: vec![100, 200],
             step_seconds: 1,
-            group_members: 6,
+            group_members: vec![3, 6],
             group_messages: 10,
             catch_up: vec![20],
             gateways: 2,
             idle_connections: 100,
+            idle_devices: 40,
             echo_idle_connections: 100,
             connect_concurrency: 4,
             connect_seconds: 1,
             connect_curve: vec![2, 5],
+            history_depth: vec![2_000, 5_000],
             ingest: ingest::Options { messages: 500, conversations: 10 },
         }
     }
@@ -136,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
+    setup::raise_open_files_limit();
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "all".to_owned());
     if scenario == "echo-server" {
@@ -156,8 +167,19 @@ async fn run() -> anyhow::Result<()> {
             _ => bail!("unknown option {flag}"),
         }
     }
-    let known =
-        ["all", "floor", "latency", "max-rate", "fanout", "catch-up", "idle", "connect", "connect-curve", "ingest"];
+    let known = [
+        "all",
+        "floor",
+        "latency",
+        "max-rate",
+        "fanout",
+        "catch-up",
+        "idle",
+        "connect",
+        "connect-curve",
+        "history-depth",
+        "ingest",
+    ];
     if !known.contains(&scenario.as_str()) {
         bail!(
             "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]",
@@ -178,7 +200,7 @@ async fn run() -> anyhow::Result<()> {
 
     let bench = Bench::start(sync_always, cluster, postgres).await?;
     // The scenarios that compare with nothing skip the floor.
-    let floor = if ["ingest", "connect-curve"].contains(&scenario.as_str()) {
+    let floor = if ["ingest", "connect-curve", "history-depth"].contains(&scenario.as_str()) {
         Floor::default()
     } else {
         measure_floor(&bench, &sizes, &mut report).await?
@@ -193,41 +215,13 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     if wants("fanout") {
-        let outcome = fanout::run(&bench, sizes.group_members, sizes.group_messages).await?;
-        let cpu: Vec<String> = outcome.cpu.iter().map(|(name, share)| format!("{name} {share:.0}%")).collect();
-        let per_second = outcome.frames as f64 / outcome.seconds;
-        report.section(
-            &format!(
-                "Group fan-out: {} messages from one sender to a group of {} connected members",
-                sizes.group_messages, sizes.group_members
-            ),
-            &["frames delivered", "seconds", "frames/s", "target", "of the echo floor"],
-        );
-        report.row(&[
-            &count(outcome.frames as f64),
-            &format!("{:.2}", outcome.seconds),
-            &count(per_second),
-            "≥ 100,000",
-            &ratio(per_second, floor.echo_frames_per_second),
-        ]);
-        report.note(&format!("CPU while it ran (100% = one core): {}.", cpu.join(", ")));
+        fanout_section(&bench, &sizes, &floor, &mut report).await?;
     }
     if wants("catch-up") {
         catch_up_section(&bench, &sizes, &mut report).await?;
     }
     if wants("idle") {
-        let outcome = idle::run(&bench, sizes.gateways, sizes.idle_connections).await?;
-        report.section(
-            "Idle connections: gateway memory per authenticated socket",
-            &["connections", "gateways", "bytes each", "target", "to the bare echo server"],
-        );
-        report.row(&[
-            &count(outcome.connections as f64),
-            &outcome.gateways.to_string(),
-            &count(outcome.bytes_per_connection),
-            "≤ 8,192",
-            &ratio(outcome.bytes_per_connection, floor.echo_bytes_per_connection),
-        ]);
+        idle_section(&bench, &sizes, &floor, &mut report).await?;
     }
     if wants("connect") {
         let outcome =
@@ -249,6 +243,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if wants("connect-curve") {
         connect_curve_section(&bench, &sizes, &mut report).await?;
+    }
+    if wants("history-depth") {
+        history_depth_section(&bench, &sizes, &mut report).await?;
     }
     if wants("ingest") {
         ingest::run(&sizes.ingest, &mut report).await?;
@@ -376,6 +373,69 @@ async fn latency_section(
     Ok(())
 }
 
+/// Group fan-out, one run per group size.
+async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mut Report) -> anyhow::Result<()> {
+    report.section(
+        &format!(
+            "Group fan-out: {} messages flat out from one member to a group whose members are all connected, \
+             then {} one at a time",
+            sizes.group_messages,
+            fanout::PACED
+        ),
+        &[
+            "members",
+            "frames delivered",
+            "frames/s",
+            "of the echo floor",
+            "CPU per frame, all processes",
+            "send → last member has it, p50 / p99",
+        ],
+    );
+    for &members in &sizes.group_members {
+        let mut outcome = fanout::run(bench, members, sizes.group_messages).await?;
+        let per_second = outcome.frames as f64 / outcome.seconds;
+        report.row(&[
+            &count(members as f64),
+            &count(outcome.frames as f64),
+            &count(per_second),
+            &ratio(per_second, floor.echo_frames_per_second),
+            &format!("{:.1} µs", outcome.spent.total_cpu() * 1e6 / outcome.frames as f64),
+            &format!(
+                "{} / {}",
+                ms(outcome.to_last_member.percentile(50.0)),
+                ms(outcome.to_last_member.percentile(99.0))
+            ),
+        ]);
+    }
+    report.note("Target: ≥ 100,000 frames/s.");
+    Ok(())
+}
+
+/// Memory per idle socket, every process: one socket per device, then many
+/// sockets per device over several gateways.
+async fn idle_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mut Report) -> anyhow::Result<()> {
+    let devices = idle::devices(bench, sizes.idle_devices).await;
+    let one_each = idle::one_per_device(bench, &devices).await?;
+    let spread = idle::spread(bench, &devices, sizes.gateways, sizes.idle_connections).await?;
+    let mut columns = vec!["connections", "devices", "gateways", "all processes"];
+    columns.extend(one_each.bytes_per_connection.iter().map(|(name, _)| *name));
+    columns.push("target");
+    report.section("Idle connections: resident memory per authenticated socket (bytes), by process", &columns);
+    for outcome in [&one_each, &spread] {
+        let mut cells =
+            vec![count(outcome.connections as f64), count(outcome.devices as f64), outcome.gateways.to_string()];
+        cells.push(format!("**{}**", count(outcome.total())));
+        cells.extend(outcome.bytes_per_connection.iter().map(|(_, bytes)| count(*bytes)));
+        cells.push("≤ 8,192 all processes".to_owned());
+        report.row(&cells.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    report.note(&format!(
+        "The bare echo server holds an idle socket in {} bytes.",
+        count(floor.echo_bytes_per_connection)
+    ));
+    Ok(())
+}
+
 /// One catch-up per size: the curve of time, memory and CPU against what was missed.
 async fn catch_up_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     report.section(
@@ -405,6 +465,32 @@ async fn catch_up_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> 
             &per_message("gateway"),
             &per_message("history"),
         ]);
+    }
+    Ok(())
+}
+
+/// Paging and search latency against the number of messages stored.
+async fn history_depth_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let mut columns = vec!["messages stored"];
+    columns.extend(history_depth::REQUESTS);
+    report.section(
+        &format!(
+            "Paging (50 messages) and search (20 results) over HTTP as history grows: one user's {} \
+             conversations hold every message; p50 / p99 of one request after another",
+            history_depth::CONVERSATIONS
+        ),
+        &columns,
+    );
+    let mut history = history_depth::History::new(bench).await?;
+    for &messages in &sizes.history_depth {
+        let started = std::time::Instant::now();
+        history.grow_to(bench, messages).await?;
+        eprintln!("history holds {messages} messages ({:.0} s to fill)", started.elapsed().as_secs_f64());
+        let mut cells = vec![count(messages as f64)];
+        for mut samples in history.measure(bench).await? {
+            cells.push(format!("{} / {}", ms(samples.percentile(50.0)), ms(samples.percentile(99.0))));
+        }
+        report.row(&cells.iter().map(String::as_str).collect::<Vec<_>>());
     }
     Ok(())
 }

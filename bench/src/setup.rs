@@ -215,3 +215,18 @@ pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
     Ok(kib * 1024)
 }
+
+/// Lets this process, and the processes it starts, hold as many sockets as
+/// the kernel allows (the idle scenario holds 50,000): the soft limit up to
+/// the hard one, and both up to `fs.nr_open` where this may raise the hard
+/// limit (as root).
+pub fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let hard = getrlimit(Resource::Nofile).maximum;
+    // `None` is no limit at all.
+    let most = hard.map(|hard| hard.max(ceiling.unwrap_or(hard)));
+    if setrlimit(Resource::Nofile, Rlimit { current: most, maximum: most }).is_err() {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: hard, maximum: hard });
+    }
+}
