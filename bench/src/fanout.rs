@@ -24,6 +24,9 @@ use crate::ws;
 const WINDOW: u64 = 32;
 /// Messages sent one at a time after the flat-out part.
 pub const PACED: usize = 20;
+/// Most users one request names (the gateway's limit); a larger group is
+/// created with the first of them and grown by adding the rest.
+const NAMED_PER_REQUEST: usize = 256;
 
 pub struct Outcome {
     pub frames: u64,
@@ -45,12 +48,7 @@ struct Received {
 
 pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result<Outcome> {
     let users = bench.users(&format!("g{members}x"), members).await;
-    let (owner, others) = users.split_first().expect("a group has members");
-    let ids: Vec<&str> = others.iter().map(|u| u.user_id.as_str()).collect();
-    let body = json!({ "kind": "group", "title": "fan-out", "members": ids });
-    let (status, group) = bench.api.post("/v1/conversations", Some(&owner.access_token), body).await;
-    ensure!(status == 201, "group not created: {group}");
-    let conversation_id = group["conversation_id"].as_str().unwrap_or_default().to_owned();
+    let conversation_id = create_group(bench, &users).await?;
 
     let received = Arc::new(Mutex::new(Received::default()));
     let url = bench.ws();
@@ -87,6 +85,23 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
         reader.abort();
     }
     Ok(Outcome { frames: frames_of(messages), seconds, spent, to_last_member })
+}
+
+/// A group of `users`, the first its owner.
+async fn create_group(bench: &Bench, users: &[chat_system_tests::client::Device]) -> anyhow::Result<String> {
+    let (owner, others) = users.split_first().expect("a group has members");
+    let ids: Vec<&str> = others.iter().map(|u| u.user_id.as_str()).collect();
+    let mut chunks = ids.chunks(NAMED_PER_REQUEST);
+    let body = json!({ "kind": "group", "title": "fan-out", "members": chunks.next().unwrap_or_default() });
+    let (status, group) = bench.api.post("/v1/conversations", Some(&owner.access_token), body).await;
+    ensure!(status == 201, "group not created: {group}");
+    let conversation_id = group["conversation_id"].as_str().unwrap_or_default().to_owned();
+    for chunk in chunks {
+        let path = format!("/v1/conversations/{conversation_id}/members");
+        let (status, body) = bench.api.post(&path, Some(&owner.access_token), json!({ "members": chunk })).await;
+        ensure!(status == 200, "members not added: {status} {body}");
+    }
+    Ok(conversation_id)
 }
 
 /// Waits until the members together have `frames` messages; returns when

@@ -44,7 +44,8 @@ struct Sizes {
     step_seconds: u64,
     /// Members of the group, one run each.
     group_members: Vec<usize>,
-    group_messages: u64,
+    /// Frames each fan-out run delivers flat out (members × messages).
+    group_frames: u64,
     /// Missed messages a device catches up on, one run each.
     catch_up: Vec<u64>,
     gateways: usize,
@@ -70,8 +71,8 @@ impl Sizes {
             latency_seconds: 10,
             max_rate_steps: vec![2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000],
             step_seconds: 10,
-            group_members: vec![10, 100, 256],
-            group_messages: 2_000,
+            group_members: vec![100, 1_000, 10_000],
+            group_frames: 500_000,
             catch_up: vec![1_000, 10_000, 100_000],
             gateways: 4,
             idle_connections: 50_000,
@@ -94,7 +95,7 @@ impl Sizes {
             max_rate_steps: vec![100, 200],
             step_seconds: 1,
             group_members: vec![3, 6],
-            group_messages: 10,
+            group_frames: 60,
             catch_up: vec![20],
             gateways: 2,
             idle_connections: 100,
@@ -377,13 +378,14 @@ async fn latency_section(
 async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mut Report) -> anyhow::Result<()> {
     report.section(
         &format!(
-            "Group fan-out: {} messages flat out from one member to a group whose members are all connected, \
-             then {} one at a time",
-            sizes.group_messages,
+            "Group fan-out: one member sends {} frames' worth of messages flat out to a group whose members \
+             are all connected, then {} messages one at a time",
+            count(sizes.group_frames as f64),
             fanout::PACED
         ),
         &[
             "members",
+            "messages",
             "frames delivered",
             "frames/s",
             "of the echo floor",
@@ -392,10 +394,12 @@ async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mu
         ],
     );
     for &members in &sizes.group_members {
-        let mut outcome = fanout::run(bench, members, sizes.group_messages).await?;
+        let messages = (sizes.group_frames / members as u64).max(1);
+        let mut outcome = fanout::run(bench, members, messages).await?;
         let per_second = outcome.frames as f64 / outcome.seconds;
         report.row(&[
             &count(members as f64),
+            &count(messages as f64),
             &count(outcome.frames as f64),
             &count(per_second),
             &ratio(per_second, floor.echo_frames_per_second),

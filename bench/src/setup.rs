@@ -97,6 +97,9 @@ impl Bench {
             ("GATEWAY_SEND_RATE_PER_SOCKET", "1000000/0.000001"),
             ("GATEWAY_SEND_RATE_PER_USER", "1000000/0.000001"),
             ("GATEWAY_FRAME_RATE_PER_SOCKET", "1000000/0.000001"),
+            ("GATEWAY_CONVERSATION_RATE_PER_USER", "1000000/0.000001"),
+            // Fan-out is measured up to groups of 10,000.
+            ("HISTORY_MAX_GROUP_MEMBERS", "10000"),
             ("RUST_LOG", "warn"),
         ]
         .into_iter()

@@ -40,6 +40,7 @@ pub struct SystemBuilder {
     gateway: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
     presence: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
     notification: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
+    history: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
     auth_process_env: Option<Vec<(String, String)>>,
 }
@@ -94,6 +95,12 @@ impl SystemBuilder {
         self
     }
 
+    /// Changes history's configuration, also when a test restarts it.
+    pub fn history_config(mut self, change: impl Fn(&mut chat_history::Config) + Send + Sync + 'static) -> Self {
+        self.history = Box::new(change);
+        self
+    }
+
     /// `None` only for PostgreSQL outside CI when no server is reachable.
     pub async fn start(self, db: Db) -> Option<System> {
         System::start_from(self, db).await
@@ -117,6 +124,7 @@ pub struct System {
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
     gateway_settings: Box<dyn Fn(&mut chat_gateway::Config) + Send + Sync>,
     presence_settings: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
+    history_settings: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
     notification_settings: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     auth: Option<Running>,
     auth_process: Option<ServiceProcess>,
@@ -178,6 +186,7 @@ impl System {
             gateway: Box::new(|_| {}),
             presence: Box::new(|_| {}),
             notification: Box::new(|_| {}),
+            history: Box::new(|_| {}),
             stream: Default::default(),
             auth_process_env: None,
         }
@@ -238,6 +247,7 @@ impl System {
         };
         let mut history_config = chat_history::Config::local(&history_db_url, &nats.url());
         history_config.stream = builder.stream.clone();
+        (builder.history)(&mut history_config);
         let history = chat_history::App::build(history_config).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
         metrics_addrs.insert("history", history.metrics_addr());
@@ -257,6 +267,7 @@ impl System {
             auth_settings: builder.auth,
             gateway_settings: builder.gateway,
             presence_settings: builder.presence,
+            history_settings: builder.history,
             notification_settings: builder.notification,
             auth,
             auth_process,
@@ -328,6 +339,7 @@ impl System {
         config.grpc_addr = self.history_addr.clone();
         config.stream = self.stream.clone();
         config.consume = consume;
+        (self.history_settings)(&mut config);
         let history = chat_history::App::build(config).await.expect("history restarts");
         self.history = Some(spawn(|t| history.run(t)));
     }

@@ -265,3 +265,46 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     assert_eq!(seen_by_bob["members"], json!([bob.user_id]));
     system.stop().await;
 }
+
+/// The operator's group limit (`HISTORY_MAX_GROUP_MEMBERS`, here 3) holds on
+/// creation and on every addition, with the reason, and a refused addition
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_grows_no_larger_than_the_operators_limit() {
+    chat_system_tests::within_limit(async {
+        let system = System::builder()
+            .history_config(|c| c.max_group_members = 3)
+            .start(Db::Sqlite)
+            .await
+            .expect("sqlite needs no server");
+        let api = system.api();
+        let mut users = Vec::new();
+        for name in ["cap_alice", "cap_bob", "cap_carol", "cap_dave"] {
+            users.push(api.new_user(name).await);
+        }
+        let (alice, rest) = users.split_first().unwrap();
+        let ids: Vec<&str> = rest.iter().map(|u| u.user_id.as_str()).collect();
+
+        let too_many = json!({ "kind": "group", "title": "four", "members": ids });
+        let (status, refused) = api.post("/v1/conversations", Some(&alice.access_token), too_many).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("at most 3 members"), "{refused}");
+
+        let three = json!({ "kind": "group", "title": "three", "members": ids[..2] });
+        let (status, group) = api.post("/v1/conversations", Some(&alice.access_token), three).await;
+        assert_eq!(status, 201, "{group}");
+        let group = group["conversation_id"].as_str().unwrap().to_owned();
+        let members = format!("/v1/conversations/{group}/members");
+        let (status, refused) = api.post(&members, Some(&alice.access_token), json!({ "members": [ids[2]] })).await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("at most 3 members"), "{refused}");
+
+        let (_, listed) = api.get("/v1/conversations", Some(&alice.access_token)).await;
+        let listed = listed["conversations"].as_array().unwrap();
+        let stored = listed.iter().find(|c| c["conversation_id"] == group.as_str()).expect("the group");
+        assert_eq!(stored["members"].as_array().map(Vec::len), Some(3), "{stored}");
+        assert_eq!(listed.len(), 1, "the refused group was not created: {listed:?}");
+        system.stop().await;
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use chat_proto::presence::v1::{GetPresenceRequest, PresenceStatus, UserPresence, WatchPresenceRequest};
 use chat_system_tests::client::Api;
 use chat_system_tests::{Db, Device, System, Ws, on_both_databases};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// Short grace period for the tests (production default: 5 s).
@@ -364,5 +365,82 @@ async fn two_presence_instances_agree_through_restarts() {
     assert_eq!(a, b);
     assert!(a.last_seen_at_ms > last_seen_before);
     bob_ws.expect_silence(GRACE).await;
+    system.stop().await;
+}
+
+on_both_databases!(a_group_of_more_than_256_members_carries_messages_but_not_presence);
+
+/// A group past 256 members (possible where an operator raised the limit)
+/// carries messages to its members but shares no presence: with thousands of
+/// members, every connect would be a frame to each. A direct conversation
+/// beside it still shares presence.
+async fn a_group_of_more_than_256_members_carries_messages_but_not_presence(db: Db) {
+    let Some(system) = System::builder()
+        .history_config(|c| c.max_group_members = 300)
+        .auth_config(|c| {
+            c.register_per_address = "1000/1".parse().expect("rate");
+            c.login_per_address = "1000/1".parse().expect("rate");
+        })
+        .start(db)
+        .await
+    else {
+        return;
+    };
+    let api = system.api();
+    let alice = api.new_user("big_alice").await;
+    let carol = api.new_user("big_carol").await;
+    api.direct(&alice, &carol).await;
+    let others: Vec<Device> = futures::stream::iter(0..256)
+        .map(|i| {
+            let api = &api;
+            async move { api.new_user(&format!("big_member{i}")).await }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let ids: Vec<&str> = others.iter().map(|u| u.user_id.as_str()).collect();
+    let (status, group) = api
+        .post(
+            "/v1/conversations",
+            Some(&alice.access_token),
+            json!({ "kind": "group", "title": "everyone", "members": ids[..255] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    let group = group["conversation_id"].as_str().expect("an id").to_owned();
+    let (status, grown) = api
+        .post(
+            &format!("/v1/conversations/{group}/members"),
+            Some(&alice.access_token),
+            json!({ "members": [ids[255]] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{grown}");
+    assert_eq!(grown["members"].as_array().map(Vec::len), Some(257), "{grown}");
+
+    let (mut alice_ws, _) = Ws::open_with_presence(&system.ws(0), &alice).await;
+    let (bob, last) = (&others[0], &others[255]);
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), bob).await;
+    let (mut last_ws, _) = Ws::open(&system.ws(0), last).await;
+    eventually("bob online", Duration::from_secs(5), || async {
+        http_presence(&api, bob, bob).await.is_some_and(|p| p["status"] == "online")
+    })
+    .await;
+    // Carol's change comes after bob's: had bob's been sent, alice would get it first.
+    let (_carol_ws, _) = Ws::open(&system.ws(0), &carol).await;
+    expect_presence(&mut alice_ws, &carol, "online").await;
+    assert_eq!(http_presence(&api, &alice, bob).await, None, "the big group makes no contacts");
+    // A socket opened now hears of the contacts online: carol, not bob.
+    let (mut alice_again, _) = Ws::open_with_presence(&system.ws(0), &alice).await;
+    expect_presence(&mut alice_again, &carol, "online").await;
+    alice_again.expect_silence(Duration::from_millis(500)).await;
+    assert_eq!(http_presence(&api, &alice, &carol).await.expect("a contact")["status"], "online");
+
+    let ack = alice_ws.send_message(1, &group, "hello-everyone", "hello, all 257").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for ws in [&mut bob_ws, &mut last_ws] {
+        let message = ws.expect("message").await;
+        assert_eq!(message["message"]["body"], "hello, all 257", "{message}");
+    }
     system.stop().await;
 }

@@ -379,6 +379,12 @@ pub mod presence {
     pub const GATEWAYS_BUCKET: &str = "presence_gateways";
     /// Announced presence: key `<user_id>`, value a `presence.v1.PresenceState`.
     pub const USERS_BUCKET: &str = "presence_users";
+    /// Presence is shared through conversations of at most this many members
+    /// (the default group limit). Past it a group, which an operator may let
+    /// grow to thousands, would make every connect and disconnect a frame to
+    /// every member: work that grows with the square of the group's size.
+    pub const SHARED_UP_TO_MEMBERS: usize = 256;
+
     pub struct Buckets {
         pub connections: kv::Store,
         pub gateways: kv::Store,

@@ -176,6 +176,7 @@ impl Registry {
         let conversations = self.membership.conversations_with(user_id);
         let audience: HashSet<&String> = conversations
             .iter()
+            .filter(|c| self.membership.members(c).is_some_and(|m| m.shares_presence()))
             .filter_map(|c| inner.by_conversation.get(c))
             .flatten()
             .filter(|u| *u != user_id)
@@ -197,7 +198,12 @@ impl Registry {
     pub fn online_contacts(&self, user_id: &str) -> Vec<String> {
         let inner = self.lock();
         let Some(user) = inner.users.get(user_id) else { return Vec::new() };
-        let lists: Vec<_> = user.conversations.iter().filter_map(|c| self.membership.members(c)).collect();
+        let lists: Vec<_> = user
+            .conversations
+            .iter()
+            .filter_map(|c| self.membership.members(c))
+            .filter(|members| members.shares_presence())
+            .collect();
         let contacts: HashSet<&String> = lists
             .iter()
             .flat_map(|members| &members.member_ids)

@@ -36,6 +36,14 @@ impl Members {
         self.member_ids.iter().any(|m| m == user_id)
     }
 
+    /// Whether members see each other's presence through this conversation
+    /// (not in groups past [`SHARED_UP_TO_MEMBERS`]).
+    ///
+    /// [`SHARED_UP_TO_MEMBERS`]: chat_common::nats::presence::SHARED_UP_TO_MEMBERS
+    pub fn shares_presence(&self) -> bool {
+        self.member_ids.len() <= chat_common::nats::presence::SHARED_UP_TO_MEMBERS
+    }
+
     /// The newest persisted `seq` when the list was loaded; known for every
     /// list [`MembershipCache::for_member`] returns.
     pub fn persisted_last_seq(&self) -> u64 {

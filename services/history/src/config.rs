@@ -31,6 +31,9 @@ pub struct Config {
     /// [`ACK_WAIT_SECS`]: after a crash, entries the dead instance had taken
     /// are redelivered this long after they were handed out.
     pub ack_wait: Duration,
+    /// [`MAX_GROUP_MEMBERS`]: the most members a group may have (2 to
+    /// [`GROUP_MEMBERS_CEILING`]).
+    pub max_group_members: usize,
     /// [`CONSUME`]: whether this instance writes the stream into the
     /// database. `false` serves reads only (a replica, or during maintenance);
     /// catch-up then reads what is not stored from the stream.
@@ -46,6 +49,11 @@ pub const INGEST_BATCH: Setting = Setting::value("HISTORY_INGEST_BATCH", "1024")
 pub const INGEST_WRITERS: Setting = Setting::value("HISTORY_INGEST_WRITERS", "0");
 pub const ACK_WAIT_SECS: Setting = Setting::value("HISTORY_ACK_WAIT_SECS", "10");
 pub const CONSUME: Setting = Setting::value("HISTORY_CONSUME", "true");
+pub const MAX_GROUP_MEMBERS: Setting = Setting::value("HISTORY_MAX_GROUP_MEMBERS", "256");
+/// The highest [`MAX_GROUP_MEMBERS`] may go: every membership change is
+/// announced as the whole member list in one NATS message, about 38 bytes a
+/// member, and this keeps it well inside NATS's default 1 MiB payload.
+pub const GROUP_MEMBERS_CEILING: usize = 10_000;
 
 /// Every variable history reads: its own, the CHAT stream's and telemetry's.
 pub const SETTINGS: &[&[Setting]] = &[
@@ -59,6 +67,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         INGEST_WRITERS,
         ACK_WAIT_SECS,
         CONSUME,
+        MAX_GROUP_MEMBERS,
     ],
     StreamSettings::SETTINGS,
     chat_common::telemetry::SETTINGS,
@@ -76,6 +85,11 @@ impl Config {
     /// # Errors
     /// When a variable is set to something unusable.
     pub fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
+        let max_group_members = MAX_GROUP_MEMBERS.parse(env)?;
+        if !(2..=GROUP_MEMBERS_CEILING).contains(&max_group_members) {
+            let reason = format!("must be between 2 and {GROUP_MEMBERS_CEILING}");
+            return Err(ConfigError::invalid(MAX_GROUP_MEMBERS.name, reason));
+        }
         Ok(Self {
             grpc_addr: GRPC_ADDR.string(env),
             metrics_addr: METRICS_ADDR.string(env),
@@ -87,6 +101,7 @@ impl Config {
             ingest_writers: INGEST_WRITERS.parse(env)?,
             ack_wait: Duration::from_secs(ACK_WAIT_SECS.parse(env)?),
             consume: CONSUME.parse(env)?,
+            max_group_members,
         })
     }
 
@@ -101,6 +116,26 @@ impl Config {
             database_max_connections: 4,
             nats_url: nats_url.to_owned(),
             ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_group_limit(value: &str) -> Result<Config, ConfigError> {
+        let value = value.to_owned();
+        Config::from_lookup(&move |name: &str| (name == MAX_GROUP_MEMBERS.name).then(|| value.clone()))
+    }
+
+    #[test]
+    fn the_group_limit_is_256_unless_raised_and_stays_between_2_and_10_000() {
+        assert_eq!(Config::from_lookup(&|_| None).unwrap().max_group_members, 256);
+        assert_eq!(with_group_limit("10000").unwrap().max_group_members, 10_000);
+        for refused in ["0", "1", "10001", "-5", "many"] {
+            let error = with_group_limit(refused).expect_err(refused).to_string();
+            assert!(error.contains("HISTORY_MAX_GROUP_MEMBERS"), "{refused}: {error}");
         }
     }
 }

@@ -15,7 +15,7 @@ use chat_proto::history::v1::{
 
 use crate::error::Error;
 use crate::store::{Access, Store};
-use crate::validate::{self, MAX_GROUP_MEMBERS, TITLE_MAX};
+use crate::validate::{self, TITLE_MAX};
 
 /// Stands in for a device when a change did not come from a client.
 const NO_DEVICE: &str = "00000000-0000-0000-0000-000000000000";
@@ -23,6 +23,16 @@ const NO_DEVICE: &str = "00000000-0000-0000-0000-000000000000";
 pub struct Groups<'a> {
     pub store: &'a Store,
     pub log: &'a ConversationLog,
+    /// The most members a group may have (`HISTORY_MAX_GROUP_MEMBERS`).
+    pub max_members: usize,
+}
+
+/// Refuses a group of more than `max` members.
+pub fn check_size(members: usize, max: usize) -> Result<(), Error> {
+    if members > max {
+        return Err(Error::InvalidArgument(format!("a group has at most {max} members")));
+    }
+    Ok(())
 }
 
 /// The member making a change.
@@ -130,10 +140,9 @@ impl Groups<'_> {
         let role = self.role_in_group(&conversation_id, &who).await?;
         require(role.runs_the_group(), "only owners and admins add members")?;
         let current = self.store.members(&conversation_id).await?;
-        let joining = user_ids.iter().filter(|u| !current.iter().any(|m| &m.user_id == *u)).count();
-        if current.len() + joining > MAX_GROUP_MEMBERS {
-            return Err(Error::InvalidArgument(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
-        }
+        let present: std::collections::HashSet<&str> = current.iter().map(|m| m.user_id.as_str()).collect();
+        let joining = user_ids.iter().filter(|u| !present.contains(u.as_str())).count();
+        check_size(current.len() + joining, self.max_members)?;
         let added = self.store.add_members(&conversation_id, &user_ids, chat_common::time::now_ms()).await?;
         Ok((self.store.conversation_state(&conversation_id).await?, added, who))
     }

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::groups::{self, Groups};
 use crate::ingest::CONSUMER;
 use crate::store::{Access, NewConversation, Store};
-use crate::validate::{self, CATCH_UP_MAX, MAX_GROUP_MEMBERS};
+use crate::validate::{self, CATCH_UP_MAX};
 
 /// How often, and at most how long, a page waits for messages the stream
 /// holds and this database not yet (then it answers with what is stored).
@@ -32,15 +32,23 @@ pub struct HistoryGrpc {
     js: jetstream::Context,
     stream: Stream,
     log: ConversationLog,
+    /// The most members a group may have.
+    max_group_members: usize,
 }
 
 impl HistoryGrpc {
-    pub fn new(store: Store, js: jetstream::Context, stream: Stream, log: ConversationLog) -> Self {
-        Self { store, js, stream, log }
+    pub fn new(
+        store: Store,
+        js: jetstream::Context,
+        stream: Stream,
+        log: ConversationLog,
+        max_group_members: usize,
+    ) -> Self {
+        Self { store, js, stream, log, max_group_members }
     }
 
     fn groups(&self) -> Groups<'_> {
-        Groups { store: &self.store, log: &self.log }
+        Groups { store: &self.store, log: &self.log, max_members: self.max_group_members }
     }
 
     async fn add_members(&self, req: AddMembersRequest) -> Result<Conversation, Error> {
@@ -86,9 +94,7 @@ impl HistoryGrpc {
             }
             ConversationKind::Group => {
                 let title = groups::title(&req.title)?;
-                if others.len() + 1 > MAX_GROUP_MEMBERS {
-                    return Err(Error::InvalidArgument(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
-                }
+                groups::check_size(others.len() + 1, self.max_group_members)?;
                 let mut member_ids = vec![creator_id.clone()];
                 member_ids.extend(others);
                 NewConversation {

@@ -96,7 +96,7 @@ impl App {
         let sent = std::sync::Arc::new(chat_common::sent_keys::SentKeys::with_capacity(0));
         let archive = std::sync::Arc::new(store.clone());
         let log = chat_common::conversation_log::ConversationLog::new(js.clone(), stream.clone(), sent, archive);
-        let service = grpc::HistoryGrpc::new(store, js, stream, log);
+        let service = grpc::HistoryGrpc::new(store, js, stream, log, config.max_group_members);
         let server = GrpcServer::bind(
             "history",
             Addresses { grpc: &config.grpc_addr, metrics: &config.metrics_addr },

@@ -2,7 +2,6 @@
 
 use crate::error::Error;
 
-pub const MAX_GROUP_MEMBERS: usize = 256;
 pub const TITLE_MAX: usize = 128;
 pub const PAGE_MAX: u32 = 200;
 pub const CATCH_UP_MAX: u32 = 1000;

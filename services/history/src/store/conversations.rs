@@ -244,15 +244,21 @@ impl Store {
         Ok(conversations)
     }
 
-    /// Everyone who shares an active conversation with the user.
+    /// Everyone who shares an active conversation with the user, through
+    /// which presence is shared (`SHARED_UP_TO_MEMBERS`).
     pub async fn contacts_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        let shared_up_to = i64::try_from(chat_common::nats::presence::SHARED_UP_TO_MEMBERS).unwrap_or(i64::MAX);
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT other.user_id FROM conversation_members mine
              JOIN conversation_members other
                ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
-             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL",
+             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL
+               AND (SELECT COUNT(*) FROM conversation_members active
+                     WHERE active.conversation_id = mine.conversation_id
+                       AND active.removed_at_seq IS NULL) <= $2",
         )
         .bind(user_id)
+        .bind(shared_up_to)
         .fetch_all(&self.pool)
         .await?)
     }
