@@ -7,10 +7,17 @@
 //! - many more sockets over several gateway processes, the same devices
 //!   holding many sockets each: whether the gateways' cost stays flat at scale.
 //!
-//! The load generator holds every socket; each process's resident memory is
-//! read from /proc before and after the measured sockets open.
+//! The load generator holds the sockets, the many of the second step in
+//! helper processes of its own (`chat-bench hold-sockets`), since one process
+//! may hold only so many files here (20,000, a limit root cannot raise in
+//! this container). Each process's resident memory is read from /proc before
+//! and after the measured sockets open.
 
+use std::process::Stdio;
 use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use chat_system_tests::client::Device;
 use chat_system_tests::processes::ServiceProcess;
@@ -51,12 +58,19 @@ pub async fn one_per_device(bench: &Bench, devices: &[Device]) -> anyhow::Result
     let targets = |devices: &[Device]| -> Vec<(String, String)> {
         devices.iter().map(|d| (bench.ws(), d.access_token.clone())).collect()
     };
-    measure(bench, &gateway, &targets(warm_up), &targets(measured), devices.len()).await
+    measure(bench, &gateway, &targets(warm_up), &targets(measured), devices.len(), None).await
 }
 
 /// `connections` sockets spread over `gateways` processes (the first and
-/// `gateways - 1` started here), the devices taking turns.
-pub async fn spread(bench: &Bench, devices: &[Device], gateways: usize, connections: usize) -> anyhow::Result<Outcome> {
+/// `gateways - 1` started here), the devices taking turns, held by helper
+/// processes of `per_helper` sockets each.
+pub async fn spread(
+    bench: &Bench,
+    devices: &[Device],
+    gateways: usize,
+    connections: usize,
+    per_helper: usize,
+) -> anyhow::Result<Outcome> {
     let mut extra = Vec::new();
     for n in 1..gateways {
         extra.push(bench.system.start_gateway(n).await);
@@ -66,7 +80,66 @@ pub async fn spread(bench: &Bench, devices: &[Device], gateways: usize, connecti
         .map(|i| (all[i % all.len()].ws(), devices[i % devices.len()].access_token.clone()))
         .collect();
     let (warm_up, measured) = targets.split_at(all.len() * WARM_UP);
-    measure(bench, &all, warm_up, measured, devices.len()).await
+    measure(bench, &all, warm_up, measured, devices.len(), Some(per_helper)).await
+}
+
+/// Sockets held open, here or by helper processes, until dropped.
+struct Held {
+    _here: Vec<ws::Socket>,
+    /// Each helper holds its sockets until its stdin closes (it is killed with the handle).
+    _helpers: Vec<tokio::process::Child>,
+}
+
+/// Opens `targets` in helper processes of `per_helper` sockets each, or here.
+async fn hold(targets: &[(String, String)], per_helper: Option<usize>) -> anyhow::Result<Held> {
+    let Some(per_helper) = per_helper else {
+        return Ok(Held { _here: open_all(targets).await?, _helpers: Vec::new() });
+    };
+    let mut helpers = Vec::new();
+    for chunk in targets.chunks(per_helper.max(1)) {
+        let mut helper = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("hold-sockets")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut stdin = helper.stdin.take().context("the helper's stdin")?;
+        let lines: String = chunk.iter().map(|(url, token)| format!("{url} {token}\n")).collect();
+        stdin.write_all(format!("{}\n{lines}", chunk.len()).as_bytes()).await?;
+        let mut stdout = BufReader::new(helper.stdout.take().context("the helper's stdout")?).lines();
+        let answer = stdout.next_line().await?.unwrap_or_default();
+        ensure!(answer == format!("held {}", chunk.len()), "a helper could not open its sockets: {answer}");
+        // Kept open: the helper holds its sockets until this closes.
+        helper.stdin = Some(stdin);
+        helpers.push(helper);
+    }
+    Ok(Held { _here: Vec::new(), _helpers: helpers })
+}
+
+/// `chat-bench hold-sockets`: reads a count and then that many `url token`
+/// lines from stdin, opens every socket, answers `held N` (or what failed),
+/// and holds them until stdin closes.
+pub async fn hold_sockets() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut stdin = std::io::stdin().lock().lines();
+    let count: usize = stdin.next().context("a count")??.parse()?;
+    let mut targets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let line = stdin.next().context("a target")??;
+        let (url, token) = line.split_once(' ').context("`url token`")?;
+        targets.push((url.to_owned(), token.to_owned()));
+    }
+    drop(stdin);
+    match open_all(&targets).await {
+        Ok(held) => {
+            println!("held {}", held.len());
+            // Until the parent closes stdin (or is gone).
+            tokio::task::spawn_blocking(|| std::io::stdin().lock().lines().count()).await?;
+            drop(held);
+        }
+        Err(e) => println!("{e:#}"),
+    }
+    Ok(())
 }
 
 async fn measure(
@@ -75,15 +148,16 @@ async fn measure(
     warm_up: &[(String, String)],
     measured: &[(String, String)],
     devices: usize,
+    per_helper: Option<usize>,
 ) -> anyhow::Result<Outcome> {
-    let mut held = open_all(warm_up).await?;
+    let held = open_all(warm_up).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = resident(bench, gateways)?;
-    held.extend(open_all(measured).await?);
+    let measured_held = hold(measured, per_helper).await?;
     // Presence and notification learn of sockets through NATS: let them settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = resident(bench, gateways)?;
-    drop(held);
+    drop((held, measured_held));
     let per_connection = |(name, after): (&'static str, u64), before: u64| {
         (name, after.saturating_sub(before) as f64 / measured.len() as f64)
     };

@@ -52,6 +52,9 @@ struct Sizes {
     idle_connections: usize,
     /// Devices (each a user of its own) holding the idle sockets.
     idle_devices: usize,
+    /// Sockets each helper process of the load generator holds (one process
+    /// may hold 20,000 files here).
+    idle_per_helper: usize,
     echo_idle_connections: usize,
     connect_concurrency: usize,
     connect_seconds: u64,
@@ -77,6 +80,7 @@ impl Sizes {
             gateways: 4,
             idle_connections: 50_000,
             idle_devices: 2_000,
+            idle_per_helper: 12_500,
             echo_idle_connections: 4_000,
             connect_concurrency: 32,
             connect_seconds: 10,
@@ -100,6 +104,7 @@ impl Sizes {
             gateways: 2,
             idle_connections: 100,
             idle_devices: 40,
+            idle_per_helper: 40,
             echo_idle_connections: 100,
             connect_concurrency: 4,
             connect_seconds: 1,
@@ -150,6 +155,9 @@ async fn run() -> anyhow::Result<()> {
     setup::raise_open_files_limit();
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "all".to_owned());
+    if scenario == "hold-sockets" {
+        return idle::hold_sockets().await;
+    }
     if scenario == "echo-server" {
         return floor::echo_server(&args.next().context("echo-server needs an address")?).await;
     }
@@ -420,7 +428,7 @@ async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mu
 async fn idle_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mut Report) -> anyhow::Result<()> {
     let devices = idle::devices(bench, sizes.idle_devices).await;
     let one_each = idle::one_per_device(bench, &devices).await?;
-    let spread = idle::spread(bench, &devices, sizes.gateways, sizes.idle_connections).await?;
+    let spread = idle::spread(bench, &devices, sizes.gateways, sizes.idle_connections, sizes.idle_per_helper).await?;
     let mut columns = vec!["connections", "devices", "gateways", "all processes"];
     columns.extend(one_each.bytes_per_connection.iter().map(|(name, _)| *name));
     columns.push("target");

@@ -220,9 +220,8 @@ pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Lets this process, and the processes it starts, hold as many sockets as
-/// the kernel allows (the idle scenario holds 50,000): the soft limit up to
-/// the hard one, and both up to `fs.nr_open` where this may raise the hard
-/// limit (as root).
+/// they may: the soft limit up to the hard one, and both up to `fs.nr_open`
+/// where this may raise the hard limit (root with `CAP_SYS_RESOURCE`).
 pub fn raise_open_files_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|v| v.trim().parse::<u64>().ok());

@@ -201,11 +201,30 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
         .unwrap()
         .into_inner();
     assert_eq!(page.messages.last().map(|m| m.seq), Some(6));
-    let denied = history
-        .get_conversation(GetConversationRequest { conversation_id: group.clone(), user_id: carol.user_id.clone() })
+    for members_only in [false, true] {
+        let denied = history
+            .get_conversation(GetConversationRequest {
+                conversation_id: group.clone(),
+                user_id: carol.user_id.clone(),
+                members_only,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "members only: {members_only}");
+    }
+    // What a membership check asks: the members and the last seq, nothing per message.
+    let members_only = history
+        .get_conversation(GetConversationRequest {
+            conversation_id: group.clone(),
+            user_id: alice.user_id.clone(),
+            members_only: true,
+        })
         .await
-        .unwrap_err();
-    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        .unwrap()
+        .into_inner();
+    assert!(members_only.member_ids.contains(&alice.user_id) && !members_only.member_ids.contains(&carol.user_id));
+    assert!(members_only.last_seq >= 6, "{members_only:?}");
+    assert_eq!((members_only.last_message, members_only.read_markers.len()), (None, 0));
     let denied = history
         .list_messages(ListMessagesRequest {
             conversation_id: group.clone(),

@@ -155,6 +155,7 @@ impl MembershipCache {
             .get_conversation(GetConversationRequest {
                 conversation_id: conversation_id.to_owned(),
                 user_id: user_id.to_owned(),
+                members_only: true,
             })
             .await?
             .into_inner();

@@ -305,6 +305,9 @@ impl HistoryService for HistoryGrpc {
         let req = request.into_inner();
         let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
         let user_id = validate::uuid("user_id", &req.user_id)?;
+        if req.members_only {
+            return Ok(Response::new(self.store.conversation_members_for(&conversation_id, &user_id).await?));
+        }
         let mut conversation = self.store.conversation_for(&conversation_id, &user_id).await?;
         conversation.read_markers = self.store.read_markers_of(&conversation_id).await?;
         Ok(Response::new(conversation))

@@ -295,6 +295,7 @@ impl Intake {
             .get_conversation(GetConversationRequest {
                 conversation_id: conversation_id.to_owned(),
                 user_id: member.to_owned(),
+                members_only: true,
             })
             .await?
             .into_inner();

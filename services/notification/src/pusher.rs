@@ -625,8 +625,11 @@ impl Pusher {
     async fn still_member_of_all(&self, user_id: &str, conversations: BTreeSet<&str>) -> Result<bool, tonic::Status> {
         let mut member_of_all = true;
         for conversation_id in conversations {
-            let request =
-                GetConversationRequest { conversation_id: conversation_id.to_owned(), user_id: user_id.to_owned() };
+            let request = GetConversationRequest {
+                conversation_id: conversation_id.to_owned(),
+                user_id: user_id.to_owned(),
+                members_only: true,
+            };
             match self.history.clone().get_conversation(request).await {
                 Ok(_) => {}
                 Err(status) if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound) => {

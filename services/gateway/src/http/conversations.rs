@@ -118,7 +118,7 @@ pub async fn get(
     let conversation = state
         .history
         .clone()
-        .get_conversation(GetConversationRequest { conversation_id, user_id: me.user_id })
+        .get_conversation(GetConversationRequest { conversation_id, user_id: me.user_id, members_only: false })
         .await?
         .into_inner();
     let mut body = conversation_json(&conversation, true);

@@ -3,7 +3,7 @@
 //! sees it (last message, unread count) or as anyone sees it.
 
 use chat_common::db::WriteConnection;
-use chat_proto::events::v1::{ConversationKind, MemberRole};
+use chat_proto::events::v1::{ConversationKind, MemberRole, Message};
 use chat_proto::history::v1::{Conversation, Member};
 use sqlx::Row;
 
@@ -197,15 +197,33 @@ impl Store {
     /// The conversation as `user_id` sees it.
     /// `NotFound` when it does not exist, `NotMember` when the user is not in it.
     pub async fn conversation_for(&self, conversation_id: &str, user_id: &str) -> Result<Conversation, Error> {
+        let (mut conversation, last_message) = self.members_and_last_message(conversation_id, user_id).await?;
+        conversation.unread_count = self.unread_count(conversation_id, user_id, conversation.last_seq).await?;
+        conversation.last_message = last_message;
+        Ok(conversation)
+    }
+
+    /// The conversation with its members and `last_seq` only, if `user_id`
+    /// is a member: what a membership check needs, at a cost that does not
+    /// grow with the messages (unlike the unread count).
+    pub async fn conversation_members_for(&self, conversation_id: &str, user_id: &str) -> Result<Conversation, Error> {
+        Ok(self.members_and_last_message(conversation_id, user_id).await?.0)
+    }
+
+    /// The conversation with its members and `last_seq`, and its last message,
+    /// if `user_id` is a member.
+    async fn members_and_last_message(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> Result<(Conversation, Option<Message>), Error> {
         let mut conversation = self.conversation_with_members(conversation_id).await?;
         if !conversation.member_ids.iter().any(|member| member == user_id) {
             return Err(Error::NotMember);
         }
         let last_message = self.last_message(conversation_id).await?;
         conversation.last_seq = last_message.as_ref().map_or(0, |m| m.seq);
-        conversation.unread_count = self.unread_count(conversation_id, user_id, conversation.last_seq).await?;
-        conversation.last_message = last_message;
-        Ok(conversation)
+        Ok((conversation, last_message))
     }
 
     /// Ids of the conversations the user is an active member of.
