@@ -423,7 +423,9 @@ impl Pusher {
         to_send: bool,
     ) -> Result<Option<Claim>, kv::UpdateError> {
         let Some(through_revision) = batch.iter().map(|(_, revision, _)| *revision).max() else { return Ok(None) };
-        let payload = self.payload(user_id, notification_id, &batch).await;
+        // Only a claim to send carries a payload: its badge counts every unread
+        // message of the user, which grows with them.
+        let payload = if to_send { self.payload(user_id, notification_id, &batch).await } else { String::new() };
         let claim = Claim {
             notification_id: notification_id.to_owned(),
             covered: batch.into_iter().map(|(key, _, _)| key).collect(),
