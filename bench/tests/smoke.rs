@@ -16,11 +16,15 @@ fn every_scenario_runs_at_a_tiny_size() {
     let report = std::fs::read_to_string(&results).expect("results written");
     for section in [
         "Floor",
+        "CPU time per message",
         "End-to-end latency",
         "Maximum sustainable rate",
         "Group fan-out",
+        "Catch-up",
         "Idle connections",
-        "Connect",
+        "Connect and authenticate",
+        "Connect cost against the user's conversations",
+        "Paging (50 messages) and search",
         "History ingest",
     ] {
         assert!(report.contains(section), "no {section} section in:\n{report}");
