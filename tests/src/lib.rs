@@ -23,7 +23,7 @@ pub mod system;
 pub use client::{Device, Ws};
 pub use database::Db;
 pub use nats::NatsServer;
-pub use system::System;
+pub use system::{System, without_send_brakes};
 
 /// No scenario may run longer than this: a hang fails the test instead of
 /// holding CI until its own limit.

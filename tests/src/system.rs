@@ -33,6 +33,16 @@ pub struct Gateway {
 
 /// How to start a system: how many gateways and presence instances, and
 /// changes to the services' configuration.
+/// For tests that send hundreds of messages as fast as their acks come back
+/// and are about something else: lifts the gateway's send brakes (a burst of
+/// 400, then 200 a second per socket), which abuse.rs tests on their own.
+pub fn without_send_brakes(config: &mut chat_gateway::Config) {
+    let unbounded = chat_common::rate_limit::Rate { burst: 100_000, refill: Duration::from_micros(1) };
+    config.send_rate_per_socket = unbounded;
+    config.send_rate_per_user = unbounded;
+    config.frame_rate_per_socket = unbounded;
+}
+
 pub struct SystemBuilder {
     gateways: usize,
     presences: usize,

@@ -183,6 +183,7 @@ async fn a_device_reading_slowly_during_a_long_catch_up_is_closed_as_too_slow(db
             c.socket_queue = 8;
             c.ping_interval = Duration::from_secs(3600);
             c.idle_timeout = Duration::from_secs(7200);
+            chat_system_tests::without_send_brakes(c);
         })
         .start(db)
         .await

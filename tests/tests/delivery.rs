@@ -230,6 +230,7 @@ async fn a_device_that_stops_reading_is_closed_as_too_slow_and_catches_up_after(
         .gateway_config(|c| {
             c.socket_queue = 8;
             without_pings(c);
+            chat_system_tests::without_send_brakes(c);
         })
         .start(db)
         .await
@@ -289,6 +290,7 @@ async fn a_device_that_never_reads_again_is_dropped_after_the_write_timeout(db: 
         .gateway_config(|c| {
             c.write_timeout = Duration::from_secs(1);
             without_pings(c);
+            chat_system_tests::without_send_brakes(c);
         })
         .presence_config(|c| c.grace = Duration::ZERO)
         .start(db)

@@ -59,7 +59,13 @@ pub enum AppendError {
     Corrupt(String),
 }
 
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: u32 = 8;
+/// After the n-th lost race a writer waits a random time below
+/// `RACE_BACKOFF_BASE * 2^n` (at most [`RACE_BACKOFF_CAP`]): writers on
+/// several gateways that lost to each other then come back at different
+/// times instead of colliding again in lockstep.
+const RACE_BACKOFF_BASE: Duration = Duration::from_micros(500);
+const RACE_BACKOFF_CAP: Duration = Duration::from_millis(50);
 /// How long a send waits for its stream to have a leader again, and how
 /// often it tries meanwhile. A cluster elects a new leader within a few
 /// seconds of losing one; the caller's own deadline may end the wait sooner.
@@ -231,6 +237,7 @@ impl ConversationLog {
                     if lost_races == MAX_ATTEMPTS {
                         return Err(AppendError::Busy);
                     }
+                    tokio::time::sleep(race_backoff(lost_races)).await;
                 }
                 // Nobody took the write: the stream has no leader right now (a
                 // cluster electing one after losing a node). Try again shortly
@@ -285,6 +292,14 @@ impl ConversationLog {
     }
 }
 
+/// A random wait below the n-th lost race's bound ("full jitter").
+fn race_backoff(lost_races: u32) -> Duration {
+    let bound = RACE_BACKOFF_BASE.saturating_mul(1 << lost_races.min(16)).min(RACE_BACKOFF_CAP);
+    let mut random = [0u8; 4];
+    getrandom::fill(&mut random).expect("the operating system has randomness");
+    bound.mul_f64(f64::from(u32::from_le_bytes(random)) / f64::from(u32::MAX))
+}
+
 fn unavailable(e: &dyn std::fmt::Display) -> AppendError {
     AppendError::Unavailable(e.to_string())
 }
@@ -296,4 +311,20 @@ pub fn idempotency_key(sender_id: &str, client_msg_id: &str) -> String {
     hasher.update([0]);
     hasher.update(client_msg_id.as_bytes());
     hex::encode(&hasher.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_after_a_lost_race_grows_and_stays_bounded() {
+        for lost_races in 1..=MAX_ATTEMPTS {
+            let bound = (RACE_BACKOFF_BASE * 2u32.pow(lost_races)).min(RACE_BACKOFF_CAP);
+            let waits: Vec<Duration> = (0..200).map(|_| race_backoff(lost_races)).collect();
+            assert!(waits.iter().all(|wait| *wait <= bound), "below {bound:?} after {lost_races} lost races");
+            // Random, so two writers that collided part ways.
+            assert!(waits.iter().any(|wait| *wait != waits[0]), "jittered after {lost_races} lost races");
+        }
+    }
 }
