@@ -16,7 +16,14 @@
 #   protocol's rules reach beyond a schema (members must be registered users,
 #   a direct conversation names exactly one, push URLs must be https, a body
 #   is bounded in bytes and over the bound answers 413), so they report where
-#   a schema is less precise than the protocol, not faults of the gateway.
+#   a schema is less precise than the protocol, not faults of the gateway;
+# - the check ensure_resource_availability ("a resource just created answers
+#   404"): it cannot tell the fixed ids of http_fuzz.toml from ids taken from
+#   the creating call's answer. Once an earlier phase or scenario has removed
+#   the fixture's member (a 204 it does not see from there), a successful
+#   POST followed by a role change for that member is reported, though 404
+#   is the right answer. The system tests read every created conversation and
+#   member back.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,7 +35,7 @@ read -r token conversation member message < <("$venv/python" tests/suites/gatewa
 export HTTP_FUZZ_CONVERSATION="$conversation" HTTP_FUZZ_MEMBER="$member" HTTP_FUZZ_MESSAGE="$message"
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance
 checks+=,response_schema_conformance,missing_required_header,unsupported_method,allow_header_conformance
-checks+=,use_after_free,ensure_resource_availability,ignored_auth
+checks+=,use_after_free,ignored_auth
 
 exec "$venv/schemathesis" --config-file tests/suites/http_fuzz.toml run docs/openapi.yaml \
   --url "$GATEWAY_URL" \

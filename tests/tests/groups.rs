@@ -176,6 +176,15 @@ async fn group_lifecycle_with_roles_system_messages_and_removal(db: Db) {
     c.expect_silence(Duration::from_millis(300)).await;
     let refused = c.send_message(3, &group, "c-late", "let me back").await;
     assert_eq!(refused["code"], "forbidden");
+    // A change naming her now says who was not found, not the conversation.
+    let carol_path = format!("{path}/members/{}", carol.user_id);
+    let (status, body) = patch(alice.access_token.clone(), carol_path.clone(), json!({ "role": "admin" })).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (404, Some("that user is not a member of this conversation"))
+    );
+    let (status, body) = api.request(reqwest::Method::DELETE, &carol_path, Some(&alice.access_token), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
 
     // Paging stops at her removal; the list no longer shows the group.
     api.wait_for_history(&alice, &group, 7).await;

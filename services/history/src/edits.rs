@@ -53,7 +53,7 @@ pub async fn change(
     let role = match store.access(&conversation_id, &who.user_id).await? {
         Access::Active { role } => role,
         _ if store.conversation_exists(&conversation_id).await? => return Err(Error::NotMember),
-        _ => return Err(Error::NotFound),
+        _ => return Err(Error::NotFound(crate::error::NO_CONVERSATION)),
     };
     // Only a group has moderators: the creator of a direct conversation is
     // stored as its owner, but holds no power over the other person's messages.
@@ -158,7 +158,7 @@ async fn stored_message(store: &Store, conversation_id: &str, message_id: &str) 
             return Ok(message);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound("message not found"));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

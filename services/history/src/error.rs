@@ -6,8 +6,9 @@ use tonic::Status;
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("conversation not found")]
-    NotFound,
+    /// What was not found, said to the caller: "conversation not found".
+    #[error("{0}")]
+    NotFound(&'static str),
     #[error("not a member of this conversation")]
     NotMember,
     /// A member without the role the change needs.
@@ -20,6 +21,10 @@ pub enum Error {
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+pub const NO_CONVERSATION: &str = "conversation not found";
+/// A membership change naming someone who is not (or no longer) a member.
+pub const NOT_A_MEMBER: &str = "that user is not a member of this conversation";
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
@@ -35,7 +40,7 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(msg) => Status::invalid_argument(msg),
-            Error::NotFound => Status::not_found(err.to_string()),
+            Error::NotFound(what) => Status::not_found(what),
             Error::NotMember => Status::permission_denied(err.to_string()),
             Error::Forbidden(msg) => Status::permission_denied(msg),
             Error::FailedPrecondition(msg) => Status::failed_precondition(msg),

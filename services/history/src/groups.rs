@@ -13,7 +13,7 @@ use chat_proto::history::v1::{
     Actor, AddMembersRequest, Conversation, RemoveMemberRequest, RenameConversationRequest, SetMemberRoleRequest,
 };
 
-use crate::error::Error;
+use crate::error::{Error, NO_CONVERSATION, NOT_A_MEMBER};
 use crate::store::{Access, Store};
 use crate::validate::{self, TITLE_MAX};
 
@@ -69,7 +69,7 @@ impl Groups<'_> {
     /// direct conversation and a group and learns nothing about either; only
     /// a member hears that a direct conversation cannot change.
     async fn role_in_group(&self, conversation_id: &str, who: &Who) -> Result<MemberRole, Error> {
-        let kind = self.store.conversation_kind(conversation_id).await?.ok_or(Error::NotFound)?;
+        let kind = self.store.conversation_kind(conversation_id).await?.ok_or(Error::NotFound(NO_CONVERSATION))?;
         let Access::Active { role } = self.store.access(conversation_id, &who.user_id).await? else {
             return Err(Error::NotMember);
         };
@@ -179,7 +179,7 @@ impl Groups<'_> {
         } else {
             match self.store.access(&conversation_id, &target).await? {
                 Access::Active { role } => role,
-                _ => return Err(Error::NotFound),
+                _ => return Err(Error::NotFound(NOT_A_MEMBER)),
             }
         };
         if !leaving {
@@ -233,7 +233,7 @@ impl Groups<'_> {
                 return Err(Error::FailedPrecondition("the owner's role cannot change".into()));
             }
             Access::Active { .. } => {}
-            _ => return Err(Error::NotFound),
+            _ => return Err(Error::NotFound(NOT_A_MEMBER)),
         }
         self.store.set_role(&conversation_id, &target, new_role).await?;
         let event = system_event(SystemEventKind::RoleChanged, vec![target], String::new(), new_role);

@@ -149,7 +149,7 @@ impl HistoryGrpc {
         } else if self.store.conversation_exists(conversation_id).await? {
             Err(Error::NotMember)
         } else {
-            Err(Error::NotFound)
+            Err(Error::NotFound(crate::error::NO_CONVERSATION))
         }
     }
 

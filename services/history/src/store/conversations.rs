@@ -65,7 +65,8 @@ impl Store {
                 drop(tx);
                 drop(connection);
                 let key = new.direct_key.as_deref().unwrap_or_default();
-                let existing = self.direct_conversation(key).await?.ok_or(Error::NotFound)?;
+                let existing =
+                    self.direct_conversation(key).await?.ok_or(Error::NotFound(crate::error::NO_CONVERSATION))?;
                 return Ok((existing, false));
             }
             Err(e) => return Err(e.into()),
@@ -331,7 +332,7 @@ impl Store {
             .bind(conversation_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(Error::NotFound)?;
+            .ok_or(Error::NotFound(crate::error::NO_CONVERSATION))?;
         let members = self.members(conversation_id).await?;
         Ok(Conversation {
             conversation_id: row.try_get("id")?,
