@@ -322,3 +322,38 @@ async fn rolling_restart_with_sigterm(db: Db) {
 
 /// The bound within which a service must drain and exit after SIGTERM.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// The durable consumers of history and notification are deleted (by an
+/// operator, or lost with a NATS store): each service makes its own again at
+/// its next pull, and history stores what was sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_consumers_are_made_again() {
+    within_limit(async {
+        let Some(system) = chat_system_tests::System::start(Db::Sqlite).await else { return };
+        let api = system.api();
+        let alice = api.new_user("alice").await;
+        let bob = api.new_user("bob").await;
+        let conversation = api.direct(&alice, &bob).await;
+        let (mut ws, _) = chat_system_tests::Ws::open(&system.ws(0), &alice).await;
+        assert_eq!(ws.send_message(1, &conversation, "m1", "before").await["type"], "ack");
+        api.wait_for_history(&alice, &conversation, 1).await;
+
+        let nats = async_nats::connect(system.nats.url()).await.expect("nats");
+        let stream = async_nats::jetstream::new(nats).get_stream("CHAT").await.expect("the CHAT stream");
+        for consumer in ["history", "notification"] {
+            stream.delete_consumer(consumer).await.unwrap_or_else(|e| panic!("delete {consumer}: {e}"));
+        }
+        assert_eq!(ws.send_message(2, &conversation, "m2", "meanwhile").await["type"], "ack");
+        let stored = api.wait_for_history(&alice, &conversation, 2).await;
+        assert_eq!(stored.iter().map(|m| m["body"].as_str().unwrap()).collect::<Vec<_>>(), ["before", "meanwhile"]);
+        for consumer in ["history", "notification"] {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while stream.consumer_info(consumer).await.is_err() {
+                assert!(Instant::now() < deadline, "{consumer} did not make its consumer again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        system.stop().await;
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod log_throttle;
 pub mod metrics;
 pub mod nats;
+pub mod paced_pull;
 pub mod peers;
 pub mod rate_limit;
 pub mod sent_keys;

@@ -17,8 +17,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::stream::Stream;
 use chat_common::events::{ChatEvent, EventError};
 use chat_common::nats::{ChatSubject, parse_chat_subject};
+use chat_common::paced_pull::PacedPull;
 use chat_common::shutdown::CancellationToken;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::dead_letters::DeadLetter;
@@ -38,8 +38,12 @@ const LINGER: Duration = Duration::from_millis(20);
 /// (it may have gone to another instance sharing the consumer).
 const FILL_WAIT: Duration = Duration::from_millis(5);
 
+/// Pause between pulls while messages flow (see `chat_common::paced_pull`):
+/// well inside [`LINGER`], so it costs a batch no time.
+const PACE: Duration = Duration::from_millis(5);
+
 pub struct Ingest {
-    consumer: PullConsumer,
+    reader: PacedPull,
     store: Store,
     batch: usize,
     writers: usize,
@@ -53,68 +57,54 @@ impl Ingest {
         writers: usize,
         ack_wait: Duration,
     ) -> Result<Self, Error> {
+        let batch = batch.max(1);
         // The whole stream, not a filter per subject kind: JetStream matches a
         // multi-subject filter against every conversation's subjects on each
         // delivery (most of the server's time with many conversations), and
         // the few entries history does not store are acknowledged unread.
         // Create-or-update, so a consumer made with the older filter follows.
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait,
-                deliver_policy: DeliverPolicy::All,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        Ok(Self { consumer, store, batch: batch.max(1), writers: writers.max(1) })
+        let config = pull::Config {
+            durable_name: Some(CONSUMER.to_owned()),
+            filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            deliver_policy: DeliverPolicy::All,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        };
+        let reader =
+            PacedPull::new(stream, config, batch, PACE).await.map_err(|e| Error::Unexpected(anyhow::anyhow!(e)))?;
+        Ok(Self { reader, store, batch, writers: writers.max(1) })
     }
 
     /// The durable consumer (for its lag).
     pub fn consumer(&self) -> PullConsumer {
-        self.consumer.clone()
+        self.reader.consumer()
     }
 
-    /// Hands each entry to its conversation's writer until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let mut messages = self
-            .consumer
-            .stream()
-            .max_messages_per_batch(self.batch)
-            .messages()
-            .await
-            .map_err(|e| Error::Unexpected(e.into()))?;
-        let (lanes, writers): (Vec<_>, Vec<_>) = (0..self.writers)
+    /// Hands each entry to its conversation's writer until `shutdown`; a
+    /// failing pull is retried, never the end of the service.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self { mut reader, store, batch, writers } = self;
+        let (lanes, writers): (Vec<_>, Vec<_>) = (0..writers)
             .map(|_| {
-                let (lane, incoming) = mpsc::channel(self.batch);
-                (lane, Writer { store: self.store.clone(), batch: self.batch, incoming }.run(shutdown.clone()))
+                let (lane, incoming) = mpsc::channel(batch);
+                (lane, Writer { store: store.clone(), batch, incoming }.run(shutdown.clone()))
             })
             .unzip();
         // The writers run in this task, not spawned: stopping or aborting it
         // stops them too, as killing the process would.
         let dispatch = async move {
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let lane = &lanes[lane_of(&message.subject, lanes.len())];
-                        if lane.send(message).await.is_err() {
-                            return Ok(()); // writers stop only at shutdown
-                        }
+            while let Some(burst) = reader.next_burst(&shutdown).await {
+                for message in burst {
+                    let lane = &lanes[lane_of(&message.subject, lanes.len())];
+                    if lane.send(message).await.is_err() {
+                        return; // writers stop only at shutdown
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, "history consumer hiccup; continuing"),
-                    None => return Err(Error::Unavailable("the history consumer stream ended".into())),
                 }
             }
         };
-        let (ended, _) = tokio::join!(dispatch, futures::future::join_all(writers));
-        ended
+        tokio::join!(dispatch, futures::future::join_all(writers));
     }
 }
 

@@ -119,7 +119,7 @@ impl App {
     /// Serves gRPC and consumes the stream until `shutdown` is cancelled.
     ///
     /// # Errors
-    /// When the gRPC server or the consumer fails for good.
+    /// When the gRPC server fails for good (the consumer retries).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         // Both run in this one task (not spawned), so stopping or aborting it
         // stops both, as killing the process would.
@@ -130,14 +130,17 @@ impl App {
             }
         };
         let ingest = async {
-            let Some(ingest) = self.ingest else { return Ok(()) };
-            // A consumer that stops for good takes the service down with it.
-            let result = ingest.run(shutdown.clone()).await;
-            shutdown.cancel();
-            result
+            if let Some(ingest) = self.ingest {
+                ingest.run(shutdown.clone()).await;
+            }
         };
-        let (ingested, (), served) =
-            tokio::join!(ingest, lag, self.server.serve(metrics::get().registry.clone(), shutdown.clone()));
-        ingested.and(served.map_err(Error::from))
+        let serve = async {
+            let served = self.server.serve(metrics::get().registry.clone(), shutdown.clone()).await;
+            // A server that stops for good takes the consumer down with it.
+            shutdown.cancel();
+            served
+        };
+        let ((), (), served) = tokio::join!(ingest, lag, serve);
+        served.map_err(Error::from)
     }
 }

@@ -27,13 +27,13 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::stream::Stream;
 use chat_common::events::{ChatEvent, EventError};
 use chat_common::grpc::Channel;
+use chat_common::paced_pull::PacedPull;
 use chat_common::shutdown::CancellationToken;
 use chat_common::sockets::SocketIndex;
 use chat_proto::events::v1::{Message, SystemEvent, SystemEventKind};
 use chat_proto::history::v1::GetConversationRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::notification::v1::PendingDelivery;
-use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::pending::Pending;
@@ -44,6 +44,11 @@ pub const CONSUMER: &str = "notification";
 const PREVIEW_CHARS: usize = 120;
 /// Member lists cached at most (then the cache starts over).
 const MAX_CACHED: usize = 100_000;
+/// At most this many events per pull, and the pause between pulls while
+/// events flow (see `chat_common::paced_pull`): a push waits for its
+/// coalescing window anyway.
+const BURST: usize = 256;
+const PACE: Duration = Duration::from_millis(5);
 /// How long an event that could not be handled waits before it is retried
 /// the first time; each next retry waits twice as long, up to `RETRY_MAX`.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -82,6 +87,8 @@ struct DeadEvent<'a> {
 
 pub struct Intake {
     consumer: PullConsumer,
+    /// Taken by [`Intake::run`].
+    reader: Option<PacedPull>,
     attempts: u64,
     dead_events: async_nats::jetstream::kv::Store,
     pending: Arc<Pending>,
@@ -106,20 +113,20 @@ impl Intake {
         // JetStream would match against every conversation's subjects on each
         // delivery; edits are acknowledged unread. Create-or-update, so a
         // consumer made with the older filter follows.
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                // A first start does not notify about the past.
-                deliver_policy: DeliverPolicy::New,
-                max_ack_pending: 10_000,
-                ..Default::default()
-            })
-            .await?;
+        let config = pull::Config {
+            durable_name: Some(CONSUMER.to_owned()),
+            filter_subject: chat_common::nats::CHAT_SUBJECTS.to_owned(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            // A first start does not notify about the past.
+            deliver_policy: DeliverPolicy::New,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        let reader = PacedPull::new(stream.clone(), config, BURST, PACE).await?;
         Ok(Self {
-            consumer,
+            consumer: reader.consumer(),
+            reader: Some(reader),
             attempts: u64::from(attempts.max(1)),
             dead_events,
             pending,
@@ -134,36 +141,17 @@ impl Intake {
         self.consumer.clone()
     }
 
-    /// Handles events until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let mut messages = match self.consumer.messages().await {
-                Ok(messages) => messages,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the chat stream; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(RETRY_AFTER) => continue,
-                    }
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = messages.next() => next,
+    /// Handles events until `shutdown`, a burst at a time.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let Some(mut reader) = self.reader.take() else { return };
+        while let Some(burst) = reader.next_burst(&shutdown).await {
+            for message in burst {
+                let ack = match self.handle(&message).await {
+                    Ok(()) => AckKind::Ack,
+                    Err(failure) => self.after(&message, failure).await,
                 };
-                match next {
-                    Some(Ok(message)) => {
-                        let ack = match self.handle(&message).await {
-                            Ok(()) => AckKind::Ack,
-                            Err(failure) => self.after(&message, failure).await,
-                        };
-                        if let Err(e) = message.ack_with(ack).await {
-                            tracing::warn!(error = %e, "cannot acknowledge an event");
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "notification consumer hiccup"),
-                    None => break,
+                if let Err(e) = message.ack_with(ack).await {
+                    tracing::warn!(error = %e, "cannot acknowledge an event");
                 }
             }
         }
