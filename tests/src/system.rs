@@ -146,13 +146,16 @@ pub struct System {
     _dir: tempfile::TempDir,
 }
 
+// Every service is built and run through `Box::pin`: a service's futures in
+// a debug build are large, and held by value in a test's futures, or moved
+// through `tokio::spawn`, they could outgrow a test thread's stack.
 fn spawn<F, E>(run: impl FnOnce(CancellationToken) -> F) -> Running
 where
     F: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display,
 {
     let shutdown = CancellationToken::new();
-    let future = run(shutdown.clone());
+    let future = Box::pin(run(shutdown.clone()));
     let task = tokio::spawn(async move {
         if let Err(e) = future.await {
             eprintln!("service stopped with an error: {e}");
@@ -176,7 +179,7 @@ async fn start_auth_process(database_url: &str, nats_url: &str, extra: &[(String
 
 async fn launch_gateway(config: chat_gateway::Config) -> Gateway {
     let shutdown = CancellationToken::new();
-    let app = chat_gateway::App::build(config, shutdown.clone()).await.expect("gateway starts");
+    let app = Box::pin(chat_gateway::App::build(config, shutdown.clone())).await.expect("gateway starts");
     let addr = app.http_addr();
     let metrics_addr = app.metrics_addr();
     let task = tokio::spawn(async move {
@@ -244,7 +247,7 @@ impl System {
             None => {
                 let mut auth_config = chat_auth::Config::local(&auth_db_url, &nats.url());
                 (builder.auth)(&mut auth_config);
-                let auth = chat_auth::App::build(auth_config).await.expect("auth starts");
+                let auth = Box::pin(chat_auth::App::build(auth_config)).await.expect("auth starts");
                 metrics_addrs.insert("auth", auth.metrics_addr());
                 let auth_addr = auth.grpc_addr().to_string();
                 (Some(spawn(|t| auth.run(t))), None, auth_addr)
@@ -258,7 +261,7 @@ impl System {
         let mut history_config = chat_history::Config::local(&history_db_url, &nats.url());
         history_config.stream = builder.stream.clone();
         (builder.history)(&mut history_config);
-        let history = chat_history::App::build(history_config).await.expect("history starts");
+        let history = Box::pin(chat_history::App::build(history_config)).await.expect("history starts");
         let history_addr = history.grpc_addr().to_string();
         metrics_addrs.insert("history", history.metrics_addr());
         let history = Some(spawn(|t| history.run(t)));
@@ -291,7 +294,7 @@ impl System {
         system.start_notification().await;
         for _ in 0..builder.presences {
             let config = system.presence_config("127.0.0.1:0");
-            let presence = chat_presence::App::build(config).await.expect("presence starts");
+            let presence = Box::pin(chat_presence::App::build(config)).await.expect("presence starts");
             system.presence_addrs.push(presence.grpc_addr().to_string());
             system.metrics_addrs.entry("presence").or_insert(presence.metrics_addr());
             system.presences.push(Some(spawn(|t| presence.run(t))));
@@ -319,7 +322,7 @@ impl System {
         let mut config = chat_auth::Config::local(&self.auth_db_url, &self.nats.url());
         (self.auth_settings)(&mut config);
         config.grpc_addr = self.auth_addr.clone();
-        let auth = chat_auth::App::build(config).await.expect("auth restarts");
+        let auth = Box::pin(chat_auth::App::build(config)).await.expect("auth restarts");
         self.auth = Some(spawn(|t| auth.run(t)));
     }
 
@@ -350,7 +353,7 @@ impl System {
         config.stream = self.stream.clone();
         config.consume = consume;
         (self.history_settings)(&mut config);
-        let history = chat_history::App::build(config).await.expect("history restarts");
+        let history = Box::pin(chat_history::App::build(config)).await.expect("history restarts");
         self.history = Some(spawn(|t| history.run(t)));
     }
 
@@ -373,7 +376,7 @@ impl System {
     pub async fn start_presence(&mut self, index: usize) {
         assert!(self.presences[index].is_none(), "presence {index} is running");
         let config = self.presence_config(&self.presence_addrs[index]);
-        let presence = chat_presence::App::build(config).await.expect("presence restarts");
+        let presence = Box::pin(chat_presence::App::build(config)).await.expect("presence restarts");
         self.presences[index] = Some(spawn(|t| presence.run(t)));
     }
 
@@ -390,8 +393,8 @@ impl System {
 
     /// Starts another notification instance beside the first (on its own port).
     pub async fn start_another_notification(&mut self) {
-        let notification =
-            chat_notification::App::build(self.notification_config()).await.expect("notification starts");
+        let built = Box::pin(chat_notification::App::build(self.notification_config())).await;
+        let notification = built.expect("notification starts");
         self.more_notifications.push(spawn(|t| notification.run(t)));
     }
 
@@ -402,7 +405,7 @@ impl System {
         if !self.notification_addr.is_empty() {
             config.grpc_addr = self.notification_addr.clone();
         }
-        let notification = chat_notification::App::build(config).await.expect("notification starts");
+        let notification = Box::pin(chat_notification::App::build(config)).await.expect("notification starts");
         self.notification_addr = notification.grpc_addr().to_string();
         self.metrics_addrs.insert("notification", notification.metrics_addr());
         self.notification = Some(spawn(|t| notification.run(t)));

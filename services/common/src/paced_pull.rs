@@ -78,9 +78,11 @@ impl PacedPull {
     /// was deleted), with a warning at most every 10 s.
     pub async fn next_burst(&mut self, shutdown: &CancellationToken) -> Option<Vec<Message>> {
         loop {
+            // On the heap: a pull's futures are large, and the services'
+            // futures that hold this one must fit a thread's stack.
             let burst = tokio::select! {
                 () = shutdown.cancelled() => return None,
-                burst = self.pull() => burst,
+                burst = Box::pin(self.pull()) => burst,
             };
             match burst {
                 Ok(burst) if burst.is_empty() => {}

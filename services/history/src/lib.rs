@@ -131,7 +131,7 @@ impl App {
         };
         let ingest = async {
             if let Some(ingest) = self.ingest {
-                ingest.run(shutdown.clone()).await;
+                Box::pin(ingest.run(shutdown.clone())).await;
             }
         };
         let serve = async {

@@ -177,7 +177,8 @@ impl App {
             self.subscriptions.index.clone().follow(self.buckets.subscriptions.clone(), shutdown.clone()),
             revocations::follow(self.js.clone(), self.subscriptions.clone(), shutdown.clone()),
             self.dead.clone().follow(self.buckets.dead.clone(), shutdown.clone()),
-            self.intake.run(shutdown.clone()),
+            // Boxed: the intake's future is the largest here.
+            Box::pin(self.intake.run(shutdown.clone())),
             self.pusher.run(self.pusher_consumer, shutdown.clone()),
             self.server.serve(metrics::get().registry.clone(), shutdown.clone()),
         );
