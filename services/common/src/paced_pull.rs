@@ -13,8 +13,8 @@
 //! - it pauses for `pace` before the next pull.
 //!
 //! When nothing has gathered, one long pull waits for the next message, so a
-//! lone message is not delayed. A full burst is followed by the next pull at
-//! once, so a backlog drains at full speed.
+//! lone message is not delayed. While more is stored than a burst took, the
+//! next pull follows at once, so a backlog drains at full speed.
 
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub struct PacedPull {
     consumer: PullConsumer,
     max: usize,
     pace: Duration,
-    /// When the last burst was pulled, if it was neither empty nor full.
+    /// When the last burst was pulled, if it drained the consumer.
     last_burst: Option<tokio::time::Instant>,
     warnings: LogThrottle,
 }
@@ -103,7 +103,7 @@ impl PacedPull {
         }
     }
 
-    /// One burst: after a pause when the last one was not full, what has
+    /// One burst: after a pause when the last one drained the consumer, what has
     /// gathered; when nothing has, the first message to arrive within
     /// [`IDLE_PULL`] (none when it ends first).
     async fn pull(&mut self) -> Result<Vec<Message>, async_nats::Error> {
@@ -117,9 +117,10 @@ impl PacedPull {
             burst = collect(wait, IDLE_PULL + ANSWER_TIMEOUT).await?;
             pulled_at = tokio::time::Instant::now();
         }
-        // More may be on its way: give it `pace` to gather. A full burst
-        // leaves more behind: pull again at once.
-        if !burst.is_empty() && burst.len() < self.max {
+        // Drained: give what comes next `pace` to gather. With more stored
+        // and waiting (a backlog, or a burst cut short by the consumer's
+        // limit of unacknowledged messages), pull again at once.
+        if burst.last().is_some_and(|last| last.info().is_ok_and(|info| info.pending == 0)) {
             self.last_burst = Some(pulled_at);
         }
         Ok(burst)
