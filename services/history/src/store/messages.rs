@@ -294,6 +294,11 @@ impl Store {
 
     /// Messages of the user's conversations with `after < stream_seq <= through`,
     /// in stream order, and whether more exist in that range.
+    ///
+    /// A page reads at most `limit + 1` rows of each conversation: the range
+    /// first ends where some conversation has `limit + 1` visible rows (a
+    /// page can hold no row past that one), so a long catch-up costs each
+    /// page its own rows, not every row still ahead of it.
     pub async fn catch_up(
         &self,
         user_id: &str,
@@ -301,6 +306,20 @@ impl Store {
         through: u64,
         limit: u32,
     ) -> Result<(Vec<StreamMessage>, bool), Error> {
+        let page_end: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN((SELECT m.stream_seq FROM messages m
+                         WHERE m.conversation_id = c.conversation_id AND m.stream_seq > $2 AND m.stream_seq <= $3
+                           AND (c.removed_at_seq IS NULL OR m.seq <= c.removed_at_seq)
+                         ORDER BY m.stream_seq LIMIT 1 OFFSET $4))
+             FROM conversation_members c WHERE c.user_id = $1",
+        )
+        .bind(user_id)
+        .bind(db_int(after))
+        .bind(db_int(through))
+        .bind(i64::from(limit))
+        .fetch_one(&self.pool)
+        .await?;
+        let through = page_end.map_or(db_int(through), |end| end.min(db_int(through)));
         let rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
@@ -313,7 +332,7 @@ impl Store {
         ))
         .bind(user_id)
         .bind(db_int(after))
-        .bind(db_int(through))
+        .bind(through)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await?;

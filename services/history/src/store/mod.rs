@@ -101,6 +101,16 @@ mod tests {
 
     use super::{Entry, Store};
 
+    /// A store on a new SQLite file, migrated; the directory to remove after.
+    async fn scratch() -> (std::path::PathBuf, sqlx::AnyPool, Store) {
+        let dir = std::env::temp_dir().join(format!("history-store-{}", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", dir.join("history.db").display());
+        let pool = chat_common::db::connect(&url, 1).await.unwrap();
+        crate::migrate(&pool, chat_common::db::Backend::Sqlite).await.unwrap();
+        let store = Store::new(pool.clone(), chat_common::db::Backend::Sqlite);
+        (dir, pool, store)
+    }
+
     fn message(conversation_id: &str, seq: u64) -> Message {
         Message {
             conversation_id: conversation_id.to_owned(),
@@ -119,11 +129,7 @@ mod tests {
     /// marker between them, and the whole batch delivered twice.
     #[tokio::test]
     async fn a_batch_applies_in_stream_order_and_a_redelivery_changes_nothing() {
-        let dir = std::env::temp_dir().join(format!("history-store-{}", uuid::Uuid::new_v4().simple()));
-        let url = format!("sqlite://{}", dir.join("history.db").display());
-        let pool = chat_common::db::connect(&url, 1).await.unwrap();
-        crate::migrate(&pool, chat_common::db::Backend::Sqlite).await.unwrap();
-        let store = Store::new(pool.clone(), chat_common::db::Backend::Sqlite);
+        let (dir, pool, store) = scratch().await;
 
         let conversation = uuid::Uuid::now_v7().to_string();
         let messages: Vec<Message> = (1..=300).map(|seq| message(&conversation, seq)).collect();
@@ -160,6 +166,84 @@ mod tests {
         assert_eq!(last, messages[299]);
         let read: i64 = sqlx::query_scalar("SELECT seq FROM read_markers").fetch_one(&pool).await.unwrap();
         assert_eq!(read, 201);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Pages of a catch-up over three conversations of very different sizes,
+    /// one of which the user left part-way: every visible message once, in
+    /// stream order, each page within its limit.
+    #[tokio::test]
+    async fn catch_up_pages_cover_every_visible_message_once_in_stream_order() {
+        let (dir, pool, store) = scratch().await;
+
+        let user = uuid::Uuid::now_v7().to_string();
+        // (conversation, messages, the seq the user left at)
+        let conversations = [
+            (uuid::Uuid::now_v7().to_string(), 1_000_u64, None),
+            (uuid::Uuid::now_v7().to_string(), 30, None),
+            (uuid::Uuid::now_v7().to_string(), 600, Some(250_i64)),
+        ];
+        for (id, _, left_at) in &conversations {
+            sqlx::query("INSERT INTO conversations (id, kind, created_by, created_at_ms) VALUES ($1, 'group', $2, 0)")
+                .bind(id)
+                .bind(&user)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms, removed_at_seq)
+                 VALUES ($1, $2, 'member', 0, $3)",
+            )
+            .bind(id)
+            .bind(&user)
+            .bind(*left_at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        // Interleaved in the stream: the big one steadily, the others in bursts.
+        let mut batch: Vec<(u64, Entry)> = Vec::new();
+        let mut next_seq = [1_u64; 3];
+        let mut expected = Vec::new();
+        while next_seq.iter().zip(&conversations).any(|(seq, (_, total, _))| seq <= total) {
+            let stream_seq = batch.len() as u64 + 1;
+            let which = match stream_seq % 7 {
+                0..=3 if next_seq[0] <= conversations[0].1 => 0,
+                4 if next_seq[1] <= conversations[1].1 => 1,
+                _ if next_seq[2] <= conversations[2].1 => 2,
+                _ => (0..3).find(|&i| next_seq[i] <= conversations[i].1).unwrap(),
+            };
+            let (id, _, left_at) = &conversations[which];
+            let seq = next_seq[which];
+            next_seq[which] += 1;
+            if left_at.is_none_or(|left| seq <= left as u64) {
+                expected.push((id.clone(), seq, stream_seq));
+            }
+            let mut m = message(id, seq);
+            m.client_msg_id = format!("c-{which}-{seq}");
+            batch.push((stream_seq, Entry::Message(m)));
+        }
+        assert!(store.apply_batch(&batch).await.unwrap().is_empty());
+
+        let through = batch.len() as u64;
+        let (mut after, mut seen, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let (page, more) = store.catch_up(&user, after, through, 100).await.unwrap();
+            assert!(page.len() <= 100);
+            pages += 1;
+            for entry in &page {
+                let m = entry.message.as_ref().unwrap();
+                seen.push((m.conversation_id.clone(), m.seq, entry.stream_seq));
+                after = entry.stream_seq;
+            }
+            if !more {
+                break;
+            }
+            assert!(!page.is_empty(), "a page with more after it is never empty");
+        }
+        assert_eq!(seen, expected, "every visible message once, in stream order");
+        assert_eq!(pages, expected.len().div_ceil(100), "full pages until the last");
         pool.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
