@@ -3,22 +3,38 @@
 //! notification asks it whether a recipient has any device connected. A socket
 //! counts only while its gateway's heartbeat key lives, so a gateway that died
 //! without a word stops counting once the server expires its key.
+//!
+//! Every open socket of the deployment has an entry here, in every presence
+//! and notification instance, so an entry is kept small: the socket's key and
+//! its user are shared between the two maps (`Arc<str>`), and a gateway is a
+//! number.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{Entry, Operation};
 use chat_proto::presence::v1::Connection;
 use prost::Message as _;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Socket {
-    gateway_id: String,
-    user_id: String,
-    device_id: String,
+    gateway: GatewayNo,
+    user_id: Arc<str>,
+    device_id: Box<str>,
     revision: u64,
     /// Wall-clock ms when the gateway wrote the key.
     created_ms: i64,
+}
+
+/// A gateway's place in `SocketIndex::gateways`.
+type GatewayNo = u32;
+
+#[derive(Debug)]
+struct Gateway {
+    alive: bool,
+    /// When it was seen going away.
+    gone_at: Option<Instant>,
 }
 
 /// A socket key to remove: its gateway is gone.
@@ -30,12 +46,14 @@ pub struct StaleSocket {
 
 #[derive(Default)]
 pub struct SocketIndex {
-    live_gateways: HashSet<String>,
-    /// Gateways seen going away, and when.
-    gone_gateways: HashMap<String, Instant>,
-    sockets: HashMap<String, Socket>,
-    by_user: HashMap<String, HashSet<String>>,
-    by_gateway: HashMap<String, HashSet<String>>,
+    /// Every gateway ever named by a key or a heartbeat: one per gateway
+    /// start, about a hundred bytes each, kept for the process's life.
+    gateways: Vec<Gateway>,
+    gateway_numbers: HashMap<Box<str>, GatewayNo>,
+    /// By key, `<gateway_id>.<connection_id>`.
+    sockets: HashMap<Arc<str>, Socket>,
+    /// The keys of each user's sockets.
+    by_user: HashMap<Arc<str>, Vec<Arc<str>>>,
 }
 
 fn is_removal(entry: &Entry) -> bool {
@@ -44,7 +62,7 @@ fn is_removal(entry: &Entry) -> bool {
 
 impl SocketIndex {
     /// Applies an entry of the gateways bucket; returns the users whose
-    /// sockets that gateway holds.
+    /// sockets start or stop counting.
     pub fn apply_gateway(&mut self, entry: &Entry, now: Instant) -> Vec<String> {
         self.gateway(&entry.key, !is_removal(entry), now)
     }
@@ -67,61 +85,80 @@ impl SocketIndex {
         }
     }
 
-    /// A gateway's heartbeat key was written (`alive`) or expired/purged.
-    /// Returns the users whose sockets it holds.
-    pub fn gateway(&mut self, gateway_id: &str, alive: bool, now: Instant) -> Vec<String> {
-        if alive {
-            self.live_gateways.insert(gateway_id.to_owned());
-            self.gone_gateways.remove(gateway_id);
-        } else {
-            self.live_gateways.remove(gateway_id);
-            self.gone_gateways.insert(gateway_id.to_owned(), now);
+    fn gateway_no(&mut self, gateway_id: &str) -> GatewayNo {
+        if let Some(&no) = self.gateway_numbers.get(gateway_id) {
+            return no;
         }
-        let keys = self.by_gateway.get(gateway_id).into_iter().flatten();
-        let users: HashSet<&String> = keys.filter_map(|k| self.sockets.get(k)).map(|s| &s.user_id).collect();
-        users.into_iter().cloned().collect()
+        let no = GatewayNo::try_from(self.gateways.len()).expect("fewer than 2^32 gateways");
+        self.gateways.push(Gateway { alive: false, gone_at: None });
+        self.gateway_numbers.insert(gateway_id.into(), no);
+        no
+    }
+
+    /// A gateway's heartbeat key was written (`alive`) or expired/purged.
+    /// Returns the users whose sockets it holds if that changed whether they
+    /// count (a heartbeat of a gateway already alive changes nothing).
+    pub fn gateway(&mut self, gateway_id: &str, alive: bool, now: Instant) -> Vec<String> {
+        let no = self.gateway_no(gateway_id);
+        let gateway = &mut self.gateways[no as usize];
+        let changed = gateway.alive != alive;
+        gateway.alive = alive;
+        gateway.gone_at = if alive { None } else { gateway.gone_at.or(Some(now)) };
+        if !changed {
+            return Vec::new();
+        }
+        let mut users: Vec<String> =
+            self.sockets.values().filter(|s| s.gateway == no).map(|s| s.user_id.to_string()).collect();
+        users.sort_unstable();
+        users.dedup();
+        users
     }
 
     /// A socket key was written. Keys are `<gateway_id>.<connection_id>`.
     pub fn socket_opened(&mut self, key: &str, user_id: &str, device_id: &str, revision: u64, created_ms: i64) {
         let Some((gateway_id, _)) = key.split_once('.') else { return };
         self.socket_closed(key);
-        let socket = Socket {
-            gateway_id: gateway_id.to_owned(),
-            user_id: user_id.to_owned(),
-            device_id: device_id.to_owned(),
-            revision,
-            created_ms,
+        let gateway = self.gateway_no(gateway_id);
+        let key: Arc<str> = key.into();
+        let user_id = match self.by_user.get_key_value(user_id) {
+            Some((user_id, _)) => user_id.clone(),
+            None => Arc::from(user_id),
         };
-        self.sockets.insert(key.to_owned(), socket);
-        self.by_user.entry(user_id.to_owned()).or_default().insert(key.to_owned());
-        self.by_gateway.entry(gateway_id.to_owned()).or_default().insert(key.to_owned());
+        self.by_user.entry(user_id.clone()).or_default().push(key.clone());
+        let socket = Socket { gateway, user_id, device_id: device_id.into(), revision, created_ms };
+        self.sockets.insert(key, socket);
     }
 
     /// A socket key was purged. Returns its user, if it was known.
     pub fn socket_closed(&mut self, key: &str) -> Option<String> {
         let socket = self.sockets.remove(key)?;
-        remove_from(&mut self.by_user, &socket.user_id, key);
-        remove_from(&mut self.by_gateway, &socket.gateway_id, key);
-        Some(socket.user_id)
+        if let Some(keys) = self.by_user.get_mut(&*socket.user_id) {
+            keys.retain(|k| &**k != key);
+            if keys.is_empty() {
+                self.by_user.remove(&*socket.user_id);
+            }
+        }
+        Some(socket.user_id.to_string())
+    }
+
+    fn counts(&self, socket: &Socket) -> bool {
+        self.gateways[socket.gateway as usize].alive
     }
 
     /// Devices of the user with a socket on a live gateway.
-    pub fn devices(&self, user_id: &str) -> HashSet<&str> {
+    pub fn devices(&self, user_id: &str) -> std::collections::HashSet<&str> {
         let keys = self.by_user.get(user_id).into_iter().flatten();
-        keys.filter_map(|k| self.sockets.get(k))
-            .filter(|s| self.live_gateways.contains(&s.gateway_id))
-            .map(|s| s.device_id.as_str())
-            .collect()
+        keys.filter_map(|k| self.sockets.get(k)).filter(|s| self.counts(s)).map(|s| &*s.device_id).collect()
     }
 
     pub fn is_connected(&self, user_id: &str) -> bool {
-        !self.devices(user_id).is_empty()
+        let keys = self.by_user.get(user_id).into_iter().flatten();
+        keys.filter_map(|k| self.sockets.get(k)).any(|s| self.counts(s))
     }
 
     /// Users with a socket key (counting or not).
-    pub fn users(&self) -> impl Iterator<Item = &String> {
-        self.by_user.keys()
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.by_user.keys().map(|u| &**u)
     }
 
     /// Socket keys left behind by gateways that went away more than `after`
@@ -130,12 +167,15 @@ impl SocketIndex {
         let written_before = now_ms - after.as_millis() as i64;
         self.sockets
             .iter()
-            .filter(|(_, s)| !self.live_gateways.contains(&s.gateway_id))
-            .filter(|(_, s)| match self.gone_gateways.get(&s.gateway_id) {
-                Some(gone_at) => now.duration_since(*gone_at) >= after,
-                None => s.created_ms <= written_before,
+            .filter(|(_, s)| {
+                let gateway = &self.gateways[s.gateway as usize];
+                !gateway.alive
+                    && match gateway.gone_at {
+                        Some(gone_at) => now.duration_since(gone_at) >= after,
+                        None => s.created_ms <= written_before,
+                    }
             })
-            .map(|(key, s)| StaleSocket { key: key.clone(), revision: s.revision })
+            .map(|(key, s)| StaleSocket { key: key.to_string(), revision: s.revision })
             .collect()
     }
 }
@@ -158,15 +198,6 @@ pub async fn follow(
             std::future::ready(true)
         }),
     );
-}
-
-fn remove_from(index: &mut HashMap<String, HashSet<String>>, owner: &str, key: &str) {
-    if let Some(keys) = index.get_mut(owner) {
-        keys.remove(key);
-        if keys.is_empty() {
-            index.remove(owner);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -198,5 +229,35 @@ mod tests {
         index.gateway("g1", false, now);
         assert_eq!(index.stale_sockets(now, 0, wait), vec![], "g1 went away just now");
         assert_eq!(index.stale_sockets(now + wait, 0, wait), vec![StaleSocket { key: "g1.c1".into(), revision: 9 }]);
+    }
+
+    #[test]
+    fn a_heartbeat_of_a_gateway_already_alive_concerns_nobody() {
+        let now = Instant::now();
+        let mut index = SocketIndex::default();
+        index.socket_opened("g1.c1", "alice", "d1", 1, 0);
+        index.socket_opened("g1.c2", "alice", "d2", 2, 0);
+        index.socket_opened("g1.c3", "bob", "d1", 3, 0);
+        assert_eq!(index.gateway("g1", true, now), vec!["alice".to_owned(), "bob".to_owned()], "each user once");
+        assert_eq!(index.gateway("g1", true, now), Vec::<String>::new());
+        assert_eq!(index.gateway("g2", false, now), Vec::<String>::new(), "never alive, holds nothing");
+    }
+
+    #[test]
+    fn a_user_is_connected_until_the_last_socket_closes() {
+        let now = Instant::now();
+        let mut index = SocketIndex::default();
+        index.gateway("g1", true, now);
+        index.socket_opened("g1.c1", "alice", "phone", 1, 0);
+        index.socket_opened("g1.c2", "alice", "laptop", 2, 0);
+        index.socket_opened("g1.c3", "alice", "laptop", 3, 0);
+        assert_eq!(index.devices("alice").len(), 2, "devices, not sockets");
+        assert_eq!(index.socket_closed("g1.c2").as_deref(), Some("alice"));
+        assert_eq!(index.socket_closed("g1.c2"), None, "closed twice");
+        assert_eq!(index.socket_closed("g1.c1").as_deref(), Some("alice"));
+        assert!(index.is_connected("alice"));
+        index.socket_closed("g1.c3");
+        assert!(!index.is_connected("alice"));
+        assert_eq!(index.users().count(), 0, "nothing kept for a user without sockets");
     }
 }

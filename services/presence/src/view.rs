@@ -88,9 +88,9 @@ impl View {
 
     /// Every user this instance has an opinion on: to reconsider them all.
     pub fn users(&self) -> Vec<String> {
-        let mut users: HashSet<&String> = self.sockets.users().collect();
-        users.extend(self.announced.iter().filter(|(_, a)| a.state.online).map(|(u, _)| u));
-        users.into_iter().cloned().collect()
+        let mut users: HashSet<&str> = self.sockets.users().collect();
+        users.extend(self.announced.iter().filter(|(_, a)| a.state.online).map(|(u, _)| u.as_str()));
+        users.into_iter().map(str::to_owned).collect()
     }
 
     /// The user's presence as this instance sees it.
