@@ -256,14 +256,18 @@ impl Registry {
 }
 
 impl Lease {
-    /// Adds conversations the user belongs to, with their members (from history).
+    /// Adds conversations the user belongs to, with their members (from
+    /// history); a conversation that came without its members (a large
+    /// group) is delivered to all the same, and its list loaded on a send.
     pub fn add_conversations(&self, conversations: impl IntoIterator<Item = (String, Vec<String>)>) {
         let mut inner = self.registry.lock();
         for (id, member_ids) in conversations {
             let Some(user) = inner.users.get_mut(&self.user_id) else { return };
             user.conversations.insert(id.clone());
             inner.by_conversation.entry(id.clone()).or_default().insert(self.user_id.clone());
-            self.registry.membership.track(&id, member_ids);
+            if !member_ids.is_empty() {
+                self.registry.membership.track(&id, member_ids);
+            }
         }
     }
 

@@ -320,7 +320,8 @@ impl HistoryService for HistoryGrpc {
         let req = request.into_inner();
         let user_id = validate::uuid("user_id", &req.user_id)?;
         let conversations = if req.ids_only {
-            self.store.conversation_members_of(&user_id).await?
+            let up_to = if req.member_lists_up_to == 0 { u32::MAX } else { req.member_lists_up_to };
+            self.store.conversation_members_of(&user_id, up_to).await?
         } else {
             self.store.conversations_of(&user_id).await?
         };

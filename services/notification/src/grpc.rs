@@ -72,7 +72,7 @@ impl NotificationService for NotificationGrpc {
         let conversations = self
             .history
             .clone()
-            .list_conversations(ListConversationsRequest { user_id, ids_only: false })
+            .list_conversations(ListConversationsRequest { user_id, ..Default::default() })
             .await?
             .into_inner()
             .conversations;

@@ -725,7 +725,7 @@ impl Pusher {
 
     /// Unread messages over all the user's conversations (the badge), if history answers.
     async fn total_unread(&self, user_id: &str) -> Option<u64> {
-        let request = ListConversationsRequest { user_id: user_id.to_owned(), ids_only: false };
+        let request = ListConversationsRequest { user_id: user_id.to_owned(), ..Default::default() };
         let reply = self.history.clone().list_conversations(request).await.ok()?;
         Some(reply.into_inner().conversations.iter().map(|c| c.unread_count).sum())
     }

@@ -213,7 +213,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Resu
     let reply = state
         .history
         .clone()
-        .list_conversations(ListConversationsRequest { user_id: me.user_id, ids_only: false })
+        .list_conversations(ListConversationsRequest { user_id: me.user_id, ..Default::default() })
         .await?
         .into_inner();
     let conversations: Vec<Value> = reply.conversations.iter().map(|c| conversation_json(c, true)).collect();

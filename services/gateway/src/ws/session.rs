@@ -132,9 +132,16 @@ async fn register(state: &AppState, identity: &Identity, socket: &mut Socket) ->
     Some(Registered { outbox, socket_id, attached_at, _registration: registration })
 }
 
-/// The user's conversations and their members, from history, into the lease.
+/// The user's conversations, and the members of those that share presence,
+/// from history, into the lease. A larger group's list is loaded when someone
+/// here sends to it: read at every member's connect, a group of 10,000 made
+/// its members' connects cost 10,000 × 10,000 rows.
 async fn load_conversations(state: &AppState, identity: &Identity, lease: &Lease) -> Result<(), tonic::Status> {
-    let request = ListConversationsRequest { user_id: identity.user_id.clone(), ids_only: true };
+    let request = ListConversationsRequest {
+        user_id: identity.user_id.clone(),
+        ids_only: true,
+        member_lists_up_to: chat_common::nats::presence::SHARED_UP_TO_MEMBERS as u32,
+    };
     let reply = state.history.clone().list_conversations(request).await?;
     lease.add_conversations(reply.into_inner().conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)));
     Ok(())

@@ -237,27 +237,37 @@ impl Store {
         .await?)
     }
 
-    /// The user's conversations with only their ids and active members.
-    pub async fn conversation_members_of(&self, user_id: &str) -> Result<Vec<Conversation>, Error> {
+    /// Every active conversation of the user with its active members' ids,
+    /// in conversation order; only the lists of conversations with at most
+    /// `lists_up_to` active members (the others come with none).
+    pub async fn conversation_members_of(&self, user_id: &str, lists_up_to: u32) -> Result<Vec<Conversation>, Error> {
+        // Each conversation's members are counted once, from an index; a
+        // conversation over the bound joins nothing (`listed_id` is NULL).
         let rows = sqlx::query(
-            "SELECT mine.conversation_id, other.user_id FROM conversation_members mine
-             JOIN conversation_members other
-               ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
-             WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL
+            "WITH mine AS MATERIALIZED (
+                SELECT c.conversation_id,
+                       CASE WHEN (SELECT COUNT(*) FROM conversation_members a
+                                   WHERE a.conversation_id = c.conversation_id AND a.removed_at_seq IS NULL) <= $2
+                            THEN c.conversation_id END AS listed_id
+                FROM conversation_members c WHERE c.user_id = $1 AND c.removed_at_seq IS NULL)
+             SELECT mine.conversation_id, other.user_id FROM mine
+             LEFT JOIN conversation_members other
+               ON other.conversation_id = mine.listed_id AND other.removed_at_seq IS NULL
              ORDER BY mine.conversation_id",
         )
         .bind(user_id)
+        .bind(i64::from(lists_up_to))
         .fetch_all(&self.pool)
         .await?;
         let mut conversations: Vec<Conversation> = Vec::new();
         for row in &rows {
             let conversation_id: String = row.try_get("conversation_id")?;
-            let member: String = row.try_get("user_id")?;
-            match conversations.last_mut() {
-                Some(last) if last.conversation_id == conversation_id => last.member_ids.push(member),
-                _ => {
-                    conversations.push(Conversation { conversation_id, member_ids: vec![member], ..Default::default() })
-                }
+            let member: Option<String> = row.try_get("user_id")?;
+            if conversations.last().is_none_or(|last| last.conversation_id != conversation_id) {
+                conversations.push(Conversation { conversation_id, ..Default::default() });
+            }
+            if let (Some(member), Some(last)) = (member, conversations.last_mut()) {
+                last.member_ids.push(member);
             }
         }
         Ok(conversations)

@@ -247,4 +247,62 @@ mod tests {
         pool.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A gateway's connect asks for member lists only up to a size: a larger
+    /// conversation comes with none, a member who left is not in a list,
+    /// and a conversation the user left is not there at all.
+    #[tokio::test]
+    async fn member_lists_come_only_for_conversations_within_the_bound() {
+        let (dir, pool, store) = scratch().await;
+        let member = |conversation: &'static str, user: &'static str, removed: Option<i64>| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query(
+                    "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms, removed_at_seq)
+                     VALUES ($1, $2, 'member', 0, $3)",
+                )
+                .bind(conversation)
+                .bind(user)
+                .bind(removed)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        };
+        for id in ["small", "large", "left"] {
+            sqlx::query(
+                "INSERT INTO conversations (id, kind, created_by, created_at_ms) VALUES ($1, 'group', 'me', 0)",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for user in ["me", "a", "b"] {
+            member("small", user, None).await;
+        }
+        member("small", "gone", Some(3)).await;
+        for user in ["me", "a", "b", "c", "d"] {
+            member("large", user, None).await;
+        }
+        member("left", "me", Some(2)).await;
+        member("left", "a", None).await;
+
+        let store = &store;
+        let lists = |up_to| async move {
+            let conversations = store.conversation_members_of("me", up_to).await.unwrap();
+            conversations.into_iter().map(|c| (c.conversation_id, c.member_ids)).collect::<Vec<_>>()
+        };
+        let names = |ids: &[&str]| ids.iter().map(|&id| id.to_owned()).collect::<Vec<_>>();
+        assert_eq!(lists(4).await, vec![("large".to_owned(), vec![]), ("small".to_owned(), names(&["a", "b", "me"]))]);
+        assert_eq!(
+            lists(5).await,
+            vec![
+                ("large".to_owned(), names(&["a", "b", "c", "d", "me"])),
+                ("small".to_owned(), names(&["a", "b", "me"]))
+            ]
+        );
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
