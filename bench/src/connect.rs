@@ -23,7 +23,7 @@ pub struct Outcome {
 
 pub async fn run(bench: &Bench, concurrency: usize, duration: Duration) -> anyhow::Result<Outcome> {
     // A few sockets per user at a time, well below the gateway's limit per user.
-    let devices = bench.users("c", concurrency.div_ceil(8).max(1)).await;
+    let devices = bench.users(&format!("c{concurrency}x"), concurrency.div_ceil(8).max(1)).await;
     let url = Arc::new(bench.ws());
     let (connects, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let deadline = tokio::time::Instant::now() + duration;

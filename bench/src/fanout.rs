@@ -5,7 +5,9 @@
 //! from the first send to the last frame. Then [`PACED`] messages one at a
 //! time: for each, the time from its send until the last member has it.
 //! One sender, as the target is stated; more do not add rate, since a
-//! gateway stores one conversation's messages one after another.
+//! gateway stores one conversation's messages one after another. Before
+//! that, the members connect one after another, timed and metered: each
+//! connect is a member's first socket, so it loads that member's conversations.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +37,9 @@ pub struct Outcome {
     pub spent: Spent,
     /// Microseconds from a paced message's send until its last member had it.
     pub to_last_member: Samples,
+    /// Seconds for every member to connect, one after another, and what
+    /// every process spent meanwhile.
+    pub connecting: (f64, Spent),
 }
 
 /// What every member's reader records.
@@ -55,6 +60,8 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
     let (acks_tx, mut acks) = mpsc::unbounded_channel();
     let mut sink = None;
     let mut readers = Vec::new();
+    let before = bench.meter().await;
+    let connecting_since = Instant::now();
     for (i, user) in users.iter().enumerate() {
         let (writer, source) = ws::open(&url, &user.access_token).await?.split();
         let acks = (i == 0).then(|| acks_tx.clone());
@@ -63,6 +70,7 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
             sink = Some(writer);
         }
     }
+    let connecting = (connecting_since.elapsed().as_secs_f64(), bench.spent_since(before).await);
     let mut sink = sink.expect("the owner sends");
     let frames_of = |count: u64| count * users.len() as u64;
 
@@ -84,7 +92,7 @@ pub async fn run(bench: &Bench, members: usize, messages: u64) -> anyhow::Result
     for reader in readers {
         reader.abort();
     }
-    Ok(Outcome { frames: frames_of(messages), seconds, spent, to_last_member })
+    Ok(Outcome { frames: frames_of(messages), seconds, spent, to_last_member, connecting })
 }
 
 /// A group of `users`, the first its owner.

@@ -386,6 +386,8 @@ async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mu
             "of the echo floor",
             "CPU per frame, all processes",
             "send → last member has it, p50 / p99",
+            "members connecting one by one: s",
+            "CPU per connect: all processes / history",
         ],
     );
     for &members in &sizes.group_members {
@@ -404,6 +406,13 @@ async fn fanout_section(bench: &Bench, sizes: &Sizes, floor: &Floor, report: &mu
                 ms(outcome.to_last_member.percentile(50.0)),
                 ms(outcome.to_last_member.percentile(99.0))
             ),
+            &format!("{:.1}", outcome.connecting.0),
+            &{
+                let spent = &outcome.connecting.1;
+                let history = spent.cpu.iter().find(|(name, _)| *name == "history").map_or(0.0, |(_, s)| *s);
+                let per_connect = |seconds: f64| seconds * 1e6 / members as f64;
+                format!("{:.0} / {:.0} µs", per_connect(spent.total_cpu()), per_connect(history))
+            },
         ]);
     }
     report.note("Target: ≥ 100,000 frames/s.");
