@@ -252,7 +252,11 @@ async fn replay_missed(
     match start {
         None => true,
         Some(Ok(position)) => {
-            (socket.floor, socket.delivered) = (position, position);
+            // The client has everything up to its cursor. A cursor from a
+            // gateway ahead of this one lies past where this socket was
+            // attached: live events in between are still to come here, and
+            // are the client's already, so they count as had.
+            (socket.floor, socket.delivered) = (position.min(socket.floor), position);
             match catch_up::run(state, identity, socket, outbox, position).await {
                 Ok(()) => socket.text(synced_frame(None, socket.delivered)).await.is_ok(),
                 Err(e) => {
