@@ -9,7 +9,7 @@
 //! its user are shared between the two maps (`Arc<str>`), and a gateway is a
 //! number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,19 +141,19 @@ impl SocketIndex {
         Some(socket.user_id.to_string())
     }
 
-    fn counts(&self, socket: &Socket) -> bool {
-        self.gateways[socket.gateway as usize].alive
+    /// The user's sockets on a live gateway.
+    fn counting(&self, user_id: &str) -> impl Iterator<Item = &Socket> {
+        let keys = self.by_user.get(user_id).into_iter().flatten();
+        keys.filter_map(|k| self.sockets.get(k)).filter(|s| self.gateways[s.gateway as usize].alive)
     }
 
     /// Devices of the user with a socket on a live gateway.
-    pub fn devices(&self, user_id: &str) -> std::collections::HashSet<&str> {
-        let keys = self.by_user.get(user_id).into_iter().flatten();
-        keys.filter_map(|k| self.sockets.get(k)).filter(|s| self.counts(s)).map(|s| &*s.device_id).collect()
+    pub fn devices(&self, user_id: &str) -> HashSet<&str> {
+        self.counting(user_id).map(|s| &*s.device_id).collect()
     }
 
     pub fn is_connected(&self, user_id: &str) -> bool {
-        let keys = self.by_user.get(user_id).into_iter().flatten();
-        keys.filter_map(|k| self.sockets.get(k)).any(|s| self.counts(s))
+        self.counting(user_id).next().is_some()
     }
 
     /// Users with a socket key (counting or not).
