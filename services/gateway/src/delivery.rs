@@ -31,27 +31,56 @@ use crate::protocol::ServerFrame;
 
 /// The sending half of a socket, as the dispatcher sees it.
 pub struct SocketHandle {
-    pub device_id: String,
+    pub device_id: Arc<str>,
     /// The key that signed the token the socket was opened with.
-    pub kid: String,
+    pub kid: Arc<str>,
     pub outbox: Arc<Outbox>,
 }
 
 #[derive(Default)]
 struct LocalUser {
     conversations: HashSet<String>,
-    sockets: HashMap<u64, SocketHandle>,
+    sockets: UserSockets,
     /// Sockets being set up or open; the entry lives while this is non-zero.
     leases: usize,
+}
+
+/// A user's open sockets on this gateway: a few at most (bounded per user),
+/// so a list, and room for exactly one at first, as most users hold one (a
+/// map took about 270 bytes for a single socket).
+#[derive(Default)]
+struct UserSockets(Vec<(u64, SocketHandle)>);
+
+impl UserSockets {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SocketHandle> {
+        self.0.iter().map(|(_, socket)| socket)
+    }
+
+    fn insert(&mut self, socket_id: u64, handle: SocketHandle) {
+        if self.0.is_empty() {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((socket_id, handle));
+    }
+
+    fn remove(&mut self, socket_id: u64) {
+        self.0.retain(|(id, _)| *id != socket_id);
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     /// Stream position of the last event handed out.
     last_dispatched: u64,
-    users: HashMap<String, LocalUser>,
+    /// Each local user's id is held once, shared by these maps and the
+    /// user's sockets (`Arc<str>`).
+    users: HashMap<Arc<str>, LocalUser>,
     /// Local users of each conversation.
-    by_conversation: HashMap<String, HashSet<String>>,
+    by_conversation: HashMap<String, HashSet<Arc<str>>>,
     /// Users presence announced online.
     online: HashSet<String>,
 }
@@ -66,7 +95,7 @@ pub struct Registry {
 /// Keeps a user registered while one of their sockets is being set up or open.
 pub struct Lease {
     registry: Arc<Registry>,
-    user_id: String,
+    user_id: Arc<str>,
     socket_id: Option<u64>,
 }
 
@@ -89,9 +118,9 @@ impl Registry {
 
     /// Registers `user_id` so membership snapshots for them are applied from now
     /// on. Load their conversations after this, then `Lease::attach`.
-    pub fn lease(self: &Arc<Self>, user_id: &str) -> Lease {
-        self.lock().users.entry(user_id.to_owned()).or_default().leases += 1;
-        Lease { registry: self.clone(), user_id: user_id.to_owned(), socket_id: None }
+    pub fn lease(self: &Arc<Self>, user_id: &Arc<str>) -> Lease {
+        self.lock().users.entry(user_id.clone()).or_default().leases += 1;
+        Lease { registry: self.clone(), user_id: user_id.clone(), socket_id: None }
     }
 
     /// Open sockets of `user_id` on this gateway.
@@ -116,7 +145,7 @@ impl Registry {
         let Some(local) = by_conversation.get(conversation_id) else { return };
         for user_id in local {
             let Some(user) = users.get(user_id) else { continue };
-            for socket in user.sockets.values().filter(|s| Some(s.device_id.as_str()) != except_device) {
+            for socket in user.sockets.values().filter(|s| Some(&*s.device_id) != except_device) {
                 socket.outbox.deliver(Outbound::Live { stream_seq, frame: frame.clone() });
             }
         }
@@ -126,20 +155,22 @@ impl Registry {
         let mut inner = self.lock();
         inner.last_dispatched = stream_seq;
         let Inner { users, by_conversation, .. } = &mut *inner;
-        let now: HashSet<&String> = event.member_ids.iter().collect();
+        let now: HashSet<&str> = event.member_ids.iter().map(String::as_str).collect();
         let local = by_conversation.entry(event.conversation_id.clone()).or_default();
         local.retain(|user_id| {
-            let stays = now.contains(user_id);
+            let stays = now.contains(&**user_id);
             if !stays && let Some(user) = users.get_mut(user_id) {
                 user.conversations.remove(&event.conversation_id);
             }
             stays
         });
         for member in &event.member_ids {
-            if let Some(user) = users.get_mut(member) {
+            let Some((user_id, _)) = users.get_key_value(member.as_str()) else { continue };
+            let user_id = user_id.clone();
+            if let Some(user) = users.get_mut(&user_id) {
                 user.conversations.insert(event.conversation_id.clone());
-                local.insert(member.clone());
             }
+            local.insert(user_id);
         }
         let tracked = !local.is_empty();
         self.membership.apply_snapshot(&event.conversation_id, event.member_ids.clone(), tracked);
@@ -153,11 +184,11 @@ impl Registry {
         let mut inner = self.lock();
         let Inner { users, by_conversation, .. } = &mut *inner;
         for user_id in user_ids {
-            if let Some(user) = users.get_mut(user_id) {
+            if let Some(user) = users.get_mut(user_id.as_str()) {
                 user.conversations.remove(conversation_id);
             }
             if let Some(local) = by_conversation.get_mut(conversation_id) {
-                local.remove(user_id);
+                local.remove(user_id.as_str());
             }
         }
         self.membership.remove_members(conversation_id, user_ids);
@@ -174,12 +205,12 @@ impl Registry {
             inner.online.remove(user_id);
         }
         let conversations = self.membership.conversations_with(user_id);
-        let audience: HashSet<&String> = conversations
+        let audience: HashSet<&Arc<str>> = conversations
             .iter()
             .filter(|c| self.membership.members(c).is_some_and(|m| m.shares_presence()))
             .filter_map(|c| inner.by_conversation.get(c))
             .flatten()
-            .filter(|u| *u != user_id)
+            .filter(|u| ***u != *user_id)
             .collect();
         if audience.is_empty() {
             return;
@@ -222,7 +253,7 @@ impl Registry {
     pub fn broadcast(&self, conversation_id: &str, frame: Frame, except_user: &str) {
         let inner = self.lock();
         let Some(local) = inner.by_conversation.get(conversation_id) else { return };
-        for user in local.iter().filter(|u| *u != except_user).filter_map(|u| inner.users.get(u)) {
+        for user in local.iter().filter(|u| ***u != *except_user).filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // A full queue drops the indicator: it is not worth closing a socket over.
                 socket.outbox.offer(Outbound::Ephemeral { frame: frame.clone() });
@@ -234,7 +265,7 @@ impl Registry {
     pub fn close_device(&self, user_id: &str, device_id: &str, code: u16) {
         let inner = self.lock();
         if let Some(user) = inner.users.get(user_id) {
-            for socket in user.sockets.values().filter(|s| s.device_id == device_id) {
+            for socket in user.sockets.values().filter(|s| &*s.device_id == device_id) {
                 socket.outbox.close(code);
             }
         }
@@ -244,7 +275,7 @@ impl Registry {
     pub fn close_unless_signed_by(&self, kids: &HashSet<String>, code: u16) {
         let inner = self.lock();
         for socket in inner.users.values().flat_map(|u| u.sockets.values()) {
-            if !kids.contains(&socket.kid) {
+            if !kids.contains(&*socket.kid) {
                 socket.outbox.close(code);
             }
         }
@@ -288,7 +319,7 @@ impl Drop for Lease {
         let mut inner = self.registry.lock();
         let Some(user) = inner.users.get_mut(&self.user_id) else { return };
         if let Some(socket_id) = self.socket_id {
-            user.sockets.remove(&socket_id);
+            user.sockets.remove(socket_id);
         }
         user.leases = user.leases.saturating_sub(1);
         if user.leases == 0 {

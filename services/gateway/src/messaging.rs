@@ -109,8 +109,8 @@ pub async fn mark_read(
         .clone()
         .mark_read(MarkReadRequest {
             conversation_id: conversation_id.to_owned(),
-            user_id: reader.user_id.clone(),
-            device_id: reader.device_id.clone(),
+            user_id: reader.user_id.to_string(),
+            device_id: reader.device_id.to_string(),
             seq,
         })
         .await?;
@@ -135,7 +135,7 @@ pub async fn change(
         .change_message(ChangeMessageRequest {
             conversation_id: conversation_id.to_owned(),
             message_id: message_id.to_owned(),
-            actor: Some(Actor { user_id: editor.user_id.clone(), device_id: editor.device_id.clone() }),
+            actor: Some(Actor { user_id: editor.user_id.to_string(), device_id: editor.device_id.to_string() }),
             change: change.into(),
             body: body.unwrap_or_default(),
         })

@@ -32,7 +32,26 @@ pub struct PresenceReporter {
     gateway_id: String,
     ttl: Duration,
     /// This gateway's open sockets, recorded again if its heartbeat lapsed.
-    open: Mutex<HashMap<u64, Connection>>,
+    open: Mutex<HashMap<u64, OpenSocket>>,
+}
+
+/// An open socket as the connections bucket records it; its ids are the
+/// socket's own (shared, not copied).
+struct OpenSocket {
+    user_id: Arc<str>,
+    device_id: Arc<str>,
+    connected_at_ms: i64,
+}
+
+impl OpenSocket {
+    fn record(&self) -> Vec<u8> {
+        let connection = Connection {
+            user_id: self.user_id.to_string(),
+            device_id: self.device_id.to_string(),
+            connected_at_ms: self.connected_at_ms,
+        };
+        connection.encode_to_vec()
+    }
 }
 
 impl PresenceReporter {
@@ -50,19 +69,20 @@ impl PresenceReporter {
         format!("{}.{socket_id}", self.gateway_id)
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Connection>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenSocket>> {
         self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records an open socket.
     pub async fn opened(&self, socket_id: u64, identity: &Identity) {
-        let connection = Connection {
+        let socket = OpenSocket {
             user_id: identity.user_id.clone(),
             device_id: identity.device_id.clone(),
             connected_at_ms: chat_common::time::now_ms(),
         };
-        self.open().insert(socket_id, connection.clone());
-        if let Err(e) = self.connections.put(self.key(socket_id), connection.encode_to_vec().into()).await {
+        let record = socket.record();
+        self.open().insert(socket_id, socket);
+        if let Err(e) = self.connections.put(self.key(socket_id), record.into()).await {
             tracing::warn!(error = %e, "cannot record a socket for presence; the next heartbeat retries");
         }
     }
@@ -138,9 +158,9 @@ impl PresenceReporter {
     }
 
     async fn record_all(&self) {
-        let open: Vec<(u64, Connection)> = self.open().iter().map(|(id, c)| (*id, c.clone())).collect();
-        for (socket_id, connection) in open {
-            if let Err(e) = self.connections.put(self.key(socket_id), connection.encode_to_vec().into()).await {
+        let open: Vec<(u64, Vec<u8>)> = self.open().iter().map(|(id, socket)| (*id, socket.record())).collect();
+        for (socket_id, record) in open {
+            if let Err(e) = self.connections.put(self.key(socket_id), record.into()).await {
                 tracing::warn!(error = %e, "cannot record a socket for presence");
             }
         }

@@ -20,13 +20,15 @@ use crate::revocation::Revocations;
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Who a valid access token speaks for.
+/// Who a valid access token speaks for. Shared (`Arc<str>`) with what a
+/// socket registers in delivery and presence, so an open socket holds each
+/// once.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: Arc<str>,
+    pub device_id: Arc<str>,
     /// The key that signed the token: a socket it opened lives as long as that key.
-    pub kid: String,
+    pub kid: Arc<str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +97,7 @@ impl Verifier {
         if self.revocations.is_revoked(&data.claims.did) {
             return Err(TokenError::Invalid);
         }
-        Ok(Identity { user_id: data.claims.sub, device_id: data.claims.did, kid })
+        Ok(Identity { user_id: data.claims.sub.into(), device_id: data.claims.did.into(), kid: kid.into() })
     }
 
     /// The ids of the keys tokens may be signed with now.

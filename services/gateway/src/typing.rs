@@ -42,8 +42,8 @@ impl Typing {
     pub async fn publish(&self, who: &Identity, conversation_id: &str, start: bool) {
         let event = TypingEvent {
             conversation_id: conversation_id.to_owned(),
-            user_id: who.user_id.clone(),
-            device_id: who.device_id.clone(),
+            user_id: who.user_id.to_string(),
+            device_id: who.device_id.to_string(),
             start,
         };
         let subject = chat_common::nats::typing_subject(conversation_id);

@@ -114,7 +114,11 @@ pub async fn refresh(
 }
 
 pub async fn logout(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<StatusCode, ApiError> {
-    state.auth.clone().revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id: me.device_id }).await?;
+    state
+        .auth
+        .clone()
+        .revoke_device(RevokeDeviceRequest { user_id: me.user_id.to_string(), device_id: me.device_id.to_string() })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -66,7 +66,7 @@ pub async fn create(
     if body.members.is_empty() || body.members.len() > MAX_MEMBERS {
         return Err(ApiError::invalid_argument(format!("members must name 1 to {MAX_MEMBERS} users")));
     }
-    if kind == ConversationKind::Direct && (body.members.len() != 1 || body.members[0] == me.user_id) {
+    if kind == ConversationKind::Direct && (body.members.len() != 1 || *body.members[0] == *me.user_id) {
         return Err(ApiError::invalid_argument("a direct conversation names exactly one other user"));
     }
     existing_users(&state, &body.members).await?;
@@ -74,7 +74,7 @@ pub async fn create(
         .history
         .clone()
         .create_conversation(CreateConversationRequest {
-            creator_id: me.user_id,
+            creator_id: me.user_id.to_string(),
             kind: kind.into(),
             title: body.title.unwrap_or_default(),
             member_ids: body.members,
@@ -106,7 +106,7 @@ async fn existing_users(state: &AppState, user_ids: &[String]) -> Result<(), Api
 }
 
 fn actor(me: &crate::tokens::Identity) -> Option<Actor> {
-    Some(Actor { user_id: me.user_id.clone(), device_id: me.device_id.clone() })
+    Some(Actor { user_id: me.user_id.to_string(), device_id: me.device_id.to_string() })
 }
 
 pub async fn get(
@@ -118,7 +118,11 @@ pub async fn get(
     let conversation = state
         .history
         .clone()
-        .get_conversation(GetConversationRequest { conversation_id, user_id: me.user_id, members_only: false })
+        .get_conversation(GetConversationRequest {
+            conversation_id,
+            user_id: me.user_id.to_string(),
+            members_only: false,
+        })
         .await?
         .into_inner();
     let mut body = conversation_json(&conversation, true);
@@ -213,7 +217,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Resu
     let reply = state
         .history
         .clone()
-        .list_conversations(ListConversationsRequest { user_id: me.user_id, ..Default::default() })
+        .list_conversations(ListConversationsRequest { user_id: me.user_id.to_string(), ..Default::default() })
         .await?
         .into_inner();
     let conversations: Vec<Value> = reply.conversations.iter().map(|c| conversation_json(c, true)).collect();
@@ -246,7 +250,7 @@ pub async fn messages(
         .clone()
         .list_messages(ListMessagesRequest {
             conversation_id,
-            user_id: me.user_id,
+            user_id: me.user_id.to_string(),
             before_seq: parse_number(&query, "before_seq")?,
             after_seq: parse_number(&query, "after_seq")?,
             limit,
@@ -348,7 +352,7 @@ pub async fn search(
         .history
         .clone()
         .search_messages(SearchMessagesRequest {
-            user_id: me.user_id,
+            user_id: me.user_id.to_string(),
             query: q.to_owned(),
             conversation_id,
             limit,

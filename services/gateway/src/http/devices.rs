@@ -13,7 +13,8 @@ use crate::state::AppState;
 use crate::wire::rfc3339_ms;
 
 pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
-    let reply = state.auth.clone().list_devices(ListDevicesRequest { user_id: me.user_id }).await?.into_inner();
+    let reply =
+        state.auth.clone().list_devices(ListDevicesRequest { user_id: me.user_id.to_string() }).await?.into_inner();
     let devices: Vec<Value> = reply
         .devices
         .iter()
@@ -23,7 +24,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Resu
                 "name": d.name,
                 "created_at": rfc3339_ms(d.created_at_ms),
                 "last_seen_at": rfc3339_ms(d.last_seen_at_ms),
-                "current": d.device_id == me.device_id,
+                "current": *d.device_id == *me.device_id,
             })
         })
         .collect();
@@ -38,6 +39,6 @@ pub async fn revoke(
     let device_id = uuid::Uuid::parse_str(&device_id)
         .map_err(|_| ApiError::invalid_argument("device_id must be a UUID"))?
         .to_string();
-    state.auth.clone().revoke_device(RevokeDeviceRequest { user_id: me.user_id, device_id }).await?;
+    state.auth.clone().revoke_device(RevokeDeviceRequest { user_id: me.user_id.to_string(), device_id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -33,7 +33,7 @@ pub async fn get(
     let reply = state
         .presence_api
         .clone()
-        .get_presence(GetPresenceRequest { user_ids, caller_id: me.user_id })
+        .get_presence(GetPresenceRequest { user_ids, caller_id: me.user_id.to_string() })
         .await?
         .into_inner();
     let presence: Vec<Value> = reply

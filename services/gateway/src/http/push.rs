@@ -71,14 +71,17 @@ pub async fn register(
         }
         NewSubscription::Webhook { url } => RequestedTarget::Webhook(WebhookTarget { url }),
     };
-    let request =
-        RegisterPushSubscriptionRequest { user_id: me.user_id, device_id: me.device_id, target: Some(target) };
+    let request = RegisterPushSubscriptionRequest {
+        user_id: me.user_id.to_string(),
+        device_id: me.device_id.to_string(),
+        target: Some(target),
+    };
     let subscription = state.notification.clone().register_push_subscription(request).await?.into_inner();
     Ok((StatusCode::CREATED, Json(subscription_json(&subscription))))
 }
 
 pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
-    let request = ListPushSubscriptionsRequest { user_id: me.user_id };
+    let request = ListPushSubscriptionsRequest { user_id: me.user_id.to_string() };
     let reply = state.notification.clone().list_push_subscriptions(request).await?.into_inner();
     let subscriptions: Vec<Value> = reply.subscriptions.iter().map(subscription_json).collect();
     Ok(Json(json!({ "subscriptions": subscriptions })))
@@ -89,7 +92,7 @@ pub async fn remove(
     AuthUser(me): AuthUser,
     Path(subscription_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let request = RemovePushSubscriptionRequest { user_id: me.user_id, subscription_id };
+    let request = RemovePushSubscriptionRequest { user_id: me.user_id.to_string(), subscription_id };
     state.notification.clone().remove_push_subscription(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,7 +14,7 @@ fn user_json(user: User) -> Json<Value> {
 }
 
 pub async fn me(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
-    let user = state.auth.clone().get_user(GetUserRequest { user_id: me.user_id }).await?.into_inner();
+    let user = state.auth.clone().get_user(GetUserRequest { user_id: me.user_id.to_string() }).await?.into_inner();
     Ok(user_json(user))
 }
 

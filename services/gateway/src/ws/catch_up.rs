@@ -132,7 +132,7 @@ async fn replay_stored(state: &AppState, identity: &Identity, out: &mut Socket, 
             .history
             .clone()
             .catch_up(CatchUpRequest {
-                user_id: identity.user_id.clone(),
+                user_id: identity.user_id.to_string(),
                 after_stream_seq: after,
                 limit: PAGE,
                 since_stream_seq: from,
@@ -165,7 +165,7 @@ async fn stored_markers(state: &AppState, identity: &Identity, from: u64) -> Res
     let stored = state
         .history
         .clone()
-        .read_markers_since(ReadMarkersSinceRequest { user_id: identity.user_id.clone(), after_stream_seq: from })
+        .read_markers_since(ReadMarkersSinceRequest { user_id: identity.user_id.to_string(), after_stream_seq: from })
         .await?
         .into_inner();
     let mut markers = Markers::default();
@@ -259,7 +259,7 @@ async fn replay_entry(
 /// The markers, oldest move first, none of this device's own.
 async fn send_markers(identity: &Identity, out: &mut Socket, markers: Markers) -> Result<(), ApiError> {
     let mut markers: Vec<(u64, ReadMarkerMoved)> =
-        markers.0.into_values().filter(|(_, m)| m.device_id != identity.device_id).collect();
+        markers.0.into_values().filter(|(_, m)| *m.device_id != *identity.device_id).collect();
     markers.sort_by_key(|(stream_seq, _)| *stream_seq);
     for (_, marker) in &markers {
         out.text(ServerFrame::read(marker).to_text()).await.map_err(closed)?;

@@ -59,20 +59,27 @@ pub async fn upgrade(
     // configured size with close 1009 itself.
     let hard_limit = state.config.max_frame_bytes * 4;
     let tracker = state.sockets.clone();
+    // axum keeps the callback's captures for the socket's life: one pointer
+    // instead of the state, the identity and the cursor.
+    let arguments = Box::new((state, pre_authenticated, cursor));
     upgrade
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         // The read buffer is allocated at the upgrade and held for the
         // socket's life, and tungstenite zero-fills all of it on every read:
-        // the default 128 KiB would be resident per idle socket. 1 KiB holds
-        // a few chat frames; a larger frame grows it as it arrives.
+        // the default 128 KiB would be resident per idle socket. 256 bytes
+        // hold a typical chat frame; a larger one is read whole once its
+        // header says how long it is (one more read).
         .read_buffer_size(READ_BUFFER_BYTES)
         // Frames fed together are written together, up to this much at a time.
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(session::run(state, socket, pre_authenticated, cursor)))
+        .on_upgrade(move |socket| {
+            let (state, pre_authenticated, cursor) = *arguments;
+            tracker.track_future(session::run(state, socket, pre_authenticated, cursor))
+        })
 }
 
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 256;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// A page served by this very host (the web client at `/`) may always connect.

@@ -31,21 +31,49 @@ const TYPING_RATE: Rate = Rate { burst: 5, refill: Duration::from_secs(1) };
 
 const UNKNOWN_CURSOR: &str = "unknown or malformed cursor";
 
-/// Serves one socket from its upgrade to its end. This future lives as long
-/// as the socket, so what it holds is kept small: the shared state behind an
-/// `Arc`, and everything awaited only now and then (the start, a frame's
-/// handling, a catch-up) boxed. An idle socket keeps little more than its loop.
-pub async fn run(state: AppState, ws: WebSocket, pre_authenticated: Option<Identity>, query_cursor: Option<String>) {
+/// Serves one socket from its upgrade to its end. The task lives as long as
+/// the socket, so what it holds while idle is kept small: the opening steps
+/// (which hold the upgrade's arguments) run in a box of their own that is
+/// freed once the socket is serving, the shared state is behind an `Arc`,
+/// and everything awaited only now and then (a frame's handling, a write, a
+/// ping, a catch-up) is boxed while it runs. An idle socket keeps little
+/// more than its loop's `select!`.
+pub fn run(
+    state: AppState,
+    ws: WebSocket,
+    pre_authenticated: Option<Identity>,
+    query_cursor: Option<String>,
+) -> impl Future<Output = ()> {
+    let opening = Box::pin(open(state, ws, pre_authenticated, query_cursor));
+    async move {
+        let Some(mut open) = opening.await else { return };
+        serve(&open.state, &open.identity, &mut open.socket, &open.registered.outbox).await;
+    }
+}
+
+/// A socket past its opening steps, ready for the frame loop.
+struct Open {
+    state: AppState,
+    identity: Identity,
+    socket: Socket,
+    registered: Registered,
+}
+
+/// Identifies the client, registers the socket for live delivery and starts
+/// it; `None` when the socket was closed on the way.
+async fn open(
+    state: AppState,
+    ws: WebSocket,
+    pre_authenticated: Option<Identity>,
+    query_cursor: Option<String>,
+) -> Option<Open> {
     let mut socket = Socket::new(ws, state.config.write_timeout);
-    let Some((identity, auth_cursor)) = Box::pin(identify(&state, &mut socket, pre_authenticated)).await else {
-        return;
-    };
+    let (identity, auth_cursor) = identify(&state, &mut socket, pre_authenticated).await?;
     // The auth frame's cursor wins over the query's.
     let cursor = auth_cursor.or(query_cursor);
-    let Some(registered) = Box::pin(register(&state, &identity, &mut socket)).await else { return };
-    if Box::pin(start(&state, &identity, &mut socket, &registered, cursor)).await {
-        serve(&state, &identity, &mut socket, &registered.outbox).await;
-    }
+    let registered = register(&state, &identity, &mut socket).await?;
+    let started = Box::pin(start(&state, &identity, &mut socket, &registered, cursor)).await;
+    started.then_some(Open { state, identity, socket, registered })
 }
 
 /// The socket's user: from the upgrade's header, or from the first frame,
@@ -138,7 +166,7 @@ async fn register(state: &AppState, identity: &Identity, socket: &mut Socket) ->
 /// its members' connects cost 10,000 × 10,000 rows.
 async fn load_conversations(state: &AppState, identity: &Identity, lease: &Lease) -> Result<(), tonic::Status> {
     let request = ListConversationsRequest {
-        user_id: identity.user_id.clone(),
+        user_id: identity.user_id.to_string(),
         ids_only: true,
         member_lists_up_to: chat_common::nats::presence::SHARED_UP_TO_MEMBERS as u32,
     };
@@ -340,13 +368,13 @@ async fn serve(state: &AppState, identity: &Identity, socket: &mut Socket, outbo
     let mut last_heard = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
-            () = state.shutdown.cancelled() => go_away(socket, &mut served.worker).await,
-            _ = ping.tick() => keep_alive(state, socket, last_heard).await,
-            () = outbox.ready() => write_queued(socket, outbox).await,
-            Some(reply) = served.worker.reply() => written(socket.text(reply).await),
+            () = state.shutdown.cancelled() => Box::pin(go_away(socket, &mut served.worker)).await,
+            _ = ping.tick() => Box::pin(keep_alive(state, socket, last_heard)).await,
+            () = outbox.ready() => Box::pin(write_queued(socket, outbox)).await,
+            Some(reply) = served.worker.reply() => written(Box::pin(socket.text(reply)).await),
             frame = socket.recv() => {
                 last_heard = tokio::time::Instant::now();
-                take_frame(state, identity, socket, outbox, &mut served, frame).await
+                Box::pin(take_frame(state, identity, socket, outbox, &mut served, frame)).await
             }
         };
         if let Next::Stop = next {
@@ -406,7 +434,7 @@ async fn take_frame(
                 socket.close(TOO_LARGE, "frame too large").await;
                 return Next::Stop;
             }
-            written(Box::pin(answer(state, identity, socket, outbox, served, &text)).await)
+            written(answer(state, identity, socket, outbox, served, &text).await)
         }
         Some(Ok(WsMessage::Binary(_))) => {
             let err = FrameError::new(None, ErrorCode::InvalidFrame, "binary frames are not supported");
