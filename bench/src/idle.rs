@@ -11,7 +11,9 @@
 //! helper processes of its own (`chat-bench hold-sockets`), since one process
 //! may hold only so many files here (20,000, a limit root cannot raise in
 //! this container). Each process's resident memory is read from /proc before
-//! and after the measured sockets open.
+//! and after the measured sockets open; nats-server's live heap after a
+//! forced collection instead, as its resident memory often did not grow at
+//! all (the Go runtime reuses what it freed after the warm-up).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -152,11 +154,11 @@ async fn measure(
 ) -> anyhow::Result<Outcome> {
     let held = open_all(warm_up).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = resident(bench, gateways)?;
+    let before = memory(bench, gateways).await?;
     let measured_held = hold(measured, per_helper).await?;
     // Presence and notification learn of sockets through NATS: let them settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = resident(bench, gateways)?;
+    let after = memory(bench, gateways).await?;
     drop((held, measured_held));
     let per_connection = |(name, after): (&'static str, u64), before: u64| {
         (name, after.saturating_sub(before) as f64 / measured.len() as f64)
@@ -166,16 +168,19 @@ async fn measure(
 }
 
 /// Resident bytes of the gateways together, then of every other process of
-/// the system (not the load generator).
-fn resident(bench: &Bench, gateways: &[&ServiceProcess]) -> anyhow::Result<Vec<(&'static str, u64)>> {
+/// the system (not the load generator); for a single nats-server, its live
+/// heap after a collection ([`Bench::nats_live_heap`]).
+async fn memory(bench: &Bench, gateways: &[&ServiceProcess]) -> anyhow::Result<Vec<(&'static str, u64)>> {
     let mut gateways_bytes = 0;
     for gateway in gateways {
         gateways_bytes += resident_bytes(gateway.pid().unwrap_or(0))?;
     }
     let mut all = vec![("gateways", gateways_bytes)];
     for (name, pid) in bench.processes() {
-        if name != "gateway" && name != "load generator" {
-            all.push((name, resident_bytes(pid)?));
+        match name {
+            "gateway" | "load generator" => {}
+            "nats-server" => all.push((name, bench.nats_live_heap().await?)),
+            _ => all.push((name, resident_bytes(pid)?)),
         }
     }
     Ok(all)

@@ -180,6 +180,18 @@ impl Bench {
         Some((varz["in_msgs"].as_f64()?, varz["out_msgs"].as_f64()?))
     }
 
+    /// The one nats-server's live Go heap after a forced collection (its
+    /// profiler's `HeapAlloc`). Its resident memory is no measure of what
+    /// new connections hold: the Go runtime keeps freed memory and fills it
+    /// again before it grows.
+    pub async fn nats_live_heap(&self) -> anyhow::Result<u64> {
+        let Nats::Single(server) = &self.nats else { anyhow::bail!("a cluster has no single heap") };
+        let url = format!("{}/debug/pprof/heap?gc=1&debug=1", server.profile_url());
+        let profile = self.http.get(url).send().await?.error_for_status()?.text().await?;
+        let line = profile.lines().find_map(|l| l.strip_prefix("# HeapAlloc = "));
+        Ok(line.context("HeapAlloc in nats-server's heap profile")?.trim().parse()?)
+    }
+
     /// CPU seconds each process has used since `before` (from [`Self::cpu_seconds`]).
     pub fn cpu_since(&self, before: Vec<(&'static str, f64)>) -> Vec<(&'static str, f64)> {
         self.cpu_seconds().into_iter().zip(before).map(|((name, after), (_, before))| (name, after - before)).collect()

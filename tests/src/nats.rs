@@ -13,6 +13,8 @@ pub struct NatsServer {
     port: u16,
     /// Its HTTP monitoring port (`/varz`: message and byte counters).
     monitor_port: u16,
+    /// Its Go profiling port (`/debug/pprof`: the bench reads the live heap).
+    profile_port: u16,
     store: tempfile::TempDir,
     /// A configuration file for the server, if any.
     config: Option<PathBuf>,
@@ -50,6 +52,7 @@ impl NatsServer {
             child: None,
             port: crate::ports::free_port(),
             monitor_port: crate::ports::free_port(),
+            profile_port: crate::ports::free_port(),
             store: tempfile::tempdir().expect("temp dir"),
             config: None,
         };
@@ -68,6 +71,7 @@ impl NatsServer {
             child: None,
             port: crate::ports::free_port(),
             monitor_port: crate::ports::free_port(),
+            profile_port: crate::ports::free_port(),
             store,
             config: Some(config),
         };
@@ -81,7 +85,8 @@ impl NatsServer {
             command.arg("-c").arg(config);
         }
         command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
+            .args(["--profile", &self.profile_port.to_string(), "-js", "-sd"])
             .arg(self.store.path());
         self.child = Some(spawn(command));
         for _ in 0..100 {
@@ -109,6 +114,12 @@ impl NatsServer {
     /// Its monitoring endpoint, e.g. `{monitor_url}/varz`.
     pub fn monitor_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// Its Go profiler, e.g. `{profile_url}/debug/pprof/heap?gc=1&debug=1`
+    /// (the live heap after a collection).
+    pub fn profile_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.profile_port)
     }
 
     /// Kills the server (SIGKILL); its JetStream store stays on disk.
