@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use chat_common::shutdown::CancellationToken;
 use chat_proto::events::v1::Message;
 use chat_system_tests::{Db, NatsServer, database};
@@ -51,6 +53,16 @@ pub async fn run(options: &Options, report: &mut Report) -> anyhow::Result<()> {
             ]);
         }
     }
+    Ok(())
+}
+
+/// One ingest of `messages` on SQLite with batches of 1,024, for counting its
+/// instructions (scripts/bench-instructions runs it under callgrind, which
+/// counts only history's code and SQLite's).
+pub async fn once_on_sqlite(messages: u64) -> anyhow::Result<()> {
+    let options = Options { messages, conversations: 100 };
+    let seconds = ingest_once(Db::Sqlite, 1024, &options).await?.context("SQLite is always reachable")?;
+    println!("stored {messages} messages in {seconds:.2} s");
     Ok(())
 }
 

@@ -160,6 +160,12 @@ async fn run() -> anyhow::Result<()> {
     if scenario == "hold-sockets" {
         return idle::hold_sockets().await;
     }
+    if scenario == "ingest-once" {
+        // For scripts/bench-instructions: one SQLite ingest of N messages
+        // (batch 1,024), run under callgrind.
+        let messages: u64 = args.next().context("ingest-once needs a message count")?.parse()?;
+        return ingest::once_on_sqlite(messages).await;
+    }
     if scenario == "echo-server" {
         return floor::echo_server(&args.next().context("echo-server needs an address")?).await;
     }

@@ -30,3 +30,15 @@ fn every_scenario_runs_at_a_tiny_size() {
         assert!(report.contains(section), "no {section} section in:\n{report}");
     }
 }
+
+/// What scripts/bench-instructions runs under callgrind: one SQLite ingest.
+#[test]
+fn one_ingest_runs_for_the_instruction_count() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["ingest-once", "50"])
+        .output()
+        .expect("chat-bench runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "chat-bench ingest-once failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(printed.starts_with("stored 50 messages"), "unexpected output: {printed}");
+}
