@@ -15,17 +15,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-browser: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-    sudo="sudo"
-  fi
-  echo "install-browser: installing ${missing[*]} with apt"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y -q "${missing[@]}" >/dev/null || {
-    $sudo apt-get update -q >/dev/null
-    $sudo apt-get install -y -q "${missing[@]}" >/dev/null
-  }
+  source "$root/scripts/lib/apt.sh"
+  apt_install install-browser "${missing[@]}"
 fi
 
 wanted="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dependencies"]["playwright-core"])' "$browser_dir/package.json")"

@@ -124,13 +124,9 @@ impl SocketIndex {
             Some((user_id, _)) => user_id.clone(),
             None => Arc::from(user_id),
         };
-        let keys = self.by_user.entry(user_id.clone()).or_default();
         // Most users hold one socket: room for exactly one (a first push
-        // would make room for four).
-        if keys.is_empty() {
-            keys.reserve_exact(1);
-        }
-        keys.push(key.clone());
+        // would make room for four). An emptied list is removed.
+        self.by_user.entry(user_id.clone()).or_insert_with(|| Vec::with_capacity(1)).push(key.clone());
         let socket = Socket { gateway, user_id, device_id: device_id.into(), revision, created_ms };
         self.sockets.insert(key, socket);
     }

@@ -36,8 +36,10 @@ const UNKNOWN_CURSOR: &str = "unknown or malformed cursor";
 /// (which hold the upgrade's arguments) run in a box of their own that is
 /// freed once the socket is serving, the shared state is behind an `Arc`,
 /// and everything awaited only now and then (a frame's handling, a write, a
-/// ping, a catch-up) is boxed while it runs. An idle socket keeps little
-/// more than its loop's `select!`.
+/// ping, a catch-up) is boxed while it runs: one allocation per frame
+/// handled, which measured no slower per message (BENCHMARKS.md), for a
+/// task of 1.5 KB instead of 2.5. An idle socket keeps little more than its
+/// loop's `select!`.
 pub fn run(
     state: AppState,
     ws: WebSocket,
