@@ -142,3 +142,59 @@ async fn a_stranger_is_forbidden_to_change_any_conversation_and_a_member_of_a_di
     }
     system.stop().await;
 }
+
+/// The gateway's read buffer is 256 bytes: a frame ten times that, carrying a
+/// NUL, written a few bytes at a time by a slow client, is read whole and
+/// answered, and the socket serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_far_larger_than_the_read_buffer_arriving_a_few_bytes_at_a_time_is_read_whole() {
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    within_limit(async {
+        let system = System::start_sqlite().await;
+        let alice = system.api().new_user("alice").await;
+        let mut request = system.ws(0).into_client_request().expect("ws url");
+        let bearer = format!("Bearer {}", alice.access_token).parse().expect("header");
+        request.headers_mut().insert("Authorization", bearer);
+        let host = request.uri().authority().expect("an address").as_str().to_owned();
+        let tcp = tokio::net::TcpStream::connect(host).await.expect("tcp");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("upgrade");
+        let ready = next_text(&mut ws).await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+
+        let padding = format!("{}\u{0}{}", "p".repeat(1_300), "q".repeat(1_300));
+        let text = json!({ "type": "ping", "req": 7, "padding": padding }).to_string();
+        let mut frame = Frame::message(text.into_bytes(), OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([0x12, 0x34, 0x56, 0x78]);
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).expect("a frame");
+        for piece in bytes.chunks(7) {
+            ws.get_mut().write_all(piece).await.expect("tcp write");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let answer = next_text(&mut ws).await;
+        assert_eq!(answer, json!({ "type": "pong", "req": 7 }), "the whole frame was read");
+
+        // And the socket goes on: a small frame right after.
+        ws.send(Message::Text(json!({ "type": "ping", "req": 8 }).to_string().into())).await.expect("send");
+        assert_eq!(next_text(&mut ws).await["req"], 8);
+        system.stop().await;
+    })
+    .await;
+
+    async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        loop {
+            match ws.next().await.expect("a frame").expect("no error") {
+                Message::Text(text) => return serde_json::from_str(&text).expect("json"),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
