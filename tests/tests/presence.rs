@@ -209,6 +209,35 @@ async fn the_users_of_a_killed_gateway_go_offline() {
     system.stop().await;
 }
 
+/// NATS away for 10 s, longer than the gateway's heartbeat TTL: the
+/// gateway's key lapses and presence may drop its sockets, so the gateway
+/// records its open sockets again once NATS is back. Alice, whose socket
+/// stayed open throughout, is online again and stays so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_cut_off_from_nats_longer_than_its_ttl_records_its_sockets_again() {
+    let ttl = Duration::from_secs(2);
+    let mut system = System::builder()
+        .presence_config(|c| c.grace = GRACE)
+        .gateway_config(move |c| c.presence_ttl = ttl)
+        .start(Db::Sqlite)
+        .await
+        .expect("sqlite needs no server");
+    let (api, alice, bob, mut bob_ws) = alice_and_bob_watching(&system).await;
+    let (_alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    expect_presence(&mut bob_ws, &alice, "online").await;
+
+    system.nats.kill().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    system.nats.restart().await;
+
+    let online = || async { http_presence(&api, &bob, &alice).await.is_some_and(|p| p["status"] == "online") };
+    eventually("alice online again", Duration::from_secs(30), online).await;
+    // Past another TTL and grace: recorded, not a leftover about to lapse.
+    tokio::time::sleep(ttl + GRACE + Duration::from_secs(1)).await;
+    assert_eq!(http_presence(&api, &bob, &alice).await.expect("a contact")["status"], "online");
+    system.stop().await;
+}
+
 on_both_databases!(only_users_sharing_a_conversation_see_presence);
 
 async fn only_users_sharing_a_conversation_see_presence(db: Db) {
