@@ -22,6 +22,9 @@ pub struct UserIndex<T> {
     /// this instance wrote itself may be here before the ones under it that
     /// other instances wrote.
     seen: tokio::sync::watch::Sender<u64>,
+    /// Whether every entry the bucket held when the index started following
+    /// it is here.
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 fn user_of(key: &str) -> &str {
@@ -30,7 +33,11 @@ fn user_of(key: &str) -> &str {
 
 impl<T: prost::Message + Default + Clone> UserIndex<T> {
     pub fn new() -> Self {
-        Self { entries: Mutex::new(HashMap::new()), seen: tokio::sync::watch::channel(0).0 }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            seen: tokio::sync::watch::channel(0).0,
+            loaded: tokio::sync::watch::channel(false).0,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, OfUser<T>>> {
@@ -39,8 +46,18 @@ impl<T: prost::Message + Default + Clone> UserIndex<T> {
 
     /// Keeps the index current from `bucket` until `shutdown`.
     pub async fn follow(self: Arc<Self>, bucket: Store, shutdown: CancellationToken) {
+        // An empty bucket brings no entry to say the watch is current. (A
+        // bucket that cannot be asked is taken as not empty: its first entry
+        // with `seen_current` then says so.)
+        let mut stream = bucket.stream.clone();
+        if stream.info().await.is_ok_and(|info| info.state.messages == 0) {
+            self.loaded.send_replace(true);
+        }
         chat_common::nats::follow_bucket(&bucket, &shutdown, |entry| {
             self.apply(&entry);
+            if entry.seen_current {
+                self.loaded.send_if_modified(|loaded| !std::mem::replace(loaded, true));
+            }
             self.seen.send_if_modified(|seen| {
                 let newer = entry.revision > *seen;
                 if newer {
@@ -74,6 +91,13 @@ impl<T: prost::Message + Default + Clone> UserIndex<T> {
     pub async fn seen_up_to(&self, revision: u64, limit: std::time::Duration) -> bool {
         let mut seen = self.seen.subscribe();
         tokio::time::timeout(limit, seen.wait_for(|seen| *seen >= revision)).await.is_ok_and(|found| found.is_ok())
+    }
+
+    /// Waits until every entry the bucket held when the index started
+    /// following it is here; `false` if that took longer than `limit`.
+    pub async fn loaded(&self, limit: std::time::Duration) -> bool {
+        let mut loaded = self.loaded.subscribe();
+        tokio::time::timeout(limit, loaded.wait_for(|loaded| *loaded)).await.is_ok_and(|found| found.is_ok())
     }
 
     /// Records an entry this instance just wrote (the watch brings it too).

@@ -2,7 +2,9 @@
 //! every revoked device (logout, `DELETE /v1/devices/{id}`, a re-used refresh
 //! token) in the `auth_revoked_devices` bucket; notification follows it from
 //! its first entry, so a revocation made while no instance ran is applied at
-//! start, and drops every subscription of the device.
+//! start, and drops every subscription of the device. It starts once the
+//! subscriptions index holds what the bucket held, so that a revocation
+//! applied at start finds the subscriptions it drops.
 //!
 //! The bucket forgets a revocation once the device's access tokens expired,
 //! and a subscription may be registered (or loaded at start) after its
@@ -25,6 +27,9 @@ use crate::subscriptions::Subscriptions;
 
 /// How long to wait before looking for the bucket again (auth creates it).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long to wait for the subscriptions index to load before following
+/// revocations anyway (the pusher's check of [`active_devices`] still holds).
+const LOAD_LIMIT: Duration = Duration::from_secs(30);
 
 /// Drops the subscriptions of every device auth revokes, until `shutdown`.
 pub async fn follow(
@@ -32,6 +37,12 @@ pub async fn follow(
     subscriptions: Arc<Subscriptions>,
     shutdown: CancellationToken,
 ) {
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        loaded = subscriptions.index.loaded(LOAD_LIMIT) => if !loaded {
+            tracing::warn!("the push subscriptions did not load in time; following revocations anyway");
+        }
+    }
     let bucket = loop {
         match js.get_key_value(chat_common::nats::REVOKED_DEVICES_BUCKET).await {
             Ok(bucket) => break bucket,
