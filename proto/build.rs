@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/chat/history/v1/history.proto",
     "proto/chat/presence/v1/presence.proto",
     "proto/chat/notification/v1/notification.proto",
+    "proto/chat/media/v1/media.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // File bytes pass through as shared buffers, not copied into vectors.
+    config.bytes([".chat.media.v1"]);
     tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("chat_descriptor.bin")).compile_with_config(
         config,
         PROTOS,

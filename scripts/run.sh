@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: nats-server (JetStream) and the five
+# Runs the whole system on this machine: nats-server (JetStream) and the six
 # services, with SQLite files under data/. Ctrl-C stops everything cleanly.
 #
 #   scripts/run.sh                 # http://127.0.0.1:8080
@@ -7,7 +7,8 @@
 #   PROFILE=release scripts/run.sh # optimised build
 #
 # Ports (all on 127.0.0.1): gateway 8080, NATS 14222 (monitoring 18222),
-# gRPC auth 50051, history 50052, presence 50053, notification 50054.
+# gRPC auth 50051, history 50052, presence 50053, notification 50054, media 50055.
+# Attachments are kept in data/media (MEDIA_STORE=s3://<bucket> for S3).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,12 +39,12 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-NATS_MONITOR_PORT="$nats_monitor_port" start_system "$bin" "$data" "$nats_port" 50051 50052 50053 50054 "$gateway_port"
+NATS_MONITOR_PORT="$nats_monitor_port" start_system "$bin" "$data" "$nats_port" 50051 50052 50053 50054 50055 "$gateway_port"
 
 echo
 echo "  Chat backend is up."
 echo "  HTTP API and WebSocket:  http://127.0.0.1:$gateway_port   (ws://127.0.0.1:$gateway_port/v1/ws)"
-echo "  gRPC (grpcurl -plaintext): auth :50051, history :50052, presence :50053, notification :50054"
+echo "  gRPC (grpcurl -plaintext): auth :50051, history :50052, presence :50053, notification :50054, media :50055"
 echo "  Logs: $logs/   Data: $data/"
 echo "  Ctrl-C stops everything."
 echo

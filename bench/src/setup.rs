@@ -106,7 +106,9 @@ impl Bench {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let databases = if postgres {
-            Databases::postgres_on(&admin_url()).await.context("PostgreSQL is not reachable (DATABASE_ADMIN_URL)")?
+            Databases::postgres_on(&admin_url(), data.path())
+                .await
+                .context("PostgreSQL is not reachable (DATABASE_ADMIN_URL)")?
         } else {
             Databases::sqlite(data.path())
         };
@@ -141,6 +143,7 @@ impl Bench {
             ("notification", s.notification.pid()),
             ("presence", s.presence.pid()),
             ("auth", s.auth.pid()),
+            ("media", s.media.pid()),
             ("load generator", Some(std::process::id())),
         ];
         let all = self.nats.processes().into_iter().chain(services);

@@ -29,6 +29,11 @@ pub mod notification {
         tonic::include_proto!("chat.notification.v1");
     }
 }
+pub mod media {
+    pub mod v1 {
+        tonic::include_proto!("chat.media.v1");
+    }
+}
 
 mod words;
 

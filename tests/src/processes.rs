@@ -131,11 +131,14 @@ pub(crate) fn var(name: &str, value: impl ToString) -> (String, String) {
     (name.to_owned(), value.to_string())
 }
 
-/// Where auth and history keep their tables.
+/// Where auth, history and media keep their tables (and media its files).
 #[derive(Debug, Clone)]
 pub struct Databases {
     pub auth: String,
     pub history: String,
+    pub media: String,
+    /// Media's `MEDIA_STORE`: a directory beside the databases.
+    pub media_store: String,
     /// PostgreSQL databases made for this system, dropped by `Processes::stop`,
     /// with the server URL to drop them through.
     created: Option<(String, Vec<String>)>,
@@ -145,18 +148,26 @@ impl Databases {
     /// SQLite files in `dir`.
     pub fn sqlite(dir: &Path) -> Self {
         let url = |name: &str| format!("sqlite://{}", dir.join(name).display());
-        Self { auth: url("auth.db"), history: url("history.db"), created: None }
+        Self {
+            auth: url("auth.db"),
+            history: url("history.db"),
+            media: url("media.db"),
+            media_store: dir.join("media").display().to_string(),
+            created: None,
+        }
     }
 
-    /// Two new databases on the PostgreSQL server of `server_url` (a URL of
-    /// any database on it): `None` outside CI when the server cannot be
-    /// reached (in CI that is a failure).
-    pub async fn postgres_on(server_url: &str) -> Option<Self> {
+    /// Three new databases on the PostgreSQL server of `server_url` (a URL
+    /// of any database on it), media's files in `dir`: `None` outside CI
+    /// when the server cannot be reached (in CI that is a failure).
+    pub async fn postgres_on(server_url: &str, dir: &Path) -> Option<Self> {
         let base = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
-        let names = vec![format!("{base}_auth"), format!("{base}_history")];
+        let names = vec![format!("{base}_auth"), format!("{base}_history"), format!("{base}_media")];
         let auth = crate::database::create_postgres_on(server_url, &names[0]).await?;
         let history = crate::database::create_postgres_on(server_url, &names[1]).await?;
-        Some(Self { auth, history, created: Some((server_url.to_owned(), names)) })
+        let media = crate::database::create_postgres_on(server_url, &names[2]).await?;
+        let media_store = dir.join("media").display().to_string();
+        Some(Self { auth, history, media, media_store, created: Some((server_url.to_owned(), names)) })
     }
 
     /// Drops the PostgreSQL databases made for this system, if any.
@@ -173,23 +184,25 @@ impl Databases {
     pub async fn of(db: crate::Db, dir: &Path) -> Option<Self> {
         match db {
             crate::Db::Sqlite => Some(Self::sqlite(dir)),
-            crate::Db::Postgres => Self::postgres_on(&crate::database::admin_url()).await,
+            crate::Db::Postgres => Self::postgres_on(&crate::database::admin_url(), dir).await,
         }
     }
 }
 
-/// The five services, in the order a system starts them.
+/// The six services, in the order a system starts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Auth,
     History,
     Presence,
     Notification,
+    Media,
     Gateway,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Auth, Kind::History, Kind::Presence, Kind::Notification, Kind::Gateway];
+    pub const ALL: [Kind; 6] =
+        [Kind::Auth, Kind::History, Kind::Presence, Kind::Notification, Kind::Media, Kind::Gateway];
 
     /// Its binary's name.
     pub fn binary(self) -> &'static str {
@@ -198,6 +211,7 @@ impl Kind {
             Kind::History => "history",
             Kind::Presence => "presence",
             Kind::Notification => "notification",
+            Kind::Media => "media",
             Kind::Gateway => "gateway",
         }
     }
@@ -209,6 +223,7 @@ impl Kind {
             Kind::History => Some("HISTORY_GRPC_URL"),
             Kind::Presence => Some("PRESENCE_GRPC_URL"),
             Kind::Notification => Some("NOTIFICATION_GRPC_URL"),
+            Kind::Media => Some("MEDIA_GRPC_URL"),
             Kind::Gateway => None,
         }
     }
@@ -221,25 +236,31 @@ impl Kind {
             Kind::History => ("HISTORY_GRPC_ADDR", "HISTORY_METRICS_ADDR"),
             Kind::Presence => ("PRESENCE_GRPC_ADDR", "PRESENCE_METRICS_ADDR"),
             Kind::Notification => ("NOTIFICATION_GRPC_ADDR", "NOTIFICATION_METRICS_ADDR"),
+            Kind::Media => ("MEDIA_GRPC_ADDR", "MEDIA_METRICS_ADDR"),
             Kind::Gateway => ("GATEWAY_HTTP_ADDR", "GATEWAY_METRICS_ADDR"),
         };
         let mut settings = vec![var(listen, addr), var(metrics, free_addr())];
         match self {
             Kind::Auth => settings.push(var("AUTH_DATABASE_URL", &databases.auth)),
             Kind::History => settings.push(var("HISTORY_DATABASE_URL", &databases.history)),
+            Kind::Media => {
+                settings.push(var("MEDIA_DATABASE_URL", &databases.media));
+                settings.push(var("MEDIA_STORE", &databases.media_store));
+            }
             _ => {}
         }
         settings
     }
 }
 
-/// All five services as processes on one nats-server, each service's log in
+/// All six services as processes on one nats-server, each service's log in
 /// `data_dir/<service>.log`. `env` is added to every service's environment.
 pub struct Processes {
     pub auth: ServiceProcess,
     pub history: ServiceProcess,
     pub presence: ServiceProcess,
     pub notification: ServiceProcess,
+    pub media: ServiceProcess,
     pub gateway: ServiceProcess,
     /// What every service is started with: where the others are, and `env`.
     shared_env: Vec<(String, String)>,
@@ -248,14 +269,14 @@ pub struct Processes {
 }
 
 impl Processes {
-    /// The five services on SQLite files in `data_dir`.
+    /// The six services on SQLite files in `data_dir`.
     pub async fn start(nats: &NatsServer, data_dir: &Path, env: &[(String, String)]) -> Self {
         Self::start_with(&nats.url(), data_dir, Databases::sqlite(data_dir), env).await
     }
 
-    /// The five services on `databases`, connected to NATS at `nats_url`.
+    /// The six services on `databases`, connected to NATS at `nats_url`.
     pub async fn start_with(nats_url: &str, data_dir: &Path, databases: Databases, env: &[(String, String)]) -> Self {
-        let addrs: [SocketAddr; 5] = std::array::from_fn(|_| free_addr());
+        let addrs: [SocketAddr; 6] = std::array::from_fn(|_| free_addr());
         let mut shared_env = vec![var("NATS_URL", nats_url)];
         for (kind, addr) in Kind::ALL.iter().zip(&addrs) {
             shared_env.extend(kind.peer_variable().map(|name| var(name, addr)));
@@ -266,9 +287,10 @@ impl Processes {
             let own = kind.own_settings(addr, &databases);
             started.push(start_service(data_dir, &shared_env, kind.binary(), kind.binary(), addr, own).await);
         }
-        let [auth, history, presence, notification, gateway] =
-            <[ServiceProcess; 5]>::try_from(started).unwrap_or_else(|_| unreachable!("one of each"));
-        Self { auth, history, presence, notification, gateway, shared_env, data_dir: data_dir.to_owned(), databases }
+        let [auth, history, presence, notification, media, gateway] =
+            <[ServiceProcess; 6]>::try_from(started).unwrap_or_else(|_| unreachable!("one of each"));
+        let data_dir = data_dir.to_owned();
+        Self { auth, history, presence, notification, media, gateway, shared_env, data_dir, databases }
     }
 
     /// One more gateway process, logging to `data_dir/gateway-<n>.log`.
@@ -291,6 +313,7 @@ impl Processes {
             Kind::History => &mut self.history,
             Kind::Presence => &mut self.presence,
             Kind::Notification => &mut self.notification,
+            Kind::Media => &mut self.media,
             Kind::Gateway => &mut self.gateway,
         }
     }
@@ -304,16 +327,21 @@ impl Processes {
         crate::client::Api::new(&format!("http://{}", self.gateway.addr))
     }
 
-    /// Where auth and history keep their tables.
+    /// Where auth, history and media keep their tables.
     pub fn databases(&self) -> &Databases {
         &self.databases
     }
 
     /// Kills every service and drops the PostgreSQL databases made for them.
     pub async fn stop(mut self) {
-        for service in
-            [&mut self.gateway, &mut self.notification, &mut self.presence, &mut self.history, &mut self.auth]
-        {
+        for service in [
+            &mut self.gateway,
+            &mut self.media,
+            &mut self.notification,
+            &mut self.presence,
+            &mut self.history,
+            &mut self.auth,
+        ] {
             service.kill().await;
         }
         self.databases.drop_created().await;
@@ -325,7 +353,7 @@ impl Processes {
 impl Drop for Processes {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for service in [&self.auth, &self.history, &self.presence, &self.notification, &self.gateway] {
+            for service in [&self.auth, &self.history, &self.presence, &self.notification, &self.media, &self.gateway] {
                 eprintln!("--- the end of {}'s log ---\n{}", service.name, service.log_tail());
             }
         }

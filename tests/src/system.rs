@@ -1,4 +1,4 @@
-//! All five services in one process, wired to one real nats-server and fresh
+//! All six services in one process, wired to one real nats-server and fresh
 //! databases, each on port 0. Services can be stopped and started again, and
 //! several gateways can run side by side (as behind a load balancer).
 
@@ -51,6 +51,7 @@ pub struct SystemBuilder {
     presence: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
     notification: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     history: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
+    media: Box<dyn Fn(&mut chat_media::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
     auth_process_env: Option<Vec<(String, String)>>,
 }
@@ -111,6 +112,13 @@ impl SystemBuilder {
         self
     }
 
+    /// Changes media's configuration (its store: a directory of the test's
+    /// own unless changed here), also when a test restarts it.
+    pub fn media_config(mut self, change: impl Fn(&mut chat_media::Config) + Send + Sync + 'static) -> Self {
+        self.media = Box::new(change);
+        self
+    }
+
     /// `None` only for PostgreSQL outside CI when no server is reachable.
     pub async fn start(self, db: Db) -> Option<System> {
         System::start_from(self, db).await
@@ -127,8 +135,12 @@ pub struct System {
     /// Of each presence instance; gateways use the first.
     pub presence_addrs: Vec<String>,
     pub notification_addr: String,
+    pub media_addr: String,
     pub auth_db_url: String,
     pub history_db_url: String,
+    pub media_db_url: String,
+    /// Media's directory store (unused when the test moved it to S3).
+    pub media_dir: std::path::PathBuf,
     postgres_names: Vec<String>,
     stream: chat_common::nats::StreamSettings,
     auth_settings: Box<dyn Fn(&mut chat_auth::Config) + Send + Sync>,
@@ -136,12 +148,14 @@ pub struct System {
     presence_settings: Box<dyn Fn(&mut chat_presence::Config) + Send + Sync>,
     history_settings: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
     notification_settings: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
+    media_settings: Box<dyn Fn(&mut chat_media::Config) + Send + Sync>,
     auth: Option<Running>,
     auth_process: Option<ServiceProcess>,
     notification: Option<Running>,
     more_notifications: Vec<Running>,
     presences: Vec<Option<Running>>,
     history: Option<Running>,
+    media: Option<Running>,
     gateways: Vec<Option<Gateway>>,
     _dir: tempfile::TempDir,
 }
@@ -200,6 +214,7 @@ impl System {
             presence: Box::new(|_| {}),
             notification: Box::new(|_| {}),
             history: Box::new(|_| {}),
+            media: Box::new(|_| {}),
             stream: Default::default(),
             auth_process_env: None,
         }
@@ -226,18 +241,21 @@ impl System {
         crate::init_test_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut postgres_names = Vec::new();
-        let (auth_db_url, history_db_url) = match db {
+        let (auth_db_url, history_db_url, media_db_url) = match db {
             Db::Sqlite => (
                 format!("sqlite://{}", dir.path().join("auth.db").display()),
                 format!("sqlite://{}", dir.path().join("history.db").display()),
+                format!("sqlite://{}", dir.path().join("media.db").display()),
             ),
             Db::Postgres => {
                 let base = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
-                let auth = database::create_postgres(&format!("{base}_auth")).await?;
-                let history = database::create_postgres(&format!("{base}_history")).await?;
-                postgres_names.push(format!("{base}_auth"));
-                postgres_names.push(format!("{base}_history"));
-                (auth, history)
+                let mut create = async |service: &str| {
+                    let name = format!("{base}_{service}");
+                    let url = database::create_postgres(&name).await;
+                    postgres_names.push(name);
+                    url
+                };
+                (create("auth").await?, create("history").await?, create("media").await?)
             }
         };
         let nats = NatsServer::start().await;
@@ -273,8 +291,11 @@ impl System {
             history_addr,
             presence_addrs: Vec::new(),
             notification_addr: String::new(),
+            media_addr: String::new(),
             auth_db_url,
             history_db_url,
+            media_db_url,
+            media_dir: dir.path().join("media"),
             postgres_names,
             stream: builder.stream,
             auth_settings: builder.auth,
@@ -282,16 +303,19 @@ impl System {
             presence_settings: builder.presence,
             history_settings: builder.history,
             notification_settings: builder.notification,
+            media_settings: builder.media,
             auth,
             auth_process,
             notification: None,
             more_notifications: Vec::new(),
             presences: Vec::new(),
             history,
+            media: None,
             gateways: Vec::new(),
             _dir: dir,
         };
         system.start_notification().await;
+        system.start_media().await;
         for _ in 0..builder.presences {
             let config = system.presence_config("127.0.0.1:0");
             let presence = Box::pin(chat_presence::App::build(config)).await.expect("presence starts");
@@ -425,8 +449,32 @@ impl System {
         }
     }
 
+    /// Starts media (again, on the same address after the first time).
+    pub async fn start_media(&mut self) {
+        assert!(self.media.is_none(), "media is running");
+        let store = chat_media::Store::Directory(self.media_dir.clone());
+        let mut config = chat_media::Config::local(&self.media_db_url, &self.nats.url(), store);
+        (self.media_settings)(&mut config);
+        if !self.media_addr.is_empty() {
+            config.grpc_addr = self.media_addr.clone();
+        }
+        let media = Box::pin(chat_media::App::build(config)).await.expect("media starts");
+        self.media_addr = media.grpc_addr().to_string();
+        self.metrics_addrs.insert("media", media.metrics_addr());
+        self.media = Some(spawn(|t| media.run(t)));
+    }
+
+    /// Kills media abruptly (its task is dropped mid-work, as in a crash).
+    pub async fn kill_media(&mut self) {
+        if let Some(media) = self.media.take() {
+            media.task.abort();
+            let _ = media.task.await;
+        }
+    }
+
     fn gateway_config(&self) -> chat_gateway::Config {
-        let services = [&*self.auth_addr, &self.history_addr, &self.presence_addrs[0], &self.notification_addr];
+        let services =
+            [&*self.auth_addr, &self.history_addr, &self.presence_addrs[0], &self.notification_addr, &self.media_addr];
         let mut config = chat_gateway::Config::local(services, &self.nats.url());
         config.stream = self.stream.clone();
         (self.gateway_settings)(&mut config);
@@ -444,6 +492,7 @@ impl System {
             ("HISTORY_GRPC_URL", config.history_url),
             ("PRESENCE_GRPC_URL", config.presence_url),
             ("NOTIFICATION_GRPC_URL", config.notification_url),
+            ("MEDIA_GRPC_URL", config.media_url),
             ("NATS_URL", config.nats_url),
             ("GATEWAY_PRESENCE_TTL_SECS", config.presence_ttl.as_secs().to_string()),
         ];
@@ -553,7 +602,8 @@ impl System {
         let presences: Vec<Running> = self.presences.iter_mut().filter_map(Option::take).collect();
         let notifications: Vec<Running> =
             self.notification.take().into_iter().chain(self.more_notifications.drain(..)).collect();
-        let rest = notifications.into_iter().chain(self.auth.take()).chain(self.history.take());
+        let rest =
+            notifications.into_iter().chain(self.media.take()).chain(self.auth.take()).chain(self.history.take());
         for service in presences.into_iter().chain(rest) {
             service.stop().await;
         }

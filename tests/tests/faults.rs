@@ -171,7 +171,7 @@ async fn postgres_crashed_and_restarted() {
     within_limit(async {
         let Some(postgres) = PostgresServer::start().await else { return };
         let data = tempfile::tempdir().expect("temp dir");
-        let databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
+        let databases = Databases::postgres_on(&postgres.url(), data.path()).await.expect("the test's own server");
         let stage = Stage::start_on(data, databases, false).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;
@@ -195,10 +195,11 @@ async fn postgres_unreachable_for_30_seconds() {
         let Some(postgres) = PostgresServer::start().await else { return };
         let proxy = Proxy::start(postgres.addr()).await;
         let data = tempfile::tempdir().expect("temp dir");
-        let mut databases = Databases::postgres_on(&postgres.url()).await.expect("the test's own server");
+        let mut databases = Databases::postgres_on(&postgres.url(), data.path()).await.expect("the test's own server");
         let through_proxy = |url: &str| url.replace(&postgres.addr().to_string(), &proxy.addr.to_string());
         databases.auth = through_proxy(&databases.auth);
         databases.history = through_proxy(&databases.history);
+        databases.media = through_proxy(&databases.media);
         let stage = Stage::start_on(data, databases, false).await;
         let mut traffic = stage.traffic().await;
         traffic.wait_for_acks(100).await;

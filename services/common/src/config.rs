@@ -60,6 +60,7 @@ pub enum Peer {
     History,
     Presence,
     Notification,
+    Media,
     Nats,
     Database,
     TraceCollector,
@@ -140,6 +141,7 @@ pub mod shared {
     pub const PRESENCE_GRPC_URL: Setting = Setting::peer("PRESENCE_GRPC_URL", "127.0.0.1:50053", Peer::Presence);
     pub const NOTIFICATION_GRPC_URL: Setting =
         Setting::peer("NOTIFICATION_GRPC_URL", "127.0.0.1:50054", Peer::Notification);
+    pub const MEDIA_GRPC_URL: Setting = Setting::peer("MEDIA_GRPC_URL", "127.0.0.1:50055", Peer::Media);
     /// The `iss` claim auth signs and the gateway requires.
     pub const JWT_ISSUER: Setting = Setting::value("JWT_ISSUER", "chat-auth");
     /// The `aud` claim auth signs and the gateway requires.

@@ -22,6 +22,8 @@ pub struct Config {
     pub presence_url: String,
     /// [`shared::NOTIFICATION_GRPC_URL`].
     pub notification_url: String,
+    /// [`shared::MEDIA_GRPC_URL`].
+    pub media_url: String,
     /// [`shared::NATS_URL`].
     pub nats_url: String,
     /// [`StreamSettings::SETTINGS`].
@@ -113,6 +115,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         shared::HISTORY_GRPC_URL,
         shared::PRESENCE_GRPC_URL,
         shared::NOTIFICATION_GRPC_URL,
+        shared::MEDIA_GRPC_URL,
         shared::NATS_URL,
         shared::JWT_ISSUER,
         shared::JWT_AUDIENCE,
@@ -163,6 +166,7 @@ impl Config {
             history_url: shared::HISTORY_GRPC_URL.string(env),
             presence_url: shared::PRESENCE_GRPC_URL.string(env),
             notification_url: shared::NOTIFICATION_GRPC_URL.string(env),
+            media_url: shared::MEDIA_GRPC_URL.string(env),
             nats_url: shared::NATS_URL.string(env),
             stream: StreamSettings::from_lookup(env)?,
             jwt_issuer: shared::JWT_ISSUER.string(env),
@@ -192,8 +196,8 @@ impl Config {
 
     /// The defaults, on ports the system picks, with explicit dependencies
     /// (tests use this).
-    pub fn local(services: [&str; 4], nats_url: &str) -> Self {
-        let [auth_url, history_url, presence_url, notification_url] = services;
+    pub fn local(services: [&str; 5], nats_url: &str) -> Self {
+        let [auth_url, history_url, presence_url, notification_url, media_url] = services;
         let defaults = Self::from_lookup(&|_| None).expect("the gateway's defaults are valid");
         Self {
             http_addr: "127.0.0.1:0".to_owned(),
@@ -202,6 +206,7 @@ impl Config {
             history_url: history_url.to_owned(),
             presence_url: presence_url.to_owned(),
             notification_url: notification_url.to_owned(),
+            media_url: media_url.to_owned(),
             nats_url: nats_url.to_owned(),
             allowed_origins: vec!["http://localhost:8080".to_owned()],
             ..defaults

@@ -48,6 +48,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chat_proto::media::v1::media_service_client::MediaServiceClient;
 use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use tokio::net::TcpListener;
@@ -103,6 +104,7 @@ impl App {
             history: chat_common::grpc::history_client(channel("history", &config.history_url)?),
             presence: PresenceServiceClient::new(channel("presence", &config.presence_url)?),
             notification: NotificationServiceClient::new(channel("notification", &config.notification_url)?),
+            media: MediaServiceClient::new(channel("media", &config.media_url)?),
         };
         let revoked_bucket = chat_common::nats::revoked_devices(&js, config.access_token_ttl, config.stream.replicas)
             .await

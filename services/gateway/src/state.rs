@@ -7,6 +7,7 @@ use chat_common::grpc::Channel;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
+use chat_proto::media::v1::media_service_client::MediaServiceClient;
 use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use chat_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use tokio_util::task::TaskTracker;
@@ -26,6 +27,7 @@ pub struct Services {
     pub history: HistoryServiceClient<Channel>,
     pub presence: PresenceServiceClient<Channel>,
     pub notification: NotificationServiceClient<Channel>,
+    pub media: MediaServiceClient<Channel>,
 }
 
 /// The gateway's shared state. Cloned for every request and socket, so a
@@ -48,6 +50,7 @@ pub struct Shared {
     pub history: HistoryServiceClient<Channel>,
     pub presence_api: PresenceServiceClient<Channel>,
     pub notification: NotificationServiceClient<Channel>,
+    pub media: MediaServiceClient<Channel>,
     pub nats: async_nats::Client,
     /// The CHAT stream, for catch-up reads.
     pub stream: async_nats::jetstream::stream::Stream,
@@ -75,7 +78,7 @@ impl AppState {
         presence: PresenceReporter,
         shutdown: CancellationToken,
     ) -> Self {
-        let Services { auth, history, presence: presence_api, notification } = services;
+        let Services { auth, history, presence: presence_api, notification, media } = services;
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
         let membership = Arc::new(MembershipCache::new(history.clone()));
         let registry = Arc::new(Registry::new(membership.clone()));
@@ -98,6 +101,7 @@ impl AppState {
             presence: Arc::new(presence),
             presence_api,
             notification,
+            media,
             shutdown,
             sockets: TaskTracker::new(),
             next_socket_id: AtomicU64::new(1),

@@ -83,6 +83,7 @@ fn part(peer: Peer) -> &'static str {
         Peer::History => "history",
         Peer::Presence => "presence",
         Peer::Notification => "notification",
+        Peer::Media => "media",
         Peer::Nats => "nats",
         Peer::Database => "postgres",
         Peer::TraceCollector => "jaeger",

@@ -1,5 +1,6 @@
 //! The HTTP API of protocol v1 (prefix `/v1`), health endpoints and the JWKS.
 
+mod attachments;
 mod auth;
 mod conversations;
 mod devices;
@@ -24,7 +25,10 @@ pub use server::serve;
 const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Uploads stream their body to media (up to its file limit), each chunk
+    // within the body timeout: none of the layers below that read bodies whole.
+    let uploads = Router::new().route("/v1/attachments", post(attachments::upload));
+    let api = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/.well-known/jwks.json", get(auth::jwks))
@@ -49,6 +53,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{conversation_id}/messages/{message_id}",
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
+        .route("/v1/attachments/{attachment_id}", get(attachments::get))
+        .route("/v1/attachments/{attachment_id}/content", get(attachments::content))
         .route("/v1/search", get(conversations::search))
         .route("/v1/presence", get(presence::get))
         .route("/v1/push/vapid-public-key", get(push::vapid_public_key))
@@ -61,8 +67,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_in_time));
+    uploads.merge(api).with_state(state)
 }
 
 /// A request's body must arrive within `GATEWAY_BODY_TIMEOUT_SECS`: a client

@@ -1,0 +1,43 @@
+//! Media's Prometheus metrics (served on `MEDIA_METRICS_ADDR`).
+
+use std::sync::{Arc, OnceLock};
+
+use chat_common::metrics::{Counter, CounterFamily, Registry, label};
+
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    /// Uploads by outcome: `stored`, `invalid`, `too_large`, `stalled`, `failed`.
+    pub uploads: CounterFamily,
+    pub uploaded_bytes: Counter,
+    pub downloaded_bytes: Counter,
+    /// Uploads left unfinished by a stopped instance, removed.
+    pub swept: Counter,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            registry: Arc::default(),
+            uploads: CounterFamily::default(),
+            uploaded_bytes: Counter::default(),
+            downloaded_bytes: Counter::default(),
+            swept: Counter::default(),
+        };
+        registry.register("media_uploads", "Uploads, by outcome", metrics.uploads.clone());
+        registry.register("media_uploaded_bytes", "Bytes of uploads stored", metrics.uploaded_bytes.clone());
+        registry.register("media_downloaded_bytes", "Bytes of attachments sent", metrics.downloaded_bytes.clone());
+        registry.register(
+            "media_swept_uploads",
+            "Unfinished uploads of stopped instances removed",
+            metrics.swept.clone(),
+        );
+        Metrics { registry: Arc::new(registry), ..metrics }
+    })
+}
+
+pub fn count_upload(outcome: &'static str) {
+    get().uploads.get_or_create(&label("outcome", outcome)).inc();
+}

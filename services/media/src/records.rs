@@ -1,0 +1,190 @@
+//! What is known about each attachment, and how many bytes each user
+//! stores, in media's own database (SQLite or PostgreSQL through sqlx's
+//! `Any` driver). Every query binds its values.
+//!
+//! An upload reserves its declared size against the owner's quota and
+//! inserts its row (`uploading`) in one transaction before the first byte
+//! is stored; it becomes `stored` once every byte is, or is released (row
+//! gone, bytes given back) when it fails. So two uploads at once cannot
+//! together pass the quota, and a failed one leaves nothing counted.
+
+use chat_common::db::WriteConnection;
+use chat_proto::media::v1::Attachment;
+use sqlx::{AnyPool, Row};
+
+#[derive(Clone)]
+pub struct Records {
+    pool: AnyPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("the upload would pass the quota of {quota} bytes")]
+    OverQuota { quota: u64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Attachment states, as stored.
+pub const UPLOADING: &str = "uploading";
+pub const STORED: &str = "stored";
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or_default()
+}
+
+fn attachment_from_row(row: &sqlx::any::AnyRow) -> Result<(Attachment, String), sqlx::Error> {
+    let attachment = Attachment {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        name: row.try_get("name")?,
+        content_type: row.try_get("content_type")?,
+        size: to_u64(row.try_get("size")?),
+        width: to_u32(row.try_get("width")?),
+        height: to_u32(row.try_get("height")?),
+        has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
+        blurhash: row.try_get("blurhash")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    };
+    Ok((attachment, row.try_get("state")?))
+}
+
+impl Records {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Reserves `attachment.size` bytes of the owner's `quota` and records
+    /// the attachment as `uploading`.
+    ///
+    /// # Errors
+    /// [`RecordError::OverQuota`], or when the database fails.
+    pub async fn reserve(&self, attachment: &Attachment, quota: u64) -> Result<(), RecordError> {
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        sqlx::query("INSERT INTO usage (user_id, used_bytes) VALUES ($1, 0) ON CONFLICT (user_id) DO NOTHING")
+            .bind(&attachment.owner_id)
+            .execute(&mut *tx)
+            .await?;
+        let reserved =
+            sqlx::query("UPDATE usage SET used_bytes = used_bytes + $2 WHERE user_id = $1 AND used_bytes + $2 <= $3")
+                .bind(&attachment.owner_id)
+                .bind(to_i64(attachment.size))
+                .bind(to_i64(quota))
+                .execute(&mut *tx)
+                .await?;
+        if reserved.rows_affected() == 0 {
+            tx.rollback().await?;
+            connection.succeeded();
+            return Err(RecordError::OverQuota { quota });
+        }
+        sqlx::query(
+            "INSERT INTO attachments (id, owner_id, name, content_type, size, width, height, has_thumbnail,
+                                      blurhash, state, created_at_ms)
+             VALUES ($1, $2, $3, '', $4, 0, 0, 0, '', $5, $6)",
+        )
+        .bind(&attachment.id)
+        .bind(&attachment.owner_id)
+        .bind(&attachment.name)
+        .bind(to_i64(attachment.size))
+        .bind(UPLOADING)
+        .bind(attachment.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        connection.succeeded();
+        Ok(())
+    }
+
+    /// Every byte of the attachment is stored: it may be downloaded.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn mark_stored(&self, attachment: &Attachment) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE attachments SET state = $2, content_type = $3, width = $4, height = $5, has_thumbnail = $6,
+                                    blurhash = $7
+             WHERE id = $1",
+        )
+        .bind(&attachment.id)
+        .bind(STORED)
+        .bind(&attachment.content_type)
+        .bind(i64::from(attachment.width))
+        .bind(i64::from(attachment.height))
+        .bind(i64::from(attachment.has_thumbnail))
+        .bind(&attachment.blurhash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets an attachment and gives its bytes back to its owner's quota.
+    /// Nothing happens when it is not (or no longer) recorded.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn release(&self, id: &str) -> Result<(), sqlx::Error> {
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        let row = sqlx::query("DELETE FROM attachments WHERE id = $1 RETURNING owner_id, size")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            let owner: String = row.try_get("owner_id")?;
+            let size: i64 = row.try_get("size")?;
+            sqlx::query("UPDATE usage SET used_bytes = used_bytes - $2 WHERE user_id = $1")
+                .bind(owner)
+                .bind(size)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        connection.succeeded();
+        Ok(())
+    }
+
+    /// An attachment and its state.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn get(&self, id: &str) -> Result<Option<(Attachment, String)>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(attachment_from_row).transpose()
+    }
+
+    /// Attachments still `uploading` that were started before `before_ms`:
+    /// left by an instance that stopped mid-upload.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn abandoned(&self, before_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id FROM attachments WHERE state = $1 AND created_at_ms < $2 LIMIT $3")
+            .bind(UPLOADING)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| row.try_get("id")).collect()
+    }
+
+    /// The bytes a user's attachments take, uploads under way included.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn used_bytes(&self, user_id: &str) -> Result<u64, sqlx::Error> {
+        let row = sqlx::query("SELECT used_bytes FROM usage WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get::<i64, _>("used_bytes")).transpose()?.map_or(0, to_u64))
+    }
+}

@@ -1,0 +1,313 @@
+//! Attachments end to end (issue 20): files streamed through the gateway to
+//! media and kept in a directory or in S3 (moto's real S3 API), read back
+//! whole or by byte range by their uploader only, and every bad upload
+//! refused with a clear error and nothing left behind: no file, no bytes
+//! counted against the quota.
+
+use std::time::Duration;
+
+use chat_system_tests::client::{Api, Device};
+use chat_system_tests::s3::{self, S3Server};
+use chat_system_tests::system::System;
+use chat_system_tests::{Db, on_both_databases};
+use serde_json::Value;
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The largest file in these tests, and what one user may store.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+const QUOTA: u64 = 20 * 1024 * 1024;
+const BUCKET: &str = "chat-media";
+/// The gateway's body timeout here: a stalled upload is cut after this.
+const BODY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy)]
+enum Where {
+    Directory,
+    S3,
+}
+
+struct Setup {
+    system: System,
+    s3: Option<S3Server>,
+    api: Api,
+}
+
+async fn start(db: Db, on: Where) -> Option<Setup> {
+    let s3 = match on {
+        Where::Directory => None,
+        Where::S3 => {
+            let server = S3Server::start().await;
+            server.create_bucket(BUCKET).await;
+            Some(server)
+        }
+    };
+    let store = s3.as_ref().map(|server| {
+        chat_media::Store::S3(chat_media::S3 {
+            bucket: BUCKET.to_owned(),
+            endpoint: server.endpoint(),
+            region: s3::REGION.to_owned(),
+            access_key_id: s3::ACCESS_KEY_ID.to_owned(),
+            secret_access_key: chat_media::Secret(s3::SECRET_ACCESS_KEY.to_owned()),
+        })
+    });
+    let system = System::builder()
+        .media_config(move |config| {
+            config.max_file_bytes = MAX_FILE;
+            config.quota_bytes = QUOTA;
+            if let Some(store) = &store {
+                config.store = store.clone();
+            }
+        })
+        .gateway_config(|config| config.body_timeout = BODY_TIMEOUT)
+        .start(db)
+        .await?;
+    let api = system.api();
+    Some(Setup { system, s3, api })
+}
+
+impl Setup {
+    /// Every file the store holds (partial ones included).
+    async fn stored_files(&self) -> Vec<String> {
+        match &self.s3 {
+            Some(server) => server.object_keys(BUCKET).await,
+            None => files_under(&self.system.media_dir),
+        }
+    }
+
+    /// What media counts against `user`'s quota.
+    async fn used_bytes(&self, user: &Device) -> i64 {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.system.media_db_url).await.expect("media database");
+        let row = sqlx::query("SELECT used_bytes FROM usage WHERE user_id = $1")
+            .bind(&user.user_id)
+            .fetch_optional(&pool)
+            .await
+            .expect("usage");
+        pool.close().await;
+        row.map_or(0, |row| row.get("used_bytes"))
+    }
+
+    /// Waits until the store holds exactly `count` files and `user` is counted `used` bytes.
+    async fn wait_for_stored(&self, user: &Device, count: usize, used: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (files, counted) = (self.stored_files().await, self.used_bytes(user).await);
+            if files.len() == count && counted == i64::try_from(used).unwrap() {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stored {files:?}, {counted} bytes counted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn upload(&self, device: &Device, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/attachments", self.system.http(0)))
+            .query(&[("name", name)])
+            .bearer_auth(&device.access_token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn download(&self, device: Option<&Device>, id: &str, range: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(format!("{}/v1/attachments/{id}/content", self.system.http(0)));
+        if let Some(device) = device {
+            request = request.bearer_auth(&device.access_token);
+        }
+        if let Some(range) = range {
+            request = request.header("Range", range);
+        }
+        request.send().await.expect("gateway answers")
+    }
+
+    /// Sends an upload's head and `body` over a raw connection, then `after`;
+    /// returns the status line of the answer, if one came.
+    async fn raw_upload(&self, device: &Device, length: &str, body: &[u8], after: After) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.system.gateway_addr(0)).await.expect("connects");
+        let length = if length == "chunked" {
+            "Transfer-Encoding: chunked".to_owned()
+        } else {
+            format!("Content-Length: {length}")
+        };
+        let head = format!(
+            "POST /v1/attachments?name=raw.pdf HTTP/1.1\r\nHost: chat\r\nAuthorization: Bearer {}\r\n{length}\r\n\r\n",
+            device.access_token
+        );
+        stream.write_all(head.as_bytes()).await.expect("head sent");
+        stream.write_all(body).await.expect("body sent");
+        if matches!(after, After::Close) {
+            stream.shutdown().await.expect("half-closed");
+        }
+        let mut answer = vec![0; 1024];
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await {
+            Ok(Ok(n)) if n > 0 => String::from_utf8_lossy(&answer[..n]).lines().next().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum After {
+    /// Half-close the connection: the body ends short.
+    Close,
+    /// Keep the connection open and send nothing more.
+    Wait,
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
+/// A PDF of `size` bytes: its magic, then bytes no compressor would shrink.
+fn pdf(size: usize) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    bytes
+}
+
+on_both_databases!(
+    a_file_in_a_directory_is_read_back_whole_or_by_range,
+    a_file_in_s3_is_read_back_whole_or_by_range,
+    bad_uploads_to_a_directory_leave_nothing,
+    bad_uploads_to_s3_leave_nothing,
+);
+
+async fn a_file_in_a_directory_is_read_back_whole_or_by_range(db: Db) {
+    read_back_whole_or_by_range(db, Where::Directory).await;
+}
+
+async fn a_file_in_s3_is_read_back_whole_or_by_range(db: Db) {
+    read_back_whole_or_by_range(db, Where::S3).await;
+}
+
+async fn bad_uploads_to_a_directory_leave_nothing(db: Db) {
+    bad_uploads_leave_nothing(db, Where::Directory).await;
+}
+
+async fn bad_uploads_to_s3_leave_nothing(db: Db) {
+    bad_uploads_leave_nothing(db, Where::S3).await;
+}
+
+/// A 12 MiB PDF (three parts of an S3 multipart upload) goes up through the
+/// gateway and comes back byte for byte, whole and in ranges, to its uploader only.
+async fn read_back_whole_or_by_range(db: Db, on: Where) {
+    let Some(setup) = start(db, on).await else { return };
+    let api = &setup.api;
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let bytes = pdf(12 * 1024 * 1024);
+    let size = bytes.len();
+
+    let (status, stored) = setup.upload(&alice, "Q3 report.pdf", bytes.clone()).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["name"], "Q3 report.pdf");
+    assert_eq!(stored["content_type"], "application/pdf", "the type comes from the bytes");
+    assert_eq!(stored["size"], size);
+    let id = stored["id"].as_str().expect("an id").to_owned();
+    let (status, described) = api.get(&format!("/v1/attachments/{id}"), Some(&alice.access_token)).await;
+    assert_eq!((status, &described), (200, &stored));
+    setup.wait_for_stored(&alice, 1, size as u64).await;
+
+    let whole = setup.download(Some(&alice), &id, None).await;
+    assert_eq!(whole.status(), 200);
+    let header = |response: &reqwest::Response, name: &str| {
+        response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    };
+    assert_eq!(header(&whole, "content-type"), "application/pdf");
+    assert_eq!(header(&whole, "content-length"), size.to_string());
+    assert_eq!(header(&whole, "accept-ranges"), "bytes");
+    assert_eq!(header(&whole, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&whole, "content-disposition"), "attachment; filename*=UTF-8''Q3%20report.pdf");
+    assert!(whole.bytes().await.expect("the whole file") == bytes, "the file comes back byte for byte");
+
+    let part = setup.download(Some(&alice), &id, Some("bytes=5242870-5242899")).await;
+    assert_eq!(part.status(), 206, "a range across the first part's end");
+    assert_eq!(header(&part, "content-range"), format!("bytes 5242870-5242899/{size}"));
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[5_242_870..5_242_900]);
+    let tail = setup.download(Some(&alice), &id, Some("bytes=-10")).await;
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &bytes[size - 10..]);
+    let past = setup.download(Some(&alice), &id, Some(&format!("bytes={size}-"))).await;
+    assert_eq!(past.status(), 416);
+    assert_eq!(header(&past, "content-range"), format!("bytes */{size}"));
+
+    // Nobody else, nothing without a token, nothing that is not an id.
+    assert_eq!(setup.download(Some(&bob), &id, None).await.status(), 404);
+    assert_eq!(api.get(&format!("/v1/attachments/{id}"), Some(&bob.access_token)).await.0, 404);
+    assert_eq!(setup.download(None, &id, None).await.status(), 401);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(setup.download(Some(&alice), &unknown, None).await.status(), 404);
+    assert_eq!(setup.download(Some(&alice), "not-an-id", None).await.status(), 400);
+    setup.system.stop().await;
+}
+
+/// Each bad upload gets a clear error, and in the end the store holds only
+/// the one good file and the quota counts only its bytes.
+async fn bad_uploads_leave_nothing(db: Db, on: Where) {
+    let Some(setup) = start(db, on).await else { return };
+    let alice = setup.api.new_user("alice").await;
+    let refused = |(status, body): (u16, Value), expected: u16, why: &str| {
+        assert_eq!(status, expected, "{why}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{why}: a message says why");
+    };
+
+    refused(setup.upload(&alice, "", pdf(100)).await, 400, "an empty name");
+    refused(setup.upload(&alice, "../../etc/passwd", pdf(100)).await, 400, "a path");
+    refused(setup.upload(&alice, "a\\b.pdf", pdf(100)).await, 400, "a Windows path");
+    refused(setup.upload(&alice, "bell\u{7}.pdf", pdf(100)).await, 400, "a control character");
+    refused(setup.upload(&alice, &"x".repeat(300), pdf(100)).await, 400, "a name too long");
+    refused(setup.upload(&alice, "empty.pdf", Vec::new()).await, 400, "an empty file");
+    let elf = [b"\x7fELF\x02\x01\x01\0".as_slice(), &[0; 20_000]].concat();
+    refused(setup.upload(&alice, "cat.jpg", elf).await, 400, "an executable named like a photo");
+    let (status, body) = setup.upload(&alice, "cat.jpg", pdf(100)).await;
+    assert_eq!((status, body["content_type"].as_str()), (201, Some("application/pdf")), "the name says nothing");
+    let first = pdf(100).len() as u64;
+
+    // Over the file limit, or over the quota: 413 from the declared length alone.
+    let over = (MAX_FILE + 1).to_string();
+    assert_eq!(
+        setup.raw_upload(&alice, &over, b"", After::Wait).await.as_deref(),
+        Some("HTTP/1.1 413 Payload Too Large")
+    );
+    let (status, body) = setup.upload(&alice, "big.pdf", pdf(12 * 1024 * 1024)).await;
+    assert_eq!(status, 201, "{body}");
+    let stored = first + 12 * 1024 * 1024;
+    let past_quota = (QUOTA - stored + 1).to_string();
+    assert_eq!(
+        setup.raw_upload(&alice, &past_quota, b"", After::Wait).await.as_deref(),
+        Some("HTTP/1.1 413 Payload Too Large")
+    );
+    // No declared length.
+    let chunked = setup.raw_upload(&alice, "chunked", b"5\r\n%PDF-\r\n0\r\n\r\n", After::Wait).await;
+    assert_eq!(chunked.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    // A body that stops arriving: 408 after the body timeout.
+    let stalled = setup.raw_upload(&alice, "1000000", &pdf(50_000), After::Wait).await;
+    assert_eq!(stalled.as_deref(), Some("HTTP/1.1 408 Request Timeout"));
+    // A body cut short by the client going away.
+    setup.raw_upload(&alice, "1000000", &pdf(300_000), After::Close).await;
+
+    setup.wait_for_stored(&alice, 2, stored).await;
+    setup.system.stop().await;
+}
