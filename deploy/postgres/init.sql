@@ -1,4 +1,5 @@
 -- Runs once, when the postgres-data volume is empty (docker-entrypoint-initdb.d).
--- POSTGRES_DB creates the "auth" database; this creates the second one.
+-- POSTGRES_DB creates the "auth" database; this creates the other two.
 -- Each service runs its own migrations on start.
 CREATE DATABASE history;
+CREATE DATABASE media;

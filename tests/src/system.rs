@@ -453,7 +453,7 @@ impl System {
     pub async fn start_media(&mut self) {
         assert!(self.media.is_none(), "media is running");
         let store = chat_media::Store::Directory(self.media_dir.clone());
-        let mut config = chat_media::Config::local(&self.media_db_url, &self.nats.url(), store);
+        let mut config = chat_media::Config::local(&self.media_db_url, &self.nats.url(), &self.history_addr, store);
         (self.media_settings)(&mut config);
         if !self.media_addr.is_empty() {
             config.grpc_addr = self.media_addr.clone();

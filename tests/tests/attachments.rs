@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chat_system_tests::client::{Api, Device};
+use chat_system_tests::client::{Api, Device, Ws};
 use chat_system_tests::s3::{self, S3Server};
 use chat_system_tests::system::System;
 use chat_system_tests::{Db, on_both_databases};
@@ -20,6 +20,8 @@ const QUOTA: u64 = 20 * 1024 * 1024;
 const BUCKET: &str = "chat-media";
 /// The gateway's body timeout here: a stalled upload is cut after this.
 const BODY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an upload no message carries is kept, unless a test says.
+const UNATTACHED_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy)]
 enum Where {
@@ -34,6 +36,11 @@ struct Setup {
 }
 
 async fn start(db: Db, on: Where) -> Option<Setup> {
+    start_with(db, on, UNATTACHED_TTL).await
+}
+
+/// As [`start`], keeping uploads no message carries for `unattached_ttl`.
+async fn start_with(db: Db, on: Where, unattached_ttl: Duration) -> Option<Setup> {
     let s3 = match on {
         Where::Directory => None,
         Where::S3 => {
@@ -55,6 +62,9 @@ async fn start(db: Db, on: Where) -> Option<Setup> {
         .media_config(move |config| {
             config.max_file_bytes = MAX_FILE;
             config.quota_bytes = QUOTA;
+            config.clean_every = Duration::from_secs(1);
+            config.send_window = Duration::from_secs(1);
+            config.unattached_ttl = unattached_ttl;
             if let Some(store) = &store {
                 config.store = store.clone();
             }
@@ -90,7 +100,7 @@ impl Setup {
 
     /// Waits until the store holds exactly `count` files and `user` is counted `used` bytes.
     async fn wait_for_stored(&self, user: &Device, count: usize, used: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let (files, counted) = (self.stored_files().await, self.used_bytes(user).await);
             if files.len() == count && counted == i64::try_from(used).unwrap() {
@@ -188,11 +198,21 @@ fn pdf(size: usize) -> Vec<u8> {
 }
 
 on_both_databases!(
+    files_in_a_directory_travel_with_their_message,
+    files_in_s3_travel_with_their_message,
     a_file_in_a_directory_is_read_back_whole_or_by_range,
     a_file_in_s3_is_read_back_whole_or_by_range,
     bad_uploads_to_a_directory_leave_nothing,
     bad_uploads_to_s3_leave_nothing,
 );
+
+async fn files_in_a_directory_travel_with_their_message(db: Db) {
+    travel_with_their_message(db, Where::Directory).await;
+}
+
+async fn files_in_s3_travel_with_their_message(db: Db) {
+    travel_with_their_message(db, Where::S3).await;
+}
 
 async fn a_file_in_a_directory_is_read_back_whole_or_by_range(db: Db) {
     read_back_whole_or_by_range(db, Where::Directory).await;
@@ -309,5 +329,135 @@ async fn bad_uploads_leave_nothing(db: Db, on: Where) {
     setup.raw_upload(&alice, "1000000", &pdf(300_000), After::Close).await;
 
     setup.wait_for_stored(&alice, 2, stored).await;
+    setup.system.stop().await;
+}
+
+/// Alice sends a photo and a PDF in one message without a caption: Bob's
+/// socket, a page, a catch-up and a search by file name all show them, Bob
+/// may download them and Carol (no member) may not; the ids cannot be sent
+/// again elsewhere or by someone else. An edit keeps them; the deletion takes
+/// them, and the clean-up then removes the files and gives the quota back,
+/// as it does for an upload no message carried.
+async fn travel_with_their_message(db: Db, on: Where) {
+    // Long enough for the uploads below to be sent, short enough to see go.
+    let Some(setup) = start_with(db, on, Duration::from_secs(8)).await else { return };
+    let (api, system) = (&setup.api, &setup.system);
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let bob_phone = api.login("bob").await;
+    let carol = api.new_user("carol").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let elsewhere = api.direct(&alice, &carol).await;
+
+    let photo = [b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".as_slice(), &pdf(5000)[20..]].concat();
+    let (status, photo_up) = setup.upload(&alice, "beach.png", photo.clone()).await;
+    assert_eq!(status, 201, "{photo_up}");
+    let report = pdf(70_000);
+    let (status, report_up) = setup.upload(&alice, "Q3 report.pdf", report.clone()).await;
+    assert_eq!(status, 201, "{report_up}");
+    let ids = [photo_up["id"].as_str().unwrap().to_owned(), report_up["id"].as_str().unwrap().to_owned()];
+    let (_, phone_ready) = Ws::open(&system.ws(0), &bob_phone).await;
+    let cursor = phone_ready["cursor"].as_str().unwrap().to_owned();
+    let (mut bob_socket, _) = Ws::open(&system.ws(0), &bob).await;
+    let (mut alice_socket, _) = Ws::open(&system.ws(0), &alice).await;
+
+    alice_socket
+        .send_json(serde_json::json!({
+            "type": "send", "req": 1, "conversation_id": conversation, "client_msg_id": "files-1",
+            "attachments": ids,
+        }))
+        .await;
+    let ack = alice_socket.reply(1).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let check = |message: &Value, what: &str| {
+        let attachments = message["attachments"].as_array().unwrap_or_else(|| panic!("{what}: {message}"));
+        assert_eq!(attachments.len(), 2, "{what}: {message}");
+        assert_eq!(attachments[0]["id"], ids[0].as_str(), "{what}: in the order sent");
+        assert_eq!(attachments[0]["name"], "beach.png");
+        assert_eq!(attachments[0]["content_type"], "image/png");
+        assert_eq!(attachments[1]["name"], "Q3 report.pdf");
+        assert_eq!(attachments[1]["size"], report.len());
+        assert_eq!(attachments[1]["url"], format!("/v1/attachments/{}/content", ids[1]));
+        assert_eq!(message["body"], "", "{what}: no caption");
+    };
+    check(&ack["message"], "the ack");
+    let frame = bob_socket.expect("message").await;
+    check(&frame["message"], "the live frame");
+    let page = api.wait_for_history(&bob, &conversation, 1).await;
+    check(&page[0], "the page");
+    let (mut phone, _) = Ws::open(&format!("{}?cursor={cursor}", system.ws(0)), &bob_phone).await;
+    let caught_up = phone.expect("message").await;
+    check(&caught_up["message"], "the catch-up");
+    let (status, found) = api.get("/v1/search?q=report", Some(&bob.access_token)).await;
+    assert_eq!(status, 200, "{found}");
+    check(&found["messages"][0], "a search by file name");
+
+    // Bob reads the files through the message; Carol cannot.
+    let whole = setup.download(Some(&bob), &ids[1], None).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == report, "bob gets the PDF byte for byte");
+    assert_eq!(setup.download(Some(&carol), &ids[1], None).await.status(), 404);
+    assert_eq!(api.get(&format!("/v1/attachments/{}", ids[0]), Some(&bob.access_token)).await.0, 200);
+
+    // The same files cannot go to another conversation, or be sent by Bob;
+    // a retried send is the same message.
+    let send = |client_msg_id: &str, attachments: Vec<String>| serde_json::json!({ "client_msg_id": client_msg_id, "body": "again", "attachments": attachments });
+    let path = |c: &str| format!("/v1/conversations/{c}/messages");
+    let (status, body) = api.post(&path(&elsewhere), Some(&alice.access_token), send("files-2", ids.to_vec())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, body) = api.post(&path(&conversation), Some(&bob.access_token), send("files-3", ids.to_vec())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+    let unknown = vec![uuid::Uuid::new_v4().to_string()];
+    assert_eq!(api.post(&path(&conversation), Some(&alice.access_token), send("files-4", unknown)).await.0, 404);
+    let not_ids = vec!["../etc/passwd".to_owned()];
+    assert_eq!(api.post(&path(&conversation), Some(&alice.access_token), send("files-5", not_ids)).await.0, 400);
+    let too_many = (0..11).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    assert_eq!(api.post(&path(&conversation), Some(&alice.access_token), send("files-6", too_many)).await.0, 400);
+    let twice = vec![ids[0].clone(), ids[0].clone()];
+    assert_eq!(api.post(&path(&conversation), Some(&alice.access_token), send("files-7", twice)).await.0, 400);
+    let (status, none) = api
+        .post(
+            &path(&conversation),
+            Some(&alice.access_token),
+            serde_json::json!({ "client_msg_id": "files-8", "body": "" }),
+        )
+        .await;
+    assert_eq!(status, 400, "an empty body needs files: {none}");
+    let retried = serde_json::json!({ "client_msg_id": "files-1", "attachments": ids });
+    let (status, same) = api.post(&path(&conversation), Some(&alice.access_token), retried).await;
+    assert_eq!((status, &same["message_id"]), (200, &ack["message"]["message_id"]), "{same}");
+
+    // An edit keeps the files; the deletion takes them.
+    let message_id = ack["message"]["message_id"].as_str().unwrap().to_owned();
+    let message_path = format!("/v1/conversations/{conversation}/messages/{message_id}");
+    let (status, edited) = api
+        .request(
+            reqwest::Method::PATCH,
+            &message_path,
+            Some(&alice.access_token),
+            Some(serde_json::json!({ "body": "from the beach" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["attachments"].as_array().map(Vec::len), Some(2), "{edited}");
+    let (status, tombstone) =
+        api.request(reqwest::Method::DELETE, &message_path, Some(&alice.access_token), None).await;
+    assert_eq!(status, 200, "{tombstone}");
+    let deleted = loop {
+        let page = api.wait_for_history(&bob, &conversation, 1).await;
+        if page[0]["deleted_at"].is_string() {
+            break page[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(deleted.get("attachments").is_none(), "a tombstone carries no file: {deleted}");
+    assert_eq!(setup.download(Some(&bob), &ids[1], None).await.status(), 404, "nothing carries it for bob now");
+
+    // An upload no message carries, beside them: all go, and the quota with them.
+    let (status, _) = setup.upload(&alice, "never sent.pdf", pdf(1000)).await;
+    assert_eq!(status, 201);
+    setup.wait_for_stored(&alice, 0, 0).await;
+    assert_eq!(setup.download(Some(&alice), &ids[0], None).await.status(), 404);
+    drop((bob_socket, alice_socket, phone));
     setup.system.stop().await;
 }

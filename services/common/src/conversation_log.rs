@@ -38,7 +38,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self};
-use chat_proto::events::v1::{Message, SystemEvent};
+use chat_proto::events::v1::{Attachment, Message, SystemEvent};
 use futures::future::BoxFuture;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
@@ -91,6 +91,8 @@ pub struct Outgoing<'a> {
     pub body: &'a str,
     /// Set for system messages (membership changes, renames).
     pub system: Option<SystemEvent>,
+    /// Files sent with the message, as media stored them.
+    pub attachments: &'a [Attachment],
 }
 
 pub struct Published {
@@ -204,6 +206,7 @@ impl ConversationLog {
                 system: out.system.clone(),
                 edited_at_ms: 0,
                 deleted_at_ms: 0,
+                attachments: out.attachments.to_vec(),
             };
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());

@@ -15,6 +15,9 @@ use crate::config::{ConfigError, Env, Setting};
 pub const CHAT_STREAM: &str = "CHAT";
 /// Subjects captured by [`CHAT_STREAM`].
 pub const CHAT_SUBJECTS: &str = "chat.conv.>";
+/// History's durable consumer of the CHAT stream: its ack floor is how far
+/// history has stored the stream (media reads it before removing files).
+pub const HISTORY_CONSUMER: &str = "history";
 /// Typing indicators (core NATS, never stored), one subject per conversation.
 pub fn typing_subject(conversation_id: &str) -> String {
     format!("chat.typing.{conversation_id}")

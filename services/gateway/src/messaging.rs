@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use chat_common::grpc::Channel;
-use chat_proto::events::v1::{ChangeKind, Message};
+use chat_proto::events::v1::{Attachment, ChangeKind, Message};
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::history::v1::{Actor, ChangeMessageRequest, FindSentMessageRequest, MarkReadRequest};
+use chat_proto::media::v1::ClaimAttachmentsRequest;
+use chat_proto::media::v1::media_service_client::MediaServiceClient;
 
 use crate::error::ApiError;
 use crate::membership::MembershipCache;
@@ -60,12 +62,14 @@ impl chat_common::conversation_log::SentArchive for HistoryArchive {
 pub async fn send(
     membership: &MembershipCache,
     log: &ConversationLog,
+    media: &MediaServiceClient<Channel>,
     sender: &Identity,
     input: &SendInput,
 ) -> Result<Published, ApiError> {
     validate(input)?;
     let conversation_id = conversation_id(&input.conversation_id)?;
     let members = membership.for_member(&conversation_id, &sender.user_id).await?;
+    let attachments = claim(media, sender, &conversation_id, &input.attachments).await?;
     let outgoing = Outgoing {
         conversation_id: &conversation_id,
         sender_id: &sender.user_id,
@@ -73,6 +77,7 @@ pub async fn send(
         client_msg_id: &input.client_msg_id,
         body: &input.body,
         system: None,
+        attachments: &attachments,
     };
     let appended = tokio::time::timeout(SEND_TIMEOUT, log.append(&outgoing, members.persisted_last_seq()))
         .await
@@ -90,6 +95,45 @@ pub async fn send(
     })?;
     tracing::debug!(seq = published.message.seq, duplicate = published.duplicate, "message durable");
     Ok(published)
+}
+
+/// Attaches the sender's uploads to the message, as media stored them.
+///
+/// # Errors
+/// `not_found` for an id that is not one of the sender's uploads, `conflict`
+/// for one attached in another conversation, `unavailable` when media is down.
+async fn claim(
+    media: &MediaServiceClient<Channel>,
+    sender: &Identity,
+    conversation_id: &str,
+    ids: &[String],
+) -> Result<Vec<Attachment>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = ClaimAttachmentsRequest {
+        user_id: sender.user_id.to_string(),
+        conversation_id: conversation_id.to_owned(),
+        attachment_ids: ids.to_vec(),
+    };
+    let claimed = tokio::time::timeout(SEND_TIMEOUT, media.clone().claim_attachments(request))
+        .await
+        .map_err(|_| ApiError::unavailable("the file store does not answer; retry"))??;
+    Ok(claimed.into_inner().attachments.into_iter().map(attachment_of).collect())
+}
+
+/// What a message carries of an upload.
+pub fn attachment_of(a: chat_proto::media::v1::Attachment) -> Attachment {
+    Attachment {
+        id: a.id,
+        name: a.name,
+        content_type: a.content_type,
+        size: a.size,
+        width: a.width,
+        height: a.height,
+        has_thumbnail: a.has_thumbnail,
+        blurhash: a.blurhash,
+    }
 }
 
 /// Moves the caller's read marker; history keeps it monotonic and announces

@@ -1,9 +1,9 @@
 //! The JSON shapes of protocol v1 that are shared by HTTP and WebSocket:
-//! `Message`, timestamps and cursors.
+//! `Message` (with its attachments), timestamps and cursors.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_proto::events::v1::Message;
+use chat_proto::events::v1::{Attachment, Message};
 use serde::Serialize;
 
 /// `Message` of the protocol.
@@ -26,6 +26,45 @@ pub struct MessageJson<'a> {
     /// Only on deleted messages (addition to v1): the body is empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// Only on messages with files (addition to v1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentJson<'a>>,
+}
+
+/// A file as messages and uploads show it (addition to v1): where to fetch
+/// it, and for images their size, a thumbnail and a blurred placeholder.
+#[derive(Debug, Serialize)]
+pub struct AttachmentJson<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blurhash: Option<&'a str>,
+}
+
+impl<'a> From<&'a Attachment> for AttachmentJson<'a> {
+    fn from(a: &'a Attachment) -> Self {
+        let image = a.width > 0 && a.height > 0;
+        Self {
+            id: &a.id,
+            name: &a.name,
+            content_type: &a.content_type,
+            size: a.size,
+            width: image.then_some(a.width),
+            height: image.then_some(a.height),
+            url: format!("/v1/attachments/{}/content", a.id),
+            thumbnail_url: a.has_thumbnail.then(|| format!("/v1/attachments/{}/thumbnail", a.id)),
+            blurhash: Some(a.blurhash.as_str()).filter(|b| !b.is_empty()),
+        }
+    }
 }
 
 /// `system` of a system message: the event, the members it is about, and the
@@ -59,6 +98,7 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
             }),
             edited_at: (m.edited_at_ms != 0).then(|| rfc3339_ms(m.edited_at_ms)),
             deleted_at: (m.deleted_at_ms != 0).then(|| rfc3339_ms(m.deleted_at_ms)),
+            attachments: m.attachments.iter().map(AttachmentJson::from).collect(),
         }
     }
 }

@@ -111,6 +111,7 @@ fn decide(
             return Err(Error::Forbidden("only the sender, or a group's owner or admin, deletes a message".into()));
         }
         message.body.clear();
+        message.attachments.clear();
         message.deleted_at_ms = now;
     } else {
         if !is_sender {

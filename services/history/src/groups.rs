@@ -97,6 +97,7 @@ impl Groups<'_> {
             client_msg_id: &client_msg_id,
             body,
             system: Some(event),
+            attachments: &[],
         };
         let published = self.log.append(&out, persisted).await.map_err(|e| match e {
             AppendError::Unavailable(cause) => Error::Unavailable(format!("cannot record the change: {cause}")),

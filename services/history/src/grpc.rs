@@ -6,11 +6,12 @@ use async_nats::jetstream::stream::Stream;
 use chat_common::conversation_log::ConversationLog;
 use chat_proto::events::v1::{ConversationKind, MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
-    AddMembersRequest, CatchUpRequest, CatchUpResponse, ChangeMessageRequest, Conversation, CreateConversationRequest,
-    CreateConversationResponse, FindSentMessageRequest, FindSentMessageResponse, GetConversationRequest,
-    ListContactsRequest, ListContactsResponse, ListConversationsRequest, ListConversationsResponse,
-    ListMessagesRequest, ListMessagesResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest,
-    ReadMarkersSinceResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
+    AddMembersRequest, AttachmentReadableRequest, AttachmentReadableResponse, CatchUpRequest, CatchUpResponse,
+    ChangeMessageRequest, Conversation, CreateConversationRequest, CreateConversationResponse, FindSentMessageRequest,
+    FindSentMessageResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
+    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
+    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, ReferencedAttachmentsRequest,
+    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
     SearchMessagesResponse, SetMemberRoleRequest, history_service_server::HistoryService,
 };
 use prost::Message as _;
@@ -396,6 +397,32 @@ impl HistoryService for HistoryGrpc {
         }
         let message = self.store.sent_message(&sender_id, &req.client_msg_id).await?;
         Ok(Response::new(FindSentMessageResponse { message }))
+    }
+
+    async fn attachment_readable(
+        &self,
+        request: Request<AttachmentReadableRequest>,
+    ) -> Result<Response<AttachmentReadableResponse>, Status> {
+        let req = request.into_inner();
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let attachment_id = validate::uuid("attachment_id", &req.attachment_id)?;
+        let readable = self.store.attachment_readable(&user_id, &attachment_id).await?;
+        Ok(Response::new(AttachmentReadableResponse { readable }))
+    }
+
+    async fn referenced_attachments(
+        &self,
+        request: Request<ReferencedAttachmentsRequest>,
+    ) -> Result<Response<ReferencedAttachmentsResponse>, Status> {
+        let req = request.into_inner();
+        if req.attachment_ids.len() > validate::ATTACHMENTS_ASKED_MAX {
+            let message = format!("at most {} attachment_ids at once", validate::ATTACHMENTS_ASKED_MAX);
+            return Err(Error::InvalidArgument(message).into());
+        }
+        let ids =
+            req.attachment_ids.iter().map(|id| validate::uuid("attachment_ids", id)).collect::<Result<Vec<_>, _>>()?;
+        let attachment_ids = self.store.referenced_attachments(&ids).await?;
+        Ok(Response::new(ReferencedAttachmentsResponse { attachment_ids }))
     }
 
     async fn read_markers_since(

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::store::{Entry, Store};
 
 /// Name of the durable consumer; its ack floor is how far history has persisted.
-pub const CONSUMER: &str = "history";
+pub const CONSUMER: &str = chat_common::nats::HISTORY_CONSUMER;
 
 /// How long a batch collects after its first message. No reader misses what
 /// is not stored yet: devices get messages live and catch up from the

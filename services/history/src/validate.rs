@@ -5,6 +5,8 @@ use crate::error::Error;
 pub const TITLE_MAX: usize = 128;
 pub const PAGE_MAX: u32 = 200;
 pub const CATCH_UP_MAX: u32 = 1000;
+/// Attachment ids one `ReferencedAttachments` call may ask about.
+pub const ATTACHMENTS_ASKED_MAX: usize = 1000;
 /// As the protocol bounds a `client_msg_id`.
 pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 

@@ -14,10 +14,15 @@ CREATE TABLE attachments (
     blurhash TEXT NOT NULL,
     -- 'uploading' while the bytes arrive, 'stored' once all of them are.
     state TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL
+    created_at_ms BIGINT NOT NULL,
+    -- The conversation a message of the owner attached it in (NULL until
+    -- then), and when that was last asked for (a retried send asks again).
+    conversation_id TEXT,
+    claimed_at_ms BIGINT NOT NULL
 );
 
 CREATE INDEX attachments_by_state ON attachments (state, created_at_ms);
+CREATE INDEX attachments_by_claim ON attachments (claimed_at_ms);
 
 -- The bytes each user's attachments take, uploads under way included:
 -- reserved before the first byte is stored, so no user outgrows the quota.

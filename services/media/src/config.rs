@@ -16,6 +16,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// [`shared::NATS_URL`].
     pub nats_url: String,
+    /// [`shared::HISTORY_GRPC_URL`]: which files stored messages carry.
+    pub history_url: String,
     /// Where the bytes are kept: [`STORE`] and the S3 settings.
     pub store: Store,
     /// [`MAX_FILE_BYTES`]: the largest file.
@@ -27,6 +29,13 @@ pub struct Config {
     /// [`UPLOAD_MAX_SECS`]: the longest an upload may take; one left
     /// `uploading` longer (its instance stopped) is swept.
     pub upload_max: std::time::Duration,
+    /// [`UNATTACHED_TTL_SECS`]: an upload no message attached this long is removed.
+    pub unattached_ttl: std::time::Duration,
+    /// [`CLEAN_EVERY_SECS`]: how often files nothing refers to are looked for.
+    pub clean_every: std::time::Duration,
+    /// [`SEND_WINDOW_SECS`]: longer than a send takes from attaching its
+    /// files to publishing its message (the gateway gives up after 2 s).
+    pub send_window: std::time::Duration,
 }
 
 /// Where attachment bytes are kept.
@@ -78,6 +87,10 @@ pub const MAX_FILE_BYTES: Setting = Setting::value("MEDIA_MAX_FILE_BYTES", "1048
 pub const QUOTA_BYTES: Setting = Setting::value("MEDIA_QUOTA_BYTES", "1073741824");
 pub const UPLOAD_IDLE_SECS: Setting = Setting::value("MEDIA_UPLOAD_IDLE_SECS", "30");
 pub const UPLOAD_MAX_SECS: Setting = Setting::value("MEDIA_UPLOAD_MAX_SECS", "3600");
+/// A day.
+pub const UNATTACHED_TTL_SECS: Setting = Setting::value("MEDIA_UNATTACHED_TTL_SECS", "86400");
+pub const CLEAN_EVERY_SECS: Setting = Setting::value("MEDIA_CLEAN_EVERY_SECS", "600");
+pub const SEND_WINDOW_SECS: Setting = Setting::value("MEDIA_SEND_WINDOW_SECS", "30");
 
 /// Every variable media reads: its own and telemetry's.
 pub const SETTINGS: &[&[Setting]] = &[
@@ -87,6 +100,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         DATABASE_URL,
         DATABASE_MAX_CONNECTIONS,
         shared::NATS_URL,
+        shared::HISTORY_GRPC_URL,
         STORE,
         S3_ENDPOINT,
         S3_REGION,
@@ -96,6 +110,9 @@ pub const SETTINGS: &[&[Setting]] = &[
         QUOTA_BYTES,
         UPLOAD_IDLE_SECS,
         UPLOAD_MAX_SECS,
+        UNATTACHED_TTL_SECS,
+        CLEAN_EVERY_SECS,
+        SEND_WINDOW_SECS,
     ],
     chat_common::telemetry::SETTINGS,
 ];
@@ -112,18 +129,20 @@ impl Config {
     /// # Errors
     /// When a variable is set to something unusable.
     pub fn from_lookup(env: Env<'_>) -> Result<Self, ConfigError> {
+        // Every setting is read whatever the store, so that none goes unnoticed.
+        let s3 = S3 {
+            bucket: String::new(),
+            endpoint: S3_ENDPOINT.string(env),
+            region: S3_REGION.string(env),
+            access_key_id: S3_ACCESS_KEY_ID.string(env),
+            secret_access_key: Secret(S3_SECRET_ACCESS_KEY.string(env)),
+        };
         let store = STORE.string(env);
         let store = match store.strip_prefix("s3://") {
             Some(bucket) if bucket.is_empty() || bucket.contains('/') => {
                 return Err(ConfigError::invalid(STORE.name, "s3:// must be followed by a bucket name"));
             }
-            Some(bucket) => Store::S3(S3 {
-                bucket: bucket.to_owned(),
-                endpoint: S3_ENDPOINT.string(env),
-                region: S3_REGION.string(env),
-                access_key_id: S3_ACCESS_KEY_ID.string(env),
-                secret_access_key: Secret(S3_SECRET_ACCESS_KEY.string(env)),
-            }),
+            Some(bucket) => Store::S3(S3 { bucket: bucket.to_owned(), ..s3 }),
             None => Store::Directory(store.into()),
         };
         let config = Self {
@@ -132,12 +151,19 @@ impl Config {
             database_url: DATABASE_URL.string(env),
             database_max_connections: DATABASE_MAX_CONNECTIONS.parse(env)?,
             nats_url: shared::NATS_URL.string(env),
+            history_url: shared::HISTORY_GRPC_URL.string(env),
             store,
             max_file_bytes: MAX_FILE_BYTES.parse(env)?,
             quota_bytes: QUOTA_BYTES.parse(env)?,
             upload_idle: std::time::Duration::from_secs(UPLOAD_IDLE_SECS.parse(env)?),
             upload_max: std::time::Duration::from_secs(UPLOAD_MAX_SECS.parse(env)?),
+            unattached_ttl: std::time::Duration::from_secs(UNATTACHED_TTL_SECS.parse(env)?),
+            clean_every: std::time::Duration::from_secs(CLEAN_EVERY_SECS.parse(env)?),
+            send_window: std::time::Duration::from_secs(SEND_WINDOW_SECS.parse(env)?),
         };
+        if config.clean_every.is_zero() {
+            return Err(ConfigError::invalid(CLEAN_EVERY_SECS.name, "must be at least 1"));
+        }
         if config.max_file_bytes == 0 {
             return Err(ConfigError::invalid(MAX_FILE_BYTES.name, "must be at least 1"));
         }
@@ -152,7 +178,7 @@ impl Config {
 
     /// The defaults, on ports the system picks, storing in `store`, with a
     /// small pool (tests use this).
-    pub fn local(database_url: &str, nats_url: &str, store: Store) -> Self {
+    pub fn local(database_url: &str, nats_url: &str, history_url: &str, store: Store) -> Self {
         let defaults = Self::from_lookup(&|_| None).expect("media's defaults are valid");
         Self {
             grpc_addr: "127.0.0.1:0".to_owned(),
@@ -160,6 +186,7 @@ impl Config {
             database_url: database_url.to_owned(),
             database_max_connections: 4,
             nats_url: nats_url.to_owned(),
+            history_url: history_url.to_owned(),
             store,
             ..defaults
         }

@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use chat_proto::media::v1::media_service_server::MediaService;
 use chat_proto::media::v1::{
-    Attachment, DownloadHeader, DownloadRequest, DownloadResponse, GetAttachmentRequest, GetUsageRequest,
-    UploadRequest, Usage, download_response,
+    Attachment, ClaimAttachmentsRequest, ClaimAttachmentsResponse, DownloadHeader, DownloadRequest, DownloadResponse,
+    GetAttachmentRequest, GetUsageRequest, UploadRequest, Usage, download_response,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobs::Blobs;
-use crate::records::{Records, STORED};
+use crate::records::{ClaimError, Records, STORED};
+
+/// Attachments one message may carry (the gateway allows fewer).
+const CLAIM_MAX: usize = 32;
 use crate::upload::{self, Limits};
 
 pub struct MediaGrpc {
@@ -107,6 +110,32 @@ impl MediaService for MediaGrpc {
 
     async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {
         self.stored(&request.into_inner().attachment_id).await.map(Response::new)
+    }
+
+    async fn claim_attachments(
+        &self,
+        request: Request<ClaimAttachmentsRequest>,
+    ) -> Result<Response<ClaimAttachmentsResponse>, Status> {
+        let request = request.into_inner();
+        uuid("user_id", &request.user_id)?;
+        uuid("conversation_id", &request.conversation_id)?;
+        if request.attachment_ids.len() > CLAIM_MAX {
+            return Err(Status::invalid_argument(format!("at most {CLAIM_MAX} attachments")));
+        }
+        for id in &request.attachment_ids {
+            uuid("attachment_ids", id)?;
+        }
+        let now = chat_common::time::now_ms();
+        let claimed =
+            self.records.claim(&request.user_id, &request.conversation_id, &request.attachment_ids, now).await;
+        match claimed {
+            Ok(attachments) => Ok(Response::new(ClaimAttachmentsResponse { attachments })),
+            Err(ClaimError::Unknown(id)) => Err(Status::not_found(format!("no such attachment: {id}"))),
+            Err(ClaimError::ElsewhereAttached(id)) => {
+                Err(Status::failed_precondition(format!("attachment {id} is attached in another conversation")))
+            }
+            Err(ClaimError::Database(e)) => Err(database(&e)),
+        }
     }
 
     async fn get_usage(&self, request: Request<GetUsageRequest>) -> Result<Response<Usage>, Status> {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod blobs;
+mod cleanup;
 pub mod config;
 mod grpc;
 mod metrics;
@@ -16,7 +17,6 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chat_common::server::{Addresses, GrpcServer};
@@ -27,9 +27,6 @@ pub use config::{Config, S3, Secret, Store};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// How often unfinished uploads of stopped instances are looked for.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -39,7 +36,7 @@ pub enum Error {
 /// The media service, built and bound, ready to run.
 pub struct App {
     server: GrpcServer,
-    sweeper: Sweeper,
+    cleanup: cleanup::Cleanup,
 }
 
 impl App {
@@ -55,7 +52,10 @@ impl App {
         MIGRATOR.run(&pool).await.context("migrating the database")?;
         let blobs = Arc::new(blobs::Blobs::open(&config.store).context("opening the attachment store")?);
         let nats = chat_common::nats::connect(&config.nats_url, "media").await.context("connecting to NATS")?;
-        let dependencies = chat_common::grpc::Dependencies::new(nats, Some(pool.clone()));
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool.clone()));
+        let history = chat_common::grpc::history_client(
+            chat_common::grpc::channel(&config.history_url).context("the history address")?,
+        );
         let records = records::Records::new(pool);
         let limits = upload::Limits {
             max_file_bytes: config.max_file_bytes,
@@ -63,7 +63,16 @@ impl App {
             idle: config.upload_idle,
             max: config.upload_max,
         };
-        let sweeper = Sweeper { records: records.clone(), blobs: blobs.clone(), upload_max: config.upload_max };
+        let cleanup = cleanup::Cleanup {
+            records: records.clone(),
+            blobs: blobs.clone(),
+            history,
+            js: async_nats::jetstream::new(nats),
+            upload_max: config.upload_max,
+            unattached_ttl: config.unattached_ttl,
+            send_window: config.send_window,
+            every: config.clean_every,
+        };
         let service = grpc::MediaGrpc { records, blobs, limits };
         let server = GrpcServer::bind(
             "media",
@@ -73,7 +82,7 @@ impl App {
             dependencies,
         )
         .await?;
-        Ok(Self { server, sweeper })
+        Ok(Self { server, cleanup })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -91,44 +100,9 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         // One task for both, so stopping or aborting it stops everything.
         let ((), served) = tokio::join!(
-            self.sweeper.run(shutdown.clone()),
+            self.cleanup.run(shutdown.clone()),
             self.server.serve(metrics::get().registry.clone(), shutdown.clone())
         );
         Ok(served?)
-    }
-}
-
-/// Removes uploads that an instance left `uploading` when it stopped: no
-/// upload runs longer than `upload_max`, so one older than that (and a
-/// minute) has no instance writing it.
-struct Sweeper {
-    records: records::Records,
-    blobs: Arc<blobs::Blobs>,
-    upload_max: Duration,
-}
-
-impl Sweeper {
-    async fn run(self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(SWEEP_EVERY) => {}
-            }
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "cannot sweep unfinished uploads");
-            }
-        }
-    }
-
-    async fn sweep(&self) -> anyhow::Result<()> {
-        let cutoff = self.upload_max + Duration::from_secs(60);
-        let before_ms = chat_common::time::now_ms() - i64::try_from(cutoff.as_millis()).unwrap_or(i64::MAX);
-        for id in self.records.abandoned(before_ms, 100).await? {
-            self.blobs.delete(&upload::file_key(&id)).await?;
-            self.records.release(&id).await?;
-            metrics::get().swept.inc();
-            tracing::info!(attachment_id = %id, "an unfinished upload of a stopped instance removed");
-        }
-        Ok(())
     }
 }

@@ -10,8 +10,10 @@ pub struct Metrics {
     pub uploads: CounterFamily,
     pub uploaded_bytes: Counter,
     pub downloaded_bytes: Counter,
-    /// Uploads left unfinished by a stopped instance, removed.
-    pub swept: Counter,
+    /// Attachments removed by the clean-up, by why: `unfinished` (left by a
+    /// stopped instance), `unattached`, `unreferenced`, `cut_short` (a removal
+    /// finished).
+    pub removed: CounterFamily,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -24,20 +26,20 @@ pub fn get() -> &'static Metrics {
             uploads: CounterFamily::default(),
             uploaded_bytes: Counter::default(),
             downloaded_bytes: Counter::default(),
-            swept: Counter::default(),
+            removed: CounterFamily::default(),
         };
         registry.register("media_uploads", "Uploads, by outcome", metrics.uploads.clone());
         registry.register("media_uploaded_bytes", "Bytes of uploads stored", metrics.uploaded_bytes.clone());
         registry.register("media_downloaded_bytes", "Bytes of attachments sent", metrics.downloaded_bytes.clone());
-        registry.register(
-            "media_swept_uploads",
-            "Unfinished uploads of stopped instances removed",
-            metrics.swept.clone(),
-        );
+        registry.register("media_removed", "Attachments removed by the clean-up, by why", metrics.removed.clone());
         Metrics { registry: Arc::new(registry), ..metrics }
     })
 }
 
 pub fn count_upload(outcome: &'static str) {
     get().uploads.get_or_create(&label("outcome", outcome)).inc();
+}
+
+pub fn count_removed(why: &'static str) {
+    get().removed.get_or_create(&label("why", why)).inc();
 }

@@ -7,6 +7,10 @@
 //! is stored; it becomes `stored` once every byte is, or is released (row
 //! gone, bytes given back) when it fails. So two uploads at once cannot
 //! together pass the quota, and a failed one leaves nothing counted.
+//!
+//! A file nothing refers to is first marked `deleting` (from then on nobody
+//! can attach or download it), then its bytes go, then its row: a deletion
+//! cut short is finished by the next clean-up.
 
 use chat_common::db::WriteConnection;
 use chat_proto::media::v1::Attachment;
@@ -25,9 +29,22 @@ pub enum RecordError {
     Database(#[from] sqlx::Error),
 }
 
+/// Why uploads cannot be attached to a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("no such attachment: {0}")]
+    Unknown(String),
+    #[error("attachment {0} is attached in another conversation")]
+    ElsewhereAttached(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// Attachment states, as stored.
 pub const UPLOADING: &str = "uploading";
 pub const STORED: &str = "stored";
+/// Its bytes are being removed; the row goes once they are.
+pub const DELETING: &str = "deleting";
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -88,8 +105,8 @@ impl Records {
         }
         sqlx::query(
             "INSERT INTO attachments (id, owner_id, name, content_type, size, width, height, has_thumbnail,
-                                      blurhash, state, created_at_ms)
-             VALUES ($1, $2, $3, '', $4, 0, 0, 0, '', $5, $6)",
+                                      blurhash, state, created_at_ms, claimed_at_ms)
+             VALUES ($1, $2, $3, '', $4, 0, 0, 0, '', $5, $6, 0)",
         )
         .bind(&attachment.id)
         .bind(&attachment.owner_id)
@@ -170,6 +187,140 @@ impl Records {
         let rows = sqlx::query("SELECT id FROM attachments WHERE state = $1 AND created_at_ms < $2 LIMIT $3")
             .bind(UPLOADING)
             .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| row.try_get("id")).collect()
+    }
+
+    /// Attaches `ids` (each `owner_id`'s, stored) in `conversation_id`, all
+    /// or none; returns them in the order given.
+    ///
+    /// # Errors
+    /// [`ClaimError::Unknown`] for an id that is not the owner's stored
+    /// upload, [`ClaimError::ElsewhereAttached`], or when the database fails.
+    pub async fn claim(
+        &self,
+        owner_id: &str,
+        conversation_id: &str,
+        ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<Attachment>, ClaimError> {
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else {
+                return Err(ClaimError::Unknown(id.clone()));
+            };
+            let (attachment, state) = attachment_from_row(&row)?;
+            if attachment.owner_id != owner_id || state != STORED {
+                return Err(ClaimError::Unknown(id.clone()));
+            }
+            let attached: Option<String> = row.try_get("conversation_id")?;
+            if attached.is_some_and(|c| c != conversation_id) {
+                return Err(ClaimError::ElsewhereAttached(id.clone()));
+            }
+            sqlx::query("UPDATE attachments SET conversation_id = $2, claimed_at_ms = $3 WHERE id = $1")
+                .bind(id)
+                .bind(conversation_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            claimed.push(attachment);
+        }
+        tx.commit().await?;
+        connection.succeeded();
+        Ok(claimed)
+    }
+
+    /// Stored uploads no message attached, made before `before_ms`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn unattached(&self, before_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id FROM attachments
+             WHERE state = $1 AND conversation_id IS NULL AND created_at_ms < $2 LIMIT $3",
+        )
+        .bind(STORED)
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| row.try_get("id")).collect()
+    }
+
+    /// Attachments last attached before `before_ms`, after `after_id` in id
+    /// order (a page of them).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn attached_before(
+        &self,
+        before_ms: i64,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id FROM attachments
+             WHERE conversation_id IS NOT NULL AND claimed_at_ms < $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(before_ms)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| row.try_get("id")).collect()
+    }
+
+    /// Marks `id` as being deleted if it is still stored and unattached,
+    /// and was uploaded before `before_ms`; `true` when marked. A marked
+    /// attachment can no longer be attached or downloaded.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn start_deleting_unattached(&self, id: &str, before_ms: i64) -> Result<bool, sqlx::Error> {
+        let marked = sqlx::query(
+            "UPDATE attachments SET state = $3
+             WHERE id = $1 AND state = $4 AND conversation_id IS NULL AND created_at_ms < $2",
+        )
+        .bind(id)
+        .bind(before_ms)
+        .bind(DELETING)
+        .bind(STORED)
+        .execute(&self.pool)
+        .await?;
+        Ok(marked.rows_affected() == 1)
+    }
+
+    /// As [`Records::start_deleting_unattached`], for an attachment last
+    /// attached before `before_ms` (a send attaching it again since keeps it).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn start_deleting_attached(&self, id: &str, before_ms: i64) -> Result<bool, sqlx::Error> {
+        let marked = sqlx::query(
+            "UPDATE attachments SET state = $3
+             WHERE id = $1 AND state = $4 AND conversation_id IS NOT NULL AND claimed_at_ms < $2",
+        )
+        .bind(id)
+        .bind(before_ms)
+        .bind(DELETING)
+        .bind(STORED)
+        .execute(&self.pool)
+        .await?;
+        Ok(marked.rows_affected() == 1)
+    }
+
+    /// Attachments marked as being deleted (whose deletion may have been cut short).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn being_deleted(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id FROM attachments WHERE state = $1 LIMIT $2")
+            .bind(DELETING)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

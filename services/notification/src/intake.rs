@@ -240,7 +240,7 @@ impl Intake {
             let sockets = self.sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             members.iter().filter(|m| **m != chat.sender_id && !sockets.is_connected(m)).collect()
         };
-        let preview: String = chat.body.chars().take(PREVIEW_CHARS).collect();
+        let preview = preview(chat);
         let queued = offline.into_iter().map(|user_id| {
             let delivery = PendingDelivery {
                 user_id: user_id.clone(),
@@ -324,5 +324,42 @@ impl Intake {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<String>>>> {
         self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a notification says of a message: the start of its text, and what
+/// files it carries ("sent a photo", "sent 3 files: the caption").
+pub fn preview(chat: &Message) -> String {
+    let text: String = chat.body.chars().take(PREVIEW_CHARS).collect();
+    let count = chat.attachments.len();
+    if count == 0 {
+        return text;
+    }
+    let photos = chat.attachments.iter().all(|a| a.content_type.starts_with("image/"));
+    let sent = match (count, photos) {
+        (1, true) => "sent a photo".to_owned(),
+        (1, false) => "sent a file".to_owned(),
+        (n, true) => format!("sent {n} photos"),
+        (n, false) => format!("sent {n} files"),
+    };
+    if text.is_empty() { sent } else { format!("{sent}: {text}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::events::v1::Attachment;
+
+    #[test]
+    fn a_preview_says_what_files_a_message_carries() {
+        let image = Attachment { content_type: "image/png".into(), ..Default::default() };
+        let pdf = Attachment { content_type: "application/pdf".into(), ..Default::default() };
+        let message =
+            |body: &str, attachments: Vec<_>| Message { body: body.into(), attachments, ..Default::default() };
+        assert_eq!(preview(&message("hello", vec![])), "hello");
+        assert_eq!(preview(&message("", vec![image.clone()])), "sent a photo");
+        assert_eq!(preview(&message("look", vec![image.clone(), image.clone()])), "sent 2 photos: look");
+        assert_eq!(preview(&message("", vec![pdf.clone()])), "sent a file");
+        assert_eq!(preview(&message("", vec![image, pdf])), "sent 2 files");
     }
 }

@@ -61,13 +61,14 @@ macro_rules! app {
     };
 }
 
-/// The five services.
-pub fn apps() -> [App; 5] {
+/// The six services.
+pub fn apps() -> [App; 6] {
     [
         app!("auth", chat_auth, grpc: true),
         app!("history", chat_history, grpc: true),
         app!("presence", chat_presence, grpc: true),
         app!("notification", chat_notification, grpc: true),
+        app!("media", chat_media, grpc: true),
         app!("gateway", chat_gateway, grpc: false),
     ]
 }
@@ -249,7 +250,7 @@ fn read_workspace(root: &Path) -> Result<Workspace, String> {
 struct Check<'a> {
     files: &'a Deployment,
     problems: Vec<String>,
-    apps: [App; 5],
+    apps: [App; 6],
 }
 
 impl Check<'_> {

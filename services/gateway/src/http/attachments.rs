@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chat_proto::history::v1::AttachmentReadableRequest;
 use chat_proto::media::v1::{
     Attachment, DownloadRequest, GetAttachmentRequest, GetUsageRequest, UploadHeader, UploadRequest, download_response,
     upload_request,
@@ -24,27 +25,14 @@ use serde_json::{Value, json};
 use super::extract::{AuthUser, Path};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::wire::rfc3339_ms;
+use crate::wire::{AttachmentJson, rfc3339_ms};
 
-/// An attachment as clients see it.
-pub fn attachment_json(a: &Attachment) -> Value {
-    let mut body = json!({
-        "id": a.id,
-        "name": a.name,
-        "content_type": a.content_type,
-        "size": a.size,
-        "created_at": rfc3339_ms(a.created_at_ms),
-    });
-    if a.width > 0 && a.height > 0 {
-        body["width"] = a.width.into();
-        body["height"] = a.height.into();
-    }
-    if a.has_thumbnail {
-        body["thumbnail_url"] = format!("/v1/attachments/{}/thumbnail", a.id).into();
-    }
-    if !a.blurhash.is_empty() {
-        body["blurhash"] = a.blurhash.clone().into();
-    }
+/// An upload as clients see it: as a message shows it, and when it was made.
+pub fn attachment_json(a: Attachment) -> Value {
+    let created_at = rfc3339_ms(a.created_at_ms);
+    let attachment = crate::messaging::attachment_of(a);
+    let mut body = json!(AttachmentJson::from(&attachment));
+    body["created_at"] = created_at.into();
     body
 }
 
@@ -111,24 +99,29 @@ pub async fn upload(
         return Err(ApiError::request_timeout());
     }
     match stored {
-        Ok(attachment) => Ok((StatusCode::CREATED, Json(attachment_json(&attachment.into_inner())))),
+        Ok(attachment) => Ok((StatusCode::CREATED, Json(attachment_json(attachment.into_inner())))),
         Err(status) if status.code() == tonic::Code::OutOfRange => Err(ApiError::too_large(status.message())),
         Err(status) => Err(status.into()),
     }
 }
 
-/// The attachment, if `me` may read it: for now, its uploader.
+/// The attachment, if `me` may read it: its uploader may, and whoever may
+/// read a stored message that carries it (history decides, as for the message).
 async fn readable(state: &AppState, me: &crate::tokens::Identity, id: &str) -> Result<Attachment, ApiError> {
-    if uuid::Uuid::parse_str(id).is_err() {
-        return Err(ApiError::invalid_argument("attachment_id must be a UUID"));
-    }
+    let id = uuid::Uuid::parse_str(id).map_err(|_| ApiError::invalid_argument("attachment_id must be a UUID"))?;
+    let attachment_id = id.to_string();
     let attachment =
-        state.media.clone().get_attachment(GetAttachmentRequest { attachment_id: id.to_owned() }).await?.into_inner();
-    if attachment.owner_id != *me.user_id {
-        // The same answer as for an unknown id: no probing for others' files.
-        return Err(ApiError::not_found("no such attachment"));
+        state.media.clone().get_attachment(GetAttachmentRequest { attachment_id: attachment_id.clone() }).await?;
+    let attachment = attachment.into_inner();
+    if attachment.owner_id == *me.user_id {
+        return Ok(attachment);
     }
-    Ok(attachment)
+    let asked = AttachmentReadableRequest { user_id: me.user_id.to_string(), attachment_id };
+    if state.history.clone().attachment_readable(asked).await?.into_inner().readable {
+        return Ok(attachment);
+    }
+    // The same answer as for an unknown id: no probing for others' files.
+    Err(ApiError::not_found("no such attachment"))
 }
 
 /// `GET /v1/attachments/{attachment_id}`: what is known about it.
@@ -137,7 +130,7 @@ pub async fn get(
     AuthUser(me): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(attachment_json(&readable(&state, &me, &id).await?)))
+    Ok(Json(attachment_json(readable(&state, &me, &id).await?)))
 }
 
 /// A `Range` header the way browsers and media players send it: one range

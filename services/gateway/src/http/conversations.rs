@@ -264,7 +264,11 @@ pub async fn messages(
 #[derive(Deserialize)]
 pub struct SendBody {
     client_msg_id: String,
-    body: String,
+    /// Optional only on a message with attachments.
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
 pub async fn send(
@@ -274,8 +278,14 @@ pub async fn send(
     JsonBody(body): JsonBody<SendBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     state.brakes.send(&me.user_id)?;
-    let input = SendInput { conversation_id, client_msg_id: body.client_msg_id, body: body.body };
-    let published = messaging::send(&state.membership, &state.log, &me, &input).await?;
+    let attachments = rules::attachment_ids(body.attachments);
+    let body_text = match body.body {
+        Some(text) => text,
+        None if !attachments.is_empty() => String::new(),
+        None => return Err(ApiError::invalid_argument("invalid JSON body: missing field `body`")),
+    };
+    let input = SendInput { conversation_id, client_msg_id: body.client_msg_id, body: body_text, attachments };
+    let published = messaging::send(&state.membership, &state.log, &state.media, &me, &input).await?;
     let status = if published.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!(MessageJson::from(&published.message)))))
 }

@@ -133,6 +133,8 @@ enum RawFrame {
         client_msg_id: Field<String>,
         #[serde(default)]
         body: Field<String>,
+        #[serde(default)]
+        attachments: Field<Vec<String>>,
     },
     Sync {
         #[serde(default)]
@@ -259,12 +261,25 @@ fn checked(raw: RawFrame, f: &Fields) -> Result<ClientFrame, FrameError> {
         RawFrame::Auth { token, cursor } => {
             ClientFrame::Auth { token: f.string("token", token)?, cursor: f.optional_string("cursor", cursor)? }
         }
-        RawFrame::Send { conversation_id, client_msg_id, body } => {
+        RawFrame::Send { conversation_id, client_msg_id, body, attachments } => {
             let req = f.req()?;
+            let attachments = match attachments {
+                Field::Absent | Field::Null => Vec::new(),
+                Field::Given(ids) => rules::attachment_ids(ids),
+                Field::Mistyped => {
+                    return Err(FrameError::invalid_frame(Some(req), "attachments must be an array of strings"));
+                }
+            };
+            let body = match body {
+                // A message of files needs no caption.
+                Field::Absent if !attachments.is_empty() => String::new(),
+                body => f.string("body", body)?,
+            };
             let input = SendInput {
                 conversation_id: f.string("conversation_id", conversation_id)?,
                 client_msg_id: f.string("client_msg_id", client_msg_id)?,
-                body: f.string("body", body)?,
+                body,
+                attachments,
             };
             rules::validate(&input).map_err(|e| FrameError::from_api(Some(req), &e))?;
             ClientFrame::Send { req, input }
@@ -465,7 +480,12 @@ mod tests {
             ClientFrame::Auth { token: "t".into(), cursor: Some("c".into()) },
             ClientFrame::Send {
                 req: 1,
-                input: SendInput { conversation_id: CONV.into(), client_msg_id: "m-1".into(), body: "hi".into() },
+                input: SendInput {
+                    conversation_id: CONV.into(),
+                    client_msg_id: "m-1".into(),
+                    body: "hi".into(),
+                    attachments: Vec::new(),
+                },
             },
             ClientFrame::Sync { req: 2, cursor: "c".into() },
             ClientFrame::Typing { conversation_id: CONV.into(), state: TypingState::Stop },

@@ -6,6 +6,8 @@ use serde::Serialize;
 use crate::error::ApiError;
 
 pub const BODY_MAX_BYTES: usize = 16_384;
+/// Files one message may carry.
+pub const ATTACHMENTS_MAX: usize = 10;
 pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 
 /// A message to send, as a client gave it.
@@ -13,7 +15,10 @@ pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 pub struct SendInput {
     pub conversation_id: String,
     pub client_msg_id: String,
+    /// May be empty when the message carries files.
     pub body: String,
+    /// Ids of uploads (addition to v1), in canonical form once validated.
+    pub attachments: Vec<String>,
 }
 
 /// A conversation id in canonical form.
@@ -24,6 +29,12 @@ pub fn conversation_id(value: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(value)
         .map(|u| u.to_string())
         .map_err(|_| ApiError::invalid_argument("conversation_id must be a UUID"))
+}
+
+/// Attachment ids as sent, each UUID in canonical form (anything else is
+/// left for [`validate`] to refuse).
+pub fn attachment_ids(ids: Vec<String>) -> Vec<String> {
+    ids.into_iter().map(|id| uuid::Uuid::parse_str(&id).map_or(id, |u| u.to_string())).collect()
 }
 
 /// Checks the protocol's bounds on a message.
@@ -40,6 +51,21 @@ pub fn validate(input: &SendInput) -> Result<(), ApiError> {
     }
     if input.client_msg_id.chars().any(char::is_control) {
         return Err(ApiError::invalid_argument("client_msg_id must not contain control characters"));
+    }
+    if input.attachments.len() > ATTACHMENTS_MAX {
+        return Err(ApiError::invalid_argument(format!("a message carries at most {ATTACHMENTS_MAX} attachments")));
+    }
+    for (i, id) in input.attachments.iter().enumerate() {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::invalid_argument("attachments must be upload ids (UUIDs)"));
+        }
+        if input.attachments[..i].contains(id) {
+            return Err(ApiError::invalid_argument("an attachment is given twice"));
+        }
+    }
+    if input.body.is_empty() && !input.attachments.is_empty() {
+        // A caption is optional on a message with files.
+        return Ok(());
     }
     body(&input.body)
 }

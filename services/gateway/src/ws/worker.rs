@@ -101,7 +101,7 @@ async fn answer(state: &AppState, identity: &Identity, work: Work) -> Option<Str
     match work {
         Work::Send { req, input } => {
             let started = std::time::Instant::now();
-            let sent = messaging::send(&state.membership, &state.log, identity, &input).await;
+            let sent = messaging::send(&state.membership, &state.log, &state.media, identity, &input).await;
             crate::metrics::get().send_to_ack.observe(started.elapsed().as_secs_f64());
             Some(match sent {
                 Ok(published) => ack_frame(req, &published.message),

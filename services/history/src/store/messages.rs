@@ -4,7 +4,7 @@
 //! for a device's catch-up.
 
 use chat_common::db::Backend;
-use chat_proto::events::v1::{MemberRole, Message, SystemEvent, SystemEventKind};
+use chat_proto::events::v1::{Attachment, MemberRole, Message, SystemEvent, SystemEventKind};
 use chat_proto::history::v1::{ChangedMessage, StreamMessage};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -19,7 +19,7 @@ use crate::error::Error;
 macro_rules! message_columns {
     () => {
         "m.conversation_id, m.message_id, m.seq, m.sender_id, m.sender_device_id, m.client_msg_id, m.body, \
-         m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms"
+         m.sent_at_ms, m.system_event, m.edited_at_ms, m.deleted_at_ms, m.attachments"
     };
 }
 pub(super) use message_columns;
@@ -65,7 +65,87 @@ pub(super) fn message_from_row(row: &AnyRow) -> Result<Message, sqlx::Error> {
         system: row.try_get::<Option<String>, _>("system_event")?.as_deref().and_then(system_from_json),
         edited_at_ms: row.try_get("edited_at_ms")?,
         deleted_at_ms: row.try_get("deleted_at_ms")?,
+        attachments: row
+            .try_get::<Option<String>, _>("attachments")?
+            .as_deref()
+            .map(attachments_from_json)
+            .unwrap_or_default(),
     })
+}
+
+/// A message's attachments as their column keeps them: a JSON array, or
+/// NULL when there are none.
+fn attachments_to_json(attachments: &[Attachment]) -> Option<String> {
+    if attachments.is_empty() {
+        return None;
+    }
+    let all: Vec<serde_json::Value> = attachments
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "id": a.id,
+                "name": a.name,
+                "content_type": a.content_type,
+                "size": a.size,
+                "width": a.width,
+                "height": a.height,
+                "has_thumbnail": a.has_thumbnail,
+                "blurhash": a.blurhash,
+            })
+        })
+        .collect();
+    Some(serde_json::Value::Array(all).to_string())
+}
+
+fn attachments_from_json(json: &str) -> Vec<Attachment> {
+    let Ok(serde_json::Value::Array(all)) = serde_json::from_str(json) else { return Vec::new() };
+    all.iter()
+        .map(|a| {
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            let number = |k: &str| a[k].as_u64().unwrap_or_default();
+            Attachment {
+                id: text("id"),
+                name: text("name"),
+                content_type: text("content_type"),
+                size: number("size"),
+                width: u32::try_from(number("width")).unwrap_or_default(),
+                height: u32::try_from(number("height")).unwrap_or_default(),
+                has_thumbnail: a["has_thumbnail"].as_bool().unwrap_or_default(),
+                blurhash: text("blurhash"),
+            }
+        })
+        .collect()
+}
+
+/// The attachments' names as search sees them: each whole and cut at its
+/// punctuation, so that `report` and `report.pdf` both find `Q3 report.pdf`
+/// (PostgreSQL's parser keeps `report.pdf` as one word).
+fn attachment_names(attachments: &[Attachment]) -> String {
+    let mut names = String::new();
+    for attachment in attachments {
+        let cut: String = attachment.name.chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
+        for words in [attachment.name.as_str(), cut.as_str()] {
+            names.push_str(words);
+            names.push(' ');
+        }
+    }
+    names
+}
+
+/// Records which stored message carries each of its attachments.
+async fn record_attachments(tx: &mut sqlx::Transaction<'_, sqlx::Any>, m: &Message) -> Result<(), Error> {
+    for attachment in &m.attachments {
+        sqlx::query(
+            "INSERT INTO message_attachments (attachment_id, conversation_id, seq) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&attachment.id)
+        .bind(&m.conversation_id)
+        .bind(db_int(m.seq))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A system event as its column keeps it: JSON with protocol v1's words.
@@ -96,7 +176,7 @@ fn system_from_json(json: &str) -> Option<SystemEvent> {
 /// worker thread), and 128 rows of 10 values stay far below both databases'
 /// limits on bound parameters.
 const MESSAGE_ROWS_PER_INSERT: usize = 128;
-const MESSAGE_COLUMNS: usize = 10;
+const MESSAGE_COLUMNS: usize = 12;
 
 /// Inserts messages from the stream, skipping those stored already.
 pub(super) async fn insert_messages(
@@ -118,9 +198,14 @@ pub(super) async fn insert_messages(
                 .bind(&m.client_msg_id)
                 .bind(&m.body)
                 .bind(m.sent_at_ms)
-                .bind(m.system.as_ref().map(system_to_json));
+                .bind(m.system.as_ref().map(system_to_json))
+                .bind(attachments_to_json(&m.attachments))
+                .bind(attachment_names(&m.attachments));
         }
         query.execute(&mut **tx).await?;
+    }
+    for (_, m) in messages.iter().filter(|(_, m)| !m.attachments.is_empty()) {
+        record_attachments(tx, m).await?;
     }
     Ok(())
 }
@@ -133,7 +218,8 @@ fn insert_messages_sql(backend: Backend, rows: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = String::from(
         "INSERT INTO messages (conversation_id, seq, message_id, stream_seq, sender_id, sender_device_id,
-                               client_msg_id, body, sent_at_ms, system_event) VALUES ",
+                               client_msg_id, body, sent_at_ms, system_event, attachments,
+                               attachment_names) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -169,8 +255,9 @@ pub(super) async fn apply_change(
         return Ok(false);
     }
     // Changes apply in stream order; nothing changes a deleted message.
-    sqlx::query(
-        "UPDATE messages SET body = $1, edited_at_ms = $2, deleted_at_ms = $3, change_stream_seq = $4
+    let changed = sqlx::query(
+        "UPDATE messages SET body = $1, edited_at_ms = $2, deleted_at_ms = $3, change_stream_seq = $4,
+                             attachments = $7, attachment_names = $8
          WHERE conversation_id = $5 AND message_id = $6 AND deleted_at_ms = 0 AND change_stream_seq < $4",
     )
     .bind(&m.body)
@@ -179,8 +266,18 @@ pub(super) async fn apply_change(
     .bind(db_int(stream_seq))
     .bind(&m.conversation_id)
     .bind(&m.message_id)
+    .bind(attachments_to_json(&m.attachments))
+    .bind(attachment_names(&m.attachments))
     .execute(&mut **tx)
     .await?;
+    // A tombstone carries no file: media may remove those nothing else carries.
+    if changed.rows_affected() > 0 && m.deleted_at_ms != 0 {
+        sqlx::query("DELETE FROM message_attachments WHERE conversation_id = $1 AND seq = $2")
+            .bind(&m.conversation_id)
+            .bind(exists.unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(true)
 }
 

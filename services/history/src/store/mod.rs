@@ -5,6 +5,7 @@
 //! text made at run time (the multi-row insert of messages) consists of
 //! placeholders only.
 
+mod attachments;
 mod conversations;
 mod markers;
 mod messages;

@@ -1,6 +1,7 @@
-//! Full-text search over the messages a user may see. The two databases
-//! search differently (PostgreSQL a `tsvector` of each body, SQLite an FTS5
-//! table beside `messages`), so each has its own query; the user's words are
+//! Full-text search over the messages a user may see, in their bodies and
+//! the names of their files. The two databases search differently
+//! (PostgreSQL a `tsvector` of each message, SQLite an FTS5 table beside
+//! `messages`), so each has its own query; the user's words are
 //! always bound, and for FTS5 quoted so that none is read as its syntax.
 
 use chat_common::db::Backend;
@@ -19,7 +20,7 @@ const SEARCH_POSTGRES: &str = concat!(
     ", m.stream_seq FROM messages m ",
     seen_by_user!(),
     "
-     WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $2)
+     WHERE to_tsvector('simple', m.body || ' ' || m.attachment_names) @@ plainto_tsquery('simple', $2)
        AND m.stream_seq < $3 AND ($4 = '' OR m.conversation_id = $4)
        AND m.system_event IS NULL AND m.deleted_at_ms = 0
      ORDER BY m.stream_seq DESC LIMIT $5"
