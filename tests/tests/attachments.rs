@@ -20,6 +20,8 @@ const QUOTA: u64 = 20 * 1024 * 1024;
 const BUCKET: &str = "chat-media";
 /// The gateway's body timeout here: a stalled upload is cut after this.
 const BODY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest image here.
+const MAX_IMAGE: u64 = 4 * 1024 * 1024;
 /// How long an upload no message carries is kept, unless a test says.
 const UNATTACHED_TTL: Duration = Duration::from_secs(3600);
 
@@ -65,6 +67,7 @@ async fn start_with(db: Db, on: Where, unattached_ttl: Duration) -> Option<Setup
             config.clean_every = Duration::from_secs(1);
             config.send_window = Duration::from_secs(1);
             config.unattached_ttl = unattached_ttl;
+            config.max_image_bytes = MAX_IMAGE;
             if let Some(store) = &store {
                 config.store = store.clone();
             }
@@ -183,6 +186,22 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     files
 }
 
+/// A `width` × `height` picture in `format`.
+fn picture(format: image::ImageFormat, width: u32, height: u32) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(pixels).write_to(&mut out, format).expect("encodes");
+    out.into_inner()
+}
+
+/// A JPEG photo whose EXIF (an APP1 segment after SOI) gives where it was taken.
+fn photo_with_gps(width: u32, height: u32) -> Vec<u8> {
+    let plain = picture(image::ImageFormat::Jpeg, width, height);
+    let exif = b"Exif\0\0MM\0*GPSLatitude 52.5163 N GPSLongitude 13.3777 E";
+    let length = u16::try_from(exif.len() + 2).unwrap().to_be_bytes();
+    [&plain[..2], &[0xFF, 0xE1], &length, exif, &plain[2..]].concat()
+}
+
 /// A PDF of `size` bytes: its magic, then bytes no compressor would shrink.
 fn pdf(size: usize) -> Vec<u8> {
     let mut bytes = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
@@ -198,6 +217,8 @@ fn pdf(size: usize) -> Vec<u8> {
 }
 
 on_both_databases!(
+    photos_in_a_directory_lose_their_metadata_and_get_a_thumbnail,
+    photos_in_s3_lose_their_metadata_and_get_a_thumbnail,
     files_in_a_directory_travel_with_their_message,
     files_in_s3_travel_with_their_message,
     a_file_in_a_directory_is_read_back_whole_or_by_range,
@@ -205,6 +226,14 @@ on_both_databases!(
     bad_uploads_to_a_directory_leave_nothing,
     bad_uploads_to_s3_leave_nothing,
 );
+
+async fn photos_in_a_directory_lose_their_metadata_and_get_a_thumbnail(db: Db) {
+    photos_lose_their_metadata(db, Where::Directory).await;
+}
+
+async fn photos_in_s3_lose_their_metadata_and_get_a_thumbnail(db: Db) {
+    photos_lose_their_metadata(db, Where::S3).await;
+}
 
 async fn files_in_a_directory_travel_with_their_message(db: Db) {
     travel_with_their_message(db, Where::Directory).await;
@@ -349,7 +378,7 @@ async fn travel_with_their_message(db: Db, on: Where) {
     let conversation = api.direct(&alice, &bob).await;
     let elsewhere = api.direct(&alice, &carol).await;
 
-    let photo = [b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".as_slice(), &pdf(5000)[20..]].concat();
+    let photo = picture(image::ImageFormat::Png, 40, 30);
     let (status, photo_up) = setup.upload(&alice, "beach.png", photo.clone()).await;
     assert_eq!(status, 201, "{photo_up}");
     let report = pdf(70_000);
@@ -459,5 +488,74 @@ async fn travel_with_their_message(db: Db, on: Where) {
     setup.wait_for_stored(&alice, 0, 0).await;
     assert_eq!(setup.download(Some(&alice), &ids[0], None).await.status(), 404);
     drop((bob_socket, alice_socket, phone));
+    setup.system.stop().await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A photo with GPS in its EXIF is kept without it (and counted at its new
+/// size), with its dimensions, a thumbnail and a placeholder. A
+/// decompression bomb, a damaged image and an image over its limit are
+/// refused, and leave nothing.
+async fn photos_lose_their_metadata(db: Db, on: Where) {
+    let Some(setup) = start(db, on).await else { return };
+    let alice = setup.api.new_user("alice").await;
+    let photo = photo_with_gps(1200, 900);
+    let (status, up) = setup.upload(&alice, "beach.jpg", photo.clone()).await;
+    assert_eq!(status, 201, "{up}");
+    assert_eq!(
+        (up["content_type"].as_str(), up["width"].as_u64(), up["height"].as_u64()),
+        (Some("image/jpeg"), Some(1200), Some(900))
+    );
+    assert!(up["blurhash"].as_str().is_some_and(|b| b.len() >= 6), "{up}");
+    let id = up["id"].as_str().unwrap().to_owned();
+    assert_eq!(up["thumbnail_url"], format!("/v1/attachments/{id}/thumbnail"));
+    let size = up["size"].as_u64().unwrap();
+    assert!(size < photo.len() as u64, "the EXIF went: {size} of {}", photo.len());
+
+    let kept = setup.download(Some(&alice), &id, None).await.bytes().await.unwrap();
+    assert_eq!(kept.len() as u64, size);
+    assert!(!contains(&kept, b"GPS") && !contains(&kept, b"Exif"), "no metadata is served");
+    let decoded = image::load_from_memory(&kept).expect("still a JPEG");
+    assert_eq!((decoded.width(), decoded.height()), (1200, 900));
+    let thumbnail = reqwest::Client::new()
+        .get(format!("{}/v1/attachments/{id}/thumbnail", setup.system.http(0)))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
+    let small = image::load_from_memory(&thumbnail.bytes().await.unwrap()).expect("a JPEG thumbnail");
+    assert_eq!((small.width(), small.height()), (320, 240));
+
+    // A JPEG whose header claims 60,000 × 60,000 pixels (3.6 gigapixels).
+    let mut bomb = picture(image::ImageFormat::Jpeg, 64, 64);
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    let (status, body) = setup.upload(&alice, "bomb.jpg", bomb).await;
+    assert_eq!(status, 400, "a decompression bomb: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("60000×60000"), "{body}");
+    let damaged = picture(image::ImageFormat::Png, 300, 300);
+    let (status, body) = setup.upload(&alice, "cut.png", damaged[..damaged.len() / 2].to_vec()).await;
+    assert_eq!(status, 400, "a damaged image: {body}");
+    let large = [&picture(image::ImageFormat::Png, 8, 8)[..], &vec![0; MAX_IMAGE as usize]].concat();
+    let (status, body) = setup.upload(&alice, "large.png", large).await;
+    assert_eq!(status, 413, "an image over the image limit: {body}");
+    let (status, pdf_up) = setup.upload(&alice, "notes.pdf", pdf(3000)).await;
+    assert_eq!(status, 201);
+    assert!(pdf_up.get("thumbnail_url").is_none(), "a PDF gets no thumbnail: {pdf_up}");
+    let no_thumbnail = reqwest::Client::new()
+        .get(format!("{}/v1/attachments/{}/thumbnail", setup.system.http(0), pdf_up["id"].as_str().unwrap()))
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_thumbnail.status(), 404);
+
+    // The photo, its thumbnail and the PDF; the quota counts what is kept.
+    setup.wait_for_stored(&alice, 3, size + 3000).await;
     setup.system.stop().await;
 }

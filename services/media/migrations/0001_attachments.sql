@@ -11,6 +11,8 @@ CREATE TABLE attachments (
     width BIGINT NOT NULL,
     height BIGINT NOT NULL,
     has_thumbnail BIGINT NOT NULL,
+    -- The thumbnail's content type, '' without one.
+    thumbnail_type TEXT NOT NULL,
     blurhash TEXT NOT NULL,
     -- 'uploading' while the bytes arrive, 'stored' once all of them are.
     state TEXT NOT NULL,

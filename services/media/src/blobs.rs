@@ -117,6 +117,22 @@ impl Blobs {
         })
     }
 
+    /// Writes the whole file `key` at once (it is small: an image, a thumbnail).
+    ///
+    /// # Errors
+    /// When the store refuses.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> object_store::Result<()> {
+        self.store.put(&Path::from(key), bytes.into()).await.map(|_| ())
+    }
+
+    /// The size of the file `key`.
+    ///
+    /// # Errors
+    /// When the file is missing or the store fails.
+    pub async fn size(&self, key: &str) -> object_store::Result<u64> {
+        Ok(self.store.head(&Path::from(key)).await?.size)
+    }
+
     /// Removes the file `key`; a missing file is no error.
     ///
     /// # Errors

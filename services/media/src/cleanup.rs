@@ -21,7 +21,7 @@ use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 
 use crate::blobs::Blobs;
 use crate::records::Records;
-use crate::upload::file_key;
+use crate::upload::{file_key, thumbnail_key};
 
 /// Rows looked at per query.
 const PAGE: i64 = 500;
@@ -109,6 +109,7 @@ impl Cleanup {
     /// Removes the bytes, then the row (which gives the bytes back to the quota).
     async fn remove(&self, id: &str, why: &'static str) -> anyhow::Result<()> {
         self.blobs.delete(&file_key(id)).await?;
+        self.blobs.delete(&thumbnail_key(id)).await?;
         self.records.release(id).await?;
         crate::metrics::count_removed(why);
         tracing::info!(attachment_id = %id, why, "attachment removed");

@@ -33,6 +33,12 @@ pub struct Config {
     pub unattached_ttl: std::time::Duration,
     /// [`CLEAN_EVERY_SECS`]: how often files nothing refers to are looked for.
     pub clean_every: std::time::Duration,
+    /// [`MAX_IMAGE_BYTES`]: the largest image (held whole while checked).
+    pub max_image_bytes: u64,
+    /// [`MAX_IMAGE_PIXELS`]: a larger image is refused from its header.
+    pub max_image_pixels: u64,
+    /// [`IMAGE_WORKERS`]: images held and decoded at once.
+    pub image_workers: usize,
     /// [`SEND_WINDOW_SECS`]: longer than a send takes from attaching its
     /// files to publishing its message (the gateway gives up after 2 s).
     pub send_window: std::time::Duration,
@@ -90,6 +96,11 @@ pub const UPLOAD_MAX_SECS: Setting = Setting::value("MEDIA_UPLOAD_MAX_SECS", "36
 /// A day.
 pub const UNATTACHED_TTL_SECS: Setting = Setting::value("MEDIA_UNATTACHED_TTL_SECS", "86400");
 pub const CLEAN_EVERY_SECS: Setting = Setting::value("MEDIA_CLEAN_EVERY_SECS", "600");
+/// 32 MiB.
+pub const MAX_IMAGE_BYTES: Setting = Setting::value("MEDIA_MAX_IMAGE_BYTES", "33554432");
+/// 40 megapixels: a camera's largest photos.
+pub const MAX_IMAGE_PIXELS: Setting = Setting::value("MEDIA_MAX_IMAGE_PIXELS", "40000000");
+pub const IMAGE_WORKERS: Setting = Setting::value("MEDIA_IMAGE_WORKERS", "2");
 pub const SEND_WINDOW_SECS: Setting = Setting::value("MEDIA_SEND_WINDOW_SECS", "30");
 
 /// Every variable media reads: its own and telemetry's.
@@ -113,6 +124,9 @@ pub const SETTINGS: &[&[Setting]] = &[
         UNATTACHED_TTL_SECS,
         CLEAN_EVERY_SECS,
         SEND_WINDOW_SECS,
+        MAX_IMAGE_BYTES,
+        MAX_IMAGE_PIXELS,
+        IMAGE_WORKERS,
     ],
     chat_common::telemetry::SETTINGS,
 ];
@@ -160,7 +174,13 @@ impl Config {
             unattached_ttl: std::time::Duration::from_secs(UNATTACHED_TTL_SECS.parse(env)?),
             clean_every: std::time::Duration::from_secs(CLEAN_EVERY_SECS.parse(env)?),
             send_window: std::time::Duration::from_secs(SEND_WINDOW_SECS.parse(env)?),
+            max_image_bytes: MAX_IMAGE_BYTES.parse(env)?,
+            max_image_pixels: MAX_IMAGE_PIXELS.parse(env)?,
+            image_workers: IMAGE_WORKERS.parse(env)?,
         };
+        if config.image_workers == 0 {
+            return Err(ConfigError::invalid(IMAGE_WORKERS.name, "must be at least 1"));
+        }
         if config.clean_every.is_zero() {
             return Err(ConfigError::invalid(CLEAN_EVERY_SECS.name, "must be at least 1"));
         }

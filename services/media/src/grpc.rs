@@ -28,6 +28,11 @@ fn uuid(field: &str, value: &str) -> Result<(), Status> {
     uuid::Uuid::parse_str(value).map(|_| ()).map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
 }
 
+fn unreadable(attachment_id: &str, e: &object_store::Error) -> Status {
+    tracing::error!(error = %e, %attachment_id, "a stored attachment cannot be read");
+    Status::unavailable("the attachment cannot be read now; retry shortly")
+}
+
 fn database(e: &sqlx::Error) -> Status {
     tracing::warn!(error = %e, "media's database failed");
     Status::unavailable("media's database failed; retry shortly")
@@ -49,7 +54,7 @@ type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadResponse, Status>
 #[tonic::async_trait]
 impl MediaService for MediaGrpc {
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Result<Response<Attachment>, Status> {
-        let attachment = upload::receive(&self.records, &self.blobs, self.limits, request.into_inner()).await;
+        let attachment = upload::receive(&self.records, &self.blobs, &self.limits, request.into_inner()).await;
         crate::metrics::count_upload(match &attachment {
             Ok(stored) => {
                 crate::metrics::get().uploaded_bytes.inc_by(stored.size);
@@ -70,10 +75,16 @@ impl MediaService for MediaGrpc {
     async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
         let request = request.into_inner();
         let attachment = self.stored(&request.attachment_id).await?;
-        if request.thumbnail {
-            return Err(Status::not_found("the attachment has no thumbnail"));
-        }
-        let total = attachment.size;
+        let (key, content_type, total) = if request.thumbnail {
+            if !attachment.has_thumbnail {
+                return Err(Status::not_found("the attachment has no thumbnail"));
+            }
+            let key = upload::thumbnail_key(&attachment.id);
+            let size = self.blobs.size(&key).await.map_err(|e| unreadable(&attachment.id, &e))?;
+            (key, attachment.thumbnail_type.clone(), size)
+        } else {
+            (upload::file_key(&attachment.id), attachment.content_type.clone(), attachment.size)
+        };
         if request.offset >= total {
             return Err(Status::out_of_range(format!("the range starts past the end ({total} bytes)")));
         }
@@ -81,12 +92,9 @@ impl MediaService for MediaGrpc {
             0 => total,
             length => request.offset.saturating_add(length).min(total),
         };
-        let bytes = self.blobs.read(&upload::file_key(&attachment.id), request.offset..end).await.map_err(|e| {
-            tracing::error!(error = %e, attachment_id = %attachment.id, "a stored attachment cannot be read");
-            Status::unavailable("the attachment cannot be read now; retry shortly")
-        })?;
+        let bytes = self.blobs.read(&key, request.offset..end).await.map_err(|e| unreadable(&attachment.id, &e))?;
         let header = DownloadHeader {
-            content_type: attachment.content_type.clone(),
+            content_type,
             attachment: Some(attachment),
             total_size: total,
             offset: request.offset,

@@ -10,6 +10,7 @@ mod blobs;
 mod cleanup;
 pub mod config;
 mod grpc;
+mod images;
 mod metrics;
 mod records;
 mod sniff;
@@ -62,6 +63,11 @@ impl App {
             quota_bytes: config.quota_bytes,
             idle: config.upload_idle,
             max: config.upload_max,
+            images: upload::ImageLimits {
+                max_bytes: config.max_image_bytes,
+                max_pixels: config.max_image_pixels,
+                permits: Arc::new(tokio::sync::Semaphore::new(config.image_workers)),
+            },
         };
         let cleanup = cleanup::Cleanup {
             records: records.clone(),

@@ -68,6 +68,7 @@ fn attachment_from_row(row: &sqlx::any::AnyRow) -> Result<(Attachment, String), 
         width: to_u32(row.try_get("width")?),
         height: to_u32(row.try_get("height")?),
         has_thumbnail: row.try_get::<i64, _>("has_thumbnail")? != 0,
+        thumbnail_type: row.try_get("thumbnail_type")?,
         blurhash: row.try_get("blurhash")?,
         created_at_ms: row.try_get("created_at_ms")?,
     };
@@ -105,8 +106,8 @@ impl Records {
         }
         sqlx::query(
             "INSERT INTO attachments (id, owner_id, name, content_type, size, width, height, has_thumbnail,
-                                      blurhash, state, created_at_ms, claimed_at_ms)
-             VALUES ($1, $2, $3, '', $4, 0, 0, 0, '', $5, $6, 0)",
+                                      thumbnail_type, blurhash, state, created_at_ms, claimed_at_ms)
+             VALUES ($1, $2, $3, '', $4, 0, 0, 0, '', '', $5, $6, 0)",
         )
         .bind(&attachment.id)
         .bind(&attachment.owner_id)
@@ -121,14 +122,22 @@ impl Records {
         Ok(())
     }
 
-    /// Every byte of the attachment is stored: it may be downloaded.
+    /// Every byte of the attachment is stored: it may be downloaded. Its
+    /// size may have shrunk since it was reserved (an image's metadata went):
+    /// the owner gets the difference back.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn mark_stored(&self, attachment: &Attachment) -> Result<(), sqlx::Error> {
+        let mut connection = WriteConnection::acquire(&self.pool).await?;
+        let mut tx = connection.begin().await?;
+        let reserved: i64 = sqlx::query_scalar("SELECT size FROM attachments WHERE id = $1")
+            .bind(&attachment.id)
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE attachments SET state = $2, content_type = $3, width = $4, height = $5, has_thumbnail = $6,
-                                    blurhash = $7
+                                    thumbnail_type = $7, blurhash = $8, size = $9
              WHERE id = $1",
         )
         .bind(&attachment.id)
@@ -137,9 +146,18 @@ impl Records {
         .bind(i64::from(attachment.width))
         .bind(i64::from(attachment.height))
         .bind(i64::from(attachment.has_thumbnail))
+        .bind(&attachment.thumbnail_type)
         .bind(&attachment.blurhash)
-        .execute(&self.pool)
+        .bind(to_i64(attachment.size))
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE usage SET used_bytes = used_bytes - $2 WHERE user_id = $1")
+            .bind(&attachment.owner_id)
+            .bind(reserved - to_i64(attachment.size))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        connection.succeeded();
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! What a file is, from its first bytes alone: the name and the header a
 //! client sends say what it claims, the bytes what it is. Only the types in
-//! [`ALLOWED`] are kept, plus UTF-8 text; anything else is refused.
+//! [`ALLOWED`] are kept, plus UTF-8 text; anything else is refused. HEIF
+//! and AVIF photos are not among them: their metadata (GPS) could not be
+//! stripped here.
 
 /// How many bytes decide a file's type (or all of them, when it is smaller).
 pub const SNIFF_BYTES: usize = 8192;
@@ -11,8 +13,6 @@ const ALLOWED: &[&str] = &[
     "image/png",
     "image/gif",
     "image/webp",
-    "image/heif",
-    "image/avif",
     "application/pdf",
     "audio/mpeg",
     "audio/ogg",

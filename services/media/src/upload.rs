@@ -4,6 +4,10 @@
 //! allowed type is refused as soon as they arrive; more or fewer bytes than
 //! declared, a stalled sender or a failing store abort it. Whatever fails,
 //! nothing stays stored and nothing stays counted.
+//!
+//! A file streams to the store as it arrives. An image is held whole (it is
+//! bounded, and few are held at once) and kept only once `images` has checked
+//! it, stripped its metadata and made its thumbnail.
 
 use std::time::Duration;
 
@@ -13,11 +17,12 @@ use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use crate::blobs::{BlobWriter, Blobs};
+use crate::images;
 use crate::records::{RecordError, Records};
 use crate::sniff;
 
 /// What bounds an upload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_file_bytes: u64,
     pub quota_bytes: u64,
@@ -25,6 +30,18 @@ pub struct Limits {
     pub idle: Duration,
     /// Longest time for the whole upload.
     pub max: Duration,
+    pub images: ImageLimits,
+}
+
+/// What bounds the images held and decoded.
+#[derive(Debug, Clone)]
+pub struct ImageLimits {
+    /// The largest image file (images are held whole while they are checked).
+    pub max_bytes: u64,
+    /// The most pixels an image may have; a larger one is refused from its header.
+    pub max_pixels: u64,
+    /// Images held and decoded at once.
+    pub permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 const MAX_NAME_BYTES: usize = 255;
@@ -32,6 +49,11 @@ const MAX_NAME_BYTES: usize = 255;
 /// The key of an attachment's bytes in the store.
 pub fn file_key(id: &str) -> String {
     format!("files/{id}")
+}
+
+/// The key of an image's thumbnail in the store.
+pub fn thumbnail_key(id: &str) -> String {
+    format!("thumbnails/{id}")
 }
 
 /// A file name as a person would type it: no path, nothing invisible.
@@ -58,7 +80,7 @@ pub fn check_name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn check_header(header: &UploadHeader, limits: Limits) -> Result<(), Status> {
+fn check_header(header: &UploadHeader, limits: &Limits) -> Result<(), Status> {
     uuid::Uuid::parse_str(&header.owner_id).map_err(|_| Status::invalid_argument("owner_id must be a UUID"))?;
     check_name(&header.name)?;
     if header.size == 0 {
@@ -80,7 +102,7 @@ fn check_header(header: &UploadHeader, limits: Limits) -> Result<(), Status> {
 pub async fn receive(
     records: &Records,
     blobs: &Blobs,
-    limits: Limits,
+    limits: &Limits,
     mut parts: impl Stream<Item = Result<UploadRequest, Status>> + Unpin,
 ) -> Result<Attachment, Status> {
     let header = match next_part(&mut parts, limits.idle).await? {
@@ -103,20 +125,19 @@ pub async fn receive(
         }
         Err(RecordError::Database(e)) => return Err(unavailable("reserving the upload", &e)),
     }
-    let stored = match blobs.writer(&file_key(&attachment.id)).await {
-        Ok(writer) => tokio::time::timeout(limits.max, store(writer, &mut attachment, &mut parts, limits))
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the upload took too long"))),
-        Err(e) => Err(unavailable("starting to store the upload", &e)),
-    };
+    let stored = tokio::time::timeout(limits.max, store(blobs, &mut attachment, &mut parts, limits))
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("the upload took too long")));
     let stored = match stored {
         Ok(()) => records.mark_stored(&attachment).await.map_err(|e| unavailable("recording the upload", &e)),
         Err(refused) => Err(refused),
     };
     if let Err(refused) = stored {
         // The bytes first: a record without bytes is swept, bytes without a record never are.
-        if let Err(e) = blobs.delete(&file_key(&attachment.id)).await {
-            tracing::warn!(error = %e, attachment_id = %attachment.id, "cannot remove a failed upload's bytes");
+        for key in [file_key(&attachment.id), thumbnail_key(&attachment.id)] {
+            if let Err(e) = blobs.delete(&key).await {
+                tracing::warn!(error = %e, attachment_id = %attachment.id, "cannot remove a failed upload's bytes");
+            }
         }
         if let Err(e) = records.release(&attachment.id).await {
             tracing::warn!(error = %e, attachment_id = %attachment.id, "cannot release a failed upload");
@@ -126,15 +147,26 @@ pub async fn receive(
     Ok(attachment)
 }
 
-/// Writes every chunk, deciding the content type from the first bytes.
+/// Where the bytes of an upload go once its type is known.
+enum Sink {
+    /// The first bytes, until they tell the type.
+    Undecided(Vec<u8>),
+    /// Any file but an image: streamed to the store.
+    File(BlobWriter),
+    /// An image: held whole (it is bounded) to be checked and stripped.
+    Image(Vec<u8>, tokio::sync::OwnedSemaphorePermit),
+}
+
+/// Receives every chunk into the sink the first bytes choose, then keeps
+/// the file (and an image's thumbnail).
 async fn store(
-    mut writer: BlobWriter,
+    blobs: &Blobs,
     attachment: &mut Attachment,
     parts: &mut (impl Stream<Item = Result<UploadRequest, Status>> + Unpin),
-    limits: Limits,
+    limits: &Limits,
 ) -> Result<(), Status> {
     let mut received: u64 = 0;
-    let mut prefix = Vec::with_capacity(sniff::SNIFF_BYTES);
+    let mut sink = Sink::Undecided(Vec::with_capacity(sniff::SNIFF_BYTES));
     let result = async {
         loop {
             let chunk = match next_part(parts, limits.idle).await? {
@@ -146,14 +178,16 @@ async fn store(
             if received > attachment.size {
                 return Err(Status::invalid_argument(format!("more bytes than the {} declared", attachment.size)));
             }
-            if attachment.content_type.is_empty() {
-                let wanted = sniff::SNIFF_BYTES - prefix.len();
-                prefix.extend_from_slice(&chunk[..chunk.len().min(wanted)]);
-                if prefix.len() == sniff::SNIFF_BYTES {
-                    attachment.content_type = decide(&prefix)?;
+            match &mut sink {
+                Sink::Undecided(first) => {
+                    first.extend_from_slice(&chunk);
+                    if first.len() >= sniff::SNIFF_BYTES {
+                        sink = open_sink(blobs, attachment, std::mem::take(first), limits).await?;
+                    }
                 }
+                Sink::File(writer) => writer.write(&chunk).await.map_err(|e| unavailable("storing the upload", &e))?,
+                Sink::Image(bytes, _) => bytes.extend_from_slice(&chunk),
             }
-            writer.write(&chunk).await.map_err(|e| unavailable("storing the upload", &e))?;
         }
         if received < attachment.size {
             return Err(Status::invalid_argument(format!(
@@ -161,19 +195,78 @@ async fn store(
                 attachment.size
             )));
         }
-        if attachment.content_type.is_empty() {
-            attachment.content_type = decide(&prefix)?;
+        if let Sink::Undecided(first) = &mut sink {
+            sink = open_sink(blobs, attachment, std::mem::take(first), limits).await?;
         }
         Ok(())
     }
     .await;
-    match result {
-        Ok(()) => writer.finish().await.map_err(|e| unavailable("completing the upload", &e)),
-        Err(refused) => {
+    match (result, sink) {
+        (Ok(()), Sink::File(writer)) => writer.finish().await.map_err(|e| unavailable("completing the upload", &e)),
+        (Ok(()), Sink::Image(bytes, permit)) => keep_image(blobs, attachment, bytes, limits, permit).await,
+        (Ok(()), Sink::Undecided(_)) => Err(Status::internal("an upload ended undecided")),
+        (Err(refused), Sink::File(writer)) => {
             writer.abort().await;
             Err(refused)
         }
+        (Err(refused), _) => Err(refused),
     }
+}
+
+/// Decides the type from the first bytes and opens the sink for it, with
+/// those bytes in it.
+async fn open_sink(
+    blobs: &Blobs,
+    attachment: &mut Attachment,
+    first: Vec<u8>,
+    limits: &Limits,
+) -> Result<Sink, Status> {
+    attachment.content_type = decide(&first)?;
+    if images::TYPES.contains(&attachment.content_type.as_str()) {
+        if attachment.size > limits.images.max_bytes {
+            return Err(Status::out_of_range(format!("an image is at most {} bytes", limits.images.max_bytes)));
+        }
+        // Few images are held and decoded at once: each may take a lot of memory.
+        let permit = limits.images.permits.clone().acquire_owned().await.map_err(|_| Status::unavailable("closing"))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(attachment.size).unwrap_or_default());
+        bytes.extend_from_slice(&first);
+        return Ok(Sink::Image(bytes, permit));
+    }
+    let mut writer =
+        blobs.writer(&file_key(&attachment.id)).await.map_err(|e| unavailable("starting to store the upload", &e))?;
+    writer.write(&first).await.map_err(|e| unavailable("storing the upload", &e))?;
+    Ok(Sink::File(writer))
+}
+
+/// Checks, strips and keeps an image with its thumbnail.
+async fn keep_image(
+    blobs: &Blobs,
+    attachment: &mut Attachment,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Status> {
+    let content_type = attachment.content_type.clone();
+    let max_pixels = limits.images.max_pixels;
+    let processed = tokio::task::spawn_blocking(move || {
+        let processed = images::process(&content_type, bytes, max_pixels);
+        drop(permit);
+        processed
+    })
+    .await
+    .map_err(|_| Status::internal("processing the image failed"))?
+    .map_err(|refused| Status::invalid_argument(refused.0))?;
+    attachment.size = processed.bytes.len() as u64;
+    attachment.width = processed.width;
+    attachment.height = processed.height;
+    attachment.blurhash = processed.blurhash;
+    attachment.has_thumbnail = true;
+    attachment.thumbnail_type = processed.thumbnail_type.to_owned();
+    blobs.put(&file_key(&attachment.id), processed.bytes).await.map_err(|e| unavailable("storing the image", &e))?;
+    blobs
+        .put(&thumbnail_key(&attachment.id), processed.thumbnail)
+        .await
+        .map_err(|e| unavailable("storing the thumbnail", &e))
 }
 
 fn decide(prefix: &[u8]) -> Result<String, Status> {

@@ -205,7 +205,32 @@ pub async fn content(
             return Ok(response);
         }
     };
-    let request = DownloadRequest { attachment_id: attachment.id.clone(), thumbnail: false, offset, length };
+    stream(&state, attachment, false, offset, length).await
+}
+
+/// `GET /v1/attachments/{attachment_id}/thumbnail`: an image's thumbnail, whole.
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let attachment = readable(&state, &me, &id).await?;
+    if !attachment.has_thumbnail {
+        return Err(ApiError::not_found("the attachment has no thumbnail"));
+    }
+    stream(&state, attachment, true, 0, 0).await
+}
+
+/// Streams the file (or its thumbnail) from media, from `offset`, `length`
+/// bytes (0: to the end).
+async fn stream(
+    state: &AppState,
+    attachment: Attachment,
+    thumbnail: bool,
+    offset: u64,
+    length: u64,
+) -> Result<Response, ApiError> {
+    let request = DownloadRequest { attachment_id: attachment.id.clone(), thumbnail, offset, length };
     let mut reply = state.media.clone().download(request).await?.into_inner();
     let Some(Ok(first)) = reply.next().await else {
         return Err(ApiError::unavailable("the attachment cannot be read now; retry shortly"));

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/attachments/{attachment_id}", get(attachments::get))
         .route("/v1/attachments/{attachment_id}/content", get(attachments::content))
+        .route("/v1/attachments/{attachment_id}/thumbnail", get(attachments::thumbnail))
         .route("/v1/search", get(conversations::search))
         .route("/v1/presence", get(presence::get))
         .route("/v1/push/vapid-public-key", get(push::vapid_public_key))

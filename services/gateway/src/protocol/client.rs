@@ -263,6 +263,8 @@ fn checked(raw: RawFrame, f: &Fields) -> Result<ClientFrame, FrameError> {
         }
         RawFrame::Send { conversation_id, client_msg_id, body, attachments } => {
             let req = f.req()?;
+            let conversation_id = f.string("conversation_id", conversation_id)?;
+            let client_msg_id = f.string("client_msg_id", client_msg_id)?;
             let attachments = match attachments {
                 Field::Absent | Field::Null => Vec::new(),
                 Field::Given(ids) => rules::attachment_ids(ids),
@@ -275,12 +277,7 @@ fn checked(raw: RawFrame, f: &Fields) -> Result<ClientFrame, FrameError> {
                 Field::Absent if !attachments.is_empty() => String::new(),
                 body => f.string("body", body)?,
             };
-            let input = SendInput {
-                conversation_id: f.string("conversation_id", conversation_id)?,
-                client_msg_id: f.string("client_msg_id", client_msg_id)?,
-                body,
-                attachments,
-            };
+            let input = SendInput { conversation_id, client_msg_id, body, attachments };
             rules::validate(&input).map_err(|e| FrameError::from_api(Some(req), &e))?;
             ClientFrame::Send { req, input }
         }
