@@ -3,7 +3,7 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|history-depth|ingest] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|history-depth|ingest|media] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 //! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
@@ -21,6 +21,7 @@ mod history_depth;
 mod idle;
 mod ingest;
 mod latency;
+mod media;
 mod report;
 mod setup;
 mod stats;
@@ -65,6 +66,10 @@ struct Sizes {
     /// Conversations of the user whose connects are measured, one step each.
     connect_curve: Vec<usize>,
     ingest: ingest::Options,
+    /// MiB of the file uploaded and downloaded, and of each crowd upload.
+    media_mib: usize,
+    /// Clients uploading at once.
+    media_clients: usize,
 }
 
 impl Sizes {
@@ -89,6 +94,8 @@ impl Sizes {
             connect_curve: vec![10, 1_000, 10_000],
             history_depth: vec![1_000_000, 10_000_000],
             ingest: ingest::Options { messages: 50_000, conversations: 200 },
+            media_mib: 100,
+            media_clients: 20,
         }
     }
 
@@ -113,6 +120,8 @@ impl Sizes {
             connect_curve: vec![2, 5],
             history_depth: vec![2_000, 5_000],
             ingest: ingest::Options { messages: 500, conversations: 10 },
+            media_mib: 2,
+            media_clients: 2,
         }
     }
 }
@@ -196,6 +205,7 @@ async fn run() -> anyhow::Result<()> {
         "connect-curve",
         "history-depth",
         "ingest",
+        "media",
     ];
     if !known.contains(&scenario.as_str()) {
         bail!(
@@ -217,7 +227,7 @@ async fn run() -> anyhow::Result<()> {
 
     let bench = Bench::start(sync_always, cluster, postgres).await?;
     // The scenarios that compare with nothing skip the floor.
-    let floor = if ["ingest", "connect-curve", "history-depth"].contains(&scenario.as_str()) {
+    let floor = if ["ingest", "connect-curve", "history-depth", "media"].contains(&scenario.as_str()) {
         Floor::default()
     } else {
         measure_floor(&bench, &sizes, &mut report).await?
@@ -251,6 +261,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if wants("ingest") {
         ingest::run(&sizes.ingest, &mut report).await?;
+    }
+    if wants("media") {
+        media_section(&bench, &sizes, &mut report).await?;
     }
     report.write(&out)?;
     eprintln!("\nwritten to {}", out.display());
@@ -480,6 +493,51 @@ async fn catch_up_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> 
             &per_message("history"),
         ]);
     }
+    Ok(())
+}
+
+/// Attachments: throughput against the disk's floor, and memory while many upload.
+async fn media_section(bench: &Bench, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let mib = sizes.media_mib;
+    let run = media::throughput(bench, bench.data_dir(), mib).await?;
+    report.section(
+        &format!(
+            "Attachments: one {mib} MiB file uploaded through the gateway and media to the directory store, \
+             then downloaded, against the same bytes written to and read from a file on the same disk"
+        ),
+        &["", "MiB/s", "of the floor", "CPU per MiB: all processes", "gateway", "media"],
+    );
+    let per_mib = |spent: &setup::Spent, name: &str| {
+        let seconds = spent.cpu.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+        format!("{:.1} ms", seconds * 1e3 / mib as f64)
+    };
+    report.row(&["floor: write", &count(run.floor_write), "", "", "", ""]);
+    report.row(&["floor: read", &count(run.floor_read), "", "", "", ""]);
+    for (what, rate, floor, spent) in [
+        ("upload", run.upload, run.floor_write, &run.upload_spent),
+        ("download", run.download, run.floor_read, &run.download_spent),
+    ] {
+        report.row(&[
+            what,
+            &count(rate),
+            &ratio(rate, floor),
+            &format!("{:.1} ms", spent.total_cpu() * 1e3 / mib as f64),
+            &per_mib(spent, "gateway"),
+            &per_mib(spent, "media"),
+        ]);
+    }
+    let clients = sizes.media_clients;
+    let crowd = media::crowd(bench, clients, mib).await?;
+    report.section(
+        &format!("Attachments: {clients} clients upload {mib} MiB each at once"),
+        &["seconds", "MiB/s in all", "media memory above before, at its peak", "gateway, the same"],
+    );
+    report.row(&[
+        &format!("{:.1}", crowd.seconds),
+        &count((clients * mib) as f64 / crowd.seconds),
+        &format!("{} MiB", count(crowd.media_peak_bytes as f64 / 1_048_576.0)),
+        &format!("{} MiB", count(crowd.gateway_peak_bytes as f64 / 1_048_576.0)),
+    ]);
     Ok(())
 }
 

@@ -52,7 +52,7 @@ pub struct Bench {
     pub nats: Nats,
     /// Whether auth and history run on PostgreSQL (its CPU is metered too).
     pub postgres: bool,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     run: String,
     http: reqwest::Client,
 }
@@ -115,7 +115,12 @@ impl Bench {
         let system = Processes::start_with(&nats.urls(), data.path(), databases, &env).await;
         let api = system.api();
         let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-        Ok(Self { system, api, nats, postgres, _data: data, run, http: reqwest::Client::new() })
+        Ok(Self { system, api, nats, postgres, data, run, http: reqwest::Client::new() })
+    }
+
+    /// The directory of the system's databases and media's files.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
     }
 
     pub fn ws(&self) -> String {

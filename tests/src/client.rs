@@ -34,6 +34,11 @@ impl Api {
         Self { base: base.to_owned(), http: reqwest::Client::new() }
     }
 
+    /// `http://host:port` of the gateway.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn request(
         &self,
         method: reqwest::Method,

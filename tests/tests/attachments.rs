@@ -217,6 +217,7 @@ fn pdf(size: usize) -> Vec<u8> {
 }
 
 on_both_databases!(
+    an_offline_member_is_told_a_photo_was_sent,
     photos_in_a_directory_lose_their_metadata_and_get_a_thumbnail,
     photos_in_s3_lose_their_metadata_and_get_a_thumbnail,
     files_in_a_directory_travel_with_their_message,
@@ -557,5 +558,42 @@ async fn photos_lose_their_metadata(db: Db, on: Where) {
 
     // The photo, its thumbnail and the PDF; the quota counts what is kept.
     setup.wait_for_stored(&alice, 3, size + 3000).await;
+    setup.system.stop().await;
+}
+
+/// Bob is offline with a webhook: a photo without a caption is announced as
+/// "sent a photo", a PDF with one as "sent a file: <caption>".
+async fn an_offline_member_is_told_a_photo_was_sent(db: Db) {
+    let Some(setup) = start(db, Where::Directory).await else { return };
+    let api = &setup.api;
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let conversation = api.direct(&alice, &bob).await;
+    let endpoint = chat_system_tests::push::PushEndpoint::start().await;
+    let body = serde_json::json!({ "type": "webhook", "url": endpoint.url("hook") });
+    let (status, hook) = api.post("/v1/push/subscriptions", Some(&bob.access_token), body).await;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["webhook_secret"].as_str().unwrap();
+
+    let path = format!("/v1/conversations/{conversation}/messages");
+    for (i, (name, bytes, caption, told)) in [
+        ("beach.png", picture(image::ImageFormat::Png, 40, 30), None, "sent a photo"),
+        ("notes.pdf", pdf(2000), Some("the notes"), "sent a file: the notes"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, up) = setup.upload(&alice, name, bytes).await;
+        assert_eq!(status, 201, "{up}");
+        let mut message = serde_json::json!({ "client_msg_id": format!("p{i}"), "attachments": [up["id"]] });
+        if let Some(caption) = caption {
+            message["body"] = caption.into();
+        }
+        let (status, sent) = api.post(&path, Some(&alice.access_token), message).await;
+        assert_eq!(status, 201, "{sent}");
+        let hooked = endpoint.wait_for("hook", i + 1).await;
+        let told_bob = chat_system_tests::push::verify_webhook(&hooked[i], secret);
+        assert_eq!(told_bob["body"], told, "{told_bob}");
+    }
     setup.system.stop().await;
 }

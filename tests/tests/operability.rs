@@ -17,6 +17,7 @@ async fn every_service_answers_health_and_reflection_through_grpcurl() {
         (&system.history_addr, "chat.history.v1.HistoryService"),
         (&system.presence_addrs[0], "chat.presence.v1.PresenceService"),
         (&system.notification_addr, "chat.notification.v1.NotificationService"),
+        (&system.media_addr, "chat.media.v1.MediaService"),
     ];
     let addrs: Vec<(String, &str)> = services.iter().map(|(a, s)| ((*a).clone(), *s)).collect();
     tokio::task::spawn_blocking(move || {
@@ -109,6 +110,7 @@ async fn health_follows_nats() {
         (system.history_addr.clone(), "chat.history.v1.HistoryService"),
         (system.presence_addrs[0].clone(), "chat.presence.v1.PresenceService"),
         (system.notification_addr.clone(), "chat.notification.v1.NotificationService"),
+        (system.media_addr.clone(), "chat.media.v1.MediaService"),
     ];
     let statuses = move || {
         let services = services.clone();

@@ -128,9 +128,12 @@ async fn reconnects_racing_live_traffic_see_every_message_exactly_once(db: Db) {
         let url = format!("{}?cursor={cursor}", system.ws(round % 2));
         let (mut ws, _) = Ws::open(&url, &alice).await;
         let mut synced = false;
-        let mut live_after_sync = 0;
-        // Read some frames, then drop the connection while traffic flows.
-        while live_after_sync < 7 + round % 5 && seen.len() < TOTAL {
+        let mut read_this_round = 0;
+        // Read some messages (caught up or live, whichever comes), then drop
+        // the connection while traffic flows: mid-catch-up when Alice is far
+        // behind, after `synced` when she is not. A fixed count per round, so
+        // a slow machine reconnects as often as a fast one.
+        while read_this_round < 7 + round % 5 && seen.len() < TOTAL {
             let frame = match tokio::time::timeout(Duration::from_secs(5), ws.next_json()).await {
                 Ok(frame) => frame,
                 Err(_) => panic!(
@@ -143,9 +146,7 @@ async fn reconnects_racing_live_traffic_see_every_message_exactly_once(db: Db) {
                 Some("message") => {
                     seen.push(frame["message"]["seq"].as_u64().unwrap());
                     cursor = frame["cursor"].as_str().unwrap().to_owned();
-                    if synced {
-                        live_after_sync += 1;
-                    }
+                    read_this_round += 1;
                 }
                 Some("synced") => {
                     synced = true;
