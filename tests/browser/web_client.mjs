@@ -7,7 +7,8 @@
 
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { deflateSync } from "node:zlib";
 import assert from "node:assert/strict";
 
 const A = process.env.GATEWAY_A;
@@ -56,6 +57,50 @@ const messages = (p, text) => p.locator("#message-list .body", { hasText: text }
 async function send(p, text) {
   await p.getByLabel("Message", { exact: true }).fill(text);
   await p.getByLabel("Message", { exact: true }).press("Enter");
+}
+
+/** A real PNG (8-bit RGB) of `width` × `height`, each pixel from `paint(x, y)` → [r, g, b]. */
+function png(width, height, paint) {
+  const crc32 = (bytes) => {
+    let crc = 0xffffffff;
+    for (const byte of bytes) {
+      crc ^= byte;
+      for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+    }
+    return (crc ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([length, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8 bits, RGB, deflate, no filter, not interlaced
+  const rows = Buffer.alloc(height * (1 + width * 3));
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) rows.set(paint(x, y), y * (1 + width * 3) + 1 + x * 3);
+  }
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([signature, chunk("IHDR", header), chunk("IDAT", deflateSync(rows)), chunk("IEND", Buffer.alloc(0))]);
+}
+
+/** A beach at sunset: sky, sun, sea and sand. */
+function beach(x, y) {
+  const mix = (a, b, t) => a.map((v, i) => Math.round(v + (b[i] - v) * t));
+  if (Math.hypot(x - 440, y - 190) < 55) return [255, 236, 190];
+  if (y < 240) return mix([250, 130, 110], [255, 205, 150], y / 240);
+  if (y < 330) return (y + Math.round(8 * Math.sin(x / 23))) % 14 < 3 ? [120, 180, 215] : mix([40, 110, 170], [60, 140, 190], (y - 240) / 90);
+  return mix([236, 208, 160], [214, 180, 128], (y - 330) / 90);
+}
+
+/** Waits until some image matching `selector` has loaded and decoded. */
+async function imageLoaded(p, selector) {
+  await p.waitForFunction((s) => [...document.querySelectorAll(s)].some((img) => img.complete && img.naturalWidth > 0), selector);
 }
 
 try {
@@ -233,6 +278,121 @@ try {
   await send(fresh, "look at this");
   await hidden.waitForFunction(() => window.__shown.length > 0);
   assert.deepEqual(await hidden.evaluate(() => window.__shown), [{ title: "bob in weekend plans", body: "look at this" }]);
+
+  step("attachments: a photo and a PDF with a caption, a pasted picture, a refused drop");
+  const photo = png(640, 420, beach);
+  const pdf = Buffer.from("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n", "latin1");
+  const withBob = (p) => p.locator("#conversations button", { has: p.locator(".name", { hasText: /^bob$/ }) });
+  await withBob(a1).click();
+  await a1.locator("#chat-title", { hasText: "bob" }).waitFor();
+  // Hold the uploads on their way, to see them in progress.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  const isUpload = (url) => url.pathname === "/v1/attachments";
+  await a1.route(isUpload, async (route) => {
+    await held;
+    await route.continue();
+  });
+  await a1.getByLabel("Message", { exact: true }).fill("the beach, and the report");
+  const chooser = a1.waitForEvent("filechooser");
+  await a1.getByRole("button", { name: "Attach files" }).click();
+  await (await chooser).setFiles([
+    { name: "beach.png", mimeType: "image/png", buffer: photo },
+    { name: "Q3 report.pdf", mimeType: "application/pdf", buffer: pdf },
+  ]);
+  await a1.locator("#attachments .chip", { hasText: "beach.png" }).locator("progress").waitFor();
+  await a1.locator("#attachments .chip", { hasText: "Q3 report.pdf" }).locator("progress").waitFor();
+  assert.equal(await a1.locator("#send").isDisabled(), true, "no sending while files upload");
+  release();
+  await a1.locator("#attachments .chip.ready", { hasText: "beach.png" }).waitFor();
+  await a1.locator("#attachments .chip.ready", { hasText: "Q3 report.pdf" }).waitFor();
+  await a1.unroute(isUpload);
+  assert.equal(await a1.locator("#attachments progress").count(), 0);
+  assert.equal(await a1.locator("#send").isDisabled(), false);
+  await a1.getByRole("button", { name: "Send" }).click();
+  await a1.locator("#attachments").waitFor({ state: "hidden" });
+  await a1.locator(".message.mine", { hasText: "the beach, and the report" }).locator(".meta[data-state=sent], .meta[data-state=read]").waitFor();
+
+  // Bob sees the preview (BlurHash first, then the thumbnail), the caption and the PDF.
+  const received = b1.locator(".message", { hasText: "the beach, and the report" });
+  await received.waitFor();
+  const preview = received.locator(".attachment-image");
+  await preview.waitFor();
+  await imageLoaded(b1, "#message-list .attachment-image img.thumbnail");
+  const box = await preview.boundingBox();
+  assert.ok(Math.abs(box.width - 240) <= 1 && Math.abs(box.height - 158) <= 2, `previews are capped at 240px wide: ${JSON.stringify(box)}`);
+  const blurred = await preview.locator("canvas.blurhash").evaluate((canvas) => {
+    const [r, g, b, a] = canvas.getContext("2d").getImageData(16, 4, 1, 1).data;
+    return { r, g, b, a };
+  });
+  assert.ok(blurred.a === 255 && blurred.r > 180 && blurred.b < blurred.r, `the BlurHash paints a warm sky: ${JSON.stringify(blurred)}`);
+  const file = received.getByRole("button", { name: /^Download Q3 report\.pdf, \d+ B$/ });
+  await file.waitFor();
+  assert.equal(await file.locator(".name").textContent(), "Q3 report.pdf");
+  assert.equal(await received.locator(".body").textContent(), "the beach, and the report");
+  await b1.screenshot({ path: `${shots}/attachments.png`, animations: "disabled" });
+
+  const [download] = await Promise.all([b1.waitForEvent("download"), file.click()]);
+  assert.equal(download.suggestedFilename(), "Q3 report.pdf");
+  assert.ok(readFileSync(await download.path()).equals(pdf), "the PDF downloads byte for byte");
+
+  await preview.click();
+  await b1.locator("dialog.viewer img.full[data-full=true]").waitFor();
+  await imageLoaded(b1, "dialog.viewer img.full[data-full=true]");
+  assert.equal(await b1.locator("dialog.viewer img.full").evaluate((img) => img.naturalWidth), 640, "the full image opens");
+  await b1.getByRole("button", { name: "Close" }).click();
+  await b1.locator("dialog.viewer").waitFor({ state: "hidden" });
+
+  // A picture pasted into the composer (drawn in the page), sent without a caption.
+  await b1.evaluate(async () => {
+    const canvas = document.createElement("canvas");
+    canvas.width = 300;
+    canvas.height = 400;
+    const g = canvas.getContext("2d");
+    g.fillStyle = "#2e7d32";
+    g.fillRect(0, 0, 300, 400);
+    g.fillStyle = "#ffd54f";
+    g.beginPath();
+    g.arc(150, 200, 90, 0, 2 * Math.PI);
+    g.fill();
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    const data = new DataTransfer();
+    data.items.add(new File([blob], "image.png", { type: "image/png" }));
+    const event = new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+    document.getElementById("composer-input").dispatchEvent(event);
+  });
+  await b1.locator("#attachments .chip.ready", { hasText: "image.png" }).waitFor();
+  await b1.getByLabel("Message", { exact: true }).press("Enter");
+  const pasted = a1.locator("#message-list .message:not(.mine)").last();
+  await pasted.locator(".attachment-image").waitFor();
+  await imageLoaded(a1, "#message-list .message:not(.mine):last-child .attachment-image img.thumbnail");
+  assert.equal(await pasted.locator(".body").count(), 0, "no empty text under a picture alone");
+  assert.equal(await pasted.locator(".attachment-image").getAttribute("aria-label"), "Open image.png");
+  await withBob(a1).locator(".last", { hasText: "Photo" }).waitFor();
+
+  // Files dropped on the conversation: one the server refuses (its reason is shown), one removed
+  // again, whose name looks like HTML and shows as typed.
+  const notes = `<img src=x onerror="window.__pwned = 3">notes.txt`;
+  await a1.evaluate((notes) => {
+    const data = new DataTransfer();
+    data.items.add(new File([new Uint8Array([0, 1, 2, 0xfe, 0xff, 0x80, 0x81])], "data.bin"));
+    data.items.add(new File(["remember the sunscreen\n"], notes, { type: "text/plain" }));
+    const zone = document.getElementById("messages");
+    for (const type of ["dragenter", "dragover", "drop"]) {
+      zone.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+    }
+  }, notes);
+  await a1.locator("#composer-error", { hasText: 'Could not attach "data.bin": ' }).waitFor();
+  assert.match(await a1.locator("#composer-error").textContent(), /no allowed type/);
+  await a1.locator("#attachments .chip.ready", { hasText: "notes.txt" }).waitFor();
+  assert.equal(await a1.locator("#attachments .chip").count(), 1, "the refused file is not kept");
+  assert.equal(await a1.locator("#attachments .chip .name").textContent(), notes);
+  assert.equal(await a1.locator("#attachments img").count(), 0);
+  assert.equal(await a1.evaluate(() => window.__pwned), undefined, "nothing ran");
+  assert.equal(await a1.locator("#send").isDisabled(), false, "a file alone may be sent");
+  await a1.getByRole("button", { name: `Remove ${notes}` }).click();
+  await a1.locator("#attachments").waitFor({ state: "hidden" });
+  assert.equal(await a1.locator("#send").isDisabled(), true);
 
   console.log("DONE");
 } catch (error) {

@@ -47,11 +47,22 @@ export class Api {
     }
     if (response.status === 204) return null;
     const data = await response.json().catch(() => null);
-    if (!response.ok) {
-      const error = data && data.error ? data.error : { code: "unavailable", message: `HTTP ${response.status}` };
-      throw new ApiError(response.status, error.code, error.message);
-    }
+    if (!response.ok) throw failure(response, data);
     return data;
+  }
+
+  /** A file's bytes (an attachment), fetched with the token an <img> or a link cannot send. */
+  async blob(path, retried = false) {
+    const session = this.session;
+    let response;
+    try {
+      response = await fetch(path, { headers: session ? { Authorization: `Bearer ${session.access_token}` } : {} });
+    } catch {
+      throw new ApiError(0, "unavailable", "The server cannot be reached.");
+    }
+    if (response.status === 401 && session && !retried && (await this.refresh())) return this.blob(path, true);
+    if (!response.ok) throw failure(response, await response.json().catch(() => null));
+    return response.blob();
   }
 
   get(path) {
@@ -101,6 +112,11 @@ export class Api {
       this.session = null;
     }
   }
+}
+
+function failure(response, data) {
+  const error = data && data.error ? data.error : { code: "unavailable", message: `HTTP ${response.status}` };
+  return new ApiError(response.status, error.code, error.message);
 }
 
 function deviceName() {

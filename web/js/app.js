@@ -3,6 +3,7 @@
 // textContent, never as HTML.
 
 import { Api } from "./api.js";
+import { Tray, describe, forget, renderAttachments } from "./attachments.js";
 import { Connection } from "./connection.js";
 
 const MAX_BODY_BYTES = 16384;
@@ -11,6 +12,7 @@ const TYPING_REPEAT_MS = 3000;
 
 const api = new Api();
 let connection = null;
+let tray = null; // files waiting to be sent
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -151,7 +153,7 @@ function renderConversations() {
       dot = el("span", { class: online ? "dot online" : "dot", role: "img", "aria-label": online ? "online" : lastSeen(presence && presence.last_seen_at), "data-presence": online ? "online" : "offline" });
     }
     const badge = c.unread_count > 0 ? el("span", { class: "badge", text: String(c.unread_count), "aria-label": `${c.unread_count} unread` }) : null;
-    const last = c.last_message ? c.last_message.body : "No messages yet";
+    const last = c.last_message ? c.last_message.body || describe(c.last_message.attachments) : "No messages yet";
     const button = el(
       "button",
       { "data-conversation": c.conversation_id, "aria-current": String(state.open === c.conversation_id) },
@@ -240,7 +242,10 @@ function renderMessages(scrollToEnd = false) {
     }
     const item = el("li", { class: `message${mine ? " mine" : ""}${m.state === "failed" ? " failed" : ""}`, "data-message": m.client_msg_id });
     if (!mine && conversation.kind === "group") item.append(el("div", { class: "sender", text: state.users.get(m.sender_id) || "…" }));
-    item.append(el("div", { class: "body", text: m.deleted_at ? "message deleted" : m.body }));
+    if (m.attachments && m.attachments.length > 0 && !m.deleted_at) {
+      item.append(renderAttachments(api, m.attachments, { onError: (error) => showError("composer-error", error) }));
+    }
+    if (m.body || m.deleted_at) item.append(el("div", { class: "body", text: m.deleted_at ? "message deleted" : m.body }));
     const meta = m.sent_at ? time(m.sent_at) : "";
     const status = mine ? ` · ${messageState(conversation, m)}` : "";
     item.append(el("div", { class: "meta", text: `${meta}${status}`, "data-state": mine ? messageState(conversation, m) : "" }));
@@ -270,12 +275,13 @@ function markRead(conversation) {
 
 // ---------- sending ----------
 
-async function send(conversation, body) {
+async function send(conversation, body, attachments) {
   const local = {
     client_msg_id: crypto.randomUUID(),
     conversation_id: conversation.conversation_id,
     sender_id: state.me.user_id,
     body,
+    attachments,
     state: "sending",
   };
   conversation.pending.set(local.client_msg_id, local);
@@ -285,7 +291,9 @@ async function send(conversation, body) {
 
 async function deliver(local) {
   try {
-    const ack = await connection.send({ type: "send", conversation_id: local.conversation_id, client_msg_id: local.client_msg_id, body: local.body }, true);
+    const frame = { type: "send", conversation_id: local.conversation_id, client_msg_id: local.client_msg_id, body: local.body };
+    if (local.attachments.length > 0) frame.attachments = local.attachments.map((a) => a.id);
+    const ack = await connection.send(frame, true);
     settle(ack.message);
   } catch (error) {
     if (error.code === "unavailable") return; // resent after reconnecting
@@ -385,7 +393,8 @@ function notify(conversation, message) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   const sender = state.users.get(message.sender_id) || "New message";
   const title = conversation.kind === "group" ? `${sender} in ${conversation.title}` : sender;
-  const notification = new Notification(title, { body: message.body.slice(0, 200), tag: conversation.conversation_id });
+  const body = message.body || describe(message.attachments);
+  const notification = new Notification(title, { body: body.slice(0, 200), tag: conversation.conversation_id });
   notification.onclick = () => {
     window.focus();
     openConversation(conversation.conversation_id);
@@ -403,6 +412,8 @@ function onConnectionState(value) {
 
 function showAuth() {
   if (connection) connection.stop();
+  tray.clear();
+  forget();
   state.conversations.clear();
   state.open = null;
   $("chat-view").hidden = true;
@@ -502,7 +513,9 @@ function wire() {
   });
 
   const input = $("composer-input");
-  const updateSendButton = () => ($("send").disabled = input.value.trim() === "");
+  const updateSendButton = () => ($("send").disabled = tray.busy || (input.value.trim() === "" && tray.ready.length === 0));
+  tray = new Tray(api, $("attachments"), { onChange: updateSendButton, onError: (error) => showError("composer-error", error) });
+  tray.listen({ button: $("attach"), picker: $("attach-input"), input, zone: $("chat") });
   input.addEventListener("input", () => {
     updateSendButton();
     showError("composer-error", null);
@@ -520,21 +533,29 @@ function wire() {
   });
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
-    const body = input.value;
-    if (body.trim() === "" || !state.open) return;
+    const body = input.value.trim() === "" ? "" : input.value;
+    if ((body === "" && tray.ready.length === 0) || tray.busy || !state.open) return;
     if (bytes(body) > MAX_BODY_BYTES) {
       showError("composer-error", new Error(`That message is too long (at most ${MAX_BODY_BYTES} bytes).`));
       return;
     }
     input.value = "";
-    updateSendButton();
+    const attachments = tray.take();
     if (state.typingSentAt) {
       state.typingSentAt = 0;
       connection.send({ type: "typing", conversation_id: state.open, state: "stop" });
     }
-    send(state.conversations.get(state.open), body);
+    send(state.conversations.get(state.open), body, attachments);
   });
   updateSendButton();
+
+  // The newest message stays in view when the list gets shorter (files attached, a narrower window).
+  const box = $("messages");
+  let atEnd = true;
+  box.addEventListener("scroll", () => (atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 80));
+  new ResizeObserver(() => {
+    if (atEnd) box.scrollTop = box.scrollHeight;
+  }).observe(box);
 
   $("older").addEventListener("click", () => loadOlder().catch((error) => showError("composer-error", error)));
   $("back").addEventListener("click", () => {

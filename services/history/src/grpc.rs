@@ -406,6 +406,17 @@ impl HistoryService for HistoryGrpc {
         let req = request.into_inner();
         let user_id = validate::uuid("user_id", &req.user_id)?;
         let attachment_id = validate::uuid("attachment_id", &req.attachment_id)?;
+        if self.store.attachment_readable(&user_id, &attachment_id).await? {
+            return Ok(Response::new(AttachmentReadableResponse { readable: true }));
+        }
+        // Read your writes, as a page does: a member fetches a file as soon
+        // as its message arrives, which may be before this database has it.
+        // So "no" waits until the database holds what the stream held when asked.
+        let head = self.stream.clone().info().await.map(|info| info.state.last_sequence).unwrap_or_default();
+        let waiting_since = std::time::Instant::now();
+        while self.persisted_through().await? < head && waiting_since.elapsed() < PERSIST_WAIT_MAX {
+            tokio::time::sleep(PERSIST_POLL * 5).await;
+        }
         let readable = self.store.attachment_readable(&user_id, &attachment_id).await?;
         Ok(Response::new(AttachmentReadableResponse { readable }))
     }

@@ -131,10 +131,17 @@ impl Records {
     pub async fn mark_stored(&self, attachment: &Attachment) -> Result<(), sqlx::Error> {
         let mut connection = WriteConnection::acquire(&self.pool).await?;
         let mut tx = connection.begin().await?;
-        let reserved: i64 = sqlx::query_scalar("SELECT size FROM attachments WHERE id = $1")
-            .bind(&attachment.id)
-            .fetch_one(&mut *tx)
-            .await?;
+        // Writes first: on SQLite a transaction that reads before it writes
+        // fails at once ("database is locked") when another writes meanwhile.
+        sqlx::query(
+            "UPDATE usage SET used_bytes = used_bytes - ((SELECT size FROM attachments WHERE id = $2) - $3)
+             WHERE user_id = $1",
+        )
+        .bind(&attachment.owner_id)
+        .bind(&attachment.id)
+        .bind(to_i64(attachment.size))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE attachments SET state = $2, content_type = $3, width = $4, height = $5, has_thumbnail = $6,
                                     thumbnail_type = $7, blurhash = $8, size = $9
@@ -151,11 +158,6 @@ impl Records {
         .bind(to_i64(attachment.size))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE usage SET used_bytes = used_bytes - $2 WHERE user_id = $1")
-            .bind(&attachment.owner_id)
-            .bind(reserved - to_i64(attachment.size))
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         connection.succeeded();
         Ok(())
@@ -228,25 +230,27 @@ impl Records {
         let mut tx = connection.begin().await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
+            // The write first (see `mark_stored`), then what it found.
+            let attached = sqlx::query(
+                "UPDATE attachments SET conversation_id = $2, claimed_at_ms = $3
+                 WHERE id = $1 AND owner_id = $4 AND state = $5 AND (conversation_id IS NULL OR conversation_id = $2)",
+            )
+            .bind(id)
+            .bind(conversation_id)
+            .bind(now_ms)
+            .bind(owner_id)
+            .bind(STORED)
+            .execute(&mut *tx)
+            .await?;
             let row = sqlx::query("SELECT * FROM attachments WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
-            let Some(row) = row else {
-                return Err(ClaimError::Unknown(id.clone()));
-            };
-            let (attachment, state) = attachment_from_row(&row)?;
-            if attachment.owner_id != owner_id || state != STORED {
-                return Err(ClaimError::Unknown(id.clone()));
+            let found = row.as_ref().map(attachment_from_row).transpose()?;
+            match found {
+                Some((attachment, _)) if attached.rows_affected() == 1 => claimed.push(attachment),
+                Some((attachment, state)) if attachment.owner_id == owner_id && state == STORED => {
+                    return Err(ClaimError::ElsewhereAttached(id.clone()));
+                }
+                _ => return Err(ClaimError::Unknown(id.clone())),
             }
-            let attached: Option<String> = row.try_get("conversation_id")?;
-            if attached.is_some_and(|c| c != conversation_id) {
-                return Err(ClaimError::ElsewhereAttached(id.clone()));
-            }
-            sqlx::query("UPDATE attachments SET conversation_id = $2, claimed_at_ms = $3 WHERE id = $1")
-                .bind(id)
-                .bind(conversation_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            claimed.push(attachment);
         }
         tx.commit().await?;
         connection.succeeded();

@@ -15,11 +15,14 @@ const FILES: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("../../../../web/style.css")),
     ("js/app.js", "text/javascript; charset=utf-8", include_str!("../../../../web/js/app.js")),
     ("js/api.js", "text/javascript; charset=utf-8", include_str!("../../../../web/js/api.js")),
+    ("js/attachments.js", "text/javascript; charset=utf-8", include_str!("../../../../web/js/attachments.js")),
     ("js/connection.js", "text/javascript; charset=utf-8", include_str!("../../../../web/js/connection.js")),
 ];
 
+/// Images may also be `blob:` URLs: attachments, fetched with the token
+/// (which an `<img>` cannot send) and shown through object URLs.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn serve(path: &str) -> Response {
     let Some((_, content_type, body)) = FILES.iter().find(|(name, _, _)| *name == path) else {
