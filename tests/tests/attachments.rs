@@ -217,6 +217,7 @@ fn pdf(size: usize) -> Vec<u8> {
 }
 
 on_both_databases!(
+    a_removed_member_keeps_the_files_sent_before_and_gets_none_after,
     an_offline_member_is_told_a_photo_was_sent,
     photos_in_a_directory_lose_their_metadata_and_get_a_thumbnail,
     photos_in_s3_lose_their_metadata_and_get_a_thumbnail,
@@ -595,5 +596,41 @@ async fn an_offline_member_is_told_a_photo_was_sent(db: Db) {
         let told_bob = chat_system_tests::push::verify_webhook(&hooked[i], secret);
         assert_eq!(told_bob["body"], told, "{told_bob}");
     }
+    setup.system.stop().await;
+}
+
+/// Files are readable as their messages are: Bob, removed from a group,
+/// still reads the file sent before his removal (as he reads that message)
+/// and not the one sent after. A forged token reads nothing.
+async fn a_removed_member_keeps_the_files_sent_before_and_gets_none_after(db: Db) {
+    let Some(setup) = start(db, Where::Directory).await else { return };
+    let api = &setup.api;
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let group = serde_json::json!({ "kind": "group", "title": "team", "members": [bob.user_id, carol.user_id] });
+    let (status, created) = api.post("/v1/conversations", Some(&alice.access_token), group).await;
+    assert_eq!(status, 201, "{created}");
+    let group = created["conversation_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{group}/messages");
+    let mut send_file = async |name: &str| {
+        let (status, up) = setup.upload(&alice, name, pdf(1500)).await;
+        assert_eq!(status, 201, "{up}");
+        let message = serde_json::json!({ "client_msg_id": name, "attachments": [up["id"]] });
+        let (status, sent) = api.post(&path, Some(&alice.access_token), message).await;
+        assert_eq!(status, 201, "{sent}");
+        up["id"].as_str().unwrap().to_owned()
+    };
+    let before = send_file("before.pdf").await;
+    let remove = format!("/v1/conversations/{group}/members/{}", bob.user_id);
+    let (status, body) = api.request(reqwest::Method::DELETE, &remove, Some(&alice.access_token), None).await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let after = send_file("after.pdf").await;
+
+    assert_eq!(setup.download(Some(&bob), &before, None).await.status(), 200, "sent while bob was a member");
+    assert_eq!(setup.download(Some(&bob), &after, None).await.status(), 404, "sent after his removal");
+    assert_eq!(setup.download(Some(&carol), &after, None).await.status(), 200, "carol is still a member");
+    let forged = Device { access_token: format!("{}x", alice.access_token), ..alice.clone() };
+    assert_eq!(setup.download(Some(&forged), &before, None).await.status(), 401, "a forged token");
     setup.system.stop().await;
 }
