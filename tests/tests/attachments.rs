@@ -613,7 +613,7 @@ async fn a_removed_member_keeps_the_files_sent_before_and_gets_none_after(db: Db
     assert_eq!(status, 201, "{created}");
     let group = created["conversation_id"].as_str().unwrap().to_owned();
     let path = format!("/v1/conversations/{group}/messages");
-    let mut send_file = async |name: &str| {
+    let send_file = async |name: &str| {
         let (status, up) = setup.upload(&alice, name, pdf(1500)).await;
         assert_eq!(status, 201, "{up}");
         let message = serde_json::json!({ "client_msg_id": name, "attachments": [up["id"]] });

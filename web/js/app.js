@@ -3,7 +3,7 @@
 // textContent, never as HTML.
 
 import { Api } from "./api.js";
-import { Tray, describe, forget, renderAttachments } from "./attachments.js";
+import { Tray, describe, el, forget, renderAttachments } from "./attachments.js";
 import { Connection } from "./connection.js";
 
 const MAX_BODY_BYTES = 16384;
@@ -26,18 +26,6 @@ const state = {
 };
 
 // ---------- small helpers ----------
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("aria-") || key.startsWith("data-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
 
 function showError(id, error) {
   $(id).textContent = error ? error.message || String(error) : "";

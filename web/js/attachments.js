@@ -18,7 +18,8 @@ const FILE_URL = /^\/v1\/attachments\/[0-9A-Fa-f-]{36}\/(content|thumbnail)$/;
 const UPLOAD_RETRY_MS = [500, 1500];
 const FETCH_RETRY_MS = [500, 1000, 2000, 4000];
 
-function el(tag, props = {}, ...children) {
+/** A DOM element with properties (`text` is its textContent) and children. */
+export function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
     if (key === "class") node.className = value;

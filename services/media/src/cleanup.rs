@@ -20,7 +20,7 @@ use chat_proto::history::v1::ReferencedAttachmentsRequest;
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 
 use crate::blobs::Blobs;
-use crate::records::Records;
+use crate::records::{Records, Unused};
 use crate::upload::{file_key, thumbnail_key};
 
 /// Rows looked at per query.
@@ -73,7 +73,7 @@ impl Cleanup {
         }
         let unattached_before = now - ms(self.unattached_ttl);
         for id in self.records.unattached(unattached_before, PAGE).await? {
-            if self.records.start_deleting_unattached(&id, unattached_before).await? {
+            if self.records.start_deleting(&id, Unused::Unattached, unattached_before).await? {
                 self.remove(&id, "unattached").await?;
             }
         }
@@ -99,7 +99,7 @@ impl Cleanup {
             let request = ReferencedAttachmentsRequest { attachment_ids: page.clone() };
             let referenced = self.history.clone().referenced_attachments(request).await?.into_inner().attachment_ids;
             for id in page.iter().filter(|id| !referenced.contains(id)) {
-                if self.records.start_deleting_attached(id, before_ms).await? {
+                if self.records.start_deleting(id, Unused::Attached, before_ms).await? {
                     self.remove(id, "unreferenced").await?;
                 }
             }

@@ -29,6 +29,15 @@ pub enum RecordError {
     Database(#[from] sqlx::Error),
 }
 
+/// How an attachment nothing refers to came to be so, as of a moment.
+#[derive(Debug, Clone, Copy)]
+pub enum Unused {
+    /// Uploaded before it, and never attached.
+    Unattached,
+    /// Last attached before it (a send attaching it again since keeps it).
+    Attached,
+}
+
 /// Why uploads cannot be attached to a message.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
@@ -297,42 +306,24 @@ impl Records {
         rows.iter().map(|row| row.try_get("id")).collect()
     }
 
-    /// Marks `id` as being deleted if it is still stored and unattached,
-    /// and was uploaded before `before_ms`; `true` when marked. A marked
-    /// attachment can no longer be attached or downloaded.
+    /// Marks `id` as being deleted if it is still stored and still `unused`
+    /// as of `before_ms`; `true` when marked. A marked attachment can no
+    /// longer be attached or downloaded.
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn start_deleting_unattached(&self, id: &str, before_ms: i64) -> Result<bool, sqlx::Error> {
-        let marked = sqlx::query(
-            "UPDATE attachments SET state = $3
-             WHERE id = $1 AND state = $4 AND conversation_id IS NULL AND created_at_ms < $2",
-        )
-        .bind(id)
-        .bind(before_ms)
-        .bind(DELETING)
-        .bind(STORED)
-        .execute(&self.pool)
-        .await?;
-        Ok(marked.rows_affected() == 1)
-    }
-
-    /// As [`Records::start_deleting_unattached`], for an attachment last
-    /// attached before `before_ms` (a send attaching it again since keeps it).
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub async fn start_deleting_attached(&self, id: &str, before_ms: i64) -> Result<bool, sqlx::Error> {
-        let marked = sqlx::query(
-            "UPDATE attachments SET state = $3
-             WHERE id = $1 AND state = $4 AND conversation_id IS NOT NULL AND claimed_at_ms < $2",
-        )
-        .bind(id)
-        .bind(before_ms)
-        .bind(DELETING)
-        .bind(STORED)
-        .execute(&self.pool)
-        .await?;
+    pub async fn start_deleting(&self, id: &str, unused: Unused, before_ms: i64) -> Result<bool, sqlx::Error> {
+        let sql = match unused {
+            Unused::Unattached => {
+                "UPDATE attachments SET state = $3
+                 WHERE id = $1 AND state = $4 AND conversation_id IS NULL AND created_at_ms < $2"
+            }
+            Unused::Attached => {
+                "UPDATE attachments SET state = $3
+                 WHERE id = $1 AND state = $4 AND conversation_id IS NOT NULL AND claimed_at_ms < $2"
+            }
+        };
+        let marked = sqlx::query(sql).bind(id).bind(before_ms).bind(DELETING).bind(STORED).execute(&self.pool).await?;
         Ok(marked.rows_affected() == 1)
     }
 
