@@ -217,6 +217,7 @@ fn pdf(size: usize) -> Vec<u8> {
 }
 
 on_both_databases!(
+    with_media_down_files_wait_and_text_flows,
     a_removed_member_keeps_the_files_sent_before_and_gets_none_after,
     an_offline_member_is_told_a_photo_was_sent,
     photos_in_a_directory_lose_their_metadata_and_get_a_thumbnail,
@@ -632,5 +633,44 @@ async fn a_removed_member_keeps_the_files_sent_before_and_gets_none_after(db: Db
     assert_eq!(setup.download(Some(&carol), &after, None).await.status(), 200, "carol is still a member");
     let forged = Device { access_token: format!("{}x", alice.access_token), ..alice.clone() };
     assert_eq!(setup.download(Some(&forged), &before, None).await.status(), 401, "a forged token");
+    setup.system.stop().await;
+}
+
+/// Media is down: an upload and a send with files answer 503 and leave
+/// nothing (no message, no half-sent files); text still flows. Media back,
+/// the same send goes through with its files.
+async fn with_media_down_files_wait_and_text_flows(db: Db) {
+    let Some(mut setup) = start(db, Where::Directory).await else { return };
+    let alice = setup.api.new_user("alice").await;
+    let bob = setup.api.new_user("bob").await;
+    let conversation = setup.api.direct(&alice, &bob).await;
+    let (status, up) = setup.upload(&alice, "notes.pdf", pdf(2000)).await;
+    assert_eq!(status, 201, "{up}");
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let with_file = serde_json::json!({ "client_msg_id": "with-file", "attachments": [up["id"]] });
+
+    setup.system.kill_media().await;
+    let (status, body) = setup.upload(&alice, "more.pdf", pdf(2000)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    let (status, body) = setup.api.post(&path, Some(&alice.access_token), with_file.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    let text = serde_json::json!({ "client_msg_id": "text", "body": "the file is coming" });
+    assert_eq!(setup.api.post(&path, Some(&alice.access_token), text).await.0, 201, "text does not wait for media");
+    let page = setup.api.wait_for_history(&bob, &conversation, 1).await;
+    assert_eq!(page.len(), 1, "the refused send left no message: {page:?}");
+
+    setup.system.start_media().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let sent = loop {
+        let (status, body) = setup.api.post(&path, Some(&alice.access_token), with_file.clone()).await;
+        if status == 201 {
+            break body;
+        }
+        assert!(status == 503 && tokio::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sent["attachments"][0]["id"], up["id"], "{sent}");
+    let page = setup.api.wait_for_history(&bob, &conversation, 2).await;
+    assert_eq!(page[1]["attachments"][0]["name"], "notes.pdf");
     setup.system.stop().await;
 }
