@@ -329,6 +329,7 @@ async fn bad_uploads_leave_nothing(db: Db, on: Where) {
     refused(setup.upload(&alice, "../../etc/passwd", pdf(100)).await, 400, "a path");
     refused(setup.upload(&alice, "a\\b.pdf", pdf(100)).await, 400, "a Windows path");
     refused(setup.upload(&alice, "bell\u{7}.pdf", pdf(100)).await, 400, "a control character");
+    refused(setup.upload(&alice, "nul\0.pdf", pdf(100)).await, 400, "a NUL byte");
     refused(setup.upload(&alice, &"x".repeat(300), pdf(100)).await, 400, "a name too long");
     refused(setup.upload(&alice, "empty.pdf", Vec::new()).await, 400, "an empty file");
     let elf = [b"\x7fELF\x02\x01\x01\0".as_slice(), &[0; 20_000]].concat();
@@ -338,6 +339,16 @@ async fn bad_uploads_leave_nothing(db: Db, on: Where) {
     let first = pdf(100).len() as u64;
 
     // Over the file limit, or over the quota: 413 from the declared length alone.
+    // Lengths at their types' maximum: i64's is ours to refuse; u64's hyper
+    // refuses while it parses the head, before any handler runs.
+    let most = i64::MAX.to_string();
+    assert_eq!(
+        setup.raw_upload(&alice, &most, b"", After::Wait).await.as_deref(),
+        Some("HTTP/1.1 413 Payload Too Large")
+    );
+    let beyond = u64::MAX.to_string();
+    let refused_head = setup.raw_upload(&alice, &beyond, b"", After::Wait).await;
+    assert_eq!(refused_head.as_deref(), Some("HTTP/1.1 431 Request Header Fields Too Large"));
     let over = (MAX_FILE + 1).to_string();
     assert_eq!(
         setup.raw_upload(&alice, &over, b"", After::Wait).await.as_deref(),

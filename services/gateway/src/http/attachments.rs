@@ -299,6 +299,11 @@ mod tests {
         assert_eq!(range("bytes=-5", 100), Wanted::Part { start: 95, length: 5 });
         assert_eq!(range("bytes=-500", 100), Wanted::Part { start: 0, length: 100 });
         assert_eq!(range("bytes=50-1000", 100), Wanted::Part { start: 50, length: 50 });
+        let most = u64::MAX;
+        assert_eq!(range(&format!("bytes=0-{most}"), 100), Wanted::Part { start: 0, length: 100 });
+        assert_eq!(range(&format!("bytes=-{most}"), 100), Wanted::Part { start: 0, length: 100 });
+        assert_eq!(range(&format!("bytes={most}-"), 100), Wanted::Unsatisfiable);
+        assert_eq!(range("bytes=99999999999999999999-", 100), Wanted::Whole, "past u64: not a number");
     }
 
     #[test]
