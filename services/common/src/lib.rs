@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod blocks;
 pub mod config;
 pub mod conversation_log;
 pub mod db;

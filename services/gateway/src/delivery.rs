@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
+use chat_common::blocks::Blocks;
 use chat_common::conversation_log::idempotency_key;
 use chat_common::events::{ChatEvent, EventError};
 use chat_common::sent_keys::SentKeys;
@@ -90,6 +91,15 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     membership: Arc<MembershipCache>,
+    /// Who blocked whom: blocked senders' messages are hidden, and presence
+    /// and typing do not cross a block either way.
+    blocks: Arc<Blocks>,
+}
+
+/// The frame for the members who blocked a message's sender.
+pub struct Hidden {
+    pub from: Vec<String>,
+    pub frame: Frame,
 }
 
 /// Keeps a user registered while one of their sockets is being set up or open.
@@ -100,8 +110,8 @@ pub struct Lease {
 }
 
 impl Registry {
-    pub fn new(membership: Arc<MembershipCache>) -> Self {
-        Self { inner: Mutex::default(), membership }
+    pub fn new(membership: Arc<MembershipCache>, blocks: Arc<Blocks>) -> Self {
+        Self { inner: Mutex::default(), membership, blocks }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -137,18 +147,37 @@ impl Registry {
     }
 
     /// Hands an event to the local sockets of the conversation's members,
-    /// except those of `except_device` (the device that caused it).
-    fn dispatch(&self, stream_seq: u64, conversation_id: &str, frame: Frame, except_device: Option<&str>) {
+    /// except those of `except_device` (the device that caused it); members
+    /// named in `hidden` get its frame instead.
+    fn dispatch(
+        &self,
+        stream_seq: u64,
+        conversation_id: &str,
+        frame: Frame,
+        except_device: Option<&str>,
+        hidden: Option<Hidden>,
+    ) {
         let mut inner = self.lock();
         inner.last_dispatched = stream_seq;
         let Inner { users, by_conversation, .. } = &mut *inner;
         let Some(local) = by_conversation.get(conversation_id) else { return };
         for user_id in local {
             let Some(user) = users.get(user_id) else { continue };
+            let frame = match &hidden {
+                Some(hidden) if hidden.from.iter().any(|u| **u == **user_id) => &hidden.frame,
+                _ => &frame,
+            };
             for socket in user.sockets.values().filter(|s| Some(&*s.device_id) != except_device) {
                 socket.outbox.deliver(Outbound::Live { stream_seq, frame: frame.clone() });
             }
         }
+    }
+
+    /// The frame `hidden_text` writes, for the members who blocked `sender`,
+    /// if any did (most often nobody: one lookup).
+    fn hidden(&self, sender: &str, hidden_text: impl FnOnce() -> String) -> Option<Hidden> {
+        let from = self.blocks.blockers_of(sender);
+        (!from.is_empty()).then(|| Hidden { from, frame: hidden_text().into() })
     }
 
     fn apply_membership(&self, stream_seq: u64, event: &MembershipChanged) {
@@ -210,7 +239,7 @@ impl Registry {
             .filter(|c| self.membership.members(c).is_some_and(|m| m.shares_presence()))
             .filter_map(|c| inner.by_conversation.get(c))
             .flatten()
-            .filter(|u| ***u != *user_id)
+            .filter(|u| ***u != *user_id && !self.blocks.between(u, user_id))
             .collect();
         if audience.is_empty() {
             return;
@@ -238,7 +267,7 @@ impl Registry {
         let contacts: HashSet<&String> = lists
             .iter()
             .flat_map(|members| &members.member_ids)
-            .filter(|m| *m != user_id && inner.online.contains(*m))
+            .filter(|m| *m != user_id && inner.online.contains(*m) && !self.blocks.between(user_id, m))
             .collect();
         contacts.into_iter().cloned().collect()
     }
@@ -248,12 +277,13 @@ impl Registry {
         self.lock().users.get(user_id).is_some_and(|u| u.conversations.contains(conversation_id))
     }
 
-    /// Hands an ephemeral frame to the local sockets of a conversation's
-    /// members other than `except_user`.
-    pub fn broadcast(&self, conversation_id: &str, frame: Frame, except_user: &str) {
+    /// Hands an ephemeral frame from `from_user` to the local sockets of a
+    /// conversation's other members, but not across a block.
+    pub fn broadcast(&self, conversation_id: &str, frame: Frame, from_user: &str) {
         let inner = self.lock();
         let Some(local) = inner.by_conversation.get(conversation_id) else { return };
-        for user in local.iter().filter(|u| ***u != *except_user).filter_map(|u| inner.users.get(u)) {
+        let audience = local.iter().filter(|u| ***u != *from_user && !self.blocks.between(u, from_user));
+        for user in audience.filter_map(|u| inner.users.get(u)) {
             for socket in user.sockets.values() {
                 // A full queue drops the indicator: it is not worth closing a socket over.
                 socket.outbox.offer(Outbound::Ephemeral { frame: frame.clone() });
@@ -435,7 +465,9 @@ fn dispatch(registry: &Registry, sent: &SentKeys, m: &async_nats::jetstream::Mes
             let age_ms = chat_common::time::now_ms().saturating_sub(message.sent_at_ms).max(0);
             crate::metrics::get().fan_out.observe(age_ms as f64 / 1000.0);
             let frame: Frame = ServerFrame::message(&message, stream_seq).to_text().into();
-            registry.dispatch(stream_seq, &message.conversation_id, frame, None);
+            let hidden =
+                registry.hidden(&message.sender_id, || ServerFrame::message(&message, stream_seq).hidden().to_text());
+            registry.dispatch(stream_seq, &message.conversation_id, frame, None, hidden);
             // A removal takes effect right after its own system message, so
             // the member hears of it and of nothing later.
             if let Some(system) = message
@@ -449,13 +481,15 @@ fn dispatch(registry: &Registry, sent: &SentKeys, m: &async_nats::jetstream::Mes
         ChatEvent::Membership(event) => registry.apply_membership(stream_seq, &event),
         ChatEvent::Changed(MessageChanged { message: Some(message), .. }) => {
             let frame: Frame = ServerFrame::change(&message, stream_seq).to_text().into();
-            registry.dispatch(stream_seq, &message.conversation_id, frame, None);
+            let hidden =
+                registry.hidden(&message.sender_id, || ServerFrame::change(&message, stream_seq).hidden().to_text());
+            registry.dispatch(stream_seq, &message.conversation_id, frame, None, hidden);
         }
         // Never decoded without its message.
         ChatEvent::Changed(_) => registry.advance(stream_seq),
         ChatEvent::Read(event) => {
             let frame: Frame = ServerFrame::read(&event).to_text().into();
-            registry.dispatch(stream_seq, &event.conversation_id, frame, Some(&event.device_id));
+            registry.dispatch(stream_seq, &event.conversation_id, frame, Some(&event.device_id), None);
         }
     }
 }

@@ -57,6 +57,9 @@ pub use config::Config;
 
 /// How long shutdown waits for sockets to say goodbye.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for the blocks bucket to be read.
+const BLOCKS_LOAD_LIMIT: Duration = Duration::from_secs(10);
+
 /// Signing keys are refetched this often even without an announcement.
 const KEYS_SAFETY_REFRESH: Duration = Duration::from_secs(60);
 
@@ -121,6 +124,7 @@ impl App {
         let presence_users = presence_buckets.users.clone();
         let presence = presence::PresenceReporter::new(js.clone(), &presence_buckets, config.presence_ttl);
         let archive = std::sync::Arc::new(messaging::HistoryArchive(services.history.clone()));
+        let js_for_blocks = js.clone();
         let log = chat_common::conversation_log::ConversationLog::new(js, stream.clone(), sent.clone(), archive);
         let (listener, http_addr) = chat_common::grpc::bind(&config.http_addr)
             .await
@@ -128,7 +132,17 @@ impl App {
         let metrics = chat_common::metrics::Endpoint::bind(&config.metrics_addr)
             .await
             .with_context(|| format!("binding the metrics listener on {}", config.metrics_addr))?;
-        let state = state::AppState::new(config, services, nats, stream, log, presence, shutdown);
+        let blocks_bucket = chat_common::blocks::bucket(&js_for_blocks, config.stream.replicas)
+            .await
+            .context("opening the blocks bucket")?;
+        let newest_block = chat_common::blocks::newest_revision(&blocks_bucket).await;
+        let nats = state::Nats { client: nats, stream, blocks_bucket };
+        let state = state::AppState::new(config, services, nats, log, presence, shutdown);
+        tokio::spawn(state.blocks.clone().follow(state.blocks_bucket.clone(), state.shutdown.clone()));
+        // Blocks are known before the first frame is delivered.
+        if !state.blocks.caught_up_to(newest_block, BLOCKS_LOAD_LIMIT).await {
+            tracing::warn!("the blocks were not all loaded in time; serving while they arrive");
+        }
         // Revocations are known before the first request is served.
         state
             .revocations

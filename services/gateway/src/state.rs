@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chat_common::blocks::Blocks;
 use chat_common::grpc::Channel;
 use chat_common::shutdown::CancellationToken;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -28,6 +29,14 @@ pub struct Services {
     pub presence: PresenceServiceClient<Channel>,
     pub notification: NotificationServiceClient<Channel>,
     pub media: MediaServiceClient<Channel>,
+}
+
+/// What the gateway reads and writes in NATS besides sending.
+pub struct Nats {
+    pub client: async_nats::Client,
+    /// The CHAT stream, for catch-up reads.
+    pub stream: async_nats::jetstream::stream::Stream,
+    pub blocks_bucket: async_nats::jetstream::kv::Store,
 }
 
 /// The gateway's shared state. Cloned for every request and socket, so a
@@ -62,6 +71,10 @@ pub struct Shared {
     pub brakes: crate::brakes::Brakes,
     pub typing: Arc<Typing>,
     pub presence: Arc<PresenceReporter>,
+    /// Who blocked whom, followed from `blocks_bucket`, which this gateway
+    /// writes its users' blocks to.
+    pub blocks: Arc<Blocks>,
+    pub blocks_bucket: async_nats::jetstream::kv::Store,
     pub shutdown: CancellationToken,
     /// Open sockets, so shutdown can wait for their 1001 closes.
     pub sockets: TaskTracker,
@@ -72,16 +85,17 @@ impl AppState {
     pub fn new(
         config: Config,
         services: Services,
-        nats: async_nats::Client,
-        stream: async_nats::jetstream::stream::Stream,
+        nats: Nats,
         log: ConversationLog,
         presence: PresenceReporter,
         shutdown: CancellationToken,
     ) -> Self {
         let Services { auth, history, presence: presence_api, notification, media } = services;
+        let Nats { client: nats, stream, blocks_bucket } = nats;
         let revocations = Arc::new(Revocations::new(config.access_token_ttl));
         let membership = Arc::new(MembershipCache::new(history.clone()));
-        let registry = Arc::new(Registry::new(membership.clone()));
+        let blocks = Arc::new(Blocks::default());
+        let registry = Arc::new(Registry::new(membership.clone(), blocks.clone()));
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
         let brakes = crate::brakes::Brakes::new(config.send_rate_per_user, config.conversation_rate_per_user);
@@ -100,6 +114,8 @@ impl AppState {
             typing,
             presence: Arc::new(presence),
             presence_api,
+            blocks,
+            blocks_bucket,
             notification,
             media,
             shutdown,

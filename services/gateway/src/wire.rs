@@ -29,6 +29,27 @@ pub struct MessageJson<'a> {
     /// Only on messages with files (addition to v1).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentJson<'a>>,
+    /// Only on messages from a user the reader blocked (addition to v1): the
+    /// body, files and `client_msg_id` are left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl MessageJson<'_> {
+    /// The message as a reader who blocked its sender sees it: its place in
+    /// `seq` and who sent it, nothing of what it says. A system message (a
+    /// change to the conversation) is shown whole.
+    pub fn hidden(self) -> Self {
+        if self.system.is_some() {
+            return self;
+        }
+        Self { body: "", client_msg_id: "", attachments: Vec::new(), hidden: true, ..self }
+    }
+
+    /// The message as `viewer` sees it.
+    pub fn for_viewer(self, blocks: &chat_common::blocks::Blocks, viewer: &str) -> Self {
+        if blocks.hides(viewer, self.sender_id) { self.hidden() } else { self }
+    }
 }
 
 /// A file as messages and uploads show it (addition to v1): where to fetch
@@ -99,6 +120,7 @@ impl<'a> From<&'a Message> for MessageJson<'a> {
             edited_at: (m.edited_at_ms != 0).then(|| rfc3339_ms(m.edited_at_ms)),
             deleted_at: (m.deleted_at_ms != 0).then(|| rfc3339_ms(m.deleted_at_ms)),
             attachments: m.attachments.iter().map(AttachmentJson::from).collect(),
+            hidden: false,
         }
     }
 }

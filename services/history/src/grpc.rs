@@ -11,8 +11,9 @@ use chat_proto::history::v1::{
     FindSentMessageResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
     ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
     MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, ReferencedAttachmentsRequest,
-    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, SearchMessagesRequest,
-    SearchMessagesResponse, SetMemberRoleRequest, history_service_server::HistoryService,
+    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, ReportMessageRequest,
+    ReportMessageResponse, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest, SetMutedRequest,
+    history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -61,6 +62,21 @@ impl HistoryGrpc {
             groups.record_added(&conversation.conversation_id, &who, added).await?;
         }
         self.store.conversation_state(&conversation.conversation_id).await
+    }
+
+    /// Mutes or unmutes, then announces the members (with who muted) so
+    /// notification follows at this point of the conversation.
+    async fn set_muted(&self, req: SetMutedRequest) -> Result<Conversation, Error> {
+        let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let muted_at_ms = req.muted.then(chat_common::time::now_ms);
+        if !self.store.set_muted(&conversation_id, &user_id, muted_at_ms).await? {
+            self.member_check(&conversation_id, &user_id).await?;
+            return Err(Error::NotMember);
+        }
+        let conversation = self.store.conversation_for(&conversation_id, &user_id).await?;
+        self.announce_membership(&conversation).await?;
+        Ok(conversation)
     }
 
     async fn remove_member(&self, req: RemoveMemberRequest) -> Result<Conversation, Error> {
@@ -128,6 +144,7 @@ impl HistoryGrpc {
         let event = MembershipChanged {
             conversation_id: conversation.conversation_id.clone(),
             member_ids: conversation.member_ids.clone(),
+            muted_member_ids: conversation.muted_member_ids.clone(),
             kind: conversation.kind,
             ..Default::default()
         };
@@ -365,6 +382,17 @@ impl HistoryService for HistoryGrpc {
 
     async fn set_member_role(&self, request: Request<SetMemberRoleRequest>) -> Result<Response<Conversation>, Status> {
         Ok(Response::new(self.groups().set_role(request.into_inner()).await?))
+    }
+
+    async fn set_muted(&self, request: Request<SetMutedRequest>) -> Result<Response<Conversation>, Status> {
+        Ok(Response::new(self.set_muted(request.into_inner()).await?))
+    }
+
+    async fn report_message(
+        &self,
+        request: Request<ReportMessageRequest>,
+    ) -> Result<Response<ReportMessageResponse>, Status> {
+        Ok(Response::new(crate::safety::report(&self.store, request.into_inner()).await?))
     }
 
     async fn change_message(

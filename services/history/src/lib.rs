@@ -13,6 +13,7 @@ mod groups;
 mod grpc;
 mod ingest;
 mod metrics;
+mod safety;
 mod store;
 mod validate;
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
+use chat_common::blocks::Blocks;
 use chat_common::events::{ChatEvent, EventError};
 use chat_common::grpc::Channel;
 use chat_common::paced_pull::PacedPull;
@@ -95,7 +96,16 @@ pub struct Intake {
     sockets: Arc<Mutex<SocketIndex>>,
     history: HistoryServiceClient<Channel>,
     /// Conversation → members, fetched once and kept current by the stream's snapshots.
-    members: Mutex<HashMap<String, Arc<Vec<String>>>>,
+    members: Mutex<HashMap<String, Arc<Members>>>,
+    /// Who blocked whom: nothing is queued for a member from a sender they blocked.
+    blocks: Arc<Blocks>,
+}
+
+/// A conversation's members, and those of them who muted it.
+#[derive(Clone, Default)]
+struct Members {
+    ids: Vec<String>,
+    muted: Vec<String>,
 }
 
 impl Intake {
@@ -108,6 +118,7 @@ impl Intake {
         pending: Arc<Pending>,
         sockets: Arc<Mutex<SocketIndex>>,
         history: HistoryServiceClient<Channel>,
+        blocks: Arc<Blocks>,
     ) -> Result<Self, async_nats::Error> {
         // The whole stream rather than one filter per subject kind, which
         // JetStream would match against every conversation's subjects on each
@@ -133,6 +144,7 @@ impl Intake {
             sockets,
             history,
             members: Mutex::new(HashMap::new()),
+            blocks,
         })
     }
 
@@ -221,7 +233,7 @@ impl Intake {
                 }
             }
             ChatEvent::Membership(event) => {
-                self.remember(&event.conversation_id, event.member_ids);
+                self.remember(&event.conversation_id, event.member_ids, event.muted_member_ids);
                 Ok(())
             }
             ChatEvent::Read(read) => {
@@ -238,7 +250,9 @@ impl Intake {
         let members = self.members_of(&chat.conversation_id, &chat.sender_id).await?;
         let offline: Vec<&String> = {
             let sockets = self.sockets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            members.iter().filter(|m| **m != chat.sender_id && !sockets.is_connected(m)).collect()
+            // Nobody hears of a conversation they muted, nor from someone they blocked.
+            let quiet = |m: &String| members.muted.contains(m) || self.blocks.hides(m, &chat.sender_id);
+            members.ids.iter().filter(|m| **m != chat.sender_id && !sockets.is_connected(m) && !quiet(m)).collect()
         };
         let preview = preview(chat);
         let queued = offline.into_iter().map(|user_id| {
@@ -273,7 +287,7 @@ impl Intake {
         }
     }
 
-    async fn members_of(&self, conversation_id: &str, member: &str) -> Result<Arc<Vec<String>>, tonic::Status> {
+    async fn members_of(&self, conversation_id: &str, member: &str) -> Result<Arc<Members>, tonic::Status> {
         if let Some(members) = self.lock().get(conversation_id) {
             return Ok(members.clone());
         }
@@ -287,7 +301,7 @@ impl Intake {
             })
             .await?
             .into_inner();
-        Ok(self.remember(conversation_id, conversation.member_ids))
+        Ok(self.remember(conversation_id, conversation.member_ids, conversation.muted_member_ids))
     }
 
     /// Applies a group's system message to the cached member list: a removal
@@ -298,12 +312,13 @@ impl Intake {
         let mut updated = members.as_ref().clone();
         match event.kind() {
             SystemEventKind::MemberRemoved | SystemEventKind::MemberLeft => {
-                updated.retain(|m| !event.user_ids.contains(m));
+                updated.ids.retain(|m| !event.user_ids.contains(m));
+                updated.muted.retain(|m| !event.user_ids.contains(m));
             }
             SystemEventKind::MembersAdded | SystemEventKind::Created => {
                 for user_id in &event.user_ids {
-                    if !updated.contains(user_id) {
-                        updated.push(user_id.clone());
+                    if !updated.ids.contains(user_id) {
+                        updated.ids.push(user_id.clone());
                     }
                 }
             }
@@ -312,8 +327,8 @@ impl Intake {
         *members = Arc::new(updated);
     }
 
-    fn remember(&self, conversation_id: &str, member_ids: Vec<String>) -> Arc<Vec<String>> {
-        let members = Arc::new(member_ids);
+    fn remember(&self, conversation_id: &str, ids: Vec<String>, muted: Vec<String>) -> Arc<Members> {
+        let members = Arc::new(Members { ids, muted });
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
@@ -322,7 +337,7 @@ impl Intake {
         members
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Vec<String>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Members>>> {
         self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

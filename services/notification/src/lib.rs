@@ -48,6 +48,9 @@ pub(crate) fn random<const N: usize>() -> [u8; N] {
 }
 
 /// The notification service, built and bound, ready to run.
+/// How long the intake waits for the blocks bucket to be read at start.
+const BLOCKS_LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct App {
     server: GrpcServer,
     presence: chat_common::nats::presence::Buckets,
@@ -60,6 +63,9 @@ pub struct App {
     pusher: Arc<pusher::Pusher>,
     pusher_consumer: PullConsumer,
     js: async_nats::jetstream::Context,
+    /// Who blocked whom, the bucket it follows, and the bucket's newest
+    /// revision at start (the intake waits until it is in).
+    blocks: (Arc<chat_common::blocks::Blocks>, async_nats::jetstream::kv::Store, u64),
 }
 
 impl App {
@@ -90,6 +96,9 @@ impl App {
         );
         let auth = AuthServiceClient::new(chat_common::grpc::channel(&config.auth_url).context("the auth address")?);
 
+        let blocks_bucket = chat_common::blocks::bucket(&js, replicas).await.context("opening the blocks bucket")?;
+        let blocks = Arc::new(chat_common::blocks::Blocks::default());
+        let newest_block = chat_common::blocks::newest_revision(&blocks_bucket).await;
         let sockets = Arc::new(Mutex::new(SocketIndex::default()));
         let pending = Arc::new(pending::Pending::new(js.clone(), buckets.pending.clone()));
         let subscriptions = Arc::new(subscriptions::Subscriptions::new(buckets.subscriptions.clone(), policy));
@@ -101,6 +110,7 @@ impl App {
             pending.clone(),
             sockets.clone(),
             history.clone(),
+            blocks.clone(),
         )
         .await
         .map_err(anyhow::Error::from_boxed)
@@ -151,6 +161,7 @@ impl App {
             pusher,
             pusher_consumer,
             js,
+            blocks: (blocks, blocks_bucket, newest_block),
         })
     }
 
@@ -169,6 +180,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         // Everything in this one task, so stopping or aborting it stops everything.
         let lag = &metrics::get().lag;
+        let (blocks, blocks_bucket, newest_block) = self.blocks;
         let (.., served) = tokio::join!(
             lag.watch(intake::CONSUMER, self.intake.consumer(), shutdown.clone()),
             lag.watch(pusher::CONSUMER, self.pusher_consumer.clone(), shutdown.clone()),
@@ -177,8 +189,15 @@ impl App {
             self.subscriptions.index.clone().follow(self.buckets.subscriptions.clone(), shutdown.clone()),
             revocations::follow(self.js.clone(), self.subscriptions.clone(), shutdown.clone()),
             self.dead.clone().follow(self.buckets.dead.clone(), shutdown.clone()),
-            // Boxed: the intake's future is the largest here.
-            Box::pin(self.intake.run(shutdown.clone())),
+            blocks.clone().follow(blocks_bucket, shutdown.clone()),
+            // Boxed: the intake's future is the largest here. It starts once
+            // the blocks are in, so nothing is queued from a blocked sender.
+            Box::pin(async {
+                if !blocks.caught_up_to(newest_block, BLOCKS_LOAD_LIMIT).await {
+                    tracing::warn!("the blocks were not all loaded in time; reading the stream while they arrive");
+                }
+                self.intake.run(shutdown.clone()).await;
+            }),
             self.pusher.run(self.pusher_consumer, shutdown.clone()),
             self.server.serve(metrics::get().registry.clone(), shutdown.clone()),
         );

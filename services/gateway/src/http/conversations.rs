@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use chat_common::blocks::Blocks;
 use chat_proto::auth::v1::GetUserRequest;
 use chat_proto::events::v1::{ConversationKind, MemberRole};
 use chat_proto::history::v1::{
     Actor, AddMembersRequest, Conversation, CreateConversationRequest, GetConversationRequest,
     ListConversationsRequest, ListMessagesRequest, RemoveMemberRequest, RenameConversationRequest,
-    SearchMessagesRequest, SetMemberRoleRequest,
+    ReportMessageRequest, SearchMessagesRequest, SetMemberRoleRequest, SetMutedRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,7 +34,9 @@ pub struct CreateBody {
     members: Vec<String>,
 }
 
-fn conversation_json(c: &Conversation, with_activity: bool) -> Value {
+/// A conversation as protocol v1 shows it; with `activity`, its last message
+/// and unread count as the viewing user sees them.
+fn conversation_json(c: &Conversation, activity: Option<(&Blocks, &str)>) -> Value {
     let mut v = json!({
         "conversation_id": c.conversation_id,
         "kind": c.kind().word(),
@@ -45,11 +48,12 @@ fn conversation_json(c: &Conversation, with_activity: bool) -> Value {
             c.members.iter().map(|m| json!({ "user_id": m.user_id, "role": m.role().word() })).collect();
         v["member_roles"] = roles.into();
     }
-    if with_activity {
+    if let Some((blocks, viewer)) = activity {
         if let Some(m) = &c.last_message {
-            v["last_message"] = json!(MessageJson::from(m));
+            v["last_message"] = json!(MessageJson::from(m).for_viewer(blocks, viewer));
         }
         v["unread_count"] = c.unread_count.into();
+        v["muted"] = c.muted.into();
     }
     v
 }
@@ -70,6 +74,7 @@ pub async fn create(
         return Err(ApiError::invalid_argument("a direct conversation names exactly one other user"));
     }
     existing_users(&state, &body.members).await?;
+    not_blocked_by(&state, &me.user_id, &body.members).await?;
     let reply = state
         .history
         .clone()
@@ -83,11 +88,11 @@ pub async fn create(
         .into_inner();
     let conversation = reply.conversation.ok_or_else(ApiError::internal)?;
     let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(conversation_json(&conversation, false))))
+    Ok((status, Json(conversation_json(&conversation, None))))
 }
 
 /// Checks every id names a registered user (auth is the authority on that).
-async fn existing_users(state: &AppState, user_ids: &[String]) -> Result<(), ApiError> {
+pub(super) async fn existing_users(state: &AppState, user_ids: &[String]) -> Result<(), ApiError> {
     for user_id in user_ids {
         if uuid::Uuid::parse_str(user_id).is_err() {
             return Err(ApiError::invalid_argument("members must be user ids (UUIDs)"));
@@ -97,12 +102,35 @@ async fn existing_users(state: &AppState, user_ids: &[String]) -> Result<(), Api
         match state.auth.clone().get_user(GetUserRequest { user_id: user_id.clone() }).await {
             Ok(_) => {}
             Err(status) if status.code() == tonic::Code::NotFound => {
-                return Err(ApiError::not_found(format!("no user with id {user_id}")));
+                return Err(unknown_user(user_id));
             }
             Err(status) => return Err(status.into()),
         }
     }
     Ok(())
+}
+
+/// Nobody brings a user who blocked them into a conversation. The answer is
+/// the one for an unknown user, so a block is not given away. Read from the
+/// bucket itself: a block made a moment ago through another gateway counts.
+async fn not_blocked_by(state: &AppState, me: &str, user_ids: &[String]) -> Result<(), ApiError> {
+    // Keys hold ids as auth writes them; a member may be named in capitals.
+    let canonical = user_ids.iter().filter_map(|u| uuid::Uuid::parse_str(u).ok()).map(|u| u.to_string());
+    for user_id in canonical.filter(|u| *u != *me) {
+        let blocked = chat_common::blocks::is_blocked(&state.blocks_bucket, &user_id, me).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read the blocks bucket");
+            ApiError::unavailable("cannot check blocks; retry")
+        })?;
+        if blocked {
+            return Err(unknown_user(&user_id));
+        }
+    }
+    Ok(())
+}
+
+/// The answer for a user who does not exist (or must look so).
+fn unknown_user(user_id: &str) -> ApiError {
+    ApiError::not_found(format!("no user with id {user_id}"))
 }
 
 fn actor(me: &crate::tokens::Identity) -> Option<Actor> {
@@ -125,7 +153,7 @@ pub async fn get(
         })
         .await?
         .into_inner();
-    let mut body = conversation_json(&conversation, true);
+    let mut body = conversation_json(&conversation, Some((&state.blocks, &me.user_id)));
     let markers: Vec<Value> =
         conversation.read_markers.iter().map(|m| json!({ "user_id": m.user_id, "seq": m.seq })).collect();
     body["read_markers"] = markers.into();
@@ -150,7 +178,7 @@ pub async fn rename(
         .rename_conversation(RenameConversationRequest { conversation_id, actor: actor(&me), title: body.title })
         .await?
         .into_inner();
-    Ok(Json(conversation_json(&conversation, false)))
+    Ok(Json(conversation_json(&conversation, None)))
 }
 
 #[derive(Deserialize)]
@@ -169,13 +197,14 @@ pub async fn add_members(
         return Err(ApiError::invalid_argument(format!("members must name 1 to {MAX_MEMBERS} users")));
     }
     existing_users(&state, &body.members).await?;
+    not_blocked_by(&state, &me.user_id, &body.members).await?;
     let conversation = state
         .history
         .clone()
         .add_members(AddMembersRequest { conversation_id, actor: actor(&me), user_ids: body.members })
         .await?
         .into_inner();
-    Ok(Json(conversation_json(&conversation, false)))
+    Ok(Json(conversation_json(&conversation, None)))
 }
 
 fn member_path(conversation_id: &str, user_id: &str) -> Result<(String, String), ApiError> {
@@ -210,7 +239,7 @@ pub async fn set_role(
         .ok_or_else(|| ApiError::invalid_argument("role must be \"admin\" or \"member\""))?;
     let request = SetMemberRoleRequest { conversation_id, actor: actor(&me), user_id, role: role.into() };
     let conversation = state.history.clone().set_member_role(request).await?.into_inner();
-    Ok(Json(conversation_json(&conversation, false)))
+    Ok(Json(conversation_json(&conversation, None)))
 }
 
 pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Result<Json<Value>, ApiError> {
@@ -220,7 +249,8 @@ pub async fn list(State(state): State<AppState>, AuthUser(me): AuthUser) -> Resu
         .list_conversations(ListConversationsRequest { user_id: me.user_id.to_string(), ..Default::default() })
         .await?
         .into_inner();
-    let conversations: Vec<Value> = reply.conversations.iter().map(|c| conversation_json(c, true)).collect();
+    let conversations: Vec<Value> =
+        reply.conversations.iter().map(|c| conversation_json(c, Some((&state.blocks, &me.user_id)))).collect();
     Ok(Json(json!({ "conversations": conversations })))
 }
 
@@ -257,7 +287,8 @@ pub async fn messages(
         })
         .await?
         .into_inner();
-    let messages: Vec<MessageJson<'_>> = reply.messages.iter().map(MessageJson::from).collect();
+    let messages: Vec<MessageJson<'_>> =
+        reply.messages.iter().map(|m| MessageJson::from(m).for_viewer(&state.blocks, &me.user_id)).collect();
     Ok(Json(json!({ "messages": messages, "has_more": reply.has_more })))
 }
 
@@ -370,8 +401,14 @@ pub async fn search(
         })
         .await?
         .into_inner();
-    let messages: Vec<Value> =
-        reply.messages.iter().filter_map(|m| m.message.as_ref()).map(|m| json!(MessageJson::from(m))).collect();
+    // What someone the caller blocked wrote is not found at all.
+    let messages: Vec<Value> = reply
+        .messages
+        .iter()
+        .filter_map(|m| m.message.as_ref())
+        .filter(|m| !state.blocks.hides(&me.user_id, &m.sender_id))
+        .map(|m| json!(MessageJson::from(m)))
+        .collect();
     let mut body = json!({ "messages": messages });
     if reply.has_more
         && let Some(last) = reply.messages.last()
@@ -379,4 +416,51 @@ pub async fn search(
         body["next_page"] = crate::wire::encode_cursor(last.stream_seq).into();
     }
     Ok(Json(body))
+}
+
+/// `PUT` (mute) and `DELETE` (unmute) `/v1/conversations/{id}/mute`
+/// (addition): no push for the caller's devices; unread counts go on.
+pub async fn mute(state: State<AppState>, me: AuthUser, path: Path<String>) -> Result<StatusCode, ApiError> {
+    set_muted(state, me, path, true).await
+}
+
+pub async fn unmute(state: State<AppState>, me: AuthUser, path: Path<String>) -> Result<StatusCode, ApiError> {
+    set_muted(state, me, path, false).await
+}
+
+async fn set_muted(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(conversation_id): Path<String>,
+    muted: bool,
+) -> Result<StatusCode, ApiError> {
+    let conversation_id = rules::conversation_id(&conversation_id)?;
+    let request = SetMutedRequest { conversation_id, user_id: me.user_id.to_string(), muted };
+    state.history.clone().set_muted(request).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ReportBody {
+    reason: String,
+}
+
+/// `POST /v1/conversations/{id}/messages/{message_id}/reports` (addition):
+/// 201 with the new report, 200 with the caller's earlier report of it.
+pub async fn report(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path((conversation_id, message_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ReportBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let conversation_id = rules::conversation_id(&conversation_id)?;
+    let message_id = uuid::Uuid::parse_str(&message_id)
+        .map_err(|_| ApiError::invalid_argument("message_id must be a UUID"))?
+        .to_string();
+    let request =
+        ReportMessageRequest { conversation_id, message_id, reporter_id: me.user_id.to_string(), reason: body.reason };
+    let reply = state.history.clone().report_message(request).await?.into_inner();
+    let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
+    let body = json!({ "report_id": reply.report_id, "created_at": crate::wire::rfc3339_ms(reply.created_at_ms) });
+    Ok((status, Json(body)))
 }

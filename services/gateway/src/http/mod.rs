@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod blocks;
 mod conversations;
 mod devices;
 mod extract;
@@ -41,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/me", get(users::me))
         .route("/v1/users/by-username/{username}", get(users::by_username))
         .route("/v1/users/{user_id}", get(users::by_id))
+        .route("/v1/blocks", get(blocks::list))
+        .route("/v1/blocks/{user_id}", axum::routing::put(blocks::block).delete(blocks::unblock))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
         .route("/v1/conversations/{conversation_id}", get(conversations::get).patch(conversations::rename))
         .route("/v1/conversations/{conversation_id}/members", post(conversations::add_members))
@@ -53,6 +56,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{conversation_id}/messages/{message_id}",
             axum::routing::patch(conversations::edit_message).delete(conversations::delete_message),
         )
+        .route(
+            "/v1/conversations/{conversation_id}/mute",
+            axum::routing::put(conversations::mute).delete(conversations::unmute),
+        )
+        .route("/v1/conversations/{conversation_id}/messages/{message_id}/reports", post(conversations::report))
         .route("/v1/attachments/{attachment_id}", get(attachments::get))
         .route("/v1/attachments/{attachment_id}/content", get(attachments::content))
         .route("/v1/attachments/{attachment_id}/thumbnail", get(attachments::thumbnail))

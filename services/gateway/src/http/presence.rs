@@ -1,6 +1,6 @@
 //! `GET /v1/presence?user_ids=<id>,<id>,…`: the presence of up to 200 users,
 //! as the caller may see it (presence leaves out users they share no
-//! conversation with).
+//! conversation with, and users on either side of a block).
 
 use std::collections::HashMap;
 
@@ -39,6 +39,8 @@ pub async fn get(
     let presence: Vec<Value> = reply
         .presences
         .iter()
+        // Presence does not cross a block, either way.
+        .filter(|p| !state.blocks.between(&me.user_id, &p.user_id))
         .map(|p| crate::presence::json(&p.user_id, p.status() == PresenceStatus::Online, p.last_seen_at_ms))
         .collect();
     Ok(Json(json!({ "presence": presence })))

@@ -98,6 +98,29 @@ impl<'a> ServerFrame<'a> {
         }
     }
 
+    /// The same frame for a reader who blocked the sender of the message it
+    /// carries (see `MessageJson::hidden`); any other frame is left as it is.
+    pub fn hidden(self) -> Self {
+        match self {
+            Self::Message { message, cursor } => Self::Message { message: message.hidden(), cursor },
+            Self::MessageEdited { message, cursor } => Self::MessageEdited { message: message.hidden(), cursor },
+            Self::MessageDeleted { message, cursor } => Self::MessageDeleted { message: message.hidden(), cursor },
+            other => other,
+        }
+    }
+
+    /// The frame as `viewer` sees it: hidden if it carries a message from
+    /// someone they blocked.
+    pub fn for_viewer(self, blocks: &chat_common::blocks::Blocks, viewer: &str) -> Self {
+        let (Self::Message { message, .. }
+        | Self::MessageEdited { message, .. }
+        | Self::MessageDeleted { message, .. }) = &self
+        else {
+            return self;
+        };
+        if blocks.hides(viewer, message.sender_id) { self.hidden() } else { self }
+    }
+
     /// The `read` frame of a marker move.
     pub fn read(event: &'a ReadMarkerMoved) -> Self {
         Self::Read { conversation_id: &event.conversation_id, user_id: &event.user_id, seq: event.seq }

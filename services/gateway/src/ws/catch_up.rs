@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use chat_common::blocks::Blocks;
 use chat_common::events::ChatEvent;
 use chat_common::nats::{CHAT_SUBJECTS, parse_chat_subject};
 use chat_proto::events::v1::{MessageChanged, ReadMarkerMoved};
@@ -141,18 +142,17 @@ async fn replay_stored(state: &AppState, identity: &Identity, out: &mut Socket, 
             .into_inner();
         for entry in &page.messages {
             if let Some(message) = &entry.message {
-                out.event(entry.stream_seq, ServerFrame::message(message, entry.stream_seq).to_text())
-                    .await
-                    .map_err(closed)?;
+                let frame =
+                    ServerFrame::message(message, entry.stream_seq).for_viewer(&state.blocks, &identity.user_id);
+                out.event(entry.stream_seq, frame.to_text()).await.map_err(closed)?;
             }
             after = after.max(entry.stream_seq);
         }
         if !page.has_more {
             for changed in &page.changed {
                 if let Some(message) = &changed.message {
-                    out.text(ServerFrame::change(message, changed.change_stream_seq).to_text())
-                        .await
-                        .map_err(closed)?;
+                    let frame = ServerFrame::change(message, changed.change_stream_seq);
+                    out.text(frame.for_viewer(&state.blocks, &identity.user_id).to_text()).await.map_err(closed)?;
                 }
             }
             return Ok(page.persisted_through);
@@ -223,7 +223,8 @@ async fn replay_tail(
         if stream_seq > snapshot {
             return Ok(());
         }
-        replay_entry(out, &conversations, &entry, stream_seq, markers).await?;
+        let viewer = (&*state.blocks, &*identity.user_id);
+        replay_entry(out, &conversations, viewer, &entry, stream_seq, markers).await?;
         if stream_seq >= snapshot || pending == 0 {
             return Ok(());
         }
@@ -234,6 +235,7 @@ async fn replay_tail(
 async fn replay_entry(
     out: &mut Socket,
     conversations: &HashSet<String>,
+    (blocks, viewer): (&Blocks, &str),
     entry: &async_nats::jetstream::Message,
     stream_seq: u64,
     markers: &mut Markers,
@@ -245,10 +247,12 @@ async fn replay_entry(
     // What live delivery passed over (and counted) is passed over here too.
     match ChatEvent::decode(&entry.subject, entry.payload.as_ref()) {
         Ok(ChatEvent::Message(message)) => {
-            out.event(stream_seq, ServerFrame::message(&message, stream_seq).to_text()).await.map_err(closed)?;
+            let frame = ServerFrame::message(&message, stream_seq).for_viewer(blocks, viewer);
+            out.event(stream_seq, frame.to_text()).await.map_err(closed)?;
         }
         Ok(ChatEvent::Changed(MessageChanged { message: Some(message), .. })) => {
-            out.event(stream_seq, ServerFrame::change(&message, stream_seq).to_text()).await.map_err(closed)?;
+            let frame = ServerFrame::change(&message, stream_seq).for_viewer(blocks, viewer);
+            out.event(stream_seq, frame.to_text()).await.map_err(closed)?;
         }
         Ok(ChatEvent::Read(event)) => markers.keep_latest(stream_seq, event),
         Ok(ChatEvent::Changed(_) | ChatEvent::Membership(_)) | Err(_) => {}

@@ -98,13 +98,41 @@ impl Store {
     /// Active members with their roles, in the order they joined.
     pub async fn members(&self, conversation_id: &str) -> Result<Vec<Member>, Error> {
         let rows = sqlx::query(
-            "SELECT user_id, role FROM conversation_members
+            "SELECT user_id, role, muted_at_ms FROM conversation_members
              WHERE conversation_id = $1 AND removed_at_seq IS NULL ORDER BY joined_at_ms, user_id",
         )
         .bind(conversation_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| Ok(Member { user_id: row.try_get("user_id")?, role: role_of(row)?.into() })).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    user_id: row.try_get("user_id")?,
+                    role: role_of(row)?.into(),
+                    muted: row.try_get::<Option<i64>, _>("muted_at_ms")?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// Mutes (at `now_ms`) or unmutes a conversation for an active member;
+    /// `false` when they are not one.
+    pub async fn set_muted(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        muted_at_ms: Option<i64>,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE conversation_members SET muted_at_ms = $1
+             WHERE conversation_id = $2 AND user_id = $3 AND removed_at_seq IS NULL",
+        )
+        .bind(muted_at_ms)
+        .bind(conversation_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// What `user_id` may see of a conversation.
@@ -140,7 +168,7 @@ impl Store {
                 "INSERT INTO conversation_members (conversation_id, user_id, role, joined_at_ms)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (conversation_id, user_id) DO UPDATE
-                 SET role = excluded.role, joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL
+                 SET role = excluded.role, joined_at_ms = excluded.joined_at_ms, removed_at_seq = NULL, muted_at_ms = NULL
                  WHERE conversation_members.removed_at_seq IS NOT NULL",
             )
             .bind(conversation_id)
@@ -222,6 +250,7 @@ impl Store {
         if !conversation.member_ids.iter().any(|member| member == user_id) {
             return Err(Error::NotMember);
         }
+        conversation.muted = conversation.muted_member_ids.iter().any(|member| member == user_id);
         let last_message = self.last_message(conversation_id).await?;
         conversation.last_seq = last_message.as_ref().map_or(0, |m| m.seq);
         Ok((conversation, last_message))
@@ -349,6 +378,7 @@ impl Store {
             kind: stored("conversation kind", &row.try_get::<String, _>("kind")?, ConversationKind::from_word)?.into(),
             title: row.try_get::<Option<String>, _>("title")?.unwrap_or_default(),
             member_ids: members.iter().map(|m| m.user_id.clone()).collect(),
+            muted_member_ids: members.iter().filter(|m| m.muted).map(|m| m.user_id.clone()).collect(),
             members,
             created_at_ms: row.try_get("created_at_ms")?,
             ..Default::default()

@@ -1,4 +1,4 @@
-//! Persistence of conversations, members, messages and read markers, one
+//! Persistence of conversations, members, messages, read markers and reports, one
 //! module a concern; here the store itself (a pool and the database it
 //! speaks to: SQLite or PostgreSQL) and the one write that crosses concerns,
 //! a batch from the CHAT stream. Every query binds its values; the one query
@@ -9,6 +9,7 @@ mod attachments;
 mod conversations;
 mod markers;
 mod messages;
+mod reports;
 mod search;
 
 use chat_common::db::{Backend, WriteConnection};
@@ -16,6 +17,7 @@ use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use sqlx::AnyPool;
 
 pub use conversations::{Access, NewConversation};
+pub use reports::NewReport;
 
 use crate::error::Error;
 
