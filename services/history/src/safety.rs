@@ -26,7 +26,7 @@ pub async fn report(store: &Store, req: ReportMessageRequest) -> Result<ReportMe
     if reason.is_empty() || reason.chars().count() > REASON_MAX_CHARS {
         return Err(Error::InvalidArgument(format!("reason must be 1 to {REASON_MAX_CHARS} characters")));
     }
-    if reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
         return Err(Error::InvalidArgument("reason must not contain control characters".into()));
     }
     // Up to which seq the reporter may read the conversation.
