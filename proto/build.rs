@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/chat/presence/v1/presence.proto",
     "proto/chat/notification/v1/notification.proto",
     "proto/chat/media/v1/media.proto",
+    "proto/chat/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

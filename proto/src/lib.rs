@@ -34,6 +34,11 @@ pub mod media {
         tonic::include_proto!("chat.media.v1");
     }
 }
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("chat.admin.v1");
+    }
+}
 
 mod words;
 

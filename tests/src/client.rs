@@ -111,6 +111,24 @@ impl Api {
         body["conversation_id"].as_str().expect("conversation_id").to_owned()
     }
 
+    /// Creates a group owned by `owner` with `members`; returns its id.
+    pub async fn group(&self, owner: &Device, title: &str, members: &[&Device]) -> String {
+        let members: Vec<&str> = members.iter().map(|m| m.user_id.as_str()).collect();
+        let body = json!({ "kind": "group", "title": title, "members": members });
+        let (status, created) = self.post("/v1/conversations", Some(&owner.access_token), body).await;
+        assert_eq!(status, 201, "create group: {created}");
+        created["conversation_id"].as_str().expect("conversation_id").to_owned()
+    }
+
+    /// Sends a message over HTTP (a fresh `client_msg_id`); returns the stored message.
+    pub async fn send(&self, from: &Device, conversation_id: &str, body: &str) -> Value {
+        let message = json!({ "client_msg_id": uuid::Uuid::new_v4().to_string(), "body": body });
+        let path = format!("/v1/conversations/{conversation_id}/messages");
+        let (status, sent) = self.post(&path, Some(&from.access_token), message).await;
+        assert_eq!(status, 201, "send: {sent}");
+        sent
+    }
+
     /// Pages a conversation's messages as `device`.
     pub async fn messages(&self, device: &Device, conversation_id: &str, query: &str) -> (u16, Value) {
         self.get(&format!("/v1/conversations/{conversation_id}/messages{query}"), Some(&device.access_token)).await

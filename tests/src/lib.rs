@@ -38,6 +38,9 @@ pub async fn within_limit(scenario: impl std::future::Future<Output = ()>) {
     }
 }
 
+/// The token of the one operator every test system's admin service knows.
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
 /// Generates one `#[tokio::test]` per database for an `async fn(Db)` scenario.
 #[macro_export]
 macro_rules! on_both_databases {

@@ -136,9 +136,12 @@ pub struct System {
     pub presence_addrs: Vec<String>,
     pub notification_addr: String,
     pub media_addr: String,
+    /// The operators' API; [`crate::OPERATOR_TOKEN`] is its one operator's token.
+    pub admin_addr: String,
     pub auth_db_url: String,
     pub history_db_url: String,
     pub media_db_url: String,
+    pub admin_db_url: String,
     /// Media's directory store (unused when the test moved it to S3).
     pub media_dir: std::path::PathBuf,
     postgres_names: Vec<String>,
@@ -156,6 +159,7 @@ pub struct System {
     presences: Vec<Option<Running>>,
     history: Option<Running>,
     media: Option<Running>,
+    admin: Option<Running>,
     gateways: Vec<Option<Gateway>>,
     _dir: tempfile::TempDir,
 }
@@ -241,11 +245,12 @@ impl System {
         crate::init_test_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut postgres_names = Vec::new();
-        let (auth_db_url, history_db_url, media_db_url) = match db {
+        let (auth_db_url, history_db_url, media_db_url, admin_db_url) = match db {
             Db::Sqlite => (
                 format!("sqlite://{}", dir.path().join("auth.db").display()),
                 format!("sqlite://{}", dir.path().join("history.db").display()),
                 format!("sqlite://{}", dir.path().join("media.db").display()),
+                format!("sqlite://{}", dir.path().join("admin.db").display()),
             ),
             Db::Postgres => {
                 let base = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
@@ -255,7 +260,7 @@ impl System {
                     postgres_names.push(name);
                     url
                 };
-                (create("auth").await?, create("history").await?, create("media").await?)
+                (create("auth").await?, create("history").await?, create("media").await?, create("admin").await?)
             }
         };
         let nats = NatsServer::start().await;
@@ -292,9 +297,11 @@ impl System {
             presence_addrs: Vec::new(),
             notification_addr: String::new(),
             media_addr: String::new(),
+            admin_addr: String::new(),
             auth_db_url,
             history_db_url,
             media_db_url,
+            admin_db_url,
             media_dir: dir.path().join("media"),
             postgres_names,
             stream: builder.stream,
@@ -311,11 +318,13 @@ impl System {
             presences: Vec::new(),
             history,
             media: None,
+            admin: None,
             gateways: Vec::new(),
             _dir: dir,
         };
         system.start_notification().await;
         system.start_media().await;
+        system.start_admin().await;
         for _ in 0..builder.presences {
             let config = system.presence_config("127.0.0.1:0");
             let presence = Box::pin(chat_presence::App::build(config)).await.expect("presence starts");
@@ -447,6 +456,17 @@ impl System {
             notification.task.abort();
             let _ = notification.task.await;
         }
+    }
+
+    /// Starts admin, with one operator: `test-operator`, whose token is [`crate::OPERATOR_TOKEN`].
+    async fn start_admin(&mut self) {
+        let operators = chat_admin::Operators::with_token("test-operator", crate::OPERATOR_TOKEN);
+        let peers = (self.auth_addr.as_str(), self.history_addr.as_str());
+        let config = chat_admin::Config::local(&self.admin_db_url, &self.nats.url(), peers, operators);
+        let admin = Box::pin(chat_admin::App::build(config)).await.expect("admin starts");
+        self.admin_addr = admin.grpc_addr().to_string();
+        self.metrics_addrs.insert("admin", admin.metrics_addr());
+        self.admin = Some(spawn(|t| admin.run(t)));
     }
 
     /// Starts media (again, on the same address after the first time).
@@ -602,8 +622,12 @@ impl System {
         let presences: Vec<Running> = self.presences.iter_mut().filter_map(Option::take).collect();
         let notifications: Vec<Running> =
             self.notification.take().into_iter().chain(self.more_notifications.drain(..)).collect();
-        let rest =
-            notifications.into_iter().chain(self.media.take()).chain(self.auth.take()).chain(self.history.take());
+        let rest = notifications
+            .into_iter()
+            .chain(self.admin.take())
+            .chain(self.media.take())
+            .chain(self.auth.take())
+            .chain(self.history.take());
         for service in presences.into_iter().chain(rest) {
             service.stop().await;
         }

@@ -69,6 +69,7 @@ async fn enum_values_no_build_defines_are_refused_over_grpc() {
                     actor: actor.clone(),
                     change,
                     body: "x".into(),
+                    by_operator: false,
                 })
                 .await
                 .unwrap_err();

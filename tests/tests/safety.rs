@@ -38,14 +38,6 @@ async fn group(api: &Api, owner: &Device, members: &[&Device]) -> (u16, Value) {
     api.post("/v1/conversations", Some(&owner.access_token), body).await
 }
 
-async fn send(api: &Api, from: &Device, conversation: &str, body: &str) -> Value {
-    let message = json!({ "client_msg_id": uuid::Uuid::new_v4().to_string(), "body": body });
-    let (status, sent) =
-        api.post(&format!("/v1/conversations/{conversation}/messages"), Some(&from.access_token), message).await;
-    assert_eq!(status, 201, "{sent}");
-    sent
-}
-
 /// The next `message` frame, passing over presence and read frames.
 async fn next_message(ws: &mut Ws) -> Value {
     loop {
@@ -173,7 +165,7 @@ async fn a_block_hides_the_blocked_senders_messages_everywhere_the_blocker_reads
 
     // Catch-up: alice, away, misses one more; it comes back hidden.
     alice_ws.close().await;
-    send(&api, &bob, &club, "the gardener helped").await;
+    api.send(&bob, &club, "the gardener helped").await;
     let cursor_url = format!("{}?cursor={alice_cursor}", system.ws(1));
     let (mut alice_ws, _) = Ws::open(&cursor_url, &alice).await;
     let caught_up: Vec<Value> = {
@@ -195,7 +187,7 @@ async fn a_block_hides_the_blocked_senders_messages_everywhere_the_blocker_reads
     assert_eq!(unblock(&api, &alice, &bob.user_id).await.0, 204);
     assert_eq!(unblock(&api, &alice, &bob.user_id).await.0, 204, "unblocking twice is harmless");
     assert!(blocked_ids(&api, &alice).await.is_empty());
-    send(&api, &bob, &club, "sorry for the spoilers").await;
+    api.send(&bob, &club, "sorry for the spoilers").await;
     assert_eq!(next_message(&mut alice_ws).await["message"]["body"], "sorry for the spoilers");
     let page = api.wait_for_history(&alice, &club, 4).await;
     assert!(page.iter().all(|m| m.get("hidden").is_none()), "{page:?}");
@@ -298,8 +290,8 @@ async fn muted_conversations_and_blocked_senders_are_not_pushed_and_unread_count
     // next one from alice is, alone.
     assert_eq!(call(&api, Method::PUT, &mute_path(&with_carol), &bob).await.0, 204);
     assert_eq!(call(&api, Method::PUT, &mute_path(&with_carol), &bob).await.0, 204, "muting twice is harmless");
-    send(&api, &carol, &with_carol, "psst").await;
-    send(&api, &alice, &with_alice, "lunch?").await;
+    api.send(&carol, &with_carol, "psst").await;
+    api.send(&alice, &with_alice, "lunch?").await;
     let first = pushed(1).await;
     assert_eq!(
         (first["title"].as_str(), first["body"].as_str(), first["count"].as_u64()),
@@ -320,8 +312,8 @@ async fn muted_conversations_and_blocked_senders_are_not_pushed_and_unread_count
     // Bob blocks alice: her message is not pushed; carol's, unmuted, is.
     assert_eq!(call(&api, Method::DELETE, &mute_path(&with_carol), &bob).await.0, 204);
     assert_eq!(block(&api, &bob, &alice.user_id).await.0, 204);
-    send(&api, &alice, &with_alice, "hello? are you ignoring me?").await;
-    send(&api, &carol, &with_carol, "unmuted now").await;
+    api.send(&alice, &with_alice, "hello? are you ignoring me?").await;
+    api.send(&carol, &with_carol, "unmuted now").await;
     let second = pushed(2).await;
     assert_eq!(
         (second["title"].as_str(), second["body"].as_str(), second["count"].as_u64()),
@@ -333,7 +325,7 @@ async fn muted_conversations_and_blocked_senders_are_not_pushed_and_unread_count
 
     // Unblocked: alice is pushed again.
     assert_eq!(unblock(&api, &bob, &alice.user_id).await.0, 204);
-    send(&api, &alice, &with_alice, "there you are").await;
+    api.send(&alice, &with_alice, "there you are").await;
     let third = pushed(3).await;
     assert_eq!((third["title"].as_str(), third["body"].as_str()), (Some("alice"), Some("there you are")), "{third}");
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -351,12 +343,12 @@ async fn a_report_keeps_the_message_and_its_context_as_they_read_then(db: Db) {
     let (_, created) = group(&api, &alice, &[&bob, &carol]).await;
     let club = created["conversation_id"].as_str().unwrap().to_owned();
     for i in 1..=7 {
-        send(&api, &alice, &club, &format!("before {i}")).await;
+        api.send(&alice, &club, &format!("before {i}")).await;
     }
-    let reported = send(&api, &bob, &club, "something nasty").await;
+    let reported = api.send(&bob, &club, "something nasty").await;
     let reported_id = reported["message_id"].as_str().unwrap().to_owned();
     for i in 1..=2 {
-        send(&api, &carol, &club, &format!("after {i}")).await;
+        api.send(&carol, &club, &format!("after {i}")).await;
     }
     api.wait_for_history(&carol, &club, 11).await;
     let path = |m: &str| format!("/v1/conversations/{club}/messages/{m}/reports");

@@ -17,6 +17,9 @@ pub enum Error {
     InvalidRefreshToken,
     #[error("user not found")]
     UserNotFound,
+    /// An operator deactivated the account (told only after the right password).
+    #[error("this account is deactivated")]
+    Deactivated,
     #[error("no such device for this user")]
     DeviceNotFound,
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl From<Error> for Status {
             Error::UsernameTaken => Status::already_exists(err.to_string()),
             Error::InvalidCredentials | Error::InvalidRefreshToken => Status::unauthenticated(err.to_string()),
             Error::UserNotFound | Error::DeviceNotFound => Status::not_found(err.to_string()),
+            Error::Deactivated => Status::permission_denied(err.to_string()),
             Error::NotFound(msg) => Status::not_found(msg),
             Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
             Error::RateLimited(wait) => retry_after(&err, wait),

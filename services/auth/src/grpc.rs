@@ -6,10 +6,11 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_proto::auth::v1::{
-    Device, GetJwksRequest, GetJwksResponse, GetUserByUsernameRequest, GetUserRequest, ListDevicesRequest,
-    ListDevicesResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest, RefreshRequest,
-    RegisterRequest, RegisterResponse, RetireSigningKeyRequest, RevokeDeviceRequest, RevokeDeviceResponse,
-    RotateSigningKeyRequest, SigningKey, TokenPair, User, auth_service_server::AuthService,
+    DeactivateUserRequest, DeactivateUserResponse, Device, FindUsersRequest, FindUsersResponse, GetJwksRequest,
+    GetJwksResponse, GetUserByUsernameRequest, GetUserRequest, ListDevicesRequest, ListDevicesResponse,
+    ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse,
+    RetireSigningKeyRequest, RevokeDeviceRequest, RevokeDeviceResponse, RotateSigningKeyRequest, SigningKey, TokenPair,
+    User, UserRecord, auth_service_server::AuthService,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -113,8 +114,13 @@ impl AuthGrpc {
         let display_name = validate::optional_name("display_name", &req.display_name, DISPLAY_NAME_MAX)?
             .unwrap_or_else(|| req.username.clone());
         let password_hash = self.passwords.hash(req.password).await?;
-        let user =
-            UserRow { id: uuid::Uuid::now_v7().to_string(), username: req.username, display_name, password_hash };
+        let user = UserRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            username: req.username,
+            display_name,
+            password_hash,
+            deactivated: false,
+        };
         self.store.insert_user(&user, chat_common::time::now_ms()).await?;
         tracing::info!(user_id = %user.id, "user registered");
         Ok(RegisterResponse { user_id: user.id, username: user.username })
@@ -139,6 +145,9 @@ impl AuthGrpc {
             let _ = self.limits.login_failures_per_username.take(&username_key);
             return Err(Error::InvalidCredentials);
         };
+        if user.deactivated {
+            return Err(Error::Deactivated);
+        }
         let device_id = uuid::Uuid::now_v7().to_string();
         let (refresh, refresh_hash) = Self::new_refresh_token()?;
         let now = chat_common::time::now_ms();
@@ -263,6 +272,46 @@ impl AuthGrpc {
         })
     }
 
+    async fn find_users(&self, req: FindUsersRequest) -> Result<FindUsersResponse, Error> {
+        let query = req.query.trim();
+        let limit = match req.limit {
+            0 => 20,
+            limit @ 1..=100 => limit,
+            _ => return Err(Error::InvalidArgument("limit must be between 1 and 100".into())),
+        };
+        if query.is_empty() || query.chars().count() > 64 || query.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument("query must be 1 to 64 printable characters".into()));
+        }
+        let id = uuid::Uuid::parse_str(query).map(|u| u.to_string()).unwrap_or_default();
+        let prefix = query.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let users = self.store.find_users(&id, &prefix, limit).await?;
+        let users = users
+            .into_iter()
+            .map(|u| UserRecord {
+                user: Some(User { user_id: u.id, username: u.username, display_name: u.display_name }),
+                created_at_ms: u.created_at_ms,
+                deactivated_at_ms: u.deactivated_at_ms.unwrap_or_default(),
+                active_devices: u32::try_from(u.active_devices).unwrap_or(u32::MAX),
+            })
+            .collect();
+        Ok(FindUsersResponse { users })
+    }
+
+    async fn deactivate_user(&self, req: DeactivateUserRequest) -> Result<DeactivateUserResponse, Error> {
+        let user_id = validate::uuid("user_id", &req.user_id)?.to_string();
+        let now = chat_common::time::now_ms();
+        let (deactivated_now, devices) = self.store.deactivate_user(&user_id, now).await?.ok_or(Error::UserNotFound)?;
+        // Each device as if revoked by hand: gateways close its sockets and
+        // notification drops its push subscriptions.
+        for device_id in &devices {
+            self.store.revoke_device(&user_id, device_id, now).await?;
+            self.announcer.device_revoked(&user_id, device_id).await?;
+        }
+        tracing::info!(%user_id, devices = devices.len(), "user deactivated");
+        let devices_revoked = u32::try_from(devices.len()).unwrap_or(u32::MAX);
+        Ok(DeactivateUserResponse { devices_revoked, deactivated_now })
+    }
+
     async fn get_user(&self, req: GetUserRequest) -> Result<User, Error> {
         let user_id = validate::uuid("user_id", &req.user_id)?.to_string();
         let user = self.store.user_by_id(&user_id).await?.ok_or(Error::UserNotFound)?;
@@ -335,6 +384,17 @@ impl AuthService for AuthGrpc {
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
         Ok(Response::new(self.list_devices(request.into_inner()).await?))
+    }
+
+    async fn find_users(&self, request: Request<FindUsersRequest>) -> Result<Response<FindUsersResponse>, Status> {
+        Ok(Response::new(Self::find_users(self, request.into_inner()).await?))
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<DeactivateUserRequest>,
+    ) -> Result<Response<DeactivateUserResponse>, Status> {
+        Ok(Response::new(Self::deactivate_user(self, request.into_inner()).await?))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {

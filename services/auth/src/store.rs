@@ -16,6 +16,17 @@ pub struct UserRow {
     pub username: String,
     pub display_name: String,
     pub password_hash: String,
+    pub deactivated: bool,
+}
+
+/// A user as an operator sees them.
+pub struct UserRecordRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub created_at_ms: i64,
+    pub deactivated_at_ms: Option<i64>,
+    pub active_devices: i64,
 }
 
 pub struct SigningKeyRow {
@@ -56,6 +67,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         display_name: row.try_get("display_name")?,
+        deactivated: row.try_get::<Option<i64>, _>("deactivated_at_ms")?.is_some(),
         password_hash: row.try_get("password_hash")?,
     })
 }
@@ -87,19 +99,70 @@ impl Store {
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, Error> {
-        let row = sqlx::query("SELECT id, username, display_name, password_hash FROM users WHERE username_lower = $1")
-            .bind(username.to_lowercase())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, username, display_name, password_hash, deactivated_at_ms FROM users WHERE username_lower = $1",
+        )
+        .bind(username.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, Error> {
-        let row = sqlx::query("SELECT id, username, display_name, password_hash FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, username, display_name, password_hash, deactivated_at_ms FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    /// Users whose lower-cased username starts with `prefix` (already lower
+    /// case, `\`, `%` and `_` escaped for LIKE), or whose id is `id`.
+    pub async fn find_users(&self, id: &str, escaped_prefix: &str, limit: u32) -> Result<Vec<UserRecordRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username, u.display_name, u.created_at_ms, u.deactivated_at_ms,
+                    (SELECT COUNT(*) FROM devices d WHERE d.user_id = u.id AND d.revoked_at_ms IS NULL) AS active_devices
+             FROM users u WHERE u.id = $1 OR u.username_lower LIKE $2 ESCAPE '\\'
+             ORDER BY u.username_lower LIMIT $3",
+        )
+        .bind(id)
+        .bind(format!("{escaped_prefix}%"))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserRecordRow {
+                    id: row.try_get("id")?,
+                    username: row.try_get("username")?,
+                    display_name: row.try_get("display_name")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    deactivated_at_ms: row.try_get("deactivated_at_ms")?,
+                    active_devices: row.try_get("active_devices")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks the user deactivated; `None` for an unknown user, else whether
+    /// this call did it, and the devices still to revoke.
+    pub async fn deactivate_user(&self, user_id: &str, now_ms: i64) -> Result<Option<(bool, Vec<String>)>, Error> {
+        let now = sqlx::query("UPDATE users SET deactivated_at_ms = $1 WHERE id = $2 AND deactivated_at_ms IS NULL")
+            .bind(now_ms)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            == 1;
+        if !now && self.user_by_id(user_id).await?.is_none() {
+            return Ok(None);
+        }
+        let devices = sqlx::query_scalar("SELECT id FROM devices WHERE user_id = $1 AND revoked_at_ms IS NULL")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some((now, devices)))
     }
 
     /// Creates a device with its first refresh token, atomically.

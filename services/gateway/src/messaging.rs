@@ -182,6 +182,7 @@ pub async fn change(
             actor: Some(Actor { user_id: editor.user_id.to_string(), device_id: editor.device_id.to_string() }),
             change: change.into(),
             body: body.unwrap_or_default(),
+            ..Default::default()
         })
         .await?
         .into_inner())

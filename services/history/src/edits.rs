@@ -39,7 +39,7 @@ pub async fn change(
     let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
     let message_id = validate::uuid("message_id", &req.message_id)?;
     let change = req.change();
-    let who = groups::actor(req.actor)?;
+    let who = if req.by_operator { groups::operator() } else { groups::actor(req.actor)? };
     let deleting = match change {
         ChangeKind::Edited => false,
         ChangeKind::Deleted => true,
@@ -50,15 +50,24 @@ pub async fn change(
     if !deleting && (req.body.is_empty() || req.body.len() > BODY_MAX_BYTES || req.body.contains('\0')) {
         return Err(Error::InvalidArgument(format!("body must be 1 to {BODY_MAX_BYTES} bytes, without U+0000")));
     }
-    let role = match store.access(&conversation_id, &who.user_id).await? {
-        Access::Active { role } => role,
-        _ if store.conversation_exists(&conversation_id).await? => return Err(Error::NotMember),
-        _ => return Err(Error::NotFound(crate::error::NO_CONVERSATION)),
+    let moderator = if req.by_operator {
+        if !deleting {
+            return Err(Error::InvalidArgument("an operator deletes messages, and edits none".into()));
+        }
+        if !store.conversation_exists(&conversation_id).await? {
+            return Err(Error::NotFound(crate::error::NO_CONVERSATION));
+        }
+        true
+    } else {
+        let role = match store.access(&conversation_id, &who.user_id).await? {
+            Access::Active { role } => role,
+            _ if store.conversation_exists(&conversation_id).await? => return Err(Error::NotMember),
+            _ => return Err(Error::NotFound(crate::error::NO_CONVERSATION)),
+        };
+        // Only a group has moderators: the creator of a direct conversation is
+        // stored as its owner, but holds no power over the other person's messages.
+        role.runs_the_group() && store.conversation_kind(&conversation_id).await? == Some(ConversationKind::Group)
     };
-    // Only a group has moderators: the creator of a direct conversation is
-    // stored as its owner, but holds no power over the other person's messages.
-    let moderator =
-        role.runs_the_group() && store.conversation_kind(&conversation_id).await? == Some(ConversationKind::Group);
     let subject = chat_common::nats::edit_subject(&conversation_id);
     loop {
         let latest = latest_change_applied(store, stream, &subject).await?;

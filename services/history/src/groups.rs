@@ -41,6 +41,11 @@ pub struct Who {
     pub device_id: String,
 }
 
+/// An operator acting through the admin service: no user, no device.
+pub fn operator() -> Who {
+    Who { user_id: NO_DEVICE.to_owned(), device_id: NO_DEVICE.to_owned() }
+}
+
 pub fn actor(actor: Option<Actor>) -> Result<Who, Error> {
     let actor = actor.ok_or_else(|| Error::InvalidArgument("actor is required".into()))?;
     let user_id = validate::uuid("actor.user_id", &actor.user_id)?;
@@ -171,9 +176,19 @@ impl Groups<'_> {
     /// so the member removed still receives it; their access ends at its seq.
     pub async fn remove(&self, req: RemoveMemberRequest) -> Result<Conversation, Error> {
         let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
-        let who = actor(req.actor)?;
         let target = validate::uuid("user_id", &req.user_id)?;
-        let role = self.role_in_group(&conversation_id, &who).await?;
+        let (who, role) = if req.by_operator {
+            let kind = self.store.conversation_kind(&conversation_id).await?.ok_or(Error::NotFound(NO_CONVERSATION))?;
+            if kind != ConversationKind::Group {
+                return Err(Error::FailedPrecondition("a direct conversation has fixed members".into()));
+            }
+            // An operator may remove anyone, as the owner removes an admin.
+            (operator(), MemberRole::Owner)
+        } else {
+            let who = actor(req.actor)?;
+            let role = self.role_in_group(&conversation_id, &who).await?;
+            (who, role)
+        };
         let leaving = target == who.user_id;
         let target_role = if leaving {
             role
@@ -185,7 +200,7 @@ impl Groups<'_> {
         };
         if !leaving {
             require(role.runs_the_group(), "only owners and admins remove members")?;
-            require(target_role != MemberRole::Owner, "the owner cannot be removed")?;
+            require(target_role != MemberRole::Owner || req.by_operator, "the owner cannot be removed")?;
             require(target_role != MemberRole::Admin || role == MemberRole::Owner, "only the owner removes an admin")?;
         }
         let (kind, body) = if leaving {

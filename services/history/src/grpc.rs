@@ -9,11 +9,11 @@ use chat_proto::history::v1::{
     AddMembersRequest, AttachmentReadableRequest, AttachmentReadableResponse, CatchUpRequest, CatchUpResponse,
     ChangeMessageRequest, Conversation, CreateConversationRequest, CreateConversationResponse, FindSentMessageRequest,
     FindSentMessageResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
-    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, MarkReadRequest,
-    MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, ReferencedAttachmentsRequest,
-    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, ReportMessageRequest,
-    ReportMessageResponse, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest, SetMutedRequest,
-    history_service_server::HistoryService,
+    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, ListReportsRequest,
+    ListReportsResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse,
+    ReferencedAttachmentsRequest, ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest,
+    Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest, SearchMessagesRequest,
+    SearchMessagesResponse, SetMemberRoleRequest, SetMutedRequest, history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -393,6 +393,17 @@ impl HistoryService for HistoryGrpc {
         request: Request<ReportMessageRequest>,
     ) -> Result<Response<ReportMessageResponse>, Status> {
         Ok(Response::new(crate::safety::report(&self.store, request.into_inner()).await?))
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<ListReportsRequest>,
+    ) -> Result<Response<ListReportsResponse>, Status> {
+        Ok(Response::new(crate::safety::list(&self.store, request.into_inner()).await?))
+    }
+
+    async fn resolve_report(&self, request: Request<ResolveReportRequest>) -> Result<Response<Report>, Status> {
+        Ok(Response::new(crate::safety::resolve(&self.store, (&self.js, &self.stream), request.into_inner()).await?))
     }
 
     async fn change_message(

@@ -4,12 +4,16 @@
 //! moderators. Blocking lives in a key-value bucket, not here (see
 //! `chat_common::blocks`).
 
-use chat_proto::events::v1::Message;
-use chat_proto::history::v1::{ReportMessageRequest, ReportMessageResponse};
+use async_nats::jetstream;
+use async_nats::jetstream::stream::Stream;
+use chat_proto::events::v1::{ChangeKind, Message};
+use chat_proto::history::v1::{
+    ChangeMessageRequest, ListReportsRequest, ListReportsResponse, Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest,
+};
 use serde_json::json;
 
 use crate::error::Error;
-use crate::store::{Access, NewReport, Store};
+use crate::store::{Access, NewReport, ReportRow, Store};
 use crate::validate;
 
 /// Messages kept on each side of a reported one.
@@ -70,6 +74,73 @@ pub async fn report(store: &Store, req: ReportMessageRequest) -> Result<ReportMe
     };
     let (report_id, created_at_ms, created) = store.add_report(&report).await?;
     Ok(ReportMessageResponse { report_id, created_at_ms, created })
+}
+
+/// Reports for moderators, newest first.
+pub async fn list(store: &Store, req: ListReportsRequest) -> Result<ListReportsResponse, Error> {
+    let status = match req.status.as_str() {
+        "" | "open" => Some("open"),
+        "resolved" => Some("resolved"),
+        "all" => None,
+        _ => return Err(Error::InvalidArgument("status must be \"open\", \"resolved\" or \"all\"".into())),
+    };
+    let limit = match req.limit {
+        0 => 20,
+        limit @ 1..=100 => limit,
+        _ => return Err(Error::InvalidArgument("limit must be between 1 and 100".into())),
+    };
+    let before_ms = if req.before_ms > 0 { req.before_ms } else { i64::MAX };
+    let reports = store.reports(status, before_ms, limit).await?.into_iter().map(report_of).collect();
+    Ok(ListReportsResponse { reports })
+}
+
+/// Closes a report with what the moderator did; with `remove_message`, the
+/// reported message is removed first (as an operator).
+pub async fn resolve(
+    store: &Store,
+    (js, stream): (&jetstream::Context, &Stream),
+    req: ResolveReportRequest,
+) -> Result<Report, Error> {
+    let report_id = validate::uuid("report_id", &req.report_id)?;
+    let resolution = req.resolution.trim();
+    if resolution.is_empty() || resolution.chars().count() > REASON_MAX_CHARS || resolution.contains('\0') {
+        return Err(Error::InvalidArgument(format!("resolution must be 1 to {REASON_MAX_CHARS} characters")));
+    }
+    let resolved_by = req.resolved_by.trim();
+    if resolved_by.is_empty() || resolved_by.chars().count() > 64 || resolved_by.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument("resolved_by must be 1 to 64 printable characters".into()));
+    }
+    if req.remove_message {
+        let report = store.report(&report_id).await?.ok_or(Error::NotFound("report not found"))?;
+        let removal = ChangeMessageRequest {
+            conversation_id: report.conversation_id,
+            message_id: report.message_id,
+            change: ChangeKind::Deleted.into(),
+            by_operator: true,
+            ..Default::default()
+        };
+        crate::edits::change(store, js, stream, removal).await?;
+    }
+    let now = chat_common::time::now_ms();
+    let row = store.resolve_report(&report_id, resolved_by, resolution, now).await?;
+    row.map(report_of).ok_or(Error::NotFound("report not found"))
+}
+
+fn report_of(row: ReportRow) -> Report {
+    Report {
+        report_id: row.id,
+        reporter_id: row.reporter_id,
+        conversation_id: row.conversation_id,
+        message_id: row.message_id,
+        sender_id: row.sender_id,
+        reason: row.reason,
+        context_json: row.context,
+        created_at_ms: row.created_at_ms,
+        status: row.status,
+        resolved_by: row.resolved_by.unwrap_or_default(),
+        resolution: row.resolution.unwrap_or_default(),
+        resolved_at_ms: row.resolved_at_ms.unwrap_or_default(),
+    }
 }
 
 /// A message as a report keeps it.

@@ -219,7 +219,7 @@ pub async fn remove_member(
     Path((conversation_id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
-    state.history.clone().remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id }).await?;
+    state.history.clone().remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id, ..Default::default() }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,7 +17,7 @@ use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use sqlx::AnyPool;
 
 pub use conversations::{Access, NewConversation};
-pub use reports::NewReport;
+pub use reports::{NewReport, ReportRow};
 
 use crate::error::Error;
 

@@ -1,0 +1,351 @@
+//! Administration over gRPC: only operator tokens get in (a user's token is
+//! refused like any other); operators find and deactivate users (sockets
+//! close, tokens and push subscriptions go, messages stay), review reports
+//! and act on them, remove messages and members; every action, allowed or
+//! refused downstream, lands in the audit log with its outcome. Also driven
+//! through the real `grpcurl`, as docs/operations.md shows.
+
+use std::time::Duration;
+
+use chat_proto::admin::v1::admin_service_client::AdminServiceClient;
+use chat_proto::admin::v1::{
+    AuditEntry, DeactivateUserRequest, ListAuditLogRequest, RemoveMemberRequest, RemoveMessageRequest,
+    ResolveReportRequest,
+};
+use chat_proto::auth::v1::FindUsersRequest;
+use chat_proto::history::v1::ListReportsRequest;
+use chat_proto::notification::v1::ListPushSubscriptionsRequest;
+use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use chat_system_tests::client::Api;
+use chat_system_tests::{Db, Device, OPERATOR_TOKEN, System, Ws, grpcurl, on_both_databases};
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Admin = AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Waits until `device`'s page of the conversation shows the message deleted;
+/// returns the page. (A change is stored a moment after it is acknowledged.)
+async fn wait_until_deleted(api: &Api, device: &Device, conversation: &str, message_id: &Value) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = api.wait_for_history(device, conversation, 1).await;
+        if page.iter().any(|m| m["message_id"] == *message_id && m["deleted_at"].is_string()) {
+            return page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the removal never showed: {page:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Puts `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+struct Bearer(Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        Ok(request)
+    }
+}
+
+async fn admin_with(system: &System, token: Option<&str>) -> Admin {
+    let channel = Channel::from_shared(format!("http://{}", system.admin_addr)).unwrap().connect().await.unwrap();
+    AdminServiceClient::with_interceptor(channel, Bearer(token.map(str::to_owned)))
+}
+
+async fn admin(system: &System) -> Admin {
+    admin_with(system, Some(OPERATOR_TOKEN)).await
+}
+
+async fn audit_log(admin: &mut Admin) -> Vec<AuditEntry> {
+    admin
+        .list_audit_log(ListAuditLogRequest { limit: 200, before_ms: 0 })
+        .await
+        .expect("ListAuditLog")
+        .into_inner()
+        .entries
+}
+
+on_both_databases!(
+    only_operator_tokens_get_in,
+    a_deactivated_user_is_cut_off_and_their_messages_stay,
+    reports_are_reviewed_and_acted_on,
+    operators_remove_messages_and_members_and_every_action_is_audited,
+);
+
+async fn only_operator_tokens_get_in(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    for (token, what) in [
+        (None, "no credentials"),
+        (Some(alice.access_token.as_str()), "a user's access token"),
+        (Some("test-operator-token-but-longer"), "a wrong token"),
+        (Some(""), "an empty token"),
+    ] {
+        let mut client = admin_with(&system, token).await;
+        let refused = client.find_users(FindUsersRequest { query: "alice".into(), limit: 0 }).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}: {refused:?}");
+        let refused = client.list_audit_log(ListAuditLogRequest::default()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}: {refused:?}");
+    }
+    // Refused calls did nothing, so there is nothing to audit.
+    assert!(audit_log(&mut admin(&system).await).await.is_empty());
+
+    // The real grpcurl, as operators use it.
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &format!("authorization: Bearer {OPERATOR_TOKEN}"),
+        "-d",
+        r#"{"query": "ALI"}"#,
+        &system.admin_addr,
+        "chat.admin.v1.AdminService/FindUsers",
+    ]);
+    assert!(ok, "{out}");
+    let found: Value = serde_json::from_str(&out).expect("grpcurl prints JSON");
+    assert_eq!(found["users"][0]["user"]["userId"], alice.user_id.as_str(), "{found}");
+    let (ok, out) = grpcurl(&["-plaintext", "-d", "{}", &system.admin_addr, "chat.admin.v1.AdminService/ListAuditLog"]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+    system.stop().await;
+}
+
+async fn a_deactivated_user_is_cut_off_and_their_messages_stay(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let bobby = api.new_user("bobby").await;
+    let conversation = api.direct(&alice, &bob).await;
+    api.send(&bob, &conversation, "hi alice").await;
+    let hook = json!({ "type": "webhook", "url": "http://127.0.0.1:9/hook" });
+    let (status, _) = api.post("/v1/push/subscriptions", Some(&bob.access_token), hook).await;
+    assert_eq!(status, 201);
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+    let mut admin = admin(&system).await;
+
+    // Found by a username prefix, in any case, or by id; `_` is no wildcard.
+    let found = admin.find_users(FindUsersRequest { query: "BOB".into(), limit: 0 }).await.unwrap().into_inner();
+    let names: Vec<String> = found.users.iter().map(|u| u.user.as_ref().unwrap().username.clone()).collect();
+    assert_eq!(names, ["bob", "bobby"]);
+    assert_eq!(found.users[0].active_devices, 1);
+    let by_id = admin.find_users(FindUsersRequest { query: bob.user_id.clone(), limit: 0 }).await.unwrap().into_inner();
+    assert_eq!(by_id.users.len(), 1);
+    let wildcard = admin.find_users(FindUsersRequest { query: "b_b".into(), limit: 0 }).await.unwrap().into_inner();
+    assert!(wildcard.users.is_empty());
+    for (query, limit) in [("", 0), ("bob", 101), ("b\u{0}b", 0)] {
+        let refused = admin.find_users(FindUsersRequest { query: query.into(), limit }).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{query:?} {limit}");
+    }
+
+    // Bad deactivations change nothing.
+    let request =
+        |user_id: &str, reason: &str| DeactivateUserRequest { user_id: user_id.into(), reason: reason.into() };
+    let refused = admin.deactivate_user(request(&bob.user_id, "  ")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = admin.deactivate_user(request("nobody", "spam")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = admin.deactivate_user(request(&uuid::Uuid::new_v4().to_string(), "spam")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    bob_ws.expect_silence(Duration::from_millis(200)).await;
+
+    // Deactivated: the socket closes, tokens stop working, login is refused.
+    let done = admin.deactivate_user(request(&bob.user_id, "spam campaign")).await.unwrap().into_inner();
+    assert_eq!((done.devices_revoked, done.deactivated_now), (1, true));
+    assert_eq!(bob_ws.expect_close().await, 4401);
+    let (status, _) = api.get("/v1/users/me", Some(&bob.access_token)).await;
+    assert_eq!(status, 401, "the access token is refused");
+    let (status, _) = api.post("/v1/auth/refresh", None, json!({ "refresh_token": bob.refresh_token })).await;
+    assert_eq!(status, 401, "the refresh token is refused");
+    let login = json!({ "username": "bob", "password": chat_system_tests::client::PASSWORD });
+    let (status, body) = api.post("/v1/auth/login", None, login).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (403, Some("this account is deactivated")), "{body}");
+    let notification_channel = Channel::from_shared(format!("http://{}", system.notification_addr)).unwrap();
+    let mut notification = NotificationServiceClient::new(notification_channel.connect().await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = ListPushSubscriptionsRequest { user_id: bob.user_id.clone() };
+        let listed = notification.list_push_subscriptions(request).await.unwrap().into_inner();
+        if listed.subscriptions.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the push subscription outlived the deactivation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let messages = api.wait_for_history(&alice, &conversation, 1).await;
+    assert_eq!(messages[0]["body"], "hi alice", "messages stay");
+    let again = admin.deactivate_user(request(&bob.user_id, "again")).await.unwrap().into_inner();
+    assert_eq!((again.devices_revoked, again.deactivated_now), (0, false));
+    let found = admin.find_users(FindUsersRequest { query: "bob".into(), limit: 1 }).await.unwrap().into_inner();
+    assert!(found.users[0].deactivated_at_ms > 0 && found.users[0].active_devices == 0);
+
+    // Every call that passed the operator check is in the log, with its outcome.
+    let log = audit_log(&mut admin).await;
+    let deactivations: Vec<(&str, &str)> =
+        log.iter().filter(|e| e.action == "DeactivateUser").map(|e| (e.target.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(deactivations.len(), 3, "{log:?}");
+    assert_eq!(deactivations[0], (bob.user_id.as_str(), "ok"));
+    assert_eq!(deactivations[1], (bob.user_id.as_str(), "ok"));
+    assert!(deactivations[2].1.starts_with("NotFound"), "{deactivations:?}");
+    let first = log.iter().rfind(|e| e.action == "DeactivateUser" && e.outcome == "ok").unwrap();
+    assert_eq!(first.operator, "test-operator");
+    let details: Value = serde_json::from_str(&first.details_json).unwrap();
+    assert_eq!(details["reason"], "spam campaign");
+    let _ = bobby;
+    system.stop().await;
+}
+
+async fn reports_are_reviewed_and_acted_on(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let club = api.group(&alice, "the club", &[&bob, &carol]).await;
+    api.send(&alice, &club, "welcome").await;
+    let nasty = api.send(&bob, &club, "you are all idiots").await;
+    let mild = api.send(&bob, &club, "just kidding").await;
+    api.wait_for_history(&carol, &club, 4).await;
+    let report = |message: &Value, reason: &str| {
+        let path = format!("/v1/conversations/{club}/messages/{}/reports", message["message_id"].as_str().unwrap());
+        let (api, token, body) = (&api, carol.access_token.clone(), json!({ "reason": reason }));
+        async move { api.post(&path, Some(&token), body).await }
+    };
+    let (status, nasty_report) = report(&nasty, "insults").await;
+    assert_eq!(status, 201);
+    let (status, mild_report) = report(&mild, "not funny").await;
+    assert_eq!(status, 201);
+    let mut admin = admin(&system).await;
+
+    let open = |limit| ListReportsRequest { status: "open".into(), limit, before_ms: 0 };
+    let listed = admin.list_reports(open(0)).await.unwrap().into_inner().reports;
+    let ids: Vec<&str> = listed.iter().map(|r| r.report_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [mild_report["report_id"].as_str().unwrap(), nasty_report["report_id"].as_str().unwrap()],
+        "newest first"
+    );
+    let nasty_listed = &listed[1];
+    assert_eq!(
+        (nasty_listed.reporter_id.as_str(), nasty_listed.sender_id.as_str()),
+        (carol.user_id.as_str(), bob.user_id.as_str())
+    );
+    assert_eq!(nasty_listed.reason, "insults");
+    let context: Vec<Value> = serde_json::from_str(&nasty_listed.context_json).unwrap();
+    let bodies: Vec<&str> = context.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert!(bodies.ends_with(&["welcome", "you are all idiots", "just kidding"]), "{bodies:?}");
+    let refused = admin.list_reports(ListReportsRequest { status: "closed".into(), ..open(0) }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    // Resolved with the message removed: it is a tombstone for everyone.
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let resolve = |id: &Value, resolution: &str, remove_message| ResolveReportRequest {
+        report_id: id.as_str().unwrap().to_owned(),
+        resolution: resolution.into(),
+        remove_message,
+    };
+    let refused = admin.resolve_report(resolve(&nasty_report["report_id"], "", true)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let unknown = json!(uuid::Uuid::new_v4().to_string());
+    let refused = admin.resolve_report(resolve(&unknown, "removed", true)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let resolved =
+        admin.resolve_report(resolve(&nasty_report["report_id"], "removed; warned", true)).await.unwrap().into_inner();
+    assert_eq!((resolved.status.as_str(), resolved.resolved_by.as_str()), ("resolved", "test-operator"));
+    let deleted = alice_ws.expect("message_deleted").await;
+    assert_eq!(deleted["message"]["message_id"], nasty["message_id"]);
+    let page = wait_until_deleted(&api, &carol, &club, &nasty["message_id"]).await;
+    let removed = page.iter().find(|m| m["message_id"] == nasty["message_id"]).unwrap();
+    assert!(removed["deleted_at"].is_string() && removed["body"] == "", "{removed}");
+    let resolved =
+        admin.resolve_report(resolve(&mild_report["report_id"], "no action", false)).await.unwrap().into_inner();
+    assert_eq!(resolved.resolution, "no action");
+    let page = api.wait_for_history(&carol, &club, 4).await;
+    assert_eq!(page.iter().find(|m| m["message_id"] == mild["message_id"]).unwrap()["body"], "just kidding");
+    // Resolving again keeps the first resolution.
+    let again =
+        admin.resolve_report(resolve(&mild_report["report_id"], "changed my mind", false)).await.unwrap().into_inner();
+    assert_eq!(again.resolution, "no action");
+    assert!(admin.list_reports(open(0)).await.unwrap().into_inner().reports.is_empty());
+    let closed = ListReportsRequest { status: "resolved".into(), ..open(0) };
+    assert_eq!(admin.list_reports(closed).await.unwrap().into_inner().reports.len(), 2);
+    let log = audit_log(&mut admin).await;
+    let resolutions = log.iter().filter(|e| e.action == "ResolveReport").count();
+    assert_eq!(
+        resolutions, 4,
+        "the refused one without a resolution never reached the log; the unknown one did: {log:?}"
+    );
+    system.stop().await;
+}
+
+async fn operators_remove_messages_and_members_and_every_action_is_audited(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let direct = api.direct(&alice, &bob).await;
+    let sent = api.send(&bob, &direct, "buy cheap watches").await;
+    let club = api.group(&alice, "the club", &[&bob, &carol]).await;
+    let mut admin = admin(&system).await;
+
+    // A message in a conversation no operator is in.
+    let remove = |conversation: &str, message: &Value, reason: &str| RemoveMessageRequest {
+        conversation_id: conversation.to_owned(),
+        message_id: message.as_str().unwrap().to_owned(),
+        reason: reason.into(),
+    };
+    let removed = admin.remove_message(remove(&direct, &sent["message_id"], "spam")).await.unwrap().into_inner();
+    assert!(removed.deleted_at_ms > 0 && removed.body.is_empty());
+    let page = wait_until_deleted(&api, &alice, &direct, &sent["message_id"]).await;
+    assert_eq!(page[0]["body"], "", "{page:?}");
+    let created = api.wait_for_history(&alice, &club, 1).await;
+    let refused = admin.remove_message(remove(&club, &created[0]["message_id"], "tidy")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "a system message stays");
+    let unknown = json!(uuid::Uuid::new_v4().to_string());
+    let refused = admin.remove_message(remove(&direct, &unknown, "spam")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+
+    // Members: the owner too, and ownership passes on; not in a direct conversation.
+    let (mut alice_ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let member = |conversation: &str, user: &Device| RemoveMemberRequest {
+        conversation_id: conversation.to_owned(),
+        user_id: user.user_id.clone(),
+        reason: "abuse".into(),
+    };
+    let conversation = admin.remove_member(member(&club, &alice)).await.unwrap().into_inner();
+    assert!(!conversation.member_ids.contains(&alice.user_id));
+    let removal = alice_ws.expect("message").await;
+    assert_eq!(removal["message"]["system"]["event"], "member_removed");
+    assert_eq!(removal["message"]["sender_id"], "00000000-0000-0000-0000-000000000000");
+    let (_, got) = api.get(&format!("/v1/conversations/{club}"), Some(&bob.access_token)).await;
+    let owners: Vec<&Value> = got["member_roles"].as_array().unwrap().iter().filter(|m| m["role"] == "owner").collect();
+    assert_eq!(owners.len(), 1, "someone owns the group again: {got}");
+    api.send(&bob, &club, "after alice").await;
+    alice_ws.expect_silence(Duration::from_millis(300)).await;
+    let refused = admin.remove_member(member(&direct, &bob)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let refused = admin.remove_member(member(&club, &alice)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "no longer a member");
+
+    let log = audit_log(&mut admin).await;
+    let summary: Vec<(&str, bool)> = log.iter().map(|e| (e.action.as_str(), e.outcome == "ok")).collect();
+    assert_eq!(
+        summary,
+        [
+            ("RemoveMember", false),
+            ("RemoveMember", false),
+            ("RemoveMember", true),
+            ("RemoveMessage", false),
+            ("RemoveMessage", false),
+            ("RemoveMessage", true),
+        ],
+        "newest first: {log:?}"
+    );
+    assert!(log.iter().all(|e| e.operator == "test-operator" && e.outcome != "pending"));
+    let _ = carol;
+    system.stop().await;
+}
