@@ -73,6 +73,14 @@ export class Api {
     return this.request("POST", path, body);
   }
 
+  put(path) {
+    return this.request("PUT", path);
+  }
+
+  delete(path) {
+    return this.request("DELETE", path);
+  }
+
   /** Trades the refresh token for new tokens; false when the session is over. */
   async refresh() {
     if (!this.refreshing) {

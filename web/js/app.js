@@ -9,6 +9,7 @@ import { Connection } from "./connection.js";
 const MAX_BODY_BYTES = 16384;
 const PAGE = 50;
 const TYPING_REPEAT_MS = 3000;
+const HIDDEN_TEXT = "Message from a blocked user";
 
 const api = new Api();
 let connection = null;
@@ -23,6 +24,9 @@ const state = {
   typing: new Map(), // conversation id → Set of user ids
   open: null,
   typingSentAt: 0,
+  blocked: new Map(), // user id → blocked_at: the users this user blocked
+  reported: new Set(), // message ids reported from this tab
+  reporting: null, // the message the report dialog is about
 };
 
 // ---------- small helpers ----------
@@ -68,6 +72,12 @@ function others(conversation) {
   return conversation.members.filter((id) => id !== state.me.user_id);
 }
 
+/** What a message says in one line: the conversation list, a notification, the report dialog. */
+function preview(message) {
+  if (message.hidden) return HIDDEN_TEXT;
+  return message.body || describe(message.attachments);
+}
+
 function titleOf(conversation) {
   if (conversation.kind === "group") return conversation.title;
   const [other] = others(conversation);
@@ -86,6 +96,7 @@ function adopt(raw) {
     kind: raw.kind,
     title: raw.title,
     members: raw.members,
+    muted: raw.muted ?? conversation.muted ?? false,
     last_message: newer(raw.last_message, conversation.last_message),
     unread_count: (stale ? undefined : raw.unread_count) ?? conversation.unread_count ?? 0,
   });
@@ -141,14 +152,15 @@ function renderConversations() {
       dot = el("span", { class: online ? "dot online" : "dot", role: "img", "aria-label": online ? "online" : lastSeen(presence && presence.last_seen_at), "data-presence": online ? "online" : "offline" });
     }
     const badge = c.unread_count > 0 ? el("span", { class: "badge", text: String(c.unread_count), "aria-label": `${c.unread_count} unread` }) : null;
-    const last = c.last_message ? c.last_message.body || describe(c.last_message.attachments) : "No messages yet";
+    const muted = c.muted ? el("span", { class: "muted-flag", text: "muted", title: "Muted: no notifications" }) : null;
+    const last = c.last_message ? preview(c.last_message) : "No messages yet";
     const button = el(
       "button",
       { "data-conversation": c.conversation_id, "aria-current": String(state.open === c.conversation_id) },
       dot,
       el("span", { class: "name", text: titleOf(c) }),
-      badge || el("span"),
-      el("span", { class: "last", text: last }),
+      el("span", { class: "flags" }, muted, badge),
+      el("span", { class: c.last_message && c.last_message.hidden ? "last from-blocked" : "last", text: last }),
     );
     button.addEventListener("click", () => openConversation(c.conversation_id));
     list.append(el("li", {}, button));
@@ -163,17 +175,23 @@ async function openConversation(id) {
   $("chat").hidden = false;
   $("empty").hidden = true;
   const conversation = await conversationFor(id);
-  if (!conversation.loaded) {
-    const full = await api.get(`/v1/conversations/${id}`);
-    adopt(full);
-    const page = await api.get(`/v1/conversations/${id}/messages?limit=${PAGE}`);
-    for (const m of page.messages) conversation.messages.set(m.seq, m);
-    conversation.hasMore = page.has_more;
-    conversation.loaded = true;
-  }
+  if (!conversation.loaded) await loadNewest(conversation);
   renderChat();
   markRead(conversation);
   $("composer-input").focus();
+}
+
+/** The conversation and its newest page, as the server shows them to this user now. */
+async function loadNewest(conversation) {
+  const id = conversation.conversation_id;
+  adopt(await api.get(`/v1/conversations/${id}`));
+  const page = await api.get(`/v1/conversations/${id}/messages?limit=${PAGE}`);
+  // Older messages kept from before may show a block as it was then: "Load older" brings them again.
+  const first = page.messages.length > 0 ? page.messages[0].seq : Infinity;
+  for (const seq of conversation.messages.keys()) if (seq < first) conversation.messages.delete(seq);
+  for (const m of page.messages) conversation.messages.set(m.seq, m);
+  conversation.hasMore = page.has_more;
+  conversation.loaded = true;
 }
 
 async function loadOlder() {
@@ -192,6 +210,7 @@ function renderChat() {
   const conversation = state.conversations.get(state.open);
   if (!conversation) return;
   $("chat-title").textContent = titleOf(conversation);
+  renderChatActions();
   renderPresenceLine();
   renderMessages(true);
   renderTyping();
@@ -209,6 +228,19 @@ function renderPresenceLine() {
   $("chat-presence").textContent = presence && presence.status === "online" ? "online" : lastSeen(presence && presence.last_seen_at);
 }
 
+/** Mute / Unmute, and Block / Unblock of the other user of a direct conversation. */
+function renderChatActions() {
+  const conversation = state.conversations.get(state.open);
+  if (!conversation) return;
+  $("mute").textContent = conversation.muted ? "Unmute" : "Mute";
+  const other = conversation.kind === "direct" ? others(conversation)[0] : undefined;
+  $("block").hidden = !other;
+  if (!other) return;
+  const verb = state.blocked.has(other) ? "Unblock" : "Block";
+  $("block").textContent = verb;
+  $("block").setAttribute("aria-label", `${verb} ${state.users.get(other) || "this user"}`);
+}
+
 function messageState(conversation, message) {
   if (message.state) return message.state; // sending / failed
   const readBy = others(conversation).some((id) => (conversation.markers.get(id) || 0) >= message.seq);
@@ -222,25 +254,55 @@ function renderMessages(scrollToEnd = false) {
   const list = $("message-list");
   list.replaceChildren();
   const messages = [...conversation.messages.values()].sort((a, b) => a.seq - b.seq);
-  for (const m of [...messages, ...conversation.pending.values()]) {
-    const mine = m.sender_id === state.me.user_id;
-    if (m.system) {
-      list.append(el("li", { class: "message system", text: `${state.users.get(m.sender_id) || "someone"} ${m.body}` }));
-      continue;
-    }
-    const item = el("li", { class: `message${mine ? " mine" : ""}${m.state === "failed" ? " failed" : ""}`, "data-message": m.client_msg_id });
-    if (!mine && conversation.kind === "group") item.append(el("div", { class: "sender", text: state.users.get(m.sender_id) || "…" }));
+  for (const m of [...messages, ...conversation.pending.values()]) list.append(renderMessage(conversation, m));
+  $("older").hidden = !conversation.hasMore || conversation.messages.size === 0;
+  if (scrollToEnd || nearEnd) box.scrollTop = box.scrollHeight;
+}
+
+function renderMessage(conversation, m) {
+  const mine = m.sender_id === state.me.user_id;
+  if (m.system) return el("li", { class: "message system", text: `${state.users.get(m.sender_id) || "someone"} ${m.body}` });
+  const classes = `message${mine ? " mine" : ""}${m.state === "failed" ? " failed" : ""}${m.hidden ? " from-blocked" : ""}`;
+  const item = el("li", { class: classes, "data-message": m.client_msg_id });
+  if (!mine && conversation.kind === "group") item.append(el("div", { class: "sender", text: state.users.get(m.sender_id) || "…" }));
+  if (m.hidden) {
+    item.append(el("div", { class: "placeholder", text: HIDDEN_TEXT }));
+  } else {
     if (m.attachments && m.attachments.length > 0 && !m.deleted_at) {
       item.append(renderAttachments(api, m.attachments, { onError: (error) => showError("composer-error", error) }));
     }
     if (m.body || m.deleted_at) item.append(el("div", { class: "body", text: m.deleted_at ? "message deleted" : m.body }));
-    const meta = m.sent_at ? time(m.sent_at) : "";
-    const status = mine ? ` · ${messageState(conversation, m)}` : "";
-    item.append(el("div", { class: "meta", text: `${meta}${status}`, "data-state": mine ? messageState(conversation, m) : "" }));
-    list.append(item);
   }
-  $("older").hidden = !conversation.hasMore || conversation.messages.size === 0;
-  if (scrollToEnd || nearEnd) box.scrollTop = box.scrollHeight;
+  item.append(metaLine(conversation, m, mine));
+  return item;
+}
+
+/** Time and, for the viewer's own messages, sent / read; on others' messages, Report (and Block in a group). */
+function metaLine(conversation, m, mine) {
+  const sent = m.sent_at ? time(m.sent_at) : "";
+  if (mine) {
+    const status = messageState(conversation, m);
+    return el("div", { class: "meta", text: `${sent} · ${status}`, "data-state": status });
+  }
+  const reported = state.reported.has(m.message_id) ? el("span", { class: "reported", text: "Reported" }) : null;
+  return el("div", { class: "meta", "data-state": "" }, reported, messageActions(conversation, m), el("span", { text: sent }));
+}
+
+function messageActions(conversation, m) {
+  if (m.hidden || m.deleted_at || !m.message_id) return null;
+  const actions = el("span", { class: "actions" });
+  if (!state.reported.has(m.message_id)) actions.append(actionButton("Report", "Report", () => openReport(m)));
+  if (conversation.kind === "group" && !state.blocked.has(m.sender_id)) {
+    const label = `Block ${state.users.get(m.sender_id) || "this user"}`;
+    actions.append(actionButton("Block", label, () => changeBlock(m.sender_id, true, "composer-error")));
+  }
+  return actions.childElementCount > 0 ? actions : null;
+}
+
+function actionButton(text, label, onClick) {
+  const button = el("button", { type: "button", class: "link", text, "aria-label": label });
+  button.addEventListener("click", onClick);
+  return button;
 }
 
 function renderTyping() {
@@ -367,7 +429,7 @@ async function onMessage(message, isNew) {
     if (!reading) conversation.unread_count = (conversation.unread_count || 0) + 1;
     const typing = state.typing.get(conversation.conversation_id);
     if (typing) typing.delete(message.sender_id);
-    if (document.hidden) notify(conversation, message);
+    if (document.hidden && !message.hidden && !conversation.muted) notify(conversation, message);
   }
   renderConversations();
   if (state.open === conversation.conversation_id) {
@@ -381,12 +443,111 @@ function notify(conversation, message) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   const sender = state.users.get(message.sender_id) || "New message";
   const title = conversation.kind === "group" ? `${sender} in ${conversation.title}` : sender;
-  const body = message.body || describe(message.attachments);
+  const body = preview(message);
   const notification = new Notification(title, { body: body.slice(0, 200), tag: conversation.conversation_id });
   notification.onclick = () => {
     window.focus();
     openConversation(conversation.conversation_id);
   };
+}
+
+// ---------- safety: muting, blocking, reporting ----------
+
+async function toggleMute() {
+  const conversation = state.conversations.get(state.open);
+  if (!conversation) return;
+  const path = `/v1/conversations/${conversation.conversation_id}/mute`;
+  showError("composer-error", null);
+  $("mute").disabled = true;
+  try {
+    if (conversation.muted) await api.delete(path);
+    else await api.put(path);
+    conversation.muted = !conversation.muted;
+  } catch (error) {
+    showError("composer-error", error);
+  } finally {
+    $("mute").disabled = false;
+  }
+  renderChatActions();
+  renderConversations();
+}
+
+async function loadBlocked() {
+  const { blocks } = await api.get("/v1/blocks");
+  state.blocked = new Map(blocks.map((b) => [b.user_id, b.blocked_at]));
+  await Promise.all(blocks.map((b) => userName(b.user_id)));
+  renderBlocked();
+  renderChatActions();
+}
+
+function renderBlocked() {
+  const list = $("blocked-list");
+  list.replaceChildren();
+  for (const id of state.blocked.keys()) {
+    const name = state.users.get(id) || "…";
+    const unblock = actionButton("Unblock", `Unblock ${name}`, () => changeBlock(id, false, "sidebar-error"));
+    list.append(el("li", {}, el("span", { class: "name", text: name }), unblock));
+  }
+  if (state.blocked.size === 0) list.append(el("li", { class: "none", text: "Nobody is blocked." }));
+}
+
+/** Blocks or unblocks `userId`, showing a failure in the element `errorId`. */
+async function changeBlock(userId, blocked, errorId) {
+  showError(errorId, null);
+  try {
+    const path = `/v1/blocks/${encodeURIComponent(userId)}`;
+    if (blocked) await api.put(path);
+    else await api.delete(path);
+  } catch (error) {
+    showError(errorId, error);
+    return;
+  }
+  if (blocked) state.blocked.set(userId, new Date().toISOString());
+  else state.blocked.delete(userId);
+  // Presence and typing do not cross a block: forget what was last known.
+  state.presence.delete(userId);
+  for (const typing of state.typing.values()) typing.delete(userId);
+  renderBlocked();
+  renderChatActions();
+  renderTyping();
+  await refetchShown().catch((error) => showError(errorId, error));
+}
+
+/** The server hides a blocked user's messages when they are read: read again what is shown. */
+async function refetchShown() {
+  for (const c of state.conversations.values()) if (c.conversation_id !== state.open) c.loaded = false;
+  await loadConversations();
+  const open = state.conversations.get(state.open);
+  if (open && open.loaded) {
+    await loadNewest(open);
+    if (state.open === open.conversation_id) renderMessages();
+  }
+}
+
+function openReport(message) {
+  state.reporting = message;
+  $("report-quote").textContent = `${state.users.get(message.sender_id) || "someone"}: ${preview(message)}`;
+  $("report-reason").value = "";
+  showError("report-error", null);
+  $("report-dialog").showModal();
+}
+
+async function sendReport() {
+  const message = state.reporting;
+  if (!message) return;
+  showError("report-error", null);
+  $("report-send").disabled = true;
+  try {
+    const path = `/v1/conversations/${message.conversation_id}/messages/${message.message_id}/reports`;
+    await api.post(path, { reason: $("report-reason").value });
+    state.reported.add(message.message_id);
+    $("report-dialog").close();
+    if (state.open === message.conversation_id) renderMessages();
+  } catch (error) {
+    showError("report-error", error);
+  } finally {
+    $("report-send").disabled = false;
+  }
 }
 
 // ---------- views ----------
@@ -403,6 +564,8 @@ function showAuth() {
   tray.clear();
   forget();
   state.conversations.clear();
+  state.blocked.clear();
+  state.reported.clear();
   state.open = null;
   $("chat-view").hidden = true;
   $("auth-view").hidden = false;
@@ -427,7 +590,7 @@ async function showChat() {
   // Live first, then the list: a message in between is in both, and counted once.
   connection.start();
   try {
-    await loadConversations();
+    await Promise.all([loadConversations(), loadBlocked()]);
   } catch (error) {
     showError("sidebar-error", error);
   }
@@ -553,6 +716,22 @@ function wire() {
     $("empty").hidden = false;
     renderConversations();
   });
+  $("mute").addEventListener("click", toggleMute);
+  $("block").addEventListener("click", () => {
+    const conversation = state.conversations.get(state.open);
+    const [other] = conversation ? others(conversation) : [];
+    if (other) changeBlock(other, !state.blocked.has(other), "composer-error");
+  });
+  $("blocked").addEventListener("toggle", () => {
+    if ($("blocked").open) loadBlocked().catch((error) => showError("sidebar-error", error));
+  });
+  $("report-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendReport();
+  });
+  $("report-reason").addEventListener("input", () => showError("report-error", null));
+  $("report-cancel").addEventListener("click", () => $("report-dialog").close());
+  $("report-dialog").addEventListener("close", () => (state.reporting = null));
   document.addEventListener("visibilitychange", () => {
     const conversation = state.conversations.get(state.open);
     if (conversation) markRead(conversation);
