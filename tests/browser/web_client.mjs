@@ -394,6 +394,70 @@ try {
   await a1.locator("#attachments").waitFor({ state: "hidden" });
   assert.equal(await a1.locator("#send").isDisabled(), true);
 
+  step("mute and unmute a conversation");
+  await a1.locator("#chat-title", { hasText: "bob" }).waitFor();
+  await a1.getByRole("button", { name: "Mute", exact: true }).click();
+  await a1.locator("#mute", { hasText: /^Unmute$/ }).waitFor();
+  await withBob(a1).locator(".muted-flag", { hasText: "muted" }).waitFor();
+  await a2.reload(); // the flag comes from the server
+  await a2.locator("#connection[data-state=online]").waitFor();
+  await withBob(a2).locator(".muted-flag", { hasText: "muted" }).waitFor();
+  await a1.getByRole("button", { name: "Unmute", exact: true }).click();
+  await a1.locator("#mute", { hasText: /^Mute$/ }).waitFor();
+  await withBob(a1).locator(".muted-flag").waitFor({ state: "detached" });
+
+  step("report bob's message: the server's refusal, then 'Reported'");
+  await send(b1, "buy cheap watches");
+  const spam = a1.locator("#message-list .message", { hasText: "buy cheap watches" });
+  await spam.waitFor();
+  assert.equal(await a1.locator("#message-list .message.mine").getByRole("button", { name: "Report", exact: true }).count(), 0, "no reporting one's own messages");
+  await spam.getByRole("button", { name: "Report", exact: true }).click();
+  const report = a1.getByRole("dialog", { name: "Report message" });
+  await report.waitFor();
+  await report.getByLabel("Reason").fill("   ");
+  await report.getByRole("button", { name: "Send report" }).click();
+  await report.locator(".error", { hasText: "reason must be 1 to 1000 characters" }).waitFor();
+  await report.getByLabel("Reason").fill("spam");
+  await a1.screenshot({ path: `${shots}/report.png`, animations: "disabled" });
+  await report.getByRole("button", { name: "Send report" }).click();
+  await report.waitFor({ state: "hidden" });
+  await spam.locator(".reported", { hasText: "Reported" }).waitFor();
+  assert.equal(await spam.getByRole("button", { name: "Report", exact: true }).count(), 0, "reported once");
+
+  step("alice blocks bob: his new message arrives hidden, and is not notified");
+  await a1.locator("#block").click();
+  await a1.locator("#block[aria-label='Unblock bob']", { hasText: /^Unblock$/ }).waitFor();
+  // Pages are read again: what bob sent shows hidden too.
+  await spam.waitFor({ state: "detached" });
+  await send(a1, "I am blocking you");
+  await messages(b1, "I am blocking you").waitFor();
+  await send(b1, "can you see this?");
+  await b1.locator(".meta[data-state=sending]").waitFor({ state: "detached" });
+  await withBob(a1).locator(".last", { hasText: "Message from a blocked user" }).waitFor();
+  const newest = a1.locator("#message-list li").last();
+  await newest.locator(".placeholder", { hasText: "Message from a blocked user" }).waitFor();
+  assert.match(await newest.getAttribute("class"), /from-blocked/);
+  assert.equal(await newest.locator(".body, .attachments").count(), 0, "no body, no files");
+  assert.equal(await newest.getByRole("button").count(), 0, "nothing to do with a hidden message");
+  assert.equal(await a1.getByText("can you see this?").count(), 0);
+  await withBob(hidden).locator(".last", { hasText: "Message from a blocked user" }).waitFor();
+  const shown = await hidden.evaluate(() => window.__shown.map((n) => n.body));
+  assert.ok(!shown.includes("can you see this?") && !shown.includes("Message from a blocked user"), `not notified: ${JSON.stringify(shown)}`);
+
+  step("the blocked users list; unblocking shows bob's messages again");
+  await a1.getByText("Blocked users", { exact: true }).click();
+  const blocked = a1.getByRole("list", { name: "Blocked users" });
+  await blocked.locator("li", { hasText: "bob" }).waitFor();
+  await a1.mouse.move(0, 0);
+  await a1.screenshot({ path: `${shots}/safety.png`, animations: "disabled" });
+  await blocked.getByRole("button", { name: "Unblock bob", exact: true }).click();
+  await blocked.locator("li", { hasText: "Nobody is blocked." }).waitFor();
+  await a1.locator("#block[aria-label='Block bob']", { hasText: /^Block$/ }).waitFor();
+  await messages(a1, "can you see this?").waitFor();
+  await send(b1, "friends again?");
+  await messages(a1, "friends again?").waitFor();
+  assert.equal(await a1.locator("#message-list .from-blocked").count(), 0, "nothing hidden any more");
+
   console.log("DONE");
 } catch (error) {
   console.error(error);
