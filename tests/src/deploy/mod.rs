@@ -73,8 +73,9 @@ pub fn apps() -> [App; 6] {
     ]
 }
 
-/// Workspace binaries that are developer tools, not services: never deployed.
-const TOOLS: [&str; 1] = ["chat-bench"];
+/// Workspace binaries that are tools, not services: never deployed (the
+/// benchmark tool, and `chat`, the command-line client).
+const TOOLS: [&str; 2] = ["chat-bench", "chat"];
 
 /// What a peer setting must name: one of our services, or a part of the
 /// infrastructure (as compose names it).
