@@ -61,14 +61,15 @@ macro_rules! app {
     };
 }
 
-/// The six services.
-pub fn apps() -> [App; 6] {
+/// The seven services.
+pub fn apps() -> [App; 7] {
     [
         app!("auth", chat_auth, grpc: true),
         app!("history", chat_history, grpc: true),
         app!("presence", chat_presence, grpc: true),
         app!("notification", chat_notification, grpc: true),
         app!("media", chat_media, grpc: true),
+        app!("admin", chat_admin, grpc: true),
         app!("gateway", chat_gateway, grpc: false),
     ]
 }
@@ -251,7 +252,7 @@ fn read_workspace(root: &Path) -> Result<Workspace, String> {
 struct Check<'a> {
     files: &'a Deployment,
     problems: Vec<String>,
-    apps: [App; 6],
+    apps: [App; 7],
 }
 
 impl Check<'_> {
