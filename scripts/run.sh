@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: nats-server (JetStream) and the six
+# Runs the whole system on this machine: nats-server (JetStream) and the seven
 # services, with SQLite files under data/. Ctrl-C stops everything cleanly.
 #
 #   scripts/run.sh                 # http://127.0.0.1:8080
@@ -7,8 +7,12 @@
 #   PROFILE=release scripts/run.sh # optimised build
 #
 # Ports (all on 127.0.0.1): gateway 8080, NATS 14222 (monitoring 18222),
-# gRPC auth 50051, history 50052, presence 50053, notification 50054, media 50055.
+# gRPC auth 50051, history 50052, presence 50053, notification 50054, media 50055,
+# admin 50056 (the operators' API; docs/operations.md, "Administration").
 # Attachments are kept in data/media (MEDIA_STORE=s3://<bucket> for S3).
+# Admin has one operator, "local", whose token is made once and kept in
+# data/admin-operator-token (mode 0600); admin is given only its SHA-256.
+# Set ADMIN_OPERATORS yourself to use your own operators instead.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,12 +43,26 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-NATS_MONITOR_PORT="$nats_monitor_port" start_system "$bin" "$data" "$nats_port" 50051 50052 50053 50054 50055 "$gateway_port"
+admin_note=""
+if [ -z "${ADMIN_OPERATORS:-}" ]; then
+  admin_token="$data/admin-operator-token"
+  mkdir -p "$data"
+  if [ ! -s "$admin_token" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$admin_token")
+  fi
+  chmod 600 "$admin_token"
+  ADMIN_OPERATORS="local:$(tr -d '[:space:]' <"$admin_token" | sha256sum | cut -d' ' -f1)"
+  export ADMIN_OPERATORS
+  admin_note="operator token in $admin_token, e.g. .tools/bin/grpcurl -plaintext -H \"authorization: Bearer \$(cat $admin_token)\" -d '{\"query\":\"a\"}' 127.0.0.1:50056 chat.admin.v1.AdminService/FindUsers"
+fi
+
+NATS_MONITOR_PORT="$nats_monitor_port" start_system "$bin" "$data" "$nats_port" 50051 50052 50053 50054 50055 50056 "$gateway_port"
 
 echo
 echo "  Chat backend is up."
 echo "  HTTP API and WebSocket:  http://127.0.0.1:$gateway_port   (ws://127.0.0.1:$gateway_port/v1/ws)"
 echo "  gRPC (grpcurl -plaintext): auth :50051, history :50052, presence :50053, notification :50054, media :50055"
+echo "  Admin (operators' gRPC :50056): ${admin_note:-operators from your ADMIN_OPERATORS}"
 echo "  Logs: $logs/   Data: $data/"
 echo "  Ctrl-C stops everything."
 echo
