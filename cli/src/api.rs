@@ -128,7 +128,7 @@ impl Api {
     }
 
     /// `POST /v1/auth/refresh`: the new pair, or `None` when the server
-    /// refuses the refresh token (used, revoked, unknown).
+    /// refuses the refresh token (used, revoked, unknown, malformed).
     async fn refresh(&self, refresh_token: &str) -> Result<Option<(String, String)>, Error> {
         let body = json!({ "refresh_token": refresh_token });
         match self.call(&Call::new(Method::POST, "/v1/auth/refresh", Some(body)), None).await {
@@ -136,7 +136,7 @@ impl Api {
                 (Some(access), Some(refresh)) => Ok(Some((access.to_owned(), refresh.to_owned()))),
                 _ => Err(self.unexpected("a refresh without a token pair".into())),
             },
-            Err(Error::Server { code, .. }) if code == "unauthorized" => Ok(None),
+            Err(Error::Server { code, .. }) if code == "unauthorized" || code == "invalid_argument" => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -107,7 +107,8 @@ pub fn message_line(message: &Value) -> String {
     let seq = message["seq"].as_u64().unwrap_or_default();
     let time = short_time(str_of(message, "sent_at"));
     let text = if message.get("system").is_some_and(Value::is_object) {
-        format!("#{seq} {time} * {}", one_line(str_of(message, "body")))
+        // A system message's body says what its sender did ("created the group").
+        format!("#{seq} {time} * {} {}", sender(message), one_line(str_of(message, "body")))
     } else {
         format!("#{seq} {time} {}: {}", sender(message), what_it_says(message))
     };
@@ -148,7 +149,7 @@ fn preview(message: &Value) -> String {
         return String::new();
     }
     let text = if message.get("system").is_some_and(Value::is_object) {
-        one_line(str_of(message, "body"))
+        format!("{} {}", sender(message), one_line(str_of(message, "body")))
     } else {
         format!("{}: {}", sender(message), one_line(&what_it_says(message)))
     };
@@ -265,7 +266,7 @@ mod tests {
         assert_eq!(message_line(&deleted), "#3 2026-11-23 15:04 alice: (deleted)");
         let edited = message(json!({ "edited_at": "2026-11-23T15:05:00.000Z", "attachments": [{ "name": "a.pdf" }] }));
         assert_eq!(message_line(&edited), "#3 2026-11-23 15:04 alice: hello [file: a.pdf] (edited)");
-        let system = message(json!({ "system": { "event": "created" }, "body": "alice created the group" }));
+        let system = message(json!({ "system": { "event": "created" }, "body": "created the group" }));
         assert_eq!(message_line(&system), "#3 2026-11-23 15:04 * alice created the group");
     }
 

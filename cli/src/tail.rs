@@ -119,7 +119,8 @@ pub async fn run(
             // A stored cursor the server does not know: it goes live from
             // now, and says so. Worth a note, not the end of the tail.
             "error" if frame.get("req").is_none() => {
-                let said = format!("{}: {}", frame["code"].as_str().unwrap_or("error"), frame["message"]);
+                let (code, message) = (frame["code"].as_str(), frame["message"].as_str());
+                let said = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or_default());
                 eprintln!("chat: note: {}", output::clean(&said));
             }
             _ => {}
