@@ -167,7 +167,7 @@ fn command(name: &str, mut w: Words, options: &Options) -> Result<Command, Error
         "conversations" => Command::Conversations,
         "send" => Command::Send { conversation: w.id("<conversation-id>")?, text: w.rest("<text>")?.join(" ") },
         "dm" => Command::Dm { username: username(w.one("<username>")?)?, text: w.rest("<text>")?.join(" ") },
-        "group" => match w.one("create")?.as_str() {
+        "group" => match w.one("a subcommand (create)")?.as_str() {
             "create" => Command::GroupCreate {
                 title: w.one("<title>")?,
                 usernames: w.rest("<username>")?.into_iter().map(username).collect::<Result<_, _>>()?,

@@ -52,7 +52,10 @@ pub async fn run(
     let mut stop = Box::pin(stop_signal()?);
     let key = conversation.to_string();
     let stored = session.config().cursor(session.credentials(), &key)?;
-    let mut socket = connect(session, stored.as_deref()).await?;
+    let mut socket = tokio::select! {
+        () = &mut stop => return Ok(()),
+        socket = connect(session, stored.as_deref()) => socket?,
+    };
     let deadline = tokio::time::sleep(limits.timeout.unwrap_or(Duration::MAX));
     tokio::pin!(deadline);
     let mut printed = 0;
