@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chat_proto::admin::v1::admin_service_client::AdminServiceClient;
 use chat_proto::admin::v1::{
-    AuditEntry, DeactivateUserRequest, ListAuditLogRequest, RemoveMemberRequest, RemoveMessageRequest,
-    ResolveReportRequest,
+    AuditEntry, DeactivateUserRequest, EraseUserRequest, ListAuditLogRequest, RemoveMemberRequest,
+    RemoveMessageRequest, ResolveReportRequest,
 };
 use chat_proto::auth::v1::FindUsersRequest;
 use chat_proto::history::v1::ListReportsRequest;
@@ -24,18 +24,26 @@ use tonic::transport::Channel;
 
 type Admin = AdminServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
-/// Waits until `device`'s page of the conversation shows the message deleted;
-/// returns the page. (A change is stored a moment after it is acknowledged.)
-async fn wait_until_deleted(api: &Api, device: &Device, conversation: &str, message_id: &Value) -> Vec<Value> {
+/// Waits until `device`'s page of the conversation (up to 200 messages)
+/// shows what `shown` looks for; returns the page. (A change is stored a
+/// moment after it is acknowledged.)
+async fn wait_for_page(api: &Api, device: &Device, conversation: &str, shown: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let page = api.wait_for_history(device, conversation, 1).await;
-        if page.iter().any(|m| m["message_id"] == *message_id && m["deleted_at"].is_string()) {
+        if shown(&page) {
             return page;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the removal never showed: {page:?}");
+        assert!(tokio::time::Instant::now() < deadline, "the page never showed it: {page:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn wait_until_deleted(api: &Api, device: &Device, conversation: &str, message_id: &Value) -> Vec<Value> {
+    wait_for_page(api, device, conversation, |page| {
+        page.iter().any(|m| m["message_id"] == *message_id && m["deleted_at"].is_string())
+    })
+    .await
 }
 
 /// Puts `authorization: Bearer <token>` on every call.
@@ -74,6 +82,7 @@ on_both_databases!(
     a_deactivated_user_is_cut_off_and_their_messages_stay,
     reports_are_reviewed_and_acted_on,
     operators_remove_messages_and_members_and_every_action_is_audited,
+    an_erased_user_leaves_tombstones_in_place_and_nothing_else,
 );
 
 async fn only_operator_tokens_get_in(db: Db) {
@@ -347,5 +356,106 @@ async fn operators_remove_messages_and_members_and_every_action_is_audited(db: D
     );
     assert!(log.iter().all(|e| e.operator == "test-operator" && e.outcome != "pending"));
     let _ = carol;
+    system.stop().await;
+}
+
+async fn an_erased_user_leaves_tombstones_in_place_and_nothing_else(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let carol = api.new_user("carol").await;
+    let direct = api.direct(&alice, &bob).await;
+    let club = api.group(&alice, "the club", &[&bob, &carol]).await;
+    api.send(&alice, &direct, "hello bob").await;
+    // Bob's file, sent with a message.
+    let upload = reqwest::Client::new()
+        .post(format!("{}/v1/attachments", system.http(0)))
+        .query(&[("name", "notes.txt")])
+        .bearer_auth(&bob.access_token)
+        .body("my private notes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201);
+    let file: Value = upload.json().await.unwrap();
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    let with_file = json!({ "client_msg_id": "f1", "body": "see attached", "attachments": [file_id] });
+    let (status, sent) =
+        api.post(&format!("/v1/conversations/{direct}/messages"), Some(&bob.access_token), with_file).await;
+    assert_eq!(status, 201, "{sent}");
+    for i in 1..=60 {
+        api.send(&bob, &club, &format!("bob says {i}")).await;
+    }
+    api.send(&alice, &direct, "after bob").await;
+    assert_eq!(
+        api.request(reqwest::Method::PUT, &format!("/v1/blocks/{}", bob.user_id), Some(&alice.access_token), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api.request(reqwest::Method::PUT, &format!("/v1/blocks/{}", carol.user_id), Some(&bob.access_token), None)
+            .await
+            .0,
+        204
+    );
+    let before = api.wait_for_history(&alice, &direct, 3).await;
+    api.wait_for_history(&carol, &club, 61).await;
+    let (mut bob_ws, _) = Ws::open(&system.ws(0), &bob).await;
+    let mut admin = admin(&system).await;
+
+    let erase = |user_id: &str, reason: &str| EraseUserRequest { user_id: user_id.into(), reason: reason.into() };
+    let refused = admin.erase_user(erase(&bob.user_id, "")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = admin.erase_user(erase(&uuid::Uuid::new_v4().to_string(), "request")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+
+    let erased = admin.erase_user(erase(&bob.user_id, "the user asked (ticket 42)")).await.unwrap().into_inner();
+    assert_eq!(
+        (erased.devices_removed, erased.messages_erased, erased.files_removed, erased.blocks_removed),
+        (1, 61, 1, 2),
+        "{erased:?}"
+    );
+    assert_eq!(bob_ws.expect_close().await, 4401);
+
+    // Tombstones in place: the same seqs, nothing of what bob wrote.
+    let after = wait_until_deleted(&api, &alice, &direct, &sent["message_id"]).await;
+    let seqs = |page: &[Value]| page.iter().map(|m| m["seq"].clone()).collect::<Vec<_>>();
+    assert_eq!(seqs(&after), seqs(&before));
+    assert_eq!(after[0]["body"], "hello bob");
+    assert_eq!((after[1]["body"].as_str(), after[1].get("attachments")), (Some(""), None), "{:?}", after[1]);
+    assert!(after[1]["deleted_at"].is_string());
+    assert_eq!(after[2]["body"], "after bob");
+    let from_bob = |m: &&Value| m["sender_id"] == bob.user_id.as_str() && m["system"].is_null();
+    let all_erased = |page: &[Value]| page.iter().filter(from_bob).all(|m| m["body"] == "");
+    let club_page = wait_for_page(&api, &carol, &club, all_erased).await;
+    assert_eq!(club_page.iter().filter(from_bob).count(), 60);
+    let (_, found) = api.get("/v1/search?q=bob", Some(&carol.access_token)).await;
+    assert_eq!(found["messages"], json!([]), "{found}");
+
+    // The profile is scrubbed, the name free again; the file and the blocks are gone.
+    let (status, profile) = api.get(&format!("/v1/users/{}", bob.user_id), Some(&alice.access_token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (profile["username"].as_str(), profile["display_name"].as_str()),
+        (Some(format!("erased-{}", bob.user_id).as_str()), Some("Deleted user"))
+    );
+    let login = json!({ "username": "bob", "password": chat_system_tests::client::PASSWORD });
+    assert_eq!(api.post("/v1/auth/login", None, login).await.0, 401);
+    let new_bob = api.new_user("bob").await;
+    assert_ne!(new_bob.user_id, bob.user_id);
+    let (status, _) = api.get(&format!("/v1/attachments/{file_id}"), Some(&alice.access_token)).await;
+    assert_eq!(status, 404, "the file is gone");
+    let (_, blocks) = api.get("/v1/blocks", Some(&alice.access_token)).await;
+    assert_eq!(blocks["blocks"], json!([]));
+
+    // Again: nothing left to do, and it says so.
+    let again = admin.erase_user(erase(&bob.user_id, "again")).await.unwrap().into_inner();
+    assert_eq!((again.devices_removed, again.messages_erased, again.files_removed, again.blocks_removed), (0, 0, 0, 0));
+    let log = audit_log(&mut admin).await;
+    let erasures: Vec<&str> = log.iter().filter(|e| e.action == "EraseUser").map(|e| e.outcome.as_str()).collect();
+    assert_eq!(erasures.len(), 3, "{log:?}");
+    assert_eq!(&erasures[..2], ["ok", "ok"]);
     system.stop().await;
 }

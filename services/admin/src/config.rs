@@ -22,6 +22,8 @@ pub struct Config {
     pub auth_url: String,
     /// [`shared::HISTORY_GRPC_URL`]: reports, messages and members.
     pub history_url: String,
+    /// [`shared::MEDIA_GRPC_URL`]: an erased user's files.
+    pub media_url: String,
     /// [`OPERATORS`]: who may call, by the SHA-256 of their token.
     pub operators: Operators,
 }
@@ -45,6 +47,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         shared::NATS_URL,
         shared::AUTH_GRPC_URL,
         shared::HISTORY_GRPC_URL,
+        shared::MEDIA_GRPC_URL,
         OPERATORS,
     ],
     chat_common::telemetry::SETTINGS,
@@ -72,20 +75,23 @@ impl Config {
             nats_url: shared::NATS_URL.string(env),
             auth_url: shared::AUTH_GRPC_URL.string(env),
             history_url: shared::HISTORY_GRPC_URL.string(env),
+            media_url: shared::MEDIA_GRPC_URL.string(env),
             operators,
         })
     }
 
-    /// The defaults, on ports the system picks, with `operators` (tests use this).
-    pub fn local(database_url: &str, nats_url: &str, peers: (&str, &str), operators: Operators) -> Self {
+    /// The defaults, on ports the system picks, calling auth, history and
+    /// media at `peers`, with `operators` (tests use this).
+    pub fn local(database_url: &str, nats_url: &str, peers: [&str; 3], operators: Operators) -> Self {
         let defaults = Self::from_lookup(&|_| None).expect("admin's defaults are valid");
         Self {
             grpc_addr: "127.0.0.1:0".to_owned(),
             metrics_addr: "127.0.0.1:0".to_owned(),
             database_url: database_url.to_owned(),
             nats_url: nats_url.to_owned(),
-            auth_url: peers.0.to_owned(),
-            history_url: peers.1.to_owned(),
+            auth_url: peers[0].to_owned(),
+            history_url: peers[1].to_owned(),
+            media_url: peers[2].to_owned(),
             operators,
             ..defaults
         }

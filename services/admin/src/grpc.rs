@@ -5,14 +5,16 @@
 
 use chat_common::grpc::Channel;
 use chat_proto::admin::v1::{
-    DeactivateUserRequest, ListAuditLogRequest, ListAuditLogResponse, RemoveMemberRequest, RemoveMessageRequest,
-    ResolveReportRequest, admin_service_server::AdminService,
+    DeactivateUserRequest, EraseUserRequest, EraseUserResponse, ListAuditLogRequest, ListAuditLogResponse,
+    RemoveMemberRequest, RemoveMessageRequest, ResolveReportRequest, admin_service_server::AdminService,
 };
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::auth::v1::{self as auth};
 use chat_proto::events::v1::{ChangeKind, Message};
 use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::history::v1::{self as history};
+use chat_proto::media::v1::DeleteUserFilesRequest;
+use chat_proto::media::v1::media_service_client::MediaServiceClient;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
@@ -26,6 +28,9 @@ pub struct AdminGrpc {
     pub audit: AuditLog,
     pub auth: AuthServiceClient<Channel>,
     pub history: HistoryServiceClient<Channel>,
+    pub media: MediaServiceClient<Channel>,
+    /// For the blocks bucket.
+    pub js: async_nats::jetstream::Context,
 }
 
 /// The operator the interceptor let through.
@@ -89,6 +94,41 @@ impl AdminGrpc {
         result
     }
 
+    /// Every step of an erasure, each harmless to repeat, in an order that
+    /// cuts the user off first.
+    async fn erase(&self, user_id: &str) -> Result<EraseUserResponse, Status> {
+        let user = auth::EraseUserRequest { user_id: user_id.to_owned() };
+        let devices_removed = self.auth.clone().erase_user(user).await?.into_inner().devices_removed;
+        let mut messages_erased = 0;
+        // Rounds that erased nothing while some remained: history has not
+        // stored the last round's deletions yet. Bounded, then retried by the operator.
+        let mut idle_rounds = 0;
+        loop {
+            // Small batches: each deletion waits for the one before it to be stored.
+            let batch = history::EraseUserMessagesRequest { user_id: user_id.to_owned(), limit: 50 };
+            let erased = self.history.clone().erase_user_messages(batch).await?.into_inner();
+            messages_erased += u64::from(erased.erased);
+            if erased.remaining == 0 {
+                break;
+            }
+            idle_rounds = if erased.erased == 0 { idle_rounds + 1 } else { 0 };
+            if idle_rounds > 50 {
+                return Err(Status::unavailable("history has not caught up with the deletions; erase again"));
+            }
+        }
+        let files = DeleteUserFilesRequest { user_id: user_id.to_owned() };
+        let files_removed = self.media.clone().delete_user_files(files).await?.into_inner().files_removed;
+        let blocks_removed = match self.js.get_key_value(chat_common::blocks::BUCKET).await {
+            Ok(bucket) => chat_common::blocks::forget_user(&bucket, user_id)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot remove the user's blocks: {e}")))?,
+            // No gateway ever made the bucket: nobody blocked anybody.
+            Err(_) => 0,
+        };
+        let blocks_removed = u32::try_from(blocks_removed).unwrap_or(u32::MAX);
+        Ok(EraseUserResponse { devices_removed, messages_erased, files_removed, blocks_removed })
+    }
+
     async fn remove_message(&self, conversation_id: String, message_id: String) -> Result<Message, Status> {
         let request = history::ChangeMessageRequest {
             conversation_id,
@@ -134,6 +174,17 @@ impl AdminService for AdminGrpc {
         let done =
             self.audited(action, async { Ok(self.auth.clone().deactivate_user(call).await?.into_inner()) }).await?;
         Ok(Response::new(done))
+    }
+
+    async fn erase_user(&self, request: Request<EraseUserRequest>) -> Result<Response<EraseUserResponse>, Status> {
+        let operator = operator(&request)?;
+        let req = request.into_inner();
+        let user_id = uuid("user_id", &req.user_id)?;
+        let why = reason("reason", &req.reason)?;
+        let details = json!({ "reason": why });
+        let action = Pending { operator: &operator, action: "EraseUser", target: &user_id, details };
+        let erased = self.audited(action, self.erase(&user_id)).await?;
+        Ok(Response::new(erased))
     }
 
     async fn list_reports(

@@ -1,5 +1,5 @@
 //! The admin service: the operators' API. Operators find and deactivate
-//! users, review reports and remove messages and members over gRPC,
+//! and erase users, review reports and remove messages and members over gRPC,
 //! authenticated with operator tokens (never a user's), each action recorded
 //! in an audit log kept in admin's own database. Admin owns nothing else:
 //! each action is carried out by the service that owns what it changes. See
@@ -20,6 +20,7 @@ use chat_common::server::{Addresses, GrpcServer};
 use chat_common::shutdown::CancellationToken;
 use chat_proto::admin::v1::admin_service_server::AdminServiceServer;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chat_proto::media::v1::media_service_client::MediaServiceClient;
 
 pub use config::Config;
 pub use operators::Operators;
@@ -51,7 +52,7 @@ impl App {
             .context("connecting to the database")?;
         MIGRATOR.run(&pool).await.context("migrating the database")?;
         let nats = chat_common::nats::connect(&config.nats_url, "admin").await.context("connecting to NATS")?;
-        let dependencies = chat_common::grpc::Dependencies::new(nats, Some(pool.clone()));
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool.clone()));
         let channel = |name: &str, url: &str| {
             chat_common::grpc::channel(url).with_context(|| format!("the {name} address {url:?}"))
         };
@@ -59,6 +60,8 @@ impl App {
             audit: audit::AuditLog::new(pool),
             auth: AuthServiceClient::new(channel("auth", &config.auth_url)?),
             history: chat_common::grpc::history_client(channel("history", &config.history_url)?),
+            media: MediaServiceClient::new(channel("media", &config.media_url)?),
+            js: async_nats::jetstream::new(nats),
         };
         let operators = config.operators.clone();
         let server = GrpcServer::bind(

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_proto::auth::v1::{
-    DeactivateUserRequest, DeactivateUserResponse, Device, FindUsersRequest, FindUsersResponse, GetJwksRequest,
-    GetJwksResponse, GetUserByUsernameRequest, GetUserRequest, ListDevicesRequest, ListDevicesResponse,
-    ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse,
-    RetireSigningKeyRequest, RevokeDeviceRequest, RevokeDeviceResponse, RotateSigningKeyRequest, SigningKey, TokenPair,
-    User, UserRecord, auth_service_server::AuthService,
+    DeactivateUserRequest, DeactivateUserResponse, Device, EraseUserRequest, EraseUserResponse, FindUsersRequest,
+    FindUsersResponse, GetJwksRequest, GetJwksResponse, GetUserByUsernameRequest, GetUserRequest, ListDevicesRequest,
+    ListDevicesResponse, ListSigningKeysRequest, ListSigningKeysResponse, LoginRequest, RefreshRequest,
+    RegisterRequest, RegisterResponse, RetireSigningKeyRequest, RevokeDeviceRequest, RevokeDeviceResponse,
+    RotateSigningKeyRequest, SigningKey, TokenPair, User, UserRecord, auth_service_server::AuthService,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -312,6 +312,16 @@ impl AuthGrpc {
         Ok(DeactivateUserResponse { devices_revoked, deactivated_now })
     }
 
+    async fn erase_user(&self, req: EraseUserRequest) -> Result<EraseUserResponse, Error> {
+        // Deactivated first: its devices are revoked and announced, so every
+        // socket closes before the rows go.
+        self.deactivate_user(DeactivateUserRequest { user_id: req.user_id.clone() }).await?;
+        let user_id = validate::uuid("user_id", &req.user_id)?.to_string();
+        let devices = self.store.erase_user(&user_id, chat_common::time::now_ms()).await?.ok_or(Error::UserNotFound)?;
+        tracing::info!(%user_id, devices, "user erased");
+        Ok(EraseUserResponse { devices_removed: u32::try_from(devices).unwrap_or(u32::MAX) })
+    }
+
     async fn get_user(&self, req: GetUserRequest) -> Result<User, Error> {
         let user_id = validate::uuid("user_id", &req.user_id)?.to_string();
         let user = self.store.user_by_id(&user_id).await?.ok_or(Error::UserNotFound)?;
@@ -395,6 +405,10 @@ impl AuthService for AuthGrpc {
         request: Request<DeactivateUserRequest>,
     ) -> Result<Response<DeactivateUserResponse>, Status> {
         Ok(Response::new(Self::deactivate_user(self, request.into_inner()).await?))
+    }
+
+    async fn erase_user(&self, request: Request<EraseUserRequest>) -> Result<Response<EraseUserResponse>, Status> {
+        Ok(Response::new(Self::erase_user(self, request.into_inner()).await?))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {

@@ -165,6 +165,35 @@ impl Store {
         Ok(Some((now, devices)))
     }
 
+    /// Scrubs an erased user's profile and deletes their devices and refresh
+    /// tokens, in one transaction; returns how many devices went (`None` for
+    /// an unknown user). Revoke the devices first, so their sockets close.
+    pub async fn erase_user(&self, user_id: &str, now_ms: i64) -> Result<Option<u64>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let erased_name = format!("erased-{user_id}");
+        let found = sqlx::query(
+            "UPDATE users SET username = $1, username_lower = $1, display_name = 'Deleted user', password_hash = '',
+                    deactivated_at_ms = COALESCE(deactivated_at_ms, $2), erased_at_ms = COALESCE(erased_at_ms, $2)
+             WHERE id = $3",
+        )
+        .bind(&erased_name)
+        .bind(now_ms)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM refresh_tokens WHERE device_id IN (SELECT id FROM devices WHERE user_id = $1)")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let devices = sqlx::query("DELETE FROM devices WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(devices.rows_affected()))
+    }
+
     /// Creates a device with its first refresh token, atomically.
     pub async fn insert_device(
         &self,

@@ -176,6 +176,22 @@ pub async fn unblock(bucket: &kv::Store, blocker: &str, blocked: &str) -> Result
     bucket.delete(key(blocker, blocked)).await
 }
 
+/// Lifts every block `user_id` made or is the subject of (an erased user);
+/// returns how many. Reads every key: an operator's action, not a hot path.
+///
+/// # Errors
+/// When JetStream does not answer or take a deletion.
+pub async fn forget_user(bucket: &kv::Store, user_id: &str) -> Result<usize, async_nats::Error> {
+    use futures::TryStreamExt as _;
+    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+    let mine = |key: &&String| key.split_once('.').is_some_and(|(a, b)| a == user_id || b == user_id);
+    let theirs: Vec<&String> = keys.iter().filter(mine).collect();
+    for key in &theirs {
+        bucket.delete(key).await?;
+    }
+    Ok(theirs.len())
+}
+
 /// Whether `blocker` blocked `blocked`, read from the bucket itself (for a
 /// decision that must see a block made a moment ago on another gateway).
 ///

@@ -36,6 +36,17 @@ pub async fn change(
     stream: &Stream,
     req: ChangeMessageRequest,
 ) -> Result<Message, Error> {
+    Ok(apply(store, js, stream, req).await?.0)
+}
+
+/// As [`change`], also saying whether this call changed the message (a
+/// deletion of a deleted message changes nothing).
+pub async fn apply(
+    store: &Store,
+    js: &jetstream::Context,
+    stream: &Stream,
+    req: ChangeMessageRequest,
+) -> Result<(Message, bool), Error> {
     let conversation_id = validate::uuid("conversation_id", &req.conversation_id)?;
     let message_id = validate::uuid("message_id", &req.message_id)?;
     let change = req.change();
@@ -73,7 +84,7 @@ pub async fn change(
         let latest = latest_change_applied(store, stream, &subject).await?;
         let message = stored_message(store, &conversation_id, &message_id).await?;
         let (message, event) = decide(message, &who, moderator, deleting, &req.body)?;
-        let Some(event) = event else { return Ok(message) };
+        let Some(event) = event else { return Ok((message, false)) };
         let mut headers = async_nats::HeaderMap::new();
         chat_common::nats::inject_trace_context(&mut headers);
         let publish = PublishMessage::build()
@@ -86,7 +97,7 @@ pub async fn change(
             Err(e) => Err(e),
         };
         match acked {
-            Ok(_) => return Ok(message),
+            Ok(_) => return Ok((message, true)),
             // Another change to this conversation got in first: decide again on rows that show it.
             Err(e) if chat_common::nats::lost_a_race(&e) => continue,
             Err(e) => return Err(unavailable(e.to_string())),

@@ -7,13 +7,14 @@ use chat_common::conversation_log::ConversationLog;
 use chat_proto::events::v1::{ConversationKind, MembershipChanged, ReadMarkerMoved};
 use chat_proto::history::v1::{
     AddMembersRequest, AttachmentReadableRequest, AttachmentReadableResponse, CatchUpRequest, CatchUpResponse,
-    ChangeMessageRequest, Conversation, CreateConversationRequest, CreateConversationResponse, FindSentMessageRequest,
-    FindSentMessageResponse, GetConversationRequest, ListContactsRequest, ListContactsResponse,
-    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, ListReportsRequest,
-    ListReportsResponse, MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse,
-    ReferencedAttachmentsRequest, ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest,
-    Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest, SearchMessagesRequest,
-    SearchMessagesResponse, SetMemberRoleRequest, SetMutedRequest, history_service_server::HistoryService,
+    ChangeMessageRequest, Conversation, CreateConversationRequest, CreateConversationResponse,
+    EraseUserMessagesRequest, EraseUserMessagesResponse, FindSentMessageRequest, FindSentMessageResponse,
+    GetConversationRequest, ListContactsRequest, ListContactsResponse, ListConversationsRequest,
+    ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, ListReportsRequest, ListReportsResponse,
+    MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, ReferencedAttachmentsRequest,
+    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, Report, ReportMessageRequest,
+    ReportMessageResponse, ResolveReportRequest, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest,
+    SetMutedRequest, history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -404,6 +405,14 @@ impl HistoryService for HistoryGrpc {
 
     async fn resolve_report(&self, request: Request<ResolveReportRequest>) -> Result<Response<Report>, Status> {
         Ok(Response::new(crate::safety::resolve(&self.store, (&self.js, &self.stream), request.into_inner()).await?))
+    }
+
+    async fn erase_user_messages(
+        &self,
+        request: Request<EraseUserMessagesRequest>,
+    ) -> Result<Response<EraseUserMessagesResponse>, Status> {
+        let erased = crate::safety::erase_messages(&self.store, (&self.js, &self.stream), request.into_inner()).await?;
+        Ok(Response::new(erased))
     }
 
     async fn change_message(

@@ -8,7 +8,8 @@ use async_nats::jetstream;
 use async_nats::jetstream::stream::Stream;
 use chat_proto::events::v1::{ChangeKind, Message};
 use chat_proto::history::v1::{
-    ChangeMessageRequest, ListReportsRequest, ListReportsResponse, Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest,
+    ChangeMessageRequest, EraseUserMessagesRequest, EraseUserMessagesResponse, ListReportsRequest, ListReportsResponse,
+    Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest,
 };
 use serde_json::json;
 
@@ -141,6 +142,38 @@ fn report_of(row: ReportRow) -> Report {
         resolution: row.resolution.unwrap_or_default(),
         resolved_at_ms: row.resolved_at_ms.unwrap_or_default(),
     }
+}
+
+/// Deletes a batch of an erased user's messages, as an operator.
+pub async fn erase_messages(
+    store: &Store,
+    (js, stream): (&jetstream::Context, &Stream),
+    req: EraseUserMessagesRequest,
+) -> Result<EraseUserMessagesResponse, Error> {
+    let user_id = validate::uuid("user_id", &req.user_id)?;
+    let limit = match req.limit {
+        0 => 200,
+        limit @ 1..=1000 => limit,
+        _ => return Err(Error::InvalidArgument("limit must be between 1 and 1000".into())),
+    };
+    let (batch, total) = store.undeleted_messages_of(&user_id, limit).await?;
+    // A row may still show a deletion an earlier call made and the stream
+    // holds: deleting it again changes nothing, and is not counted.
+    let mut erased = 0u32;
+    for (conversation_id, message_id) in &batch {
+        let removal = ChangeMessageRequest {
+            conversation_id: conversation_id.clone(),
+            message_id: message_id.clone(),
+            change: ChangeKind::Deleted.into(),
+            by_operator: true,
+            ..Default::default()
+        };
+        if crate::edits::apply(store, js, stream, removal).await?.1 {
+            erased += 1;
+        }
+    }
+    let handled = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+    Ok(EraseUserMessagesResponse { erased, remaining: total.saturating_sub(handled) })
 }
 
 /// A message as a report keeps it.

@@ -106,14 +106,8 @@ impl Cleanup {
         }
     }
 
-    /// Removes the bytes, then the row (which gives the bytes back to the quota).
     async fn remove(&self, id: &str, why: &'static str) -> anyhow::Result<()> {
-        self.blobs.delete(&file_key(id)).await?;
-        self.blobs.delete(&thumbnail_key(id)).await?;
-        self.records.release(id).await?;
-        crate::metrics::count_removed(why);
-        tracing::info!(attachment_id = %id, why, "attachment removed");
-        Ok(())
+        remove(&self.records, &self.blobs, id, why).await
     }
 
     async fn stream_last(&self) -> anyhow::Result<u64> {
@@ -128,4 +122,17 @@ impl Cleanup {
         let idle = info.num_pending == 0 && info.num_ack_pending == 0;
         Ok(idle || info.ack_floor.stream_sequence >= position)
     }
+}
+/// Removes an attachment marked as being deleted: the bytes, then the row
+/// (which gives the bytes back to the quota).
+///
+/// # Errors
+/// When the store or the database fails (the mark stays; the clean-up finishes it).
+pub async fn remove(records: &Records, blobs: &Blobs, id: &str, why: &'static str) -> anyhow::Result<()> {
+    blobs.delete(&file_key(id)).await?;
+    blobs.delete(&thumbnail_key(id)).await?;
+    records.release(id).await?;
+    crate::metrics::count_removed(why);
+    tracing::info!(attachment_id = %id, why, "attachment removed");
+    Ok(())
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use chat_proto::media::v1::media_service_server::MediaService;
 use chat_proto::media::v1::{
-    Attachment, ClaimAttachmentsRequest, ClaimAttachmentsResponse, DownloadHeader, DownloadRequest, DownloadResponse,
-    GetAttachmentRequest, GetUsageRequest, UploadRequest, Usage, download_response,
+    Attachment, ClaimAttachmentsRequest, ClaimAttachmentsResponse, DeleteUserFilesRequest, DeleteUserFilesResponse,
+    DownloadHeader, DownloadRequest, DownloadResponse, GetAttachmentRequest, GetUsageRequest, UploadRequest, Usage,
+    download_response,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -118,6 +119,23 @@ impl MediaService for MediaGrpc {
 
     async fn get_attachment(&self, request: Request<GetAttachmentRequest>) -> Result<Response<Attachment>, Status> {
         self.stored(&request.into_inner().attachment_id).await.map(Response::new)
+    }
+
+    async fn delete_user_files(
+        &self,
+        request: Request<DeleteUserFilesRequest>,
+    ) -> Result<Response<DeleteUserFilesResponse>, Status> {
+        let user_id = uuid::Uuid::parse_str(&request.into_inner().user_id)
+            .map_err(|_| Status::invalid_argument("user_id must be a UUID"))?
+            .to_string();
+        let ids = self.records.start_deleting_all_of(&user_id).await.map_err(|e| database(&e))?;
+        for id in &ids {
+            crate::cleanup::remove(&self.records, &self.blobs, id, "erased").await.map_err(|e| {
+                tracing::warn!(error = %e, attachment_id = %id, "cannot remove an erased user's file yet");
+                Status::unavailable("a file could not be removed now; retry (the clean-up also finishes it)")
+            })?;
+        }
+        Ok(Response::new(DeleteUserFilesResponse { files_removed: u32::try_from(ids.len()).unwrap_or(u32::MAX) }))
     }
 
     async fn claim_attachments(

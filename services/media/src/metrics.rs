@@ -10,7 +10,8 @@ pub struct Metrics {
     pub uploads: CounterFamily,
     pub uploaded_bytes: Counter,
     pub downloaded_bytes: Counter,
-    /// Attachments removed by the clean-up, by why: `unfinished` (left by a
+    /// Attachments removed, by why: `erased` (their owner was erased by an
+    /// operator), and by the clean-up: `unfinished` (left by a
     /// stopped instance), `unattached`, `unreferenced`, `cut_short` (a removal
     /// finished).
     pub removed: CounterFamily,

@@ -327,6 +327,26 @@ impl Records {
         Ok(marked.rows_affected() == 1)
     }
 
+    /// Marks every stored attachment of `owner_id` as being deleted; returns
+    /// their ids (and those of earlier marks a removal did not finish).
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn start_deleting_all_of(&self, owner_id: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query("UPDATE attachments SET state = $1 WHERE owner_id = $2 AND state = $3")
+            .bind(DELETING)
+            .bind(owner_id)
+            .bind(STORED)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT id FROM attachments WHERE owner_id = $1 AND state = $2")
+            .bind(owner_id)
+            .bind(DELETING)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| row.try_get("id")).collect()
+    }
+
     /// Attachments marked as being deleted (whose deletion may have been cut short).
     ///
     /// # Errors

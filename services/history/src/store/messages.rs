@@ -325,6 +325,35 @@ impl Store {
         Ok((messages, has_more))
     }
 
+    /// Up to `limit` of a sender's messages not yet deleted (system messages
+    /// aside), as (conversation, message) ids, and how many there are in all.
+    pub async fn undeleted_messages_of(
+        &self,
+        sender_id: &str,
+        limit: u32,
+    ) -> Result<(Vec<(String, String)>, u64), Error> {
+        let rows = sqlx::query(
+            "SELECT conversation_id, message_id FROM messages
+             WHERE sender_id = $1 AND deleted_at_ms = 0 AND system_event IS NULL
+             ORDER BY stream_seq LIMIT $2",
+        )
+        .bind(sender_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE sender_id = $1 AND deleted_at_ms = 0 AND system_event IS NULL",
+        )
+        .bind(sender_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let ids = rows
+            .iter()
+            .map(|row| Ok((row.try_get("conversation_id")?, row.try_get("message_id")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((ids, total.max(0) as u64))
+    }
+
     /// One message of a conversation by id.
     pub async fn message(&self, conversation_id: &str, message_id: &str) -> Result<Option<Message>, Error> {
         self.one_message(MESSAGE_BY_ID, conversation_id, message_id).await
