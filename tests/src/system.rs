@@ -461,7 +461,12 @@ impl System {
     /// Starts admin, with one operator: `test-operator`, whose token is [`crate::OPERATOR_TOKEN`].
     async fn start_admin(&mut self) {
         let operators = chat_admin::Operators::with_token("test-operator", crate::OPERATOR_TOKEN);
-        let peers = [self.auth_addr.as_str(), self.history_addr.as_str(), self.media_addr.as_str()];
+        let peers = [
+            self.auth_addr.as_str(),
+            self.history_addr.as_str(),
+            self.media_addr.as_str(),
+            self.notification_addr.as_str(),
+        ];
         let config = chat_admin::Config::local(&self.admin_db_url, &self.nats.url(), peers, operators);
         let admin = Box::pin(chat_admin::App::build(config)).await.expect("admin starts");
         self.admin_addr = admin.grpc_addr().to_string();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chat_proto::admin::v1::admin_service_client::AdminServiceClient;
 use chat_proto::admin::v1::{
-    AuditEntry, DeactivateUserRequest, EraseUserRequest, ListAuditLogRequest, RemoveMemberRequest,
+    AuditEntry, DeactivateUserRequest, EraseUserRequest, ExportUserRequest, ListAuditLogRequest, RemoveMemberRequest,
     RemoveMessageRequest, ResolveReportRequest,
 };
 use chat_proto::auth::v1::FindUsersRequest;
@@ -83,6 +83,7 @@ on_both_databases!(
     reports_are_reviewed_and_acted_on,
     operators_remove_messages_and_members_and_every_action_is_audited,
     an_erased_user_leaves_tombstones_in_place_and_nothing_else,
+    an_export_holds_everything_of_the_user_and_nothing_of_others,
 );
 
 async fn only_operator_tokens_get_in(db: Db) {
@@ -457,5 +458,73 @@ async fn an_erased_user_leaves_tombstones_in_place_and_nothing_else(db: Db) {
     let erasures: Vec<&str> = log.iter().filter(|e| e.action == "EraseUser").map(|e| e.outcome.as_str()).collect();
     assert_eq!(erasures.len(), 3, "{log:?}");
     assert_eq!(&erasures[..2], ["ok", "ok"]);
+    system.stop().await;
+}
+
+async fn an_export_holds_everything_of_the_user_and_nothing_of_others(db: Db) {
+    let Some(system) = System::start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let phone = api.login("alice").await;
+    let bob = api.new_user("bob").await;
+    let direct = api.direct(&alice, &bob).await;
+    let club = api.group(&bob, "the club", &[&alice]).await;
+    for i in 1..=3 {
+        api.send(&alice, &direct, &format!("alice {i}")).await;
+    }
+    api.send(&alice, &club, "alice in the club").await;
+    api.send(&bob, &direct, "bob's own words").await;
+    let put = |path: String, who: &Device| {
+        let (api, token) = (&api, who.access_token.clone());
+        async move { api.request(reqwest::Method::PUT, &path, Some(&token), None).await.0 }
+    };
+    assert_eq!(put(format!("/v1/blocks/{}", bob.user_id), &alice).await, 204);
+    assert_eq!(put(format!("/v1/conversations/{club}/mute"), &alice).await, 204);
+    let hook = json!({ "type": "webhook", "url": "http://127.0.0.1:9/alice" });
+    assert_eq!(api.post("/v1/push/subscriptions", Some(&phone.access_token), hook).await.0, 201);
+    api.wait_for_history(&bob, &direct, 4).await;
+    api.wait_for_history(&bob, &club, 2).await;
+    let mut admin = admin(&system).await;
+
+    let export = |user_id: &str, reason: &str| ExportUserRequest { user_id: user_id.into(), reason: reason.into() };
+    let refused = admin.export_user(export(&alice.user_id, "")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = admin.export_user(export(&uuid::Uuid::new_v4().to_string(), "request")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+
+    let mut stream = admin.export_user(export(&alice.user_id, "subject access request")).await.unwrap().into_inner();
+    let mut records: Vec<(String, Value)> = Vec::new();
+    while let Some(record) = stream.message().await.expect("the export streams to its end") {
+        records.push((record.kind.clone(), serde_json::from_str(&record.json).expect("each record is JSON")));
+    }
+    let of = |kind: &str| records.iter().filter(|(k, _)| k == kind).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    assert_eq!(records[0].0, "profile");
+    assert_eq!(
+        (records[0].1["user_id"].as_str(), records[0].1["username"].as_str()),
+        (Some(alice.user_id.as_str()), Some("alice"))
+    );
+    assert_eq!(of("device").len(), 2);
+    let conversations = of("conversation");
+    assert_eq!(conversations.len(), 2);
+    assert!(conversations.iter().any(|c| c["conversation_id"] == club.as_str() && c["muted"] == true));
+    let bodies: Vec<String> = of("message").iter().map(|m| m["body"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(bodies, ["alice 1", "alice 2", "alice 3", "alice in the club"], "only what alice sent, in order");
+    assert_eq!(
+        of("block"),
+        vec![json!({ "blocked_user_id": bob.user_id, "blocked_at_ms": of("block")[0]["blocked_at_ms"] })]
+    );
+    let subscriptions = of("push_subscription");
+    assert_eq!(subscriptions.len(), 1);
+    assert_eq!(
+        (subscriptions[0]["type"].as_str(), subscriptions[0]["device_id"].as_str()),
+        (Some("webhook"), Some(phone.device_id.as_str()))
+    );
+    assert!(!records.iter().any(|(_, v)| v.to_string().contains("webhook_secret")), "no secret is exported");
+
+    let log = audit_log(&mut admin).await;
+    let exports: Vec<&str> = log.iter().filter(|e| e.action == "ExportUser").map(|e| e.outcome.as_str()).collect();
+    assert_eq!(exports.len(), 2, "{log:?}");
+    assert_eq!(exports[0], "ok");
+    assert!(exports[1].starts_with("NotFound"));
     system.stop().await;
 }

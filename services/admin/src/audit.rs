@@ -25,8 +25,16 @@ impl AuditLog {
     /// Records the action as pending; returns its entry id.
     ///
     /// # Errors
-    /// When the database does not take it (the action is then not done).
-    pub async fn begin(&self, action: &Pending<'_>) -> Result<String, sqlx::Error> {
+    /// `UNAVAILABLE` when the database does not take it: the action must
+    /// then not be carried out.
+    pub async fn begin(&self, action: &Pending<'_>) -> Result<String, tonic::Status> {
+        self.insert(action).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log");
+            tonic::Status::unavailable("the audit log cannot be written; nothing was done")
+        })
+    }
+
+    async fn insert(&self, action: &Pending<'_>) -> Result<String, sqlx::Error> {
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
             "INSERT INTO audit_log (id, at_ms, operator, action, target, details, outcome)
@@ -43,17 +51,30 @@ impl AuditLog {
         Ok(id)
     }
 
-    /// Gives the entry its outcome.
-    ///
-    /// # Errors
-    /// When the database does not take it.
-    pub async fn finish(&self, id: &str, outcome: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE audit_log SET outcome = $1 WHERE id = $2")
-            .bind(outcome)
-            .bind(id)
+    /// Gives the entry of `action` its outcome: `ok`, or the code and
+    /// message it failed with; counts and logs it.
+    pub async fn finish<T>(&self, entry: &str, action: &Pending<'_>, result: &Result<T, tonic::Status>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(status) => format!("{:?}: {}", status.code(), status.message()),
+        };
+        crate::metrics::count(match result {
+            Ok(_) => "ok",
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown) => {
+                "failed"
+            }
+            Err(_) => "refused",
+        });
+        tracing::info!(operator = action.operator, action = action.action, target = action.target, %outcome, "admin action");
+        let written = sqlx::query("UPDATE audit_log SET outcome = $1 WHERE id = $2")
+            .bind(&outcome)
+            .bind(entry)
             .execute(&self.pool)
-            .await
-            .map(|_| ())
+            .await;
+        if let Err(e) = written {
+            // The action is done and recorded as pending: say so, loudly.
+            tracing::error!(error = %e, entry, "cannot record an admin action's outcome");
+        }
     }
 
     /// Entries before `before_ms`, newest first.

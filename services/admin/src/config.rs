@@ -24,6 +24,8 @@ pub struct Config {
     pub history_url: String,
     /// [`shared::MEDIA_GRPC_URL`]: an erased user's files.
     pub media_url: String,
+    /// [`shared::NOTIFICATION_GRPC_URL`]: an exported user's push subscriptions.
+    pub notification_url: String,
     /// [`OPERATORS`]: who may call, by the SHA-256 of their token.
     pub operators: Operators,
 }
@@ -48,6 +50,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         shared::AUTH_GRPC_URL,
         shared::HISTORY_GRPC_URL,
         shared::MEDIA_GRPC_URL,
+        shared::NOTIFICATION_GRPC_URL,
         OPERATORS,
     ],
     chat_common::telemetry::SETTINGS,
@@ -76,13 +79,14 @@ impl Config {
             auth_url: shared::AUTH_GRPC_URL.string(env),
             history_url: shared::HISTORY_GRPC_URL.string(env),
             media_url: shared::MEDIA_GRPC_URL.string(env),
+            notification_url: shared::NOTIFICATION_GRPC_URL.string(env),
             operators,
         })
     }
 
-    /// The defaults, on ports the system picks, calling auth, history and
-    /// media at `peers`, with `operators` (tests use this).
-    pub fn local(database_url: &str, nats_url: &str, peers: [&str; 3], operators: Operators) -> Self {
+    /// The defaults, on ports the system picks, calling auth, history, media
+    /// and notification at `peers`, with `operators` (tests use this).
+    pub fn local(database_url: &str, nats_url: &str, peers: [&str; 4], operators: Operators) -> Self {
         let defaults = Self::from_lookup(&|_| None).expect("admin's defaults are valid");
         Self {
             grpc_addr: "127.0.0.1:0".to_owned(),
@@ -92,6 +96,7 @@ impl Config {
             auth_url: peers[0].to_owned(),
             history_url: peers[1].to_owned(),
             media_url: peers[2].to_owned(),
+            notification_url: peers[3].to_owned(),
             operators,
             ..defaults
         }

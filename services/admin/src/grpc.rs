@@ -5,8 +5,9 @@
 
 use chat_common::grpc::Channel;
 use chat_proto::admin::v1::{
-    DeactivateUserRequest, EraseUserRequest, EraseUserResponse, ListAuditLogRequest, ListAuditLogResponse,
-    RemoveMemberRequest, RemoveMessageRequest, ResolveReportRequest, admin_service_server::AdminService,
+    DeactivateUserRequest, EraseUserRequest, EraseUserResponse, ExportRecord, ExportUserRequest, ListAuditLogRequest,
+    ListAuditLogResponse, RemoveMemberRequest, RemoveMessageRequest, ResolveReportRequest,
+    admin_service_server::AdminService,
 };
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::auth::v1::{self as auth};
@@ -15,17 +16,22 @@ use chat_proto::history::v1::history_service_client::HistoryServiceClient;
 use chat_proto::history::v1::{self as history};
 use chat_proto::media::v1::DeleteUserFilesRequest;
 use chat_proto::media::v1::media_service_client::MediaServiceClient;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditLog, Pending};
+use crate::export::Exporter;
 use crate::operators::Operator;
 
 /// Characters a reason or resolution may have.
 const REASON_MAX_CHARS: usize = 1000;
 
 pub struct AdminGrpc {
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
+    pub exporter: Exporter,
     pub auth: AuthServiceClient<Channel>,
     pub history: HistoryServiceClient<Channel>,
     pub media: MediaServiceClient<Channel>,
@@ -70,27 +76,9 @@ impl AdminGrpc {
         action: Pending<'_>,
         run: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        let entry = self.audit.begin(&action).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot write the audit log");
-            Status::unavailable("the audit log cannot be written; nothing was done")
-        })?;
+        let entry = self.audit.begin(&action).await?;
         let result = run.await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(status) => format!("{:?}: {}", status.code(), status.message()),
-        };
-        crate::metrics::count(match &result {
-            Ok(_) => "ok",
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown) => {
-                "failed"
-            }
-            Err(_) => "refused",
-        });
-        tracing::info!(operator = action.operator, action = action.action, target = action.target, %outcome, "admin action");
-        if let Err(e) = self.audit.finish(&entry, &outcome).await {
-            // The action is done and recorded as pending: say so, loudly.
-            tracing::error!(error = %e, entry, "cannot record an admin action's outcome");
-        }
+        self.audit.finish(&entry, &action, &result).await;
         result
     }
 
@@ -185,6 +173,45 @@ impl AdminService for AdminGrpc {
         let action = Pending { operator: &operator, action: "EraseUser", target: &user_id, details };
         let erased = self.audited(action, self.erase(&user_id)).await?;
         Ok(Response::new(erased))
+    }
+
+    type ExportUserStream = Pin<Box<dyn futures::Stream<Item = Result<ExportRecord, Status>> + Send>>;
+
+    /// The profile is read first, so an unknown user is refused before
+    /// anything streams; the audit entry gets its outcome when the stream ends.
+    async fn export_user(
+        &self,
+        request: Request<ExportUserRequest>,
+    ) -> Result<Response<Self::ExportUserStream>, Status> {
+        let operator = operator(&request)?;
+        let req = request.into_inner();
+        let user_id = uuid("user_id", &req.user_id)?;
+        let why = reason("reason", &req.reason)?;
+        let details = json!({ "reason": why });
+        let action = Pending { operator: &operator, action: "ExportUser", target: &user_id, details };
+        let entry = self.audit.begin(&action).await?;
+        let profile = self.exporter.profile(&user_id).await;
+        if profile.is_err() {
+            self.audit.finish(&entry, &action, &profile).await;
+        }
+        let profile = profile?;
+        let (out, mut records) = tokio::sync::mpsc::channel(64);
+        let (exporter, audit) = (self.exporter.clone(), self.audit.clone());
+        tokio::spawn(async move {
+            let exported = async {
+                out.send(Ok(ExportRecord { kind: "profile".into(), json: profile.to_string() }))
+                    .await
+                    .map_err(|_| Status::cancelled("the export was abandoned"))?;
+                exporter.run(&user_id, &out).await
+            }
+            .await;
+            let action = Pending { operator: &operator, action: "ExportUser", target: &user_id, details: json!({}) };
+            audit.finish(&entry, &action, &exported).await;
+            if let Err(status) = exported {
+                let _ = out.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(futures::stream::poll_fn(move |cx| records.poll_recv(cx)))))
     }
 
     async fn list_reports(

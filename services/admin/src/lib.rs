@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod config;
+mod export;
 mod grpc;
 mod metrics;
 pub mod operators;
@@ -21,6 +22,7 @@ use chat_common::shutdown::CancellationToken;
 use chat_proto::admin::v1::admin_service_server::AdminServiceServer;
 use chat_proto::auth::v1::auth_service_client::AuthServiceClient;
 use chat_proto::media::v1::media_service_client::MediaServiceClient;
+use chat_proto::notification::v1::notification_service_client::NotificationServiceClient;
 
 pub use config::Config;
 pub use operators::Operators;
@@ -56,12 +58,22 @@ impl App {
         let channel = |name: &str, url: &str| {
             chat_common::grpc::channel(url).with_context(|| format!("the {name} address {url:?}"))
         };
+        let auth = AuthServiceClient::new(channel("auth", &config.auth_url)?);
+        let history = chat_common::grpc::history_client(channel("history", &config.history_url)?);
+        let js = async_nats::jetstream::new(nats);
+        let exporter = export::Exporter {
+            auth: auth.clone(),
+            history: history.clone(),
+            notification: NotificationServiceClient::new(channel("notification", &config.notification_url)?),
+            js: js.clone(),
+        };
         let service = grpc::AdminGrpc {
-            audit: audit::AuditLog::new(pool),
-            auth: AuthServiceClient::new(channel("auth", &config.auth_url)?),
-            history: chat_common::grpc::history_client(channel("history", &config.history_url)?),
+            audit: std::sync::Arc::new(audit::AuditLog::new(pool)),
+            exporter,
+            auth,
+            history,
             media: MediaServiceClient::new(channel("media", &config.media_url)?),
-            js: async_nats::jetstream::new(nats),
+            js,
         };
         let operators = config.operators.clone();
         let server = GrpcServer::bind(

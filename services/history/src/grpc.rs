@@ -11,10 +11,11 @@ use chat_proto::history::v1::{
     EraseUserMessagesRequest, EraseUserMessagesResponse, FindSentMessageRequest, FindSentMessageResponse,
     GetConversationRequest, ListContactsRequest, ListContactsResponse, ListConversationsRequest,
     ListConversationsResponse, ListMessagesRequest, ListMessagesResponse, ListReportsRequest, ListReportsResponse,
-    MarkReadRequest, MarkReadResponse, ReadMarkersSinceRequest, ReadMarkersSinceResponse, ReferencedAttachmentsRequest,
-    ReferencedAttachmentsResponse, RemoveMemberRequest, RenameConversationRequest, Report, ReportMessageRequest,
-    ReportMessageResponse, ResolveReportRequest, SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest,
-    SetMutedRequest, history_service_server::HistoryService,
+    MarkReadRequest, MarkReadResponse, MessagesSentByRequest, MessagesSentByResponse, ReadMarkersSinceRequest,
+    ReadMarkersSinceResponse, ReferencedAttachmentsRequest, ReferencedAttachmentsResponse, RemoveMemberRequest,
+    RenameConversationRequest, Report, ReportMessageRequest, ReportMessageResponse, ResolveReportRequest,
+    SearchMessagesRequest, SearchMessagesResponse, SetMemberRoleRequest, SetMutedRequest,
+    history_service_server::HistoryService,
 };
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -405,6 +406,21 @@ impl HistoryService for HistoryGrpc {
 
     async fn resolve_report(&self, request: Request<ResolveReportRequest>) -> Result<Response<Report>, Status> {
         Ok(Response::new(crate::safety::resolve(&self.store, (&self.js, &self.stream), request.into_inner()).await?))
+    }
+
+    async fn messages_sent_by(
+        &self,
+        request: Request<MessagesSentByRequest>,
+    ) -> Result<Response<MessagesSentByResponse>, Status> {
+        let req = request.into_inner();
+        let user_id = validate::uuid("user_id", &req.user_id)?;
+        let limit = match req.limit {
+            0 => 500,
+            limit @ 1..=1000 => limit,
+            _ => return Err(Error::InvalidArgument("limit must be between 1 and 1000".into()).into()),
+        };
+        let (messages, has_more) = self.store.messages_sent_by(&user_id, req.after_stream_seq, limit).await?;
+        Ok(Response::new(MessagesSentByResponse { messages, has_more }))
     }
 
     async fn erase_user_messages(

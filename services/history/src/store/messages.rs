@@ -466,6 +466,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The messages `sender_id` sent after stream position `after` (system
+    /// messages aside), in stream order, and whether more follow.
+    pub async fn messages_sent_by(
+        &self,
+        sender_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<(Vec<StreamMessage>, bool), Error> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", m.stream_seq FROM messages m
+             WHERE m.sender_id = $1 AND m.stream_seq > $2 AND m.system_event IS NULL
+             ORDER BY m.stream_seq LIMIT $3"
+        ))
+        .bind(sender_id)
+        .bind(db_int(after))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(stream_page(&rows, limit)?)
+    }
+}
+
 /// Rows fetched with `LIMIT limit + 1` as a page of stream messages, and
 /// whether more exist beyond it.
 pub(super) fn stream_page(rows: &[AnyRow], limit: u32) -> Result<(Vec<StreamMessage>, bool), sqlx::Error> {
