@@ -116,6 +116,7 @@ async fn a_block_hides_the_blocked_senders_messages_everywhere_the_blocker_reads
     assert_eq!(carol_page.last().unwrap()["body"], "spoilers: the butler did it");
     let (_, listed) = call(&api, Method::GET, "/v1/conversations", &alice).await;
     assert_hidden(&listed["conversations"][0]["last_message"], &bob);
+    assert_eq!(listed["conversations"][0]["unread_count"], 0, "a hidden message is not unread: {listed}");
 
     // Search: not found by alice, found by carol.
     let (status, found) = call(&api, Method::GET, "/v1/search?q=butler", &alice).await;
@@ -194,6 +195,16 @@ async fn a_block_hides_the_blocked_senders_messages_everywhere_the_blocker_reads
     assert_eq!(page[1]["body"], "spoilers: the butler did it");
     let (_, found) = call(&api, Method::GET, "/v1/search?q=butler", &alice).await;
     assert_eq!(search_hits(&found), 1, "{found}");
+    // Unread again: the three bob sent (alice has read nothing).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, got) = call(&api, Method::GET, &format!("/v1/conversations/{club}"), &alice).await;
+        if got["unread_count"] == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "unread after the unblock: {got}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     system.stop().await;
 }
 

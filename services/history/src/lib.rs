@@ -47,6 +47,8 @@ pub struct App {
     server: GrpcServer,
     /// `None` for a read-only instance.
     ingest: Option<ingest::Ingest>,
+    /// Who blocked whom (for unread counts), and the bucket it follows.
+    blocks: (std::sync::Arc<chat_common::blocks::Blocks>, async_nats::jetstream::kv::Store),
 }
 
 impl App {
@@ -63,11 +65,13 @@ impl App {
             Error::InvalidArgument(format!("{} must be sqlite: or postgres://", config::DATABASE_URL.name))
         })?;
         migrate(&pool, backend).await.context("migrating the database")?;
-        let store = store::Store::new(pool.clone(), backend);
-
         let nats = chat_common::nats::connect(&config.nats_url, "history").await.context("connecting to NATS")?;
-        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool));
+        let dependencies = chat_common::grpc::Dependencies::new(nats.clone(), Some(pool.clone()));
         let js = async_nats::jetstream::new(nats);
+        let blocks_bucket =
+            chat_common::blocks::bucket(&js, config.stream.replicas).await.context("opening the blocks bucket")?;
+        let blocks = std::sync::Arc::new(chat_common::blocks::Blocks::default());
+        let store = store::Store::new(pool, backend).following_blocks(blocks.clone());
         let stream = chat_common::nats::chat_stream(&js, &config.stream).await.context("opening the CHAT stream")?;
         // The durable consumer exists either way: its ack floor is what catch-up trusts.
         let writers = match (config.ingest_writers, backend) {
@@ -106,7 +110,7 @@ impl App {
             dependencies,
         )
         .await?;
-        Ok(Self { server, ingest })
+        Ok(Self { server, ingest, blocks: (blocks, blocks_bucket) })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -141,7 +145,8 @@ impl App {
             shutdown.cancel();
             served
         };
-        let ((), (), served) = tokio::join!(ingest, lag, serve);
+        let (blocks, bucket) = self.blocks;
+        let ((), (), (), served) = tokio::join!(ingest, lag, blocks.follow(bucket, shutdown.clone()), serve);
         served.map_err(Error::from)
     }
 }

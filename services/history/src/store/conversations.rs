@@ -389,21 +389,37 @@ impl Store {
     /// The bound keeps the count in step with the `last_message` read just
     /// before it: ingest may commit in between, and a client that sees the
     /// newer count beside the older last message counts a live frame twice.
+    /// Messages of users the reader blocked reach them hidden, and are not counted.
     async fn unread_count(&self, conversation_id: &str, user_id: &str, last_seq: u64) -> Result<u64, Error> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages m
-             WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL AND m.seq <= $3
-               AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
-                                     WHERE r.conversation_id = $1 AND r.user_id = $2), 0)",
-        )
-        .bind(conversation_id)
-        .bind(user_id)
-        .bind(db_int(last_seq))
-        .fetch_one(&self.pool)
-        .await?;
+        let hidden: Vec<String> = self.blocks.blocked_by(user_id).into_iter().map(|(id, _)| id).collect();
+        let sql = match (hidden.is_empty(), self.backend) {
+            (true, _) => UNREAD,
+            (false, chat_common::db::Backend::Sqlite) => UNREAD_BUT_HIDDEN_SQLITE,
+            (false, chat_common::db::Backend::Postgres) => UNREAD_BUT_HIDDEN_POSTGRES,
+        };
+        let mut query = sqlx::query_scalar(sql).bind(conversation_id).bind(user_id).bind(db_int(last_seq));
+        if !hidden.is_empty() {
+            query = query.bind(serde_json::Value::from(hidden).to_string());
+        }
+        let count: i64 = query.fetch_one(&self.pool).await?;
         Ok(count.max(0) as u64)
     }
 }
+
+/// Unread: from others, not system messages, up to `$3`, past the marker.
+macro_rules! unread {
+    () => {
+        "SELECT COUNT(*) FROM messages m
+         WHERE m.conversation_id = $1 AND m.sender_id <> $2 AND m.system_event IS NULL AND m.seq <= $3
+           AND m.seq > COALESCE((SELECT r.seq FROM read_markers r
+                                 WHERE r.conversation_id = $1 AND r.user_id = $2), 0)"
+    };
+}
+const UNREAD: &str = unread!();
+/// The same, but for senders in the JSON array `$4`.
+const UNREAD_BUT_HIDDEN_SQLITE: &str = concat!(unread!(), " AND m.sender_id NOT IN (SELECT value FROM json_each($4))");
+const UNREAD_BUT_HIDDEN_POSTGRES: &str =
+    concat!(unread!(), " AND m.sender_id NOT IN (SELECT jsonb_array_elements_text(CAST($4 AS jsonb)))");
 
 fn role_of(row: &sqlx::any::AnyRow) -> Result<MemberRole, Error> {
     stored("member role", &row.try_get::<String, _>("role")?, MemberRole::from_word)

@@ -12,6 +12,9 @@ mod messages;
 mod reports;
 mod search;
 
+use std::sync::Arc;
+
+use chat_common::blocks::Blocks;
 use chat_common::db::{Backend, WriteConnection};
 use chat_proto::events::v1::{Message, MessageChanged, ReadMarkerMoved};
 use sqlx::AnyPool;
@@ -25,6 +28,9 @@ use crate::error::Error;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Who blocked whom: a user's unread counts leave out the messages of
+    /// those they blocked (which reach them hidden).
+    blocks: Arc<Blocks>,
 }
 
 /// One entry of the CHAT stream that history stores.
@@ -48,7 +54,12 @@ fn stored<T>(what: &str, word: &str, from_word: fn(&str) -> Option<T>) -> Result
 
 impl Store {
     pub fn new(pool: AnyPool, backend: Backend) -> Self {
-        Self { pool, backend }
+        Self { pool, backend, blocks: Arc::default() }
+    }
+
+    /// The store, leaving out of unread counts what `blocks` hides.
+    pub fn following_blocks(self, blocks: Arc<Blocks>) -> Self {
+        Self { blocks, ..self }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
