@@ -7,7 +7,14 @@
 //! Options may stand anywhere on the line (`--json` too); `--` ends them, so
 //! a message may begin with a dash. A password is never an argument: it comes
 //! from standard input (`--password-stdin`) or `CHAT_PASSWORD`.
+//!
+//! `chat admin <subcommand>` is one command per subcommand: its options are
+//! checked against `admin <subcommand>`. A text option (`--reason`,
+//! `--resolution`) takes every word after it up to the next option, so a
+//! reason needs no quotes. An operator token is never an argument either: it
+//! comes from `CHAT_ADMIN_TOKEN` or a file (`--admin-token-file`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -39,6 +46,19 @@ usage: chat [--json] <command> [arguments]
   mute <conversation-id>, unmute <conversation-id>
   report <conversation-id> <message-id> <reason...>
   help                               this text
+
+Operators (the admin service, gRPC; never a user's login):
+  admin users <query>                users by username prefix or id
+  admin deactivate <user-id> --reason <text...>
+  admin erase <user-id> --reason <text...>
+  admin export <user-id> --reason <text...> [--out FILE]   one JSON archive (FILE created 0600)
+  admin reports [--status open|resolved|all] [--limit N]
+  admin resolve <report-id> --resolution <text...> [--remove-message]
+  admin remove-message <conversation-id> <message-id> --reason <text...>
+  admin remove-member <conversation-id> <user-id> --reason <text...>
+  admin audit [--limit N]            the audit log, newest first
+      --admin-url URL                else $CHAT_ADMIN_URL, else http://127.0.0.1:50056
+      --admin-token-file PATH        mode 0600 or stricter; else $CHAT_ADMIN_TOKEN
 
   --json    one JSON document per command (one JSON object per line for tail)
   --        the end of options: what follows is text, dashes and all
@@ -76,17 +96,75 @@ pub enum Command {
     Mute { conversation: Uuid },
     Unmute { conversation: Uuid },
     Report { conversation: Uuid, message: Uuid, reason: String },
+    Admin { connection: AdminConnection, action: AdminAction },
+}
+
+/// Where the admin service is and where the operator token comes from, as
+/// given on the command line (the environment fills in the rest).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AdminConnection {
+    /// `--admin-url`, checked and as `http://host:port`.
+    pub url: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// One call of the admin service.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminAction {
+    Users { query: String, limit: Option<u32> },
+    Deactivate { user: Uuid, reason: String },
+    Erase { user: Uuid, reason: String },
+    Export { user: Uuid, reason: String, out: Option<PathBuf> },
+    Reports { status: String, limit: Option<u32> },
+    Resolve { report: Uuid, resolution: String, remove_message: bool },
+    RemoveMessage { conversation: Uuid, message: Uuid, reason: String },
+    RemoveMember { conversation: Uuid, user: Uuid, reason: String },
+    Audit { limit: Option<u32> },
+}
+
+/// The admin subcommands, each checked as a command of its own.
+const ADMIN: &[&str] = &[
+    "admin users",
+    "admin deactivate",
+    "admin erase",
+    "admin export",
+    "admin reports",
+    "admin resolve",
+    "admin remove-message",
+    "admin remove-member",
+    "admin audit",
+];
+
+/// What an option takes after its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    /// One word (`--limit 3`, `--limit=3`).
+    Value,
+    /// Every word up to the next option, joined with spaces: a text.
+    Words,
 }
 
 /// The options a command takes, besides `--json` and `--help` (any command).
-const OPTIONS: &[(&str, bool, &[&str])] = &[
-    // (name, takes a value, the commands it belongs to)
-    ("--password-stdin", false, &["login", "register"]),
-    ("--limit", true, &["history"]),
-    ("--before", true, &["history"]),
-    ("--count", true, &["tail"]),
-    ("--timeout", true, &["tail"]),
-    ("--conversation", true, &["search"]),
+const OPTIONS: &[(&str, Takes, &[&str])] = &[
+    // (name, what it takes, the commands it belongs to)
+    ("--password-stdin", Takes::Nothing, &["login", "register"]),
+    ("--limit", Takes::Value, &["history", "admin users", "admin reports", "admin audit"]),
+    ("--before", Takes::Value, &["history"]),
+    ("--count", Takes::Value, &["tail"]),
+    ("--timeout", Takes::Value, &["tail"]),
+    ("--conversation", Takes::Value, &["search"]),
+    ("--admin-url", Takes::Value, ADMIN),
+    ("--admin-token-file", Takes::Value, ADMIN),
+    (
+        "--reason",
+        Takes::Words,
+        &["admin deactivate", "admin erase", "admin export", "admin remove-message", "admin remove-member"],
+    ),
+    ("--resolution", Takes::Words, &["admin resolve"]),
+    ("--remove-message", Takes::Nothing, &["admin resolve"]),
+    ("--out", Takes::Value, &["admin export"]),
+    ("--status", Takes::Value, &["admin reports"]),
 ];
 
 /// Options as given, in order: `(name, value)`.
@@ -100,11 +178,21 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Invoc
     let mut words = Vec::new();
     let mut options: Options = Vec::new();
     let (mut json, mut help, mut ended) = (false, false, false);
+    // The text option taking the words that follow, as an index in `options`.
+    let mut text: Option<usize> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(|_| Error::usage("arguments must be UTF-8"))?;
         if ended || arg == "-" || !arg.starts_with('-') {
-            words.push(arg);
+            match text.and_then(|i| options.get_mut(i)) {
+                Some((_, Some(value))) => {
+                    if !value.is_empty() {
+                        value.push(' ');
+                    }
+                    value.push_str(&arg);
+                }
+                _ => words.push(arg),
+            }
             continue;
         }
         // `--name=value`; the name alone is ever echoed (a mistyped
@@ -113,21 +201,30 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Invoc
             Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
             None => (arg, None),
         };
+        if name == "--" && inline.is_none() {
+            // What follows is text: still the text option's, if one is open.
+            ended = true;
+            continue;
+        }
+        text = None;
         match name.as_str() {
-            "--" if inline.is_none() => ended = true,
             "--json" if inline.is_none() => json = true,
             "--help" | "-h" if inline.is_none() => help = true,
             _ => {
-                let Some(&(known, takes_value, _)) = OPTIONS.iter().find(|(known, ..)| *known == name) else {
+                let Some(&(known, takes, _)) = OPTIONS.iter().find(|(known, ..)| *known == name) else {
                     return Err(Error::usage(format!("unknown option {name}")));
                 };
-                let value = match (takes_value, inline) {
-                    (false, None) => None,
-                    (false, Some(_)) => return Err(Error::usage(format!("{known} takes no value"))),
-                    (true, Some(value)) => Some(value),
-                    (true, None) => {
+                let value = match (takes, inline) {
+                    (Takes::Nothing, None) => None,
+                    (Takes::Nothing, Some(_)) => return Err(Error::usage(format!("{known} takes no value"))),
+                    (Takes::Value, Some(value)) => Some(value),
+                    (Takes::Value, None) => {
                         let value = args.next().and_then(|v| v.into_string().ok());
                         Some(value.ok_or_else(|| Error::usage(format!("{known} needs a value")))?)
+                    }
+                    (Takes::Words, inline) => {
+                        text = Some(options.len());
+                        Some(inline.unwrap_or_default())
                     }
                 };
                 options.push((known, value));
@@ -140,13 +237,31 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Invoc
     let Some(name) = words.first().cloned() else {
         return Err(Error::usage("no command given"));
     };
-    for (option, _) in &options {
-        let (_, _, commands) = OPTIONS.iter().find(|(known, ..)| known == option).expect("listed");
-        if !commands.contains(&name.as_str()) {
-            return Err(Error::usage(format!("{option} does not apply to `chat {name}`")));
+    // `chat admin users …` is the command `admin users`, and so on.
+    let (key, skip) = if name == "admin" {
+        let Some(sub) = words.get(1) else {
+            return Err(Error::usage(
+                "`chat admin` needs a subcommand (users, deactivate, erase, export, reports, resolve, remove-message, remove-member, audit)",
+            ));
+        };
+        let key = format!("admin {sub}");
+        if !ADMIN.contains(&key.as_str()) {
+            return Err(Error::usage(format!("unknown command `chat {key}`")));
+        }
+        (key, 2)
+    } else {
+        (name, 1)
+    };
+    for (option, value) in &options {
+        let (_, takes, commands) = OPTIONS.iter().find(|(known, ..)| known == option).expect("listed");
+        if !commands.contains(&key.as_str()) {
+            return Err(Error::usage(format!("{option} does not apply to `chat {key}`")));
+        }
+        if *takes == Takes::Words && value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            return Err(Error::usage(format!("{option} needs a text")));
         }
     }
-    let command = command(&name, Words::new(&name, words[1..].to_vec()), &options)?;
+    let command = command(&key, Words::new(&key, words[skip..].to_vec()), &options)?;
     Ok(Invocation { command, json })
 }
 
@@ -206,12 +321,86 @@ fn command(name: &str, mut w: Words, options: &Options) -> Result<Command, Error
             message: w.id("<message-id>")?,
             reason: w.rest("<reason>")?.join(" "),
         },
-        // Admin commands and bot tokens will be parsed here, each into a
-        // `Command` of its own that `commands::run` dispatches.
+        admin if admin.starts_with("admin ") => {
+            let connection = AdminConnection {
+                url: value(options, "--admin-url").map(admin_url).transpose()?,
+                token_file: value(options, "--admin-token-file").map(PathBuf::from),
+            };
+            Command::Admin { connection, action: admin_action(admin, &mut w, options)? }
+        }
+        // Bot tokens will be parsed here, each into a `Command` of its own
+        // that `commands::run` dispatches.
         other => return Err(Error::usage(format!("unknown command `{other}`"))),
     };
     w.done()?;
     Ok(command)
+}
+
+/// `chat admin <subcommand> …`; `name` is `admin <subcommand>`.
+fn admin_action(name: &str, w: &mut Words, options: &Options) -> Result<AdminAction, Error> {
+    let text = |option: &str| match value(options, option) {
+        Some(text) => Ok(text.trim().to_owned()),
+        None => Err(Error::usage(format!("`chat {name}` needs {option} <text>"))),
+    };
+    Ok(match name {
+        "admin users" => AdminAction::Users { query: w.one("<query>")?, limit: limit(options)? },
+        "admin deactivate" => AdminAction::Deactivate { user: w.id("<user-id>")?, reason: text("--reason")? },
+        "admin erase" => AdminAction::Erase { user: w.id("<user-id>")?, reason: text("--reason")? },
+        "admin export" => AdminAction::Export {
+            user: w.id("<user-id>")?,
+            reason: text("--reason")?,
+            out: value(options, "--out").map(PathBuf::from),
+        },
+        "admin reports" => {
+            let status = value(options, "--status").unwrap_or("open");
+            if !matches!(status, "open" | "resolved" | "all") {
+                return Err(Error::usage(format!("--status is open, resolved or all, not '{status}'")));
+            }
+            AdminAction::Reports { status: status.to_owned(), limit: limit(options)? }
+        }
+        "admin resolve" => AdminAction::Resolve {
+            report: w.id("<report-id>")?,
+            resolution: text("--resolution")?,
+            remove_message: options.iter().any(|(o, _)| *o == "--remove-message"),
+        },
+        "admin remove-message" => AdminAction::RemoveMessage {
+            conversation: w.id("<conversation-id>")?,
+            message: w.id("<message-id>")?,
+            reason: text("--reason")?,
+        },
+        "admin remove-member" => AdminAction::RemoveMember {
+            conversation: w.id("<conversation-id>")?,
+            user: w.id("<user-id>")?,
+            reason: text("--reason")?,
+        },
+        "admin audit" => AdminAction::Audit { limit: limit(options)? },
+        other => unreachable!("ADMIN lists {other}"),
+    })
+}
+
+/// The admin service's address: `host:port` or `http://host:port`, kept as
+/// `http://host:port`. Plaintext gRPC only, as admin speaks it (reach it
+/// over a trusted network or a tunnel).
+///
+/// # Errors
+/// [`Error::Usage`] for anything else.
+pub fn admin_url(word: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::usage(format!("'{word}' is not the admin service's address: {why}"));
+    let full = if word.contains("://") { word.to_owned() } else { format!("http://{word}") };
+    let url = url::Url::parse(&full).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(bad("it is host:port or http://host:port (admin speaks plaintext gRPC)"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials do not belong in it"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it is host:port, without a path or query"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// The words after a command's name, taken in order.
@@ -306,6 +495,12 @@ fn positive(options: &Options, name: &str) -> Result<Option<u64>, Error> {
     }
 }
 
+/// `--limit` for the admin service (the service says how high it may go).
+fn limit(options: &Options) -> Result<Option<u32>, Error> {
+    let limit = positive(options, "--limit")?;
+    limit.map(|n| u32::try_from(n).map_err(|_| Error::usage(format!("--limit {n} is too large")))).transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +566,64 @@ mod tests {
     fn help_wins_over_everything_else() {
         assert_eq!(parse_line("send --help").unwrap().command, Command::Help);
         assert_eq!(parse_line("help").unwrap().command, Command::Help);
+    }
+
+    #[test]
+    fn admin_subcommands_take_their_own_options_and_texts_run_to_the_next_option() {
+        let parsed = parse_line(&format!("admin deactivate {ID} --reason spam campaign, see ticket --json")).unwrap();
+        assert!(parsed.json);
+        let Command::Admin { connection, action } = parsed.command else { panic!("an admin command") };
+        assert_eq!(connection, AdminConnection::default());
+        assert_eq!(
+            action,
+            AdminAction::Deactivate { user: ID.parse().unwrap(), reason: "spam campaign, see ticket".into() }
+        );
+        let line =
+            format!("admin resolve {ID} --remove-message --resolution=removed and warned --admin-url 127.0.0.1:9");
+        let Command::Admin { connection, action } = parse_line(&line).unwrap().command else { panic!() };
+        assert_eq!(connection.url.as_deref(), Some("http://127.0.0.1:9"));
+        let expected = AdminAction::Resolve {
+            report: ID.parse().unwrap(),
+            resolution: "removed and warned".into(),
+            remove_message: true,
+        };
+        assert_eq!(action, expected);
+        let after_dashes = parse(["admin", "erase", ID, "--reason", "--", "-1", "--json"].map(Into::into)).unwrap();
+        let Command::Admin { action, .. } = after_dashes.command else { panic!() };
+        assert_eq!(action, AdminAction::Erase { user: ID.parse().unwrap(), reason: "-1 --json".into() });
+        let Command::Admin { action, .. } = parse_line("admin reports --limit 5").unwrap().command else { panic!() };
+        assert_eq!(action, AdminAction::Reports { status: "open".into(), limit: Some(5) });
+    }
+
+    #[test]
+    fn admin_mistakes_are_usage_errors() {
+        for line in [
+            "admin".to_owned(),
+            "admin frobnicate".to_owned(),
+            format!("admin deactivate {ID}"),
+            format!("admin deactivate {ID} --reason"),
+            format!("admin deactivate {ID} --reason   "),
+            "admin deactivate bob --reason spam".to_owned(),
+            format!("admin erase --reason spam {ID}"),
+            "admin users bob --reason spam".to_owned(),
+            "admin reports --status closed".to_owned(),
+            "admin audit --limit 0".to_owned(),
+            format!("admin resolve {ID} --reason x"),
+            "admin users bob --admin-url https://admin.example".to_owned(),
+            "admin users bob --admin-url http://u:p@admin:1".to_owned(),
+            format!("send {ID} hi --reason x"),
+        ] {
+            assert!(matches!(parse_line(&line), Err(Error::Usage(_))), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_address_is_host_and_port_over_plain_http() {
+        assert_eq!(admin_url("127.0.0.1:50056").unwrap(), "http://127.0.0.1:50056");
+        assert_eq!(admin_url("http://admin.internal:50056/").unwrap(), "http://admin.internal:50056");
+        assert_eq!(admin_url("localhost:1").unwrap(), "http://localhost:1");
+        for bad in ["https://admin:1", "http://admin:1/x", "http://admin:1?q", "grpc://admin:1", ":1"] {
+            assert!(admin_url(bad).is_err(), "{bad}");
+        }
     }
 }

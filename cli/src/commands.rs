@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::admin;
 use crate::api::{Api, Call, Session, segment};
 use crate::args::{Command, Invocation, USAGE};
 use crate::config::ConfigDir;
@@ -28,8 +29,10 @@ pub async fn run(invocation: Invocation) -> Result<(), Error> {
             log_in(&ConfigDir::from_env()?, &server, &username, password_stdin, true, out).await
         }
         Command::Logout => log_out(ConfigDir::from_env()?, out).await,
-        // Admin commands and bot tokens will be dispatched here when they
-        // come, each to a function of its own like those below.
+        // Operators' commands: the admin service, not the user's login.
+        Command::Admin { connection, action } => admin::run(connection, action, out).await,
+        // Bot tokens will be dispatched here when they come, each to a
+        // function of its own like those below.
         command => {
             let mut session = Session::resume(ConfigDir::from_env()?)?;
             as_user(&mut session, command, out).await
@@ -74,7 +77,7 @@ async fn as_user(session: &mut Session, command: Command, out: Output) -> Result
                 format!("reported message {message} (report {})", r["report_id"].as_str().unwrap_or("?"))
             })
         }
-        Command::Help | Command::Login { .. } | Command::Register { .. } | Command::Logout => {
+        Command::Help | Command::Login { .. } | Command::Register { .. } | Command::Logout | Command::Admin { .. } => {
             unreachable!("run handles the commands that need no session")
         }
     }

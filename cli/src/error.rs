@@ -4,7 +4,8 @@
 //! no, the network failed, a local file could not be used).
 //!
 //! No variant ever carries a token or a password: the messages are built from
-//! the server's error body, a URL without credentials, or a path.
+//! the server's error body (or the admin service's gRPC status), a URL
+//! without credentials, or a path.
 
 use std::process::ExitCode;
 
@@ -26,6 +27,13 @@ pub enum Error {
     /// The server answered something protocol v1 does not describe.
     #[error("unexpected answer from {server}: {what}")]
     Unexpected { server: String, what: String },
+    /// The admin service said no: its gRPC code in snake_case
+    /// (`not_found`, `unauthenticated`) and its message.
+    #[error("admin: {code}: {message}")]
+    Admin { code: &'static str, message: String },
+    /// The admin service did not answer.
+    #[error("cannot reach the admin service at {url}: {cause}")]
+    AdminUnreachable { url: String, cause: String },
     /// The WebSocket was closed by the server.
     #[error("the server closed the connection ({code}{reason})")]
     Closed { code: u16, reason: String },
@@ -120,5 +128,10 @@ mod tests {
         assert_eq!(Error::NotLoggedIn.exit_code(), ExitCode::from(1));
         let server = Error::Server { code: "not_found".into(), message: "no user with id 1".into() };
         assert_eq!(server.to_string(), "not_found: no user with id 1");
+        let admin = Error::Admin { code: "unauthenticated", message: "unknown operator credentials".into() };
+        assert_eq!(
+            (admin.to_string().as_str(), admin.exit_code()),
+            ("admin: unauthenticated: unknown operator credentials", ExitCode::from(1))
+        );
     }
 }

@@ -1,12 +1,15 @@
 //! `chat`: a command-line client of the chat server. It speaks protocol v1
 //! (docs/protocol.md) to the gateway over HTTP and WebSocket, as any
-//! third-party client would, and nothing else.
+//! third-party client would; and, for operators (`chat admin …`), the admin
+//! service's gRPC API with an operator token, never a user's login.
 //!
 //! Modules, one job each: `args` reads the command line, `commands` runs a
 //! command, `api` does HTTP (and renews tokens), `tail` follows a
-//! conversation over the WebSocket, `config` keeps credentials and cursors,
-//! `output` lays out what is printed, `error` says what went wrong.
+//! conversation over the WebSocket, `admin` speaks to the admin service,
+//! `config` keeps credentials and cursors, `output` lays out what is
+//! printed, `error` says what went wrong.
 
+mod admin;
 mod api;
 mod args;
 mod commands;

@@ -2,7 +2,9 @@
 //! for people, or with `--json` one JSON document per command (one object per
 //! line for `tail`) for scripts. Commands hand over the protocol's own JSON,
 //! with names already looked up (`name` on a conversation, `sender_username`
-//! on a message, `username` on a block); this module only lays it out.
+//! on a message, `username` on a block), or for `chat admin` the admin
+//! service's answers as JSON (times as RFC 3339); this module only lays it
+//! out.
 //!
 //! Text from other people (bodies, titles, names) is shown with its control
 //! characters replaced: a message must not be able to drive the reader's
@@ -240,6 +242,143 @@ pub fn whoami(me: &Value) -> String {
     let display = one_line(str_of(me, "display_name"));
     let shown = if display.is_empty() || display == username { username } else { format!("{username} ({display})") };
     format!("{shown} on {} (user {}, device {})", str_of(me, "server"), str_of(me, "user_id"), str_of(me, "device_id"))
+}
+
+/// `2026-11-23T15:04:05.123Z` → `2026-11-23 15:04:05`; nothing for `null`.
+fn seconds(time: &Value) -> String {
+    match time.as_str().and_then(|t| t.get(..19)) {
+        Some(seconds) if seconds.as_bytes().get(10) == Some(&b'T') => seconds.replacen('T', " ", 1),
+        _ => time.as_str().map(one_line).unwrap_or_default(),
+    }
+}
+
+/// `chat admin users`: one user a line.
+pub fn admin_users(found: &Value) -> String {
+    let users = found["users"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let rows: Vec<[String; 6]> = users
+        .iter()
+        .map(|u| {
+            let devices = u["active_devices"].as_u64().unwrap_or_default();
+            [
+                str_of(u, "user_id").to_owned(),
+                one_line(str_of(u, "username")),
+                one_line(str_of(u, "display_name")),
+                format!("created {}", short_time(str_of(u, "created_at"))),
+                match u["deactivated_at"].as_str() {
+                    Some(at) => format!("deactivated {}", short_time(at)),
+                    None => "active".to_owned(),
+                },
+                format!("{devices} active device{}", if devices == 1 { "" } else { "s" }),
+            ]
+        })
+        .collect();
+    if rows.is_empty() { "no users found".to_owned() } else { table(&rows) }
+}
+
+/// What a reported message said, from the report's context.
+fn reported_text(report: &Value) -> String {
+    let context = report["context"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let Some(message) = context.iter().find(|m| m["message_id"] == report["message_id"]) else {
+        return "(not in the report's context)".to_owned();
+    };
+    if message["deleted_at_ms"].as_i64().is_some_and(|d| d > 0) {
+        return "(deleted)".to_owned();
+    }
+    let mut said = one_line(str_of(message, "body"));
+    for file in message["attachments"].as_array().into_iter().flatten() {
+        if !said.is_empty() {
+            said.push(' ');
+        }
+        said.push_str(&format!("[file: {}]", one_line(str_of(file, "name"))));
+    }
+    said
+}
+
+/// `chat admin reports`: each report, what was reported and what was done.
+pub fn admin_reports(list: &Value, status: &str) -> String {
+    let reports = list["reports"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if reports.is_empty() {
+        return if status == "all" { "no reports".to_owned() } else { format!("no {status} reports") };
+    }
+    let mut lines = Vec::new();
+    for r in reports {
+        lines.push(format!(
+            "{}  {}  {}  reason: {}",
+            str_of(r, "report_id"),
+            one_line(str_of(r, "status")),
+            short_time(str_of(r, "created_at")),
+            one_line(str_of(r, "reason"))
+        ));
+        lines.push(format!(
+            "    message {} in {}, sent by {}, reported by {}",
+            str_of(r, "message_id"),
+            str_of(r, "conversation_id"),
+            str_of(r, "sender_id"),
+            str_of(r, "reporter_id")
+        ));
+        lines.push(format!("    > {}", reported_text(r)));
+        if r["status"] == "resolved" {
+            lines.push(format!("    {}", resolution(r)));
+        }
+    }
+    lines.join("\n")
+}
+
+/// `resolved 2026-11-23 15:04 by alice: removed`.
+fn resolution(report: &Value) -> String {
+    format!(
+        "resolved {} by {}: {}",
+        short_time(str_of(report, "resolved_at")),
+        one_line(str_of(report, "resolved_by")),
+        one_line(str_of(report, "resolution"))
+    )
+}
+
+/// `chat admin resolve`: done now, or (another resolution kept) earlier.
+pub fn admin_resolved(report: &Value, asked: &str, remove_message: bool) -> String {
+    let id = str_of(report, "report_id");
+    if str_of(report, "resolution") != asked {
+        return format!("report {id} was resolved already, and stays so: {}", resolution(report));
+    }
+    let removed = if remove_message { " (the message removed)" } else { "" };
+    format!("report {id}{removed}: {}", resolution(report))
+}
+
+/// `chat admin audit`: an entry a line, newest first, its details under it.
+pub fn admin_audit(log: &Value) -> String {
+    let entries = log["entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if entries.is_empty() {
+        return "the audit log is empty".to_owned();
+    }
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            [
+                seconds(&e["at"]),
+                one_line(str_of(e, "operator")),
+                one_line(str_of(e, "action")),
+                one_line(str_of(e, "target")),
+                one_line(str_of(e, "outcome")),
+            ]
+        })
+        .collect();
+    let mut lines = Vec::new();
+    for (line, entry) in table(&rows).lines().zip(entries) {
+        lines.push(line.to_owned());
+        let details: Vec<String> = match &entry["details"] {
+            Value::Object(details) => details
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), one_line)))
+                .collect(),
+            Value::Null => Vec::new(),
+            other => vec![one_line(&other.to_string())],
+        };
+        if !details.is_empty() {
+            lines.push(format!("    {}", one_line(&details.join(", "))));
+        }
+    }
+    lines.join("\n")
 }
 
 #[cfg(test)]
