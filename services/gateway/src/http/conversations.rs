@@ -114,18 +114,20 @@ pub(super) async fn existing_users(state: &AppState, user_ids: &[String]) -> Res
 /// the one for an unknown user, so a block is not given away. Read from the
 /// bucket itself: a block made a moment ago through another gateway counts.
 async fn not_blocked_by(state: &AppState, me: &str, user_ids: &[String]) -> Result<(), ApiError> {
-    // Keys hold ids as auth writes them; a member may be named in capitals.
-    let canonical = user_ids.iter().filter_map(|u| uuid::Uuid::parse_str(u).ok()).map(|u| u.to_string());
-    for user_id in canonical.filter(|u| *u != *me) {
-        let blocked = chat_common::blocks::is_blocked(&state.blocks_bucket, &user_id, me).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot read the blocks bucket");
-            ApiError::unavailable("cannot check blocks; retry")
-        })?;
-        if blocked {
-            return Err(unknown_user(&user_id));
+    // Keys hold ids as auth writes them; a member may be named in capitals,
+    // and is answered as named, as an unknown user would be.
+    let named = user_ids.iter().filter_map(|u| Some((u, uuid::Uuid::parse_str(u).ok()?.to_string())));
+    let checks = named.filter(|(_, id)| *id != *me).map(|(as_named, id)| async move {
+        match chat_common::blocks::is_blocked(&state.blocks_bucket, &id, me).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(unknown_user(as_named)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the blocks bucket");
+                Err(ApiError::unavailable("cannot check blocks; retry"))
+            }
         }
-    }
-    Ok(())
+    });
+    futures::future::try_join_all(checks).await.map(|_| ())
 }
 
 /// The answer for a user who does not exist (or must look so).
@@ -219,7 +221,11 @@ pub async fn remove_member(
     Path((conversation_id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (conversation_id, user_id) = member_path(&conversation_id, &user_id)?;
-    state.history.clone().remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id, ..Default::default() }).await?;
+    state
+        .history
+        .clone()
+        .remove_member(RemoveMemberRequest { conversation_id, actor: actor(&me), user_id, ..Default::default() })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
