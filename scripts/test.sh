@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of each crate, the whole-system tests that
-# start a real nats-server and all five services against SQLite and PostgreSQL,
+# start a real nats-server and all seven services against SQLite and PostgreSQL,
 # and the static check of deploy/ (tests/tests/deploy.rs).
 #
 # Then the hostile-input suites (scripts/suites.sh; docs/security.md).
