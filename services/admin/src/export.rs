@@ -106,10 +106,9 @@ impl Exporter {
     /// The users `user_id` blocked, with when (read from the bucket itself).
     async fn blocks_of(&self, user_id: &str) -> Result<Vec<(String, i64)>, Status> {
         use futures::TryStreamExt as _;
-        let Ok(bucket) = self.js.get_key_value(chat_common::blocks::BUCKET).await else {
-            return Ok(Vec::new()); // No gateway ever made it: nobody blocked anybody.
-        };
         let unavailable = |e: String| Status::unavailable(format!("cannot read the blocks: {e}"));
+        let bucket = chat_common::blocks::existing_bucket(&self.js).await.map_err(|e| unavailable(e.to_string()))?;
+        let Some(bucket) = bucket else { return Ok(Vec::new()) };
         let keys: Vec<String> = bucket
             .keys()
             .await

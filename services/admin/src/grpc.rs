@@ -106,12 +106,10 @@ impl AdminGrpc {
         }
         let files = DeleteUserFilesRequest { user_id: user_id.to_owned() };
         let files_removed = self.media.clone().delete_user_files(files).await?.into_inner().files_removed;
-        let blocks_removed = match self.js.get_key_value(chat_common::blocks::BUCKET).await {
-            Ok(bucket) => chat_common::blocks::forget_user(&bucket, user_id)
-                .await
-                .map_err(|e| Status::unavailable(format!("cannot remove the user's blocks: {e}")))?,
-            // No gateway ever made the bucket: nobody blocked anybody.
-            Err(_) => 0,
+        let unavailable = |e: async_nats::Error| Status::unavailable(format!("cannot remove the user's blocks: {e}"));
+        let blocks_removed = match chat_common::blocks::existing_bucket(&self.js).await.map_err(unavailable)? {
+            Some(bucket) => chat_common::blocks::forget_user(&bucket, user_id).await.map_err(unavailable)?,
+            None => 0,
         };
         let blocks_removed = u32::try_from(blocks_removed).unwrap_or(u32::MAX);
         Ok(EraseUserResponse { devices_removed, messages_erased, files_removed, blocks_removed })

@@ -44,6 +44,22 @@ pub async fn newest_revision(bucket: &kv::Store) -> u64 {
     bucket.stream.clone().info().await.map_or(0, |info| info.state.last_sequence)
 }
 
+/// The bucket if it exists, `None` if no gateway ever made it (nobody
+/// blocked anybody), for a reader that must not make it.
+///
+/// # Errors
+/// When JetStream does not answer: that is not "no blocks".
+pub async fn existing_bucket(js: &jetstream::Context) -> Result<Option<kv::Store>, async_nats::Error> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match js.get_stream(format!("KV_{BUCKET}")).await {
+        Ok(_) => Ok(Some(js.get_key_value(BUCKET).await?)),
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Every block of the deployment, as followed from the bucket.
 pub struct Blocks {
     pairs: RwLock<Pairs>,
