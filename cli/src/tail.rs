@@ -8,8 +8,11 @@
 //! every other kind are passed over; nothing is sent but the close.
 //!
 //! It ends cleanly (exit 0) on Ctrl-C or SIGTERM, after `--count` frames, or
-//! after `--timeout`; a close by the server is an error (4401, a revoked
-//! device, reads as "not logged in").
+//! after `--timeout`. Once connected, a connection that is lost or closed by
+//! a server going away (1001, 1006, 1011 to 1013) is opened again, after
+//! 0.5 s doubling up to 10 s, from the stored cursor: nothing is missed and
+//! nothing shown twice. Any other close is an error (4401, a revoked device,
+//! reads as "not logged in"); so is a server not reached at the start.
 
 use std::time::Duration;
 
@@ -32,6 +35,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// The close code of a revoked device or a refused token.
 const UNAUTHORIZED: u16 = 4401;
+/// The wait before connecting again after a loss, doubled per failure up to the second.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// When to stop without being told to.
 #[derive(Debug, Clone, Copy)]
@@ -62,72 +68,107 @@ pub async fn run(
     // The cursor past frames of other conversations: stored with the next
     // printed frame, or at the end, not once per frame passed over.
     let mut passed: Option<String> = None;
-    let ended = loop {
-        if limits.count.is_some_and(|count| printed >= count) {
-            break Ok(());
-        }
-        let frame = tokio::select! {
-            () = &mut stop => break Ok(()),
-            () = &mut deadline, if limits.timeout.is_some() => break Ok(()),
-            frame = socket.next() => frame,
+    let mut reconnects = 0;
+    let ended = 'tail: loop {
+        let lost = 'connected: loop {
+            if limits.count.is_some_and(|count| printed >= count) {
+                break 'connected None;
+            }
+            let frame = tokio::select! {
+                () = &mut stop => break 'connected None,
+                () = &mut deadline, if limits.timeout.is_some() => break 'connected None,
+                frame = socket.next() => frame,
+            };
+            let text = match frame {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    break 'connected Some(closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break 'connected Some(lost(session, &e)),
+                None => break 'connected Some(closed(None)),
+            };
+            let Ok(mut frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+            let cursor = frame["cursor"].as_str().map(str::to_owned);
+            match frame["type"].as_str().unwrap_or_default() {
+                "ready" => {
+                    if let Some(cursor) = &cursor {
+                        session.config().save_cursor(session.credentials(), &key, cursor)?;
+                    }
+                    if reconnects > 0 {
+                        eprintln!("chat: note: connected again; catching up");
+                        reconnects = 0;
+                    } else if !out.is_json() {
+                        output::line(&format!("tailing {}; Ctrl-C to stop", output::clean(name)))?;
+                    }
+                }
+                "message" | "message_edited" | "message_deleted" => {
+                    let ours = frame["message"]["conversation_id"].as_str().and_then(|id| Uuid::parse_str(id).ok());
+                    if ours != Some(conversation) {
+                        passed = cursor;
+                        continue;
+                    }
+                    if let Some(sender) = frame["message"]["sender_id"].as_str().map(str::to_owned)
+                        && let Some(username) = session.username(&sender).await?
+                    {
+                        frame["message"]["sender_username"] = username.into();
+                    }
+                    if out.is_json() {
+                        output::line(&frame.to_string())?;
+                    } else {
+                        output::line(&output::message_line(&frame["message"]))?;
+                    }
+                    printed += 1;
+                    if let Some(cursor) = cursor {
+                        session.config().save_cursor(session.credentials(), &key, &cursor)?;
+                        passed = None;
+                    }
+                }
+                "synced" => {
+                    if let Some(cursor) = cursor {
+                        session.config().save_cursor(session.credentials(), &key, &cursor)?;
+                        passed = None;
+                    }
+                }
+                // A stored cursor the server does not know: it goes live from
+                // now, and says so. Worth a note, not the end of the tail.
+                "error" if frame.get("req").is_none() => {
+                    let (code, message) = (frame["code"].as_str(), frame["message"].as_str());
+                    let said = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or_default());
+                    eprintln!("chat: note: {}", output::clean(&said));
+                }
+                _ => {}
+            }
         };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                break Err(closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => break Err(lost(session, &e)),
-            None => break Err(closed(None)),
+        let error = match lost {
+            None => break Ok(()),
+            Some(error) if !worth_reconnecting(&error) => break Err(error),
+            Some(error) => error,
         };
-        let Ok(mut frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-        let cursor = frame["cursor"].as_str().map(str::to_owned);
-        match frame["type"].as_str().unwrap_or_default() {
-            "ready" => {
-                if let Some(cursor) = &cursor {
-                    session.config().save_cursor(session.credentials(), &key, cursor)?;
-                }
-                if !out.is_json() {
-                    output::line(&format!("tailing {}; Ctrl-C to stop", output::clean(name)))?;
-                }
-            }
-            "message" | "message_edited" | "message_deleted" => {
-                let ours = frame["message"]["conversation_id"].as_str().and_then(|id| Uuid::parse_str(id).ok());
-                if ours != Some(conversation) {
-                    passed = cursor;
-                    continue;
-                }
-                if let Some(sender) = frame["message"]["sender_id"].as_str().map(str::to_owned)
-                    && let Some(username) = session.username(&sender).await?
-                {
-                    frame["message"]["sender_username"] = username.into();
-                }
-                if out.is_json() {
-                    output::line(&frame.to_string())?;
-                } else {
-                    output::line(&output::message_line(&frame["message"]))?;
-                }
-                printed += 1;
-                if let Some(cursor) = cursor {
-                    session.config().save_cursor(session.credentials(), &key, &cursor)?;
-                    passed = None;
-                }
-            }
-            "synced" => {
-                if let Some(cursor) = cursor {
-                    session.config().save_cursor(session.credentials(), &key, &cursor)?;
-                    passed = None;
-                }
-            }
-            // A stored cursor the server does not know: it goes live from
-            // now, and says so. Worth a note, not the end of the tail.
-            "error" if frame.get("req").is_none() => {
-                let (code, message) = (frame["code"].as_str(), frame["message"].as_str());
-                let said = format!("{}: {}", code.unwrap_or("error"), message.unwrap_or_default());
-                eprintln!("chat: note: {}", output::clean(&said));
-            }
-            _ => {}
+        eprintln!("chat: note: {error}; connecting again");
+        if let Some(cursor) = passed.take() {
+            session.config().save_cursor(session.credentials(), &key, &cursor)?;
         }
+        socket = loop {
+            reconnects += 1;
+            let wait = RECONNECT_FIRST.saturating_mul(1 << (reconnects - 1).min(5)).min(RECONNECT_MAX);
+            tokio::select! {
+                () = &mut stop => break 'tail Ok(()),
+                () = &mut deadline, if limits.timeout.is_some() => break 'tail Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+            let stored = session.config().cursor(session.credentials(), &key)?;
+            let connected = tokio::select! {
+                () = &mut stop => break 'tail Ok(()),
+                () = &mut deadline, if limits.timeout.is_some() => break 'tail Ok(()),
+                connected = connect(session, stored.as_deref()) => connected,
+            };
+            match connected {
+                Ok(socket) => break socket,
+                Err(error) if worth_reconnecting(&error) => {}
+                Err(error) => break 'tail Err(error),
+            }
+        };
     };
     if let Some(cursor) = passed {
         session.config().save_cursor(session.credentials(), &key, &cursor)?;
@@ -174,6 +215,16 @@ async fn connect(session: &mut Session, cursor: Option<&str>) -> Result<Socket, 
         }
     }
     unreachable!("the second attempt returns")
+}
+
+/// A server going away or a network failure, which a new connection may
+/// cure; not a refusal (a revoked device, a protocol error).
+fn worth_reconnecting(error: &Error) -> bool {
+    match error {
+        Error::Unreachable { .. } => true,
+        Error::Closed { code, .. } => matches!(code, 1001 | 1006 | 1011..=1013),
+        _ => false,
+    }
 }
 
 fn closed(frame: Option<(u16, String)>) -> Error {

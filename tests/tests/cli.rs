@@ -14,7 +14,7 @@ use std::time::Duration;
 use chat_system_tests::client::PASSWORD;
 use chat_system_tests::{Db, System, on_both_databases, service_binary};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// Longer than any one command takes; a hang fails the test.
@@ -282,7 +282,7 @@ async fn people_register_log_in_chat_read_and_log_out_from_the_command_line(db: 
 }
 
 async fn tail_catches_up_from_its_stored_cursor_then_follows_live_and_ends_cleanly(db: Db) {
-    let Some(system) = System::start(db).await else { return };
+    let Some(mut system) = System::start(db).await else { return };
     let (alice, bob) = (Chat::new(&system), Chat::new(&system));
     alice.register("alice").await;
     bob.register("bob").await;
@@ -342,6 +342,22 @@ async fn tail_catches_up_from_its_stored_cursor_then_follows_live_and_ends_clean
     assert!(killed.success());
     assert_eq!(exit_code(&mut tail).await, Some(0), "a clean end on SIGTERM");
 
+    // The gateway restarts under a tail: it connects again from its cursor,
+    // and what was sent meanwhile is shown once.
+    let (mut tail, mut lines) = bob.spawn(&["tail", &conversation, "--count", "2"]);
+    assert_eq!(next_line(&mut lines).await, "tailing alice; Ctrl-C to stop");
+    let addr = system.gateway_addr(0);
+    system.stop_gateway(0).await;
+    system.restart_gateway(0, addr).await;
+    send("five").await;
+    send("six").await;
+    let (five, six) = (next_line(&mut lines).await, next_line(&mut lines).await);
+    assert!(five.ends_with(" alice: five") && six.ends_with(" alice: six"), "{five} / {six}");
+    assert_eq!(exit_code(&mut tail).await, Some(0));
+    let mut said = String::new();
+    tail.stderr.take().expect("stderr").read_to_string(&mut said).await.expect("stderr readable");
+    assert!(said.contains("chat: note: the server closed the connection (1001"), "{said}");
+
     // A stored cursor the server does not know: a note, then live from now.
     let cursors = bob.file("cursors.json");
     let mut stored: Value = serde_json::from_slice(&std::fs::read(&cursors).expect("cursors")).expect("JSON");
@@ -360,7 +376,7 @@ async fn tail_catches_up_from_its_stored_cursor_then_follows_live_and_ends_clean
     send("secret").await;
     let text = bob.run(&["tail", &conversation, "--count", "1"]).await.ok();
     let line = text.lines().nth(1).unwrap_or_else(|| panic!("{text}"));
-    assert!(line.starts_with("#6 ") && line.ends_with(" alice: (hidden: from a blocked user)"), "{text}");
+    assert!(line.starts_with("#8 ") && line.ends_with(" alice: (hidden: from a blocked user)"), "{text}");
     assert!(!text.contains("secret"), "{text}");
     system.stop().await;
 }
