@@ -4,6 +4,7 @@
 //!
 //! Logs are off unless `TEST_LOG=1`.
 
+pub mod chat_cli;
 pub mod client;
 pub mod cluster;
 pub mod database;

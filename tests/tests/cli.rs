@@ -6,153 +6,20 @@
 //! network, 2 for the command line). Each client has a config directory of
 //! its own (`CHAT_CONFIG_DIR`).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use chat_system_tests::chat_cli::{COMMAND_TIMEOUT, ChatCli, SETTLE, mode};
 use chat_system_tests::client::PASSWORD;
-use chat_system_tests::{Db, System, on_both_databases, service_binary};
+use chat_system_tests::{Db, System, on_both_databases};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
-/// Longer than any one command takes; a hang fails the test.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an eventually consistent answer (history's pages, search,
-/// unread counts) may take to show what was sent.
-const SETTLE: Duration = Duration::from_secs(20);
+type Chat = ChatCli;
 
-/// One user's `chat`, with a config directory of its own.
-struct Chat {
-    _home: tempfile::TempDir,
-    dir: PathBuf,
-    server: String,
-}
-
-/// How a run ended.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// Stdout of a run that succeeded without a word on stderr.
-    fn ok(self) -> String {
-        assert_eq!((self.code, self.stderr.as_str()), (Some(0), ""), "{self:?}");
-        self.stdout
-    }
-
-    fn json(self) -> Value {
-        let stdout = self.ok();
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"))
-    }
-
-    /// The one line on stderr of a run that failed with `code`, having printed nothing.
-    fn failed(self, code: i32) -> String {
-        assert_eq!(self.code, Some(code), "{self:?}");
-        assert_eq!(self.stdout, "", "{self:?}");
-        assert!(self.stderr.starts_with("chat: "), "{self:?}");
-        assert_eq!(self.stderr.matches('\n').count(), 1, "exactly one line: {self:?}");
-        assert!(self.stderr.ends_with('\n'), "{self:?}");
-        self.stderr.trim_end().to_owned()
-    }
-}
-
-impl Chat {
-    fn new(system: &System) -> Self {
-        let home = tempfile::tempdir().expect("temp dir");
-        // A directory the client creates itself, so its mode is the client's.
-        let dir = home.path().join("chat");
-        Self { _home: home, dir, server: system.http(0) }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(service_binary("chat"));
-        command
-            .args(args)
-            .env("CHAT_CONFIG_DIR", &self.dir)
-            .env_remove("CHAT_PASSWORD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
-    }
-
-    async fn run(&self, args: &[&str]) -> Ran {
-        self.run_with(args, None, None).await
-    }
-
-    /// Runs `chat args`, with `stdin` written to it and `CHAT_PASSWORD` set when given.
-    async fn run_with(&self, args: &[&str], stdin: Option<&str>, password: Option<&str>) -> Ran {
-        let mut command = self.command(args);
-        if let Some(password) = password {
-            command.env("CHAT_PASSWORD", password);
-        }
-        if stdin.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let mut child = command.spawn().expect("chat runs");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(text.as_bytes()).await.expect("write stdin");
-        }
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("chat {args:?} did not finish"))
-            .expect("chat ran");
-        Ran {
-            code: output.status.code(),
-            stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
-        }
-    }
-
-    /// Registers `username` (password on stdin) and logs this client in.
-    async fn register(&self, username: &str) -> String {
-        let args = ["register", &self.server, username, "--password-stdin"];
-        self.run_with(&args, Some(&format!("{PASSWORD}\n")), None).await.ok()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn credentials(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.file("credentials.json")).expect("credentials")).expect("JSON")
-    }
-
-    fn set_credentials(&self, credentials: &Value) {
-        std::fs::write(self.file("credentials.json"), credentials.to_string()).expect("write credentials");
-    }
-
-    /// Starts a long-running `chat` (a tail) whose lines are read as they come.
-    fn spawn(&self, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
-        let mut child = self.command(args).spawn().expect("chat runs");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        (child, lines)
-    }
-
-    /// Runs `--json args` until `done` holds for its document.
-    async fn poll_json(&self, args: &[&str], done: impl Fn(&Value) -> bool) -> Value {
-        let args: Vec<&str> = ["--json"].iter().chain(args).copied().collect();
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
-            let answer = self.run(&args).await.json();
-            if done(&answer) {
-                return answer;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "chat {args:?} never settled: {answer}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("exists").permissions().mode() & 0o777
+/// Puts credentials in place as if a login had stored them.
+fn set_credentials(chat: &Chat, credentials: &Value) {
+    std::fs::write(chat.file("credentials.json"), credentials.to_string()).expect("write credentials");
 }
 
 async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
@@ -191,7 +58,10 @@ async fn people_register_log_in_chat_read_and_log_out_from_the_command_line(db: 
     }
     let token = credentials["access_token"].as_str().unwrap();
     assert!(!said.contains(token) && !said.contains(PASSWORD), "no secrets on stdout: {said}");
-    let shown = bob.run_with(&["register", &system.http(0), "bob", "--json"], None, Some(PASSWORD)).await.json();
+    let shown = bob
+        .run_with(&["register", &system.http(0), "bob", "--json"], &[("CHAT_PASSWORD", PASSWORD)], None)
+        .await
+        .json();
     assert_eq!(shown["username"], "bob");
     assert!(shown.get("access_token").is_none() && shown.get("refresh_token").is_none(), "{shown}");
 
@@ -275,7 +145,7 @@ async fn people_register_log_in_chat_read_and_log_out_from_the_command_line(db: 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(alice.run(&["whoami"]).await.failed(1), "chat: not logged in; run `chat login`");
-    let said = alice.run_with(&["login", &system.http(0), "ALICE"], None, Some(PASSWORD)).await.ok();
+    let said = alice.run_with(&["login", &system.http(0), "ALICE"], &[("CHAT_PASSWORD", PASSWORD)], None).await.ok();
     assert!(said.starts_with("logged in as alice on "), "the name as the server spells it: {said}");
     assert_eq!(mode(&alice.file("credentials.json")), 0o600);
     system.stop().await;
@@ -469,7 +339,8 @@ async fn every_failure_is_one_line_on_stderr_with_the_exit_code_scripts_test(db:
     // The server says no: its code and message; no password repeated.
     alice.register("alice").await;
     let before = alice.credentials();
-    let wrong = alice.run_with(&["login", &server, "alice"], None, Some("not the password")).await.failed(1);
+    let wrong =
+        alice.run_with(&["login", &server, "alice"], &[("CHAT_PASSWORD", "not the password")], None).await.failed(1);
     assert!(wrong.starts_with("chat: unauthorized: "), "{wrong}");
     assert!(!wrong.contains("not the password"));
     assert_eq!(alice.credentials(), before, "a failed login keeps the device that was logged in");
@@ -486,11 +357,12 @@ async fn every_failure_is_one_line_on_stderr_with_the_exit_code_scripts_test(db:
     // No server: one line naming it and why.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let nowhere = format!("http://{closed}");
-    let unreachable = alice.run_with(&["login", &nowhere, "alice"], None, Some(PASSWORD)).await.failed(1);
+    let unreachable =
+        alice.run_with(&["login", &nowhere, "alice"], &[("CHAT_PASSWORD", PASSWORD)], None).await.failed(1);
     assert_eq!(unreachable, format!("chat: cannot reach {nowhere}: connection refused"));
     let mut elsewhere = before.clone();
     elsewhere["server"] = json!(nowhere);
-    alice.set_credentials(&elsewhere);
+    set_credentials(&alice, &elsewhere);
     let unreachable = alice.run(&["tail", "0190c1d2-0000-7000-8000-000000000001"]).await.failed(1);
     assert_eq!(unreachable, format!("chat: cannot reach {nowhere}: connection refused"));
 
@@ -503,7 +375,7 @@ async fn every_failure_is_one_line_on_stderr_with_the_exit_code_scripts_test(db:
     let expired = system.sign_with_auth_key(None, &claims).await;
     let mut stale = before.clone();
     stale["access_token"] = json!(expired);
-    alice.set_credentials(&stale);
+    set_credentials(&alice, &stale);
     let me = alice.run(&["--json", "whoami"]).await.json();
     assert_eq!(me["username"], "alice");
     let renewed = alice.credentials();
@@ -517,7 +389,7 @@ async fn every_failure_is_one_line_on_stderr_with_the_exit_code_scripts_test(db:
     let mut dead = renewed.clone();
     dead["access_token"] = json!(expired);
     dead["refresh_token"] = before["refresh_token"].clone();
-    alice.set_credentials(&dead);
+    set_credentials(&alice, &dead);
     assert_eq!(alice.run(&["whoami"]).await.failed(1), "chat: not logged in; run `chat login`");
     system.stop().await;
 }

@@ -10,140 +10,13 @@
 //! command line), the token never shown.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
+use chat_system_tests::chat_cli::{ChatCli, mode};
 use chat_system_tests::client::PASSWORD;
-use chat_system_tests::{Db, OPERATOR_TOKEN, System, on_both_databases, service_binary};
+use chat_system_tests::{Db, OPERATOR_TOKEN, System, on_both_databases};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
-/// Longer than any one command takes; a hang fails the test.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long an eventually consistent answer (history's pages) may take.
-const SETTLE: Duration = Duration::from_secs(20);
-
-/// One person's `chat` (a user, or the operator), with a config directory of its own.
-struct Chat {
-    home: tempfile::TempDir,
-    dir: PathBuf,
-    server: String,
-    admin: String,
-}
-
-/// How a run ended.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// Stdout of a run that succeeded without a word on stderr.
-    fn ok(self) -> String {
-        assert_eq!((self.code, self.stderr.as_str()), (Some(0), ""), "{self:?}");
-        assert!(!self.stdout.contains(OPERATOR_TOKEN), "the token is never shown: {self:?}");
-        self.stdout
-    }
-
-    fn json(self) -> Value {
-        let stdout = self.ok();
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"))
-    }
-
-    /// The one line on stderr of a run that failed with `code`, having printed nothing.
-    fn failed(self, code: i32) -> String {
-        assert_eq!(self.code, Some(code), "{self:?}");
-        assert_eq!(self.stdout, "", "{self:?}");
-        assert!(self.stderr.starts_with("chat: "), "{self:?}");
-        assert_eq!(self.stderr.matches('\n').count(), 1, "exactly one line: {self:?}");
-        assert!(!self.stderr.contains(OPERATOR_TOKEN), "the token is never shown: {self:?}");
-        self.stderr.trim_end().to_owned()
-    }
-}
-
-impl Chat {
-    fn new(system: &System) -> Self {
-        let home = tempfile::tempdir().expect("temp dir");
-        let dir = home.path().join("chat");
-        Self { home, dir, server: system.http(0), admin: system.admin_addr.clone() }
-    }
-
-    /// `chat args` with `env` set, and nothing of the caller's chat settings.
-    async fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Ran {
-        let mut command = Command::new(service_binary("chat"));
-        command
-            .args(args)
-            .env("CHAT_CONFIG_DIR", &self.dir)
-            .env_remove("CHAT_PASSWORD")
-            .env_remove("CHAT_ADMIN_URL")
-            .env_remove("CHAT_ADMIN_TOKEN")
-            .envs(env.iter().copied())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("chat runs");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(text.as_bytes()).await.expect("write stdin");
-        }
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("chat {args:?} did not finish"))
-            .expect("chat ran");
-        Ran {
-            code: output.status.code(),
-            stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("UTF-8 stderr"),
-        }
-    }
-
-    /// As a user: `chat args`.
-    async fn run(&self, args: &[&str]) -> Ran {
-        self.run_with(args, &[], None).await
-    }
-
-    /// As the operator: `chat admin args`, the service and token from the environment.
-    async fn admin(&self, args: &[&str]) -> Ran {
-        let args: Vec<&str> = ["admin"].iter().chain(args).copied().collect();
-        let env = [("CHAT_ADMIN_URL", self.admin.as_str()), ("CHAT_ADMIN_TOKEN", OPERATOR_TOKEN)];
-        self.run_with(&args, &env, None).await
-    }
-
-    /// Registers `username` (password on stdin) and logs this client in; the user's id.
-    async fn register(&self, username: &str) -> String {
-        let args = ["--json", "register", &self.server, username, "--password-stdin"];
-        let shown = self.run_with(&args, &[], Some(&format!("{PASSWORD}\n"))).await.json();
-        shown["user_id"].as_str().expect("a user id").to_owned()
-    }
-
-    /// Runs `--json args` (as a user) until `done` holds for its document.
-    async fn poll_json(&self, args: &[&str], done: impl Fn(&Value) -> bool) -> Value {
-        let args: Vec<&str> = ["--json"].iter().chain(args).copied().collect();
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
-            let answer = self.run(&args).await.json();
-            if done(&answer) {
-                return answer;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "chat {args:?} never settled: {answer}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A file in this client's home (outside its config directory).
-    fn path(&self, name: &str) -> PathBuf {
-        self.home.path().join(name)
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("exists").permissions().mode() & 0o777
-}
+type Chat = ChatCli;
 
 fn messages(page: &Value) -> &[Value] {
     page["messages"].as_array().map(Vec::as_slice).expect("messages")
@@ -174,8 +47,8 @@ async fn operators_find_and_deactivate_users_from_the_command_line(db: Db) {
     let Some(system) = System::start(db).await else { return };
     let (alice, bob, bobby, operator) =
         (Chat::new(&system), Chat::new(&system), Chat::new(&system), Chat::new(&system));
-    let alice_id = alice.register("alice").await;
-    let bob_id = bob.register("bob").await;
+    let alice_id = alice.register_id("alice").await;
+    let bob_id = bob.register_id("bob").await;
     bobby.register("bobby").await;
 
     // Found by a username prefix, in any case: a line each, and as JSON.
@@ -245,7 +118,7 @@ async fn operators_resolve_reports_and_remove_messages_and_members_from_the_comm
     let (alice, bob, carol, operator) =
         (Chat::new(&system), Chat::new(&system), Chat::new(&system), Chat::new(&system));
     alice.register("alice").await;
-    let bob_id = bob.register("bob").await;
+    let bob_id = bob.register_id("bob").await;
     carol.register("carol").await;
     let sent = bob.run(&["--json", "dm", "alice", "you", "are", "an", "idiot"]).await.json();
     let (direct, nasty) = (sent["conversation_id"].as_str().unwrap().to_owned(), sent["message_id"].as_str().unwrap());
@@ -346,7 +219,7 @@ async fn an_erased_user_is_gone_and_the_operator_is_told_what_was_removed(db: Db
     let Some(system) = System::start(db).await else { return };
     let (alice, bob, operator) = (Chat::new(&system), Chat::new(&system), Chat::new(&system));
     alice.register("alice").await;
-    let bob_id = bob.register("bob").await;
+    let bob_id = bob.register_id("bob").await;
     let sent = bob.run(&["--json", "dm", "alice", "my", "secret"]).await.json();
     let direct = sent["conversation_id"].as_str().unwrap().to_owned();
     bob.run(&["send", &direct, "and", "another"]).await.ok();
@@ -376,7 +249,7 @@ async fn an_erased_user_is_gone_and_the_operator_is_told_what_was_removed(db: Db
 async fn every_admin_failure_is_one_line_on_stderr_and_the_token_is_never_shown(db: Db) {
     let Some(system) = System::start(db).await else { return };
     let (bob, operator) = (Chat::new(&system), Chat::new(&system));
-    let bob_id = bob.register("bob").await;
+    let bob_id = bob.register_id("bob").await;
     let url = [("CHAT_ADMIN_URL", system.admin_addr.as_str())];
 
     // No token: nothing is sent.
@@ -448,8 +321,8 @@ async fn every_admin_failure_is_one_line_on_stderr_and_the_token_is_never_shown(
 async fn an_export_is_one_json_archive_only_the_operator_can_read(db: Db) {
     let Some(system) = System::start(db).await else { return };
     let (alice, bob, operator) = (Chat::new(&system), Chat::new(&system), Chat::new(&system));
-    let alice_id = alice.register("alice").await;
-    let bob_id = bob.register("bob").await;
+    let alice_id = alice.register_id("alice").await;
+    let bob_id = bob.register_id("bob").await;
     let sent = bob.run(&["--json", "dm", "alice", "first", "words"]).await.json();
     let direct = sent["conversation_id"].as_str().unwrap().to_owned();
     bob.run(&["send", &direct, "second", "words"]).await.ok();
