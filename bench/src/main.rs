@@ -3,14 +3,17 @@
 //! `chat-bench all` on a release build; BENCHMARKS.md records the results.
 //!
 //! ```text
-//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|history-depth|ingest|media] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]
+//! chat-bench [all|floor|latency|max-rate|fanout|catch-up|idle|connect|connect-curve|history-depth|ingest|media] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--gateways N] [--out FILE]
 //! ```
 //! `--quick` runs every scenario at a tiny size (the test suite's smoke test).
 //! `--postgres` runs auth and history on PostgreSQL (`DATABASE_ADMIN_URL`)
 //! instead of SQLite, and meters PostgreSQL's CPU with the services'.
 //! `--nats-cluster` runs the system on three nats-servers in a cluster (each
 //! in a network namespace of its own where it can) with every stream at three
-//! replicas, in place of one nats-server.
+//! replicas, in place of one nats-server. `--gateways N` starts N - 1 more
+//! gateways that hold no socket: each reads every stream entry as any gateway
+//! of a deployment does, so their CPU (and nats-server's) is what one more
+//! gateway costs per message.
 
 mod catch_up;
 mod connect;
@@ -183,6 +186,7 @@ async fn run() -> anyhow::Result<()> {
     let mut sync_always = false;
     let mut cluster = false;
     let mut postgres = false;
+    let mut gateways = 1;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--quick" => sizes = Sizes::quick(),
@@ -190,6 +194,7 @@ async fn run() -> anyhow::Result<()> {
             "--nats-cluster" => cluster = true,
             "--postgres" => postgres = true,
             "--out" => out = args.next().context("--out needs a file")?.into(),
+            "--gateways" => gateways = args.next().context("--gateways needs a count")?.parse()?,
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -209,7 +214,7 @@ async fn run() -> anyhow::Result<()> {
     ];
     if !known.contains(&scenario.as_str()) {
         bail!(
-            "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--out FILE]",
+            "usage: chat-bench [{}] [--quick] [--postgres] [--nats-sync-always | --nats-cluster] [--gateways N] [--out FILE]",
             known.join("|")
         );
     }
@@ -223,9 +228,15 @@ async fn run() -> anyhow::Result<()> {
     let nats =
         if cluster { "three nats-servers in a cluster, every stream at three replicas" } else { "one nats-server" };
     let database = if postgres { "PostgreSQL" } else { "SQLite" };
-    report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}; {database}", machine()));
+    let others = match gateways {
+        0 => bail!("--gateways counts the gateway that holds the sockets: at least 1"),
+        1 => String::new(),
+        n => format!("; {} more gateways following the stream", n - 1),
+    };
+    report.note(&format!("Run of `chat-bench {scenario}` on {}; {nats}; {sync}; {database}{others}", machine()));
 
-    let bench = Bench::start(sync_always, cluster, postgres).await?;
+    let mut bench = Bench::start(sync_always, cluster, postgres).await?;
+    bench.add_following_gateways(gateways - 1).await;
     // The scenarios that compare with nothing skip the floor.
     let floor = if ["ingest", "connect-curve", "history-depth", "media"].contains(&scenario.as_str()) {
         Floor::default()

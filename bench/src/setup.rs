@@ -55,6 +55,8 @@ pub struct Bench {
     data: tempfile::TempDir,
     run: String,
     http: reqwest::Client,
+    /// Gateways that hold no socket (`--gateways`), metered together.
+    following_gateways: Vec<chat_system_tests::processes::ServiceProcess>,
 }
 
 /// What the whole system spent between two readings.
@@ -115,7 +117,24 @@ impl Bench {
         let system = Processes::start_with(&nats.urls(), data.path(), databases, &env).await;
         let api = system.api();
         let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-        Ok(Self { system, api, nats, postgres, data, run, http: reqwest::Client::new() })
+        Ok(Self {
+            system,
+            api,
+            nats,
+            postgres,
+            data,
+            run,
+            http: reqwest::Client::new(),
+            following_gateways: Vec::new(),
+        })
+    }
+
+    /// Starts `count` more gateways that hold no socket and only follow the stream.
+    pub async fn add_following_gateways(&mut self, count: usize) {
+        for n in 0..count {
+            let gateway = self.system.start_gateway(100 + n).await;
+            self.following_gateways.push(gateway);
+        }
     }
 
     /// The directory of the system's databases and media's files.
@@ -151,15 +170,23 @@ impl Bench {
             ("media", s.media.pid()),
             ("load generator", Some(std::process::id())),
         ];
-        let all = self.nats.processes().into_iter().chain(services);
+        let following = self.following_gateways.iter().map(|gateway| ("other gateways", gateway.pid()));
+        let all = self.nats.processes().into_iter().chain(services).chain(following);
         all.filter_map(|(name, pid)| pid.map(|pid| (name, pid))).collect()
     }
 
     /// CPU seconds (user + system) each process has used so far; with
     /// `--postgres`, the last entry is every PostgreSQL process together.
     pub fn cpu_seconds(&self) -> Vec<(&'static str, f64)> {
-        let mut used: Vec<_> =
-            self.processes().into_iter().map(|(name, pid)| (name, cpu_seconds(pid).unwrap_or(0.0))).collect();
+        // Processes of one name (the other gateways) are summed.
+        let mut used: Vec<(&'static str, f64)> = Vec::new();
+        for (name, pid) in self.processes() {
+            let seconds = cpu_seconds(pid).unwrap_or(0.0);
+            match used.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, total)) => *total += seconds,
+                None => used.push((name, seconds)),
+            }
+        }
         if self.postgres {
             used.push(("postgres", postgres_cpu_seconds()));
         }
