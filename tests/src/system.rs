@@ -52,6 +52,7 @@ pub struct SystemBuilder {
     notification: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     history: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
     media: Box<dyn Fn(&mut chat_media::Config) + Send + Sync>,
+    admin: Box<dyn Fn(&mut chat_admin::Config) + Send + Sync>,
     stream: chat_common::nats::StreamSettings,
     auth_process_env: Option<Vec<(String, String)>>,
 }
@@ -119,6 +120,12 @@ impl SystemBuilder {
         self
     }
 
+    /// Changes admin's configuration.
+    pub fn admin_config(mut self, change: impl Fn(&mut chat_admin::Config) + Send + Sync + 'static) -> Self {
+        self.admin = Box::new(change);
+        self
+    }
+
     /// `None` only for PostgreSQL outside CI when no server is reachable.
     pub async fn start(self, db: Db) -> Option<System> {
         System::start_from(self, db).await
@@ -152,6 +159,7 @@ pub struct System {
     history_settings: Box<dyn Fn(&mut chat_history::Config) + Send + Sync>,
     notification_settings: Box<dyn Fn(&mut chat_notification::Config) + Send + Sync>,
     media_settings: Box<dyn Fn(&mut chat_media::Config) + Send + Sync>,
+    admin_settings: Box<dyn Fn(&mut chat_admin::Config) + Send + Sync>,
     auth: Option<Running>,
     auth_process: Option<ServiceProcess>,
     notification: Option<Running>,
@@ -219,6 +227,7 @@ impl System {
             notification: Box::new(|_| {}),
             history: Box::new(|_| {}),
             media: Box::new(|_| {}),
+            admin: Box::new(|_| {}),
             stream: Default::default(),
             auth_process_env: None,
         }
@@ -311,6 +320,7 @@ impl System {
             history_settings: builder.history,
             notification_settings: builder.notification,
             media_settings: builder.media,
+            admin_settings: builder.admin,
             auth,
             auth_process,
             notification: None,
@@ -467,7 +477,8 @@ impl System {
             self.media_addr.as_str(),
             self.notification_addr.as_str(),
         ];
-        let config = chat_admin::Config::local(&self.admin_db_url, &self.nats.url(), peers, operators);
+        let mut config = chat_admin::Config::local(&self.admin_db_url, &self.nats.url(), peers, operators);
+        (self.admin_settings)(&mut config);
         let admin = Box::pin(chat_admin::App::build(config)).await.expect("admin starts");
         self.admin_addr = admin.grpc_addr().to_string();
         self.metrics_addrs.insert("admin", admin.metrics_addr());

@@ -37,6 +37,7 @@ on_sqlite!(
     a_socket_that_floods_frames_is_closed_and_syncs_are_rate_limited => frames_and_syncs_beyond_their_rates,
     sockets_beyond_the_per_user_and_per_gateway_limits_are_refused => sockets_beyond_their_limits,
     slow_request_headers_and_bodies_are_cut_off => slow_headers_and_bodies,
+    blocking_and_muting_beyond_their_rate_are_refused_and_blocks_are_capped => safety_changes_beyond_their_limits,
 );
 
 /// A whole system on SQLite with the gateway's configuration changed.
@@ -518,4 +519,52 @@ async fn counter(system: &System, service: &str, name: &str) -> usize {
         .expect("metrics text");
     let prefix = format!("{name} ");
     metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Every block is held by every gateway, notification instance and history,
+/// and every mute and report is a write: a user cannot make them without end.
+async fn safety_changes_beyond_their_limits() {
+    let system = on_sqlite_with(|c| {
+        c.safety_rate_per_user = rate(6, 60);
+        c.max_blocks_per_user = 2;
+    })
+    .await;
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let [bob, carol, dave] = [api.new_user("bob").await, api.new_user("carol").await, api.new_user("dave").await];
+    let token = Some(alice.access_token.as_str());
+    let put = async |whom: &str| api.request(reqwest::Method::PUT, &format!("/v1/blocks/{whom}"), token, None).await;
+
+    // Two blocks, the most allowed; blocking one of them again changes nothing.
+    assert_eq!(put(&bob.user_id).await.0, 204);
+    assert_eq!(put(&carol.user_id).await.0, 204);
+    assert_eq!(put(&carol.user_id).await.0, 204, "already blocked: not a new block");
+    let (status, body) = put(&dave.user_id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("blocked 2 users"), "{body}");
+    let (_, blocks) = api.request(reqwest::Method::GET, "/v1/blocks", token, None).await;
+    assert_eq!(blocks["blocks"].as_array().map(Vec::len), Some(2), "the refused block was not made: {blocks}");
+
+    // Unblocking frees a place.
+    let (status, _) = api.request(reqwest::Method::DELETE, &format!("/v1/blocks/{}", bob.user_id), token, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(put(&dave.user_id).await.0, 204);
+
+    // Six changes so far (the refused block counted too); a mute is the seventh.
+    let conversation = api.direct(&alice, &bob).await;
+    let (status, headers, body) = api
+        .request_with_headers(reqwest::Method::PUT, &format!("/v1/conversations/{conversation}/mute"), token, None)
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(headers.contains_key("retry-after"));
+    let (_, listed) = api.request(reqwest::Method::GET, "/v1/conversations", token, None).await;
+    let muted =
+        listed["conversations"].as_array().unwrap().iter().find(|c| c["conversation_id"] == conversation.as_str());
+    assert_eq!(muted.map(|c| c["muted"].clone()), Some(json!(false)), "the refused mute was not made: {listed}");
+    // Other users have their own allowance.
+    let (status, _) = api
+        .request(reqwest::Method::PUT, &format!("/v1/blocks/{}", alice.user_id), Some(&bob.access_token), None)
+        .await;
+    assert_eq!(status, 204);
+    system.stop().await;
 }

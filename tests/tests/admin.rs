@@ -84,6 +84,7 @@ on_both_databases!(
     operators_remove_messages_and_members_and_every_action_is_audited,
     an_erased_user_leaves_tombstones_in_place_and_nothing_else,
     an_export_holds_everything_of_the_user_and_nothing_of_others,
+    an_export_whose_reader_stops_reading_is_ended_and_audited,
 );
 
 async fn only_operator_tokens_get_in(db: Db) {
@@ -526,5 +527,62 @@ async fn an_export_holds_everything_of_the_user_and_nothing_of_others(db: Db) {
     assert_eq!(exports.len(), 2, "{log:?}");
     assert_eq!(exports[0], "ok");
     assert!(exports[1].starts_with("NotFound"));
+    system.stop().await;
+}
+
+/// An operator's client that stops reading would hold the export (its task,
+/// a page of messages) for ever once the stream's buffers are full: the
+/// export ends after `ADMIN_EXPORT_STALL_SECS` without a record taken.
+async fn an_export_whose_reader_stops_reading_is_ended_and_audited(db: Db) {
+    let builder = System::builder().admin_config(|c| c.export_stall = Duration::from_secs(1));
+    let Some(system) = builder.start(db).await else { return };
+    let api = system.api();
+    let alice = api.new_user("alice").await;
+    let bob = api.new_user("bob").await;
+    let direct = api.direct(&alice, &bob).await;
+    // More than the client's HTTP/2 window (2 MiB) and the export's queue
+    // (64 records) hold: 4 MB of messages.
+    let (mut ws, _) = Ws::open(&system.ws(0), &alice).await;
+    let body = "x".repeat(16_000);
+    for i in 0..250_i64 {
+        assert_eq!(ws.send_message(i, &direct, &format!("c{i}"), &body).await["type"], "ack");
+    }
+    // History holds them all once the newest is stored (it stores a
+    // conversation in order).
+    wait_for_page(&api, &alice, &direct, |page| page.iter().any(|m| m["seq"] == 250)).await;
+    let mut admin = admin(&system).await;
+
+    let request = ExportUserRequest { user_id: alice.user_id.clone(), reason: "subject access request".into() };
+    let mut stream = admin.export_user(request).await.unwrap().into_inner();
+    let first = stream.message().await.expect("the first record").expect("a record");
+    assert_eq!(first.kind, "profile");
+    // The reader stops; the export gives up on it.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let log = audit_log(&mut admin).await;
+            let export = log.iter().find(|e| e.action == "ExportUser").map(|e| e.outcome.clone());
+            if export.as_deref().is_some_and(|o| o != "pending") {
+                return export.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the stalled export ends");
+    assert!(outcome.starts_with("DeadlineExceeded"), "{outcome}");
+    // What the reader then reads ends in that error, not a complete archive.
+    let mut read = 1;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    assert!(read < 250, "the archive stopped part-way ({read} records)");
+    if let Some(status) = ended {
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
+    drop(stream);
     system.stop().await;
 }

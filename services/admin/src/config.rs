@@ -28,6 +28,8 @@ pub struct Config {
     pub notification_url: String,
     /// [`OPERATORS`]: who may call, by the SHA-256 of their token.
     pub operators: Operators,
+    /// [`EXPORT_STALL_SECS`]: an export whose reader takes no record for this long is ended.
+    pub export_stall: std::time::Duration,
 }
 
 pub const GRPC_ADDR: Setting = Setting::listen("ADMIN_GRPC_ADDR", "127.0.0.1:50056");
@@ -38,6 +40,9 @@ pub const DATABASE_MAX_CONNECTIONS: Setting = Setting::value("ADMIN_DATABASE_MAX
 /// audit log) and the SHA-256 of their token, in hex. The tokens themselves
 /// are never configured. Empty: every call is refused.
 pub const OPERATORS: Setting = Setting::value("ADMIN_OPERATORS", "");
+/// An export holds a page of messages and a database cursor's worth of work
+/// while it waits for its reader; a reader that stops reading ends it.
+pub const EXPORT_STALL_SECS: Setting = Setting::value("ADMIN_EXPORT_STALL_SECS", "60");
 
 /// Every variable admin reads: its own and telemetry's.
 pub const SETTINGS: &[&[Setting]] = &[
@@ -52,6 +57,7 @@ pub const SETTINGS: &[&[Setting]] = &[
         shared::MEDIA_GRPC_URL,
         shared::NOTIFICATION_GRPC_URL,
         OPERATORS,
+        EXPORT_STALL_SECS,
     ],
     chat_common::telemetry::SETTINGS,
 ];
@@ -81,6 +87,7 @@ impl Config {
             media_url: shared::MEDIA_GRPC_URL.string(env),
             notification_url: shared::NOTIFICATION_GRPC_URL.string(env),
             operators,
+            export_stall: std::time::Duration::from_secs(EXPORT_STALL_SECS.parse(env)?),
         })
     }
 

@@ -24,12 +24,31 @@ pub struct Exporter {
     pub js: async_nats::jetstream::Context,
 }
 
-/// Where records go; a closed receiver (the operator went away) ends the export.
-type Out = mpsc::Sender<Result<ExportRecord, Status>>;
+/// Where records go. A closed receiver (the operator went away) ends the
+/// export, and so does a reader that takes no record for `stall_limit`: the
+/// stream's buffers are full and the export would wait for ever.
+pub struct Out {
+    pub records: mpsc::Sender<Result<ExportRecord, Status>>,
+    pub stall_limit: std::time::Duration,
+}
 
-async fn emit(out: &Out, kind: &str, value: Value) -> Result<(), Status> {
-    let record = ExportRecord { kind: kind.to_owned(), json: value.to_string() };
-    out.send(Ok(record)).await.map_err(|_| Status::cancelled("the export was abandoned"))
+impl Out {
+    pub async fn emit(&self, kind: &str, value: Value) -> Result<(), Status> {
+        let record = ExportRecord { kind: kind.to_owned(), json: value.to_string() };
+        match tokio::time::timeout(self.stall_limit, self.records.send(Ok(record))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Status::cancelled("the export was abandoned")),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the export's reader took no record for {} s",
+                self.stall_limit.as_secs()
+            ))),
+        }
+    }
+
+    /// Ends the stream with `status` (dropped if the reader is gone or stalled).
+    pub async fn fail(&self, status: Status) {
+        let _ = tokio::time::timeout(self.stall_limit, self.records.send(Err(status))).await;
+    }
 }
 
 impl Exporter {
@@ -60,7 +79,7 @@ impl Exporter {
                 "device_id": d.device_id, "name": d.name,
                 "created_at_ms": d.created_at_ms, "last_seen_at_ms": d.last_seen_at_ms,
             });
-            emit(out, "device", device).await?;
+            out.emit("device", device).await?;
         }
         let request = ListConversationsRequest { user_id: user_id.to_owned(), ..Default::default() };
         for c in self.history.clone().list_conversations(request).await?.into_inner().conversations {
@@ -68,7 +87,7 @@ impl Exporter {
                 "conversation_id": c.conversation_id, "kind": c.kind().word(), "title": c.title,
                 "member_ids": c.member_ids, "muted": c.muted, "created_at_ms": c.created_at_ms,
             });
-            emit(out, "conversation", conversation).await?;
+            out.emit("conversation", conversation).await?;
         }
         let mut after = 0;
         loop {
@@ -77,7 +96,7 @@ impl Exporter {
             for sent in &page.messages {
                 after = after.max(sent.stream_seq);
                 if let Some(message) = &sent.message {
-                    emit(out, "message", message_json(message)).await?;
+                    out.emit("message", message_json(message)).await?;
                 }
             }
             if !page.has_more || page.messages.is_empty() {
@@ -85,7 +104,7 @@ impl Exporter {
             }
         }
         for (blocked, at) in self.blocks_of(user_id).await? {
-            emit(out, "block", json!({ "blocked_user_id": blocked, "blocked_at_ms": at })).await?;
+            out.emit("block", json!({ "blocked_user_id": blocked, "blocked_at_ms": at })).await?;
         }
         let request = ListPushSubscriptionsRequest { user_id: user_id.to_owned() };
         for s in self.notification.clone().list_push_subscriptions(request).await?.into_inner().subscriptions {
@@ -98,7 +117,7 @@ impl Exporter {
                 "subscription_id": s.subscription_id, "device_id": s.device_id, "type": kind,
                 "endpoint": endpoint, "created_at_ms": s.created_at_ms,
             });
-            emit(out, "push_subscription", subscription).await?;
+            out.emit("push_subscription", subscription).await?;
         }
         Ok(())
     }

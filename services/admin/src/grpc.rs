@@ -37,6 +37,8 @@ pub struct AdminGrpc {
     pub media: MediaServiceClient<Channel>,
     /// For the blocks bucket.
     pub js: async_nats::jetstream::Context,
+    /// How long an export waits for its reader to take a record.
+    pub export_stall: std::time::Duration,
 }
 
 /// The operator the interceptor let through.
@@ -193,20 +195,19 @@ impl AdminService for AdminGrpc {
             self.audit.finish(&entry, &action, &profile).await;
         }
         let profile = profile?;
-        let (out, mut records) = tokio::sync::mpsc::channel(64);
+        let (sender, mut records) = tokio::sync::mpsc::channel(64);
+        let out = crate::export::Out { records: sender, stall_limit: self.export_stall };
         let (exporter, audit) = (self.exporter.clone(), self.audit.clone());
         tokio::spawn(async move {
             let exported = async {
-                out.send(Ok(ExportRecord { kind: "profile".into(), json: profile.to_string() }))
-                    .await
-                    .map_err(|_| Status::cancelled("the export was abandoned"))?;
+                out.emit("profile", profile).await?;
                 exporter.run(&user_id, &out).await
             }
             .await;
             let action = Pending { operator: &operator, action: "ExportUser", target: &user_id, details: json!({}) };
             audit.finish(&entry, &action, &exported).await;
             if let Err(status) = exported {
-                let _ = out.send(Err(status)).await;
+                out.fail(status).await;
             }
         });
         Ok(Response::new(Box::pin(futures::stream::poll_fn(move |cx| records.poll_recv(cx)))))

@@ -74,6 +74,7 @@ impl App {
             history,
             media: MediaServiceClient::new(channel("media", &config.media_url)?),
             js,
+            export_stall: config.export_stall,
         };
         let operators = config.operators.clone();
         let server = GrpcServer::bind(

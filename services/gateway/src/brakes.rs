@@ -19,13 +19,15 @@ use crate::error::ApiError;
 pub struct Brakes {
     sends_per_user: Limiter,
     conversations_per_user: Limiter,
+    safety_changes_per_user: Limiter,
 }
 
 impl Brakes {
-    pub fn new(sends_per_user: Rate, conversations_per_user: Rate) -> Self {
+    pub fn new(sends_per_user: Rate, conversations_per_user: Rate, safety_changes_per_user: Rate) -> Self {
         Self {
             sends_per_user: Limiter::new(sends_per_user),
             conversations_per_user: Limiter::new(conversations_per_user),
+            safety_changes_per_user: Limiter::new(safety_changes_per_user),
         }
     }
 
@@ -43,6 +45,15 @@ impl Brakes {
     /// `rate_limited` with the wait.
     pub fn new_conversation(&self, user_id: &str) -> Result<(), ApiError> {
         self.conversations_per_user.take(user_id).map_err(|wait| refused("conversations_per_user", wait))
+    }
+
+    /// One block, unblock, mute, unmute or report by `user_id`: each is a
+    /// write that other services follow or keep.
+    ///
+    /// # Errors
+    /// `rate_limited` with the wait.
+    pub fn safety_change(&self, user_id: &str) -> Result<(), ApiError> {
+        self.safety_changes_per_user.take(user_id).map_err(|wait| refused("safety_changes_per_user", wait))
     }
 }
 

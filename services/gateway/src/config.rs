@@ -68,6 +68,10 @@ pub struct Config {
     pub sync_rate_per_socket: Rate,
     /// [`CONVERSATION_RATE_PER_USER`]: conversations one user starts.
     pub conversation_rate_per_user: Rate,
+    /// [`SAFETY_RATE_PER_USER`]: blocks, unblocks, mutes, unmutes and reports of one user.
+    pub safety_rate_per_user: Rate,
+    /// [`MAX_BLOCKS_PER_USER`]: users one user may have blocked at once.
+    pub max_blocks_per_user: usize,
     /// [`MAX_SOCKETS_PER_USER`]: open sockets of one user on this gateway.
     pub max_sockets_per_user: usize,
     /// [`MAX_SOCKETS`]: open sockets on this gateway; beyond, 503 at the upgrade.
@@ -101,6 +105,10 @@ pub const SEND_RATE_PER_USER: Setting = Setting::value("GATEWAY_SEND_RATE_PER_US
 pub const FRAME_RATE_PER_SOCKET: Setting = Setting::value("GATEWAY_FRAME_RATE_PER_SOCKET", "2000/0.001");
 pub const SYNC_RATE_PER_SOCKET: Setting = Setting::value("GATEWAY_SYNC_RATE_PER_SOCKET", "10/1");
 pub const CONVERSATION_RATE_PER_USER: Setting = Setting::value("GATEWAY_CONVERSATION_RATE_PER_USER", "30/2");
+/// Bursts of 60, then one a second.
+pub const SAFETY_RATE_PER_USER: Setting = Setting::value("GATEWAY_SAFETY_RATE_PER_USER", "60/1");
+/// Every gateway, notification instance and history holds every block.
+pub const MAX_BLOCKS_PER_USER: Setting = Setting::value("GATEWAY_MAX_BLOCKS_PER_USER", "1000");
 pub const MAX_SOCKETS_PER_USER: Setting = Setting::value("GATEWAY_MAX_SOCKETS_PER_USER", "64");
 pub const MAX_SOCKETS: Setting = Setting::value("GATEWAY_MAX_SOCKETS", "50000");
 pub const HEADER_TIMEOUT_SECS: Setting = Setting::value("GATEWAY_HEADER_TIMEOUT_SECS", "10");
@@ -134,6 +142,8 @@ pub const SETTINGS: &[&[Setting]] = &[
         FRAME_RATE_PER_SOCKET,
         SYNC_RATE_PER_SOCKET,
         CONVERSATION_RATE_PER_USER,
+        SAFETY_RATE_PER_USER,
+        MAX_BLOCKS_PER_USER,
         MAX_SOCKETS_PER_USER,
         MAX_SOCKETS,
         HEADER_TIMEOUT_SECS,
@@ -186,6 +196,8 @@ impl Config {
             frame_rate_per_socket: FRAME_RATE_PER_SOCKET.parse(env)?,
             sync_rate_per_socket: SYNC_RATE_PER_SOCKET.parse(env)?,
             conversation_rate_per_user: CONVERSATION_RATE_PER_USER.parse(env)?,
+            safety_rate_per_user: SAFETY_RATE_PER_USER.parse(env)?,
+            max_blocks_per_user: MAX_BLOCKS_PER_USER.parse(env)?,
             max_sockets_per_user: MAX_SOCKETS_PER_USER.parse(env)?,
             max_sockets: MAX_SOCKETS.parse(env)?,
             header_timeout: secs(HEADER_TIMEOUT_SECS)?,

@@ -98,7 +98,11 @@ impl AppState {
         let registry = Arc::new(Registry::new(membership.clone(), blocks.clone()));
         let typing = Arc::new(Typing::new(nats.clone(), registry.clone()));
         let verifier = Verifier::new(auth.clone(), &config.jwt_issuer, &config.jwt_audience, revocations.clone());
-        let brakes = crate::brakes::Brakes::new(config.send_rate_per_user, config.conversation_rate_per_user);
+        let brakes = crate::brakes::Brakes::new(
+            config.send_rate_per_user,
+            config.conversation_rate_per_user,
+            config.safety_rate_per_user,
+        );
         Self(Arc::new(Shared {
             brakes,
             revocations,

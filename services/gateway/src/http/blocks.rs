@@ -3,7 +3,9 @@
 //! as for an unknown user, that no such user exists), their messages reach
 //! the caller hidden, and neither sees the other's presence or typing. The
 //! block is written to the blocks bucket (`chat_common::blocks`), which every
-//! gateway and notification follow.
+//! gateway and notification follow. Changes count against the caller's
+//! safety brake, and a user may block at most `GATEWAY_MAX_BLOCKS_PER_USER`
+//! users at once (every process that follows the bucket holds every block).
 
 use std::time::Duration;
 
@@ -41,6 +43,14 @@ pub async fn block(
     if *user_id == *me.user_id {
         return Err(ApiError::invalid_argument("you cannot block yourself"));
     }
+    state.brakes.safety_change(&me.user_id)?;
+    let mine = state.blocks.blocked_by(&me.user_id);
+    let cap = state.config.max_blocks_per_user;
+    if mine.len() >= cap && !mine.iter().any(|(blocked, _)| *blocked == user_id) {
+        return Err(ApiError::conflict(format!(
+            "you have blocked {cap} users, the most allowed; unblock someone first"
+        )));
+    }
     super::conversations::existing_users(&state, std::slice::from_ref(&user_id)).await?;
     let revision =
         chat_common::blocks::block(&state.blocks_bucket, &me.user_id, &user_id).await.map_err(unavailable)?;
@@ -57,6 +67,7 @@ pub async fn unblock(
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let user_id = target(&user_id)?;
+    state.brakes.safety_change(&me.user_id)?;
     chat_common::blocks::unblock(&state.blocks_bucket, &me.user_id, &user_id).await.map_err(unavailable)?;
     state.blocks.forget(&me.user_id, &user_id);
     Ok(StatusCode::NO_CONTENT)

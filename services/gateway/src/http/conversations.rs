@@ -441,6 +441,7 @@ async fn set_muted(
     muted: bool,
 ) -> Result<StatusCode, ApiError> {
     let conversation_id = rules::conversation_id(&conversation_id)?;
+    state.brakes.safety_change(&me.user_id)?;
     let request = SetMutedRequest { conversation_id, user_id: me.user_id.to_string(), muted };
     state.history.clone().set_muted(request).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -463,6 +464,7 @@ pub async fn report(
     let message_id = uuid::Uuid::parse_str(&message_id)
         .map_err(|_| ApiError::invalid_argument("message_id must be a UUID"))?
         .to_string();
+    state.brakes.safety_change(&me.user_id)?;
     let request =
         ReportMessageRequest { conversation_id, message_id, reporter_id: me.user_id.to_string(), reason: body.reason };
     let reply = state.history.clone().report_message(request).await?.into_inner();
