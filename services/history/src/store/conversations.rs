@@ -270,13 +270,16 @@ impl Store {
     /// in conversation order; only the lists of conversations with at most
     /// `lists_up_to` active members (the others come with none).
     pub async fn conversation_members_of(&self, user_id: &str, lists_up_to: u32) -> Result<Vec<Conversation>, Error> {
-        // Each conversation's members are counted once, from an index; a
-        // conversation over the bound joins nothing (`listed_id` is NULL).
+        // Each conversation's members are counted once, from an index, and
+        // no further than one past the bound (a group of 10,000 costs what
+        // one of 257 does); a conversation over the bound joins nothing
+        // (`listed_id` is NULL).
         let rows = sqlx::query(
             "WITH mine AS MATERIALIZED (
                 SELECT c.conversation_id,
-                       CASE WHEN (SELECT COUNT(*) FROM conversation_members a
-                                   WHERE a.conversation_id = c.conversation_id AND a.removed_at_seq IS NULL) <= $2
+                       CASE WHEN (SELECT COUNT(*) FROM (SELECT 1 FROM conversation_members a
+                                   WHERE a.conversation_id = c.conversation_id AND a.removed_at_seq IS NULL
+                                   LIMIT $2 + 1) AS counted) <= $2
                             THEN c.conversation_id END AS listed_id
                 FROM conversation_members c WHERE c.user_id = $1 AND c.removed_at_seq IS NULL)
              SELECT mine.conversation_id, other.user_id FROM mine
@@ -303,7 +306,8 @@ impl Store {
     }
 
     /// Everyone who shares an active conversation with the user, through
-    /// which presence is shared (`SHARED_UP_TO_MEMBERS`).
+    /// which presence is shared (`SHARED_UP_TO_MEMBERS`; members are counted
+    /// no further than one past it).
     pub async fn contacts_of(&self, user_id: &str) -> Result<Vec<String>, Error> {
         let shared_up_to = i64::try_from(chat_common::nats::presence::SHARED_UP_TO_MEMBERS).unwrap_or(i64::MAX);
         Ok(sqlx::query_scalar(
@@ -311,9 +315,10 @@ impl Store {
              JOIN conversation_members other
                ON other.conversation_id = mine.conversation_id AND other.removed_at_seq IS NULL
              WHERE mine.user_id = $1 AND mine.removed_at_seq IS NULL
-               AND (SELECT COUNT(*) FROM conversation_members active
+               AND (SELECT COUNT(*) FROM (SELECT 1 FROM conversation_members active
                      WHERE active.conversation_id = mine.conversation_id
-                       AND active.removed_at_seq IS NULL) <= $2",
+                       AND active.removed_at_seq IS NULL
+                     LIMIT $2 + 1) AS counted) <= $2",
         )
         .bind(user_id)
         .bind(shared_up_to)
