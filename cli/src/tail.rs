@@ -152,16 +152,16 @@ pub async fn run(
         socket = loop {
             reconnects += 1;
             let wait = RECONNECT_FIRST.saturating_mul(1 << (reconnects - 1).min(5)).min(RECONNECT_MAX);
-            tokio::select! {
-                () = &mut stop => break 'tail Ok(()),
-                () = &mut deadline, if limits.timeout.is_some() => break 'tail Ok(()),
-                () = tokio::time::sleep(wait) => {}
-            }
-            let stored = session.config().cursor(session.credentials(), &key)?;
+            // The wait and the attempt end alike on a stop or the deadline.
+            let attempt = async {
+                tokio::time::sleep(wait).await;
+                let stored = session.config().cursor(session.credentials(), &key)?;
+                connect(session, stored.as_deref()).await
+            };
             let connected = tokio::select! {
                 () = &mut stop => break 'tail Ok(()),
                 () = &mut deadline, if limits.timeout.is_some() => break 'tail Ok(()),
-                connected = connect(session, stored.as_deref()) => connected,
+                connected = attempt => connected,
             };
             match connected {
                 Ok(socket) => break socket,
